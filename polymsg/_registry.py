@@ -1,0 +1,53 @@
+"""Driver lookup: URL scheme -> Driver class, through stevedore entry points."""
+
+from __future__ import annotations
+
+import logging
+from typing import cast
+
+from stevedore import driver as stevedore_driver
+from stevedore.exception import NoMatches
+
+from polymsg._exceptions import DriverLoadFailure
+from polymsg.driver import Driver
+
+__all__ = ["ALIASES", "DISTRIBUTIONS", "NAMESPACE", "load_driver"]
+
+LOG = logging.getLogger(__name__)
+
+NAMESPACE = "polymsg.drivers"
+
+#: Short names owned by core, so two distributions never fight over one.
+ALIASES = {"rabbit": "rabbit+kombu"}
+
+#: Which distribution provides each first-party driver (for install hints).
+DISTRIBUTIONS = {
+    "memory": "polymsg",
+    "rabbit+kombu": "polymsg-kombu",
+    "rabbit+pika": "polymsg-pika",
+    "zmq": "polymsg-zmq",
+}
+
+
+def canonical_name(scheme: str) -> str:
+    """The entry-point name a URL scheme resolves to (``rabbit`` -> ``rabbit+kombu``)."""
+    return ALIASES.get(scheme, scheme)
+
+
+def load_driver(scheme: str) -> type[Driver]:
+    """The Driver class for ``scheme``; :class:`DriverLoadFailure` says what to install."""
+    name = canonical_name(scheme)
+    try:
+        manager = stevedore_driver.DriverManager(NAMESPACE, name, invoke_on_load=False)
+    except NoMatches as exc:
+        dist = DISTRIBUTIONS.get(name)
+        hint = (f"install the {dist!r} distribution (pip install {dist})" if dist
+                else f"install a distribution registering {name!r} on the "
+                     f"{NAMESPACE!r} entry-point group")
+        raise DriverLoadFailure(f"no polymsg driver for {scheme!r}: {hint}") from exc
+    except Exception as exc:  # an installed driver failed to import
+        raise DriverLoadFailure(f"the polymsg driver for {scheme!r} failed to load: {exc}") from exc
+    plugin = manager.driver
+    if not (isinstance(plugin, type) and issubclass(plugin, Driver)):
+        raise DriverLoadFailure(f"entry point {name!r} is not a polymsg.driver.Driver subclass")
+    return cast(type[Driver], plugin)

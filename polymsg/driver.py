@@ -1,0 +1,275 @@
+"""The driver SPI: what a transport driver distribution implements.
+
+This module is a contract. polymsg's own drivers (``memory`` in core,
+``polymsg-kombu``, ``polymsg-pika``, ``polymsg-zmq``) use nothing but what is
+here, so a third-party driver can do everything they do.
+
+Registering a driver
+====================
+A distribution advertises a :class:`Driver` subclass on the
+``polymsg.drivers`` entry-point group under the URL scheme it serves
+(``memory``, ``rabbit+kombu``, ``zmq``…). Its configuration options go on the
+``oslo.config.opts`` entry point through its own ``list_opts()``.
+
+Division of work
+================
+The facade (``RPCClient``, ``get_rpc_server``, ``Notifier``,
+``get_notification_listener``) validates targets, applies serializers,
+checks version caps and capabilities, builds and reads failure dicts, runs
+endpoints on its executor and re-raises remote errors. A driver only moves
+messages and acknowledges them:
+
+* every :class:`~polymsg.Target` a driver receives has ``exchange`` filled in
+  (the configured ``control_exchange`` when the user gave none) and a
+  ``topic``; the facade never passes a fanout target to :meth:`Driver.call`;
+* ``ctxt`` and the ``message`` dict are JSON types; drivers encode them with
+  :func:`dumps` (or their wire format) and MUST raise
+  :class:`~polymsg.SerializationError` *before sending anything* when that
+  fails;
+* a feature not in :attr:`Driver.capabilities` is never requested: the
+  facade raises :class:`~polymsg.NotSupported` first. A declared capability
+  MUST pass its conformance tests (:mod:`polymsg.testing`).
+
+Message dicts
+=============
+An RPC ``message`` is ``{"method": str, "args": dict, "namespace": str|None,
+"version": str|None}``. A notification ``message`` is ``{"message_id": str,
+"publisher_id": str, "event_type": str, "priority": str (upper case, e.g.
+"INFO"), "payload": Any, "timestamp": str}``. Drivers deliver the same dict
+(after a JSON round trip) on :attr:`IncomingMessage.message`; they may add
+their own routing fields on the wire but strip them on the way in.
+
+Failures
+========
+A failure dict describes a server-side exception: ``{"class": str,
+"module": str, "message": str, "tb": [str, ...], "args": list, "kwargs":
+dict}``. Drivers carry it opaquely from :meth:`IncomingMessage.reply` to
+:class:`Reply`.
+
+Threads
+=======
+Driver methods may be called from many threads at once. Listener callbacks
+run on a driver-owned thread; they are short (the facade only queues the
+message) and never block on network I/O. After :meth:`Driver.cleanup`
+returns, the driver has no thread left running.
+
+Errors
+======
+Errors of the backend library are translated at the boundary (``raise
+polymsg.MessageDeliveryFailure(...) from exc``) and never re-exported:
+connection failures after ``retry`` is exhausted become
+:class:`~polymsg.MessageDeliveryFailure`; anything unexpected on the wire is
+logged and dropped, never raised into a listener thread.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from oslo_config import cfg
+
+from polymsg._exceptions import (
+    MessageDeliveryFailure,
+    MessagingError,
+    MessagingTimeout,
+    NotSupported,
+    SerializationError,
+)
+from polymsg._json import dumps, dumps_str, loads
+from polymsg._target import Target
+from polymsg._url import TransportHost, TransportURL
+
+__all__ = [
+    "CAPABILITIES",
+    "Driver",
+    "DriverOptions",
+    "IncomingMessage",
+    "Listener",
+    "MessageDeliveryFailure",
+    "MessagingError",
+    "MessagingTimeout",
+    "NotSupported",
+    "OnMessage",
+    "Reply",
+    "SendOptions",
+    "SerializationError",
+    "Target",
+    "TransportHost",
+    "TransportURL",
+    "dumps",
+    "dumps_str",
+    "loads",
+]
+
+#: Every capability a driver may declare (see API.md, "Capabilities").
+CAPABILITIES: frozenset[str] = frozenset({
+    "rpc", "fanout", "notify", "pools", "requeue", "store_and_forward",
+    "queue_ttl", "message_ttl", "multi_host",
+})
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    """How one message is sent.
+
+    ``timeout``: for calls, seconds to wait for the reply; the request MUST
+    also expire (never be executed) once it has passed. ``retry``: ``None``
+    keep retrying the connection, ``0`` no retry, ``N`` N retries, then
+    :class:`~polymsg.MessageDeliveryFailure`. ``queue_ttl``: the queue this
+    message is stored in (when the driver stores and forwards) is removed
+    after that many seconds without a consumer. ``message_ttl``: the message
+    is discarded if no consumer took it within that many seconds.
+    """
+
+    timeout: float | None = None
+    retry: int | None = None
+    queue_ttl: float | None = None
+    message_ttl: float | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The outcome of a call: ``result`` when ``failure`` is ``None``."""
+
+    result: Any = None
+    failure: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DriverOptions:
+    """A driver's option values: its config group overlaid with the URL query.
+
+    Read options as attributes (``options.heartbeat``) or with ``get``.
+    Values are already converted to the option's type.
+    """
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The value of ``name``, or ``default`` when the driver has no such option."""
+        return self.values.get(name, default)
+
+
+class IncomingMessage(abc.ABC):
+    """One message handed to a listener's callback.
+
+    ``ctxt`` is the caller's context dict, ``message`` the RPC or
+    notification dict (see the module docstring). The facade calls exactly
+    one of :meth:`acknowledge` or :meth:`requeue` per message, from any
+    thread, and for RPC messages :meth:`reply` at most once.
+    """
+
+    ctxt: dict[str, Any]
+    message: dict[str, Any]
+
+    @abc.abstractmethod
+    def acknowledge(self) -> None:
+        """Tell the transport the message is taken; it MUST NOT be redelivered."""
+
+    @abc.abstractmethod
+    def requeue(self) -> None:
+        """Give the message back for later redelivery (drivers with ``requeue``)."""
+
+    def reply(self, result: Any = None, failure: Mapping[str, Any] | None = None) -> None:
+        """Send the call's outcome back to the caller; a no-op for casts.
+
+        MUST raise :class:`~polymsg.SerializationError` without sending
+        anything when ``result`` is not JSON-encodable, so the facade can
+        send a failure instead. Other send errors are logged, not raised.
+        """
+
+
+#: A listener callback: called on a driver thread with each incoming message.
+OnMessage = Callable[[IncomingMessage], None]
+
+
+class Listener(abc.ABC):
+    """A running subscription created by :meth:`Driver.listen` or
+    :meth:`Driver.listen_for_notifications`."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop taking messages. Blocks until no callback is running or will
+        start; messages not yet delivered stay with the transport."""
+
+    def cleanup(self) -> None:  # noqa: B027 - optional hook
+        """Release the subscription's resources (called after :meth:`stop`)."""
+
+
+class Driver(abc.ABC):
+    """A transport. One instance per :func:`polymsg.get_transport` call.
+
+    Class attributes are data the facade reads before any instance exists:
+    ``capabilities`` (a subset of :data:`CAPABILITIES`), ``options_group``
+    and :meth:`list_opts` (the oslo.config options URL query keys may
+    override).
+    """
+
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    options_group: ClassVar[str | None] = None
+
+    def __init__(self, url: TransportURL, options: DriverOptions, conf: cfg.ConfigOpts) -> None:
+        """MUST NOT block on the network: connect lazily or in the background."""
+        self.url = url
+        self.options = options
+        self.conf = conf
+
+    @classmethod
+    def list_opts(cls) -> Sequence[cfg.Opt]:
+        """The driver's options, registered in ``[options_group]``."""
+        return ()
+
+    @abc.abstractmethod
+    def call(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
+             options: SendOptions) -> Future[Reply]:
+        """Send a request to one server of ``target`` and return a future of its
+        :class:`Reply`.
+
+        May block until the request is handed over. The future fails with
+        :class:`~polymsg.MessageDeliveryFailure` if the request cannot be
+        sent; the facade enforces ``options.timeout`` and cancels the future
+        on expiry, which MUST drop the driver's bookkeeping for it.
+        """
+
+    @abc.abstractmethod
+    def cast(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
+             options: SendOptions) -> Future[None]:
+        """Send a one-way message: to one server of the topic, to
+        ``target.server``, or to every server when ``target.fanout``.
+
+        The future resolves when the transport has accepted the message
+        (broker-confirmed where the broker confirms).
+        """
+
+    @abc.abstractmethod
+    def notify(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
+               options: SendOptions) -> Future[None]:
+        """Publish a notification on ``target.topic`` with ``message["priority"]``."""
+
+    @abc.abstractmethod
+    def listen(self, target: Target, on_message: OnMessage, *,
+               queue_ttl: float | None = None) -> Listener:
+        """Consume RPC messages for ``target.topic`` (shared with other servers),
+        ``target.topic`` + ``target.server`` and the topic's fanout.
+        Returns once the subscription is in place."""
+
+    @abc.abstractmethod
+    def listen_for_notifications(self, targets_and_priorities: Sequence[tuple[Target, str]],
+                                 pool: str | None, on_message: OnMessage) -> Listener:
+        """Consume notifications for each ``(target, priority)``; priorities are
+        lower case. Listeners with the same ``pool`` share one stream (each
+        message to one of them); every distinct pool gets its own copy."""
+
+    @abc.abstractmethod
+    def cleanup(self) -> None:
+        """Close connections and join threads. Idempotent."""

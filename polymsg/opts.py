@@ -1,0 +1,19 @@
+"""polymsg's configuration options, for ``oslo-config-generator --namespace polymsg``."""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+from polymsg._config import DEFAULT_OPTS
+
+__all__ = ["list_opts"]
+
+
+def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
+    """``[(group, [opts])]`` for core polymsg; each driver distribution lists its own."""
+    from polymsg._memory import MemoryDriver
+
+    result: list[tuple[str | None, list[cfg.Opt]]] = [("DEFAULT", list(DEFAULT_OPTS))]
+    if MemoryDriver.options_group and MemoryDriver.list_opts():
+        result.append((MemoryDriver.options_group, list(MemoryDriver.list_opts())))
+    return result

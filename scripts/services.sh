@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Start or stop the RabbitMQ and Redis servers polymsg's tests use.
+#
+#   scripts/services.sh start   install (Debian packages, when missing) and start both
+#   scripts/services.sh stop    stop what `start` started
+#   scripts/services.sh env     print the environment the tests read
+#
+# Both listen on loopback only, on their own ports, with their data under
+# .run/ in the checkout, so they never touch a system broker.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUN="$ROOT/.run"
+RABBIT_PORT=${POLYMSG_RABBIT_PORT:-5673}
+RABBIT_BIN=/usr/lib/rabbitmq/bin   # the real scripts; /usr/sbin wrappers switch user
+REDIS_PORT=${POLYMSG_REDIS_PORT:-6380}
+
+rabbit_env() {
+  export HOME="$RUN/rabbitmq"            # the Erlang cookie lives here
+  export RABBITMQ_NODENAME="polymsg@localhost"
+  export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+  export RABBITMQ_NODE_PORT="$RABBIT_PORT"
+  export RABBITMQ_DIST_PORT=$((RABBIT_PORT + 20000))
+  export RABBITMQ_MNESIA_BASE="$RUN/rabbitmq/mnesia"
+  export RABBITMQ_LOG_BASE="$RUN/rabbitmq/log"
+  export RABBITMQ_CONFIG_FILE="$RUN/rabbitmq/rabbitmq"
+  export RABBITMQ_ENABLED_PLUGINS_FILE="$RUN/rabbitmq/enabled_plugins"
+  export RABBITMQ_PID_FILE="$RUN/rabbitmq/rabbit.pid"
+  export ERL_EPMD_ADDRESS=127.0.0.1
+}
+
+install_missing() {
+  local missing=()
+  command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || missing+=(rabbitmq-server)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "services: installing ${missing[*]} from Debian packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+start_rabbit() {
+  rabbit_env
+  mkdir -p "$RUN/rabbitmq/log" "$RUN/rabbitmq/mnesia"
+  echo "[]." > "$RABBITMQ_ENABLED_PLUGINS_FILE"
+  printf 'loopback_users = none\nlisteners.tcp.default = 127.0.0.1:%s\n' "$RABBIT_PORT" > "$RABBITMQ_CONFIG_FILE.conf"
+  if "$RABBIT_BIN/rabbitmq-diagnostics" -q ping >/dev/null 2>&1; then
+    echo "services: RabbitMQ already running on 127.0.0.1:$RABBIT_PORT"; return
+  fi
+  (setsid "$RABBIT_BIN/rabbitmq-server" > "$RUN/rabbitmq/log/console.log" 2>&1 &)
+  for _ in $(seq 1 120); do
+    if "$RABBIT_BIN/rabbitmqctl" -q await_startup --timeout 5 >/dev/null 2>&1; then
+      echo "services: RabbitMQ up on 127.0.0.1:$RABBIT_PORT"; return
+    fi
+    sleep 1
+  done
+  echo "services: RabbitMQ did not start"; tail -30 "$RUN/rabbitmq/log/console.log"; exit 1
+}
+
+stop_rabbit() {
+  rabbit_env
+  "$RABBIT_BIN/rabbitmqctl" -q stop >/dev/null 2>&1 || true
+}
+
+start_redis() {
+  mkdir -p "$RUN/redis"
+  if redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+    echo "services: Redis already running on 127.0.0.1:$REDIS_PORT"; return
+  fi
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$RUN/redis" --daemonize yes \
+    --pidfile "$RUN/redis/redis.pid" --logfile "$RUN/redis/redis.log" --save "" --appendonly no
+  for _ in $(seq 1 50); do
+    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && { echo "services: Redis up on 127.0.0.1:$REDIS_PORT"; return; }
+    sleep 0.1
+  done
+  echo "services: Redis did not start"; exit 1
+}
+
+stop_redis() {
+  redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+}
+
+case "${1:-}" in
+  start) install_missing; start_rabbit; start_redis ;;
+  stop) stop_rabbit; stop_redis ;;
+  env)
+    echo "export POLYMSG_TEST_RABBIT_URL=rabbit://guest:guest@127.0.0.1:$RABBIT_PORT/"
+    echo "export POLYMSG_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
+    echo "export POLYMSG_TEST_RABBITMQCTL='env HOME=$RUN/rabbitmq RABBITMQ_NODENAME=polymsg@localhost $RABBIT_BIN/rabbitmqctl'"
+    ;;
+  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+esac
