@@ -4,9 +4,12 @@
 #   scripts/services.sh start   install (Debian packages, when missing) and start both
 #   scripts/services.sh stop    stop what `start` started
 #   scripts/services.sh env     print the environment the tests read
+#   scripts/services.sh status  exit 0 when both answer (RabbitMQ: this checkout's node)
 #
 # Both listen on loopback only, on their own ports, with their data under
-# .run/ in the checkout, so they never touch a system broker.
+# .run/ in the checkout, so they never touch a system broker. Ports come from
+# POLYMSG_RABBIT_PORT (5673) and POLYMSG_REDIS_PORT (6380); the RabbitMQ node
+# name follows the port, so two checkouts on two ports never clash in epmd.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,10 +17,14 @@ RUN="$ROOT/.run"
 RABBIT_PORT=${POLYMSG_RABBIT_PORT:-5673}
 RABBIT_BIN=/usr/lib/rabbitmq/bin   # the real scripts; /usr/sbin wrappers switch user
 REDIS_PORT=${POLYMSG_REDIS_PORT:-6380}
+if [ "$RABBIT_PORT" = 5673 ]; then NODE=polymsg@localhost; else NODE="polymsg$RABBIT_PORT@localhost"; fi
+
+# True when something accepts TCP connections on 127.0.0.1:$1.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 rabbit_env() {
   export HOME="$RUN/rabbitmq"            # the Erlang cookie lives here
-  export RABBITMQ_NODENAME="polymsg@localhost"
+  export RABBITMQ_NODENAME="$NODE"
   export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
   export RABBITMQ_NODE_PORT="$RABBIT_PORT"
   export RABBITMQ_DIST_PORT=$((RABBIT_PORT + 20000))
@@ -48,6 +55,11 @@ start_rabbit() {
   if "$RABBIT_BIN/rabbitmq-diagnostics" -q ping >/dev/null 2>&1; then
     echo "services: RabbitMQ already running on 127.0.0.1:$RABBIT_PORT"; return
   fi
+  if port_busy "$RABBIT_PORT"; then
+    echo "services: port $RABBIT_PORT is taken by another process (not this checkout's" \
+         "RabbitMQ); set POLYMSG_RABBIT_PORT to a free port" >&2
+    exit 1
+  fi
   (setsid "$RABBIT_BIN/rabbitmq-server" > "$RUN/rabbitmq/log/console.log" 2>&1 &)
   for _ in $(seq 1 120); do
     if "$RABBIT_BIN/rabbitmqctl" -q await_startup --timeout 5 >/dev/null 2>&1; then
@@ -68,6 +80,11 @@ start_redis() {
   if redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
     echo "services: Redis already running on 127.0.0.1:$REDIS_PORT"; return
   fi
+  if port_busy "$REDIS_PORT"; then
+    echo "services: port $REDIS_PORT is taken by a process that is not Redis;" \
+         "set POLYMSG_REDIS_PORT to a free port" >&2
+    exit 1
+  fi
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$RUN/redis" --daemonize yes \
     --pidfile "$RUN/redis/redis.pid" --logfile "$RUN/redis/redis.log" --save "" --appendonly no
   for _ in $(seq 1 50); do
@@ -84,10 +101,20 @@ stop_redis() {
 case "${1:-}" in
   start) install_missing; start_rabbit; start_redis ;;
   stop) stop_rabbit; stop_redis ;;
+  status)
+    rc=0
+    if (rabbit_env; "$RABBIT_BIN/rabbitmq-diagnostics" -q ping >/dev/null 2>&1); then
+      echo "services: RabbitMQ running on 127.0.0.1:$RABBIT_PORT"
+    else echo "services: RabbitMQ not running on 127.0.0.1:$RABBIT_PORT"; rc=1; fi
+    if redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+      echo "services: Redis running on 127.0.0.1:$REDIS_PORT"
+    else echo "services: Redis not running on 127.0.0.1:$REDIS_PORT"; rc=1; fi
+    exit $rc
+    ;;
   env)
     echo "export POLYMSG_TEST_RABBIT_URL=rabbit://guest:guest@127.0.0.1:$RABBIT_PORT/"
     echo "export POLYMSG_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
-    echo "export POLYMSG_TEST_RABBITMQCTL='env HOME=$RUN/rabbitmq RABBITMQ_NODENAME=polymsg@localhost $RABBIT_BIN/rabbitmqctl'"
+    echo "export POLYMSG_TEST_RABBITMQCTL='env HOME=$RUN/rabbitmq RABBITMQ_NODENAME=$NODE $RABBIT_BIN/rabbitmqctl'"
     ;;
-  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
 esac
