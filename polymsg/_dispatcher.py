@@ -1,0 +1,97 @@
+"""RPC dispatch: from a request dict to the endpoint method that serves it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from polymsg._exceptions import InvalidTarget, NoSuchMethod, UnsupportedVersion
+from polymsg._serializer import Serializer
+from polymsg._target import Target, parse_version
+
+__all__ = ["RPCDispatcher", "expected_exceptions"]
+
+LOG = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_DEFAULT_VERSION = (1, 0)
+
+
+def expected_exceptions(*exceptions: type[BaseException]) -> Callable[[F], F]:
+    """Mark ``exceptions`` as expected from an endpoint method.
+
+    They still reach the caller; the server just does not log them with a
+    traceback, because they are part of the method's contract.
+    """
+    def decorate(func: F) -> F:
+        func.__polymsg_expected__ = tuple(exceptions)  # type: ignore[attr-defined]
+        return func
+    return decorate
+
+
+def is_expected(method: Callable[..., Any], exc: BaseException) -> bool:
+    """True when ``method`` declared ``exc``'s class with :func:`expected_exceptions`."""
+    expected = getattr(method, "__polymsg_expected__", ())
+    return isinstance(exc, expected) if expected else False
+
+
+class _Endpoint:
+    __slots__ = ("namespace", "obj", "version")
+
+    def __init__(self, obj: Any) -> None:
+        target = getattr(obj, "target", None)
+        if target is not None and not isinstance(target, Target):
+            raise InvalidTarget(f"endpoint {obj!r} has a 'target' that is not a polymsg.Target")
+        self.obj = obj
+        self.namespace = target.namespace if target is not None else None
+        version = target.version if target is not None else None
+        self.version = parse_version(version) if version else _DEFAULT_VERSION
+
+
+class RPCDispatcher:
+    """Finds the endpoint method for a request and runs it."""
+
+    def __init__(self, endpoints: Sequence[Any], serializer: Serializer) -> None:
+        self._endpoints = [_Endpoint(e) for e in endpoints]
+        self._serializer = serializer
+
+    def find(self, method: str, namespace: str | None, version: str | None
+             ) -> Callable[..., Any]:
+        """The bound method serving ``method``, or NoSuchMethod / UnsupportedVersion."""
+        if not isinstance(method, str) or not method or method.startswith("_"):
+            raise NoSuchMethod(f"Endpoint does not support RPC method {method!r}")
+        try:
+            wanted = parse_version(version) if version else _DEFAULT_VERSION
+        except InvalidTarget:
+            raise UnsupportedVersion(f"Endpoint does not support RPC version {version!r}") from None
+        compatible = False
+        for endpoint in self._endpoints:
+            if endpoint.namespace != namespace:
+                continue
+            major, minor = endpoint.version
+            if major != wanted[0] or minor < wanted[1]:
+                continue
+            compatible = True
+            func = getattr(endpoint.obj, method, None)
+            if func is not None and callable(func):
+                return func  # type: ignore[no-any-return]
+        if compatible:
+            raise NoSuchMethod(f"Endpoint does not support RPC method {method!r}")
+        raise UnsupportedVersion(
+            f"Endpoint does not support RPC version {version or '1.0'}"
+            + (f" in namespace {namespace!r}" if namespace else "")
+        )
+
+    def invoke(self, func: Callable[..., Any], ctxt: dict[str, Any],
+               message: dict[str, Any]) -> Any:
+        """Run ``func`` for the request; returns the serialized result and raises
+        whatever the method raises."""
+        serializer = self._serializer
+        user_ctxt = serializer.deserialize_context(ctxt)
+        args = message.get("args") or {}
+        if not isinstance(args, dict):
+            raise TypeError(f"RPC arguments must be a JSON object, got {type(args).__name__}")
+        kwargs = {k: serializer.deserialize_entity(user_ctxt, v) for k, v in args.items()}
+        return serializer.serialize_entity(user_ctxt, func(user_ctxt, **kwargs))

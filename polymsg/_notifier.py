@@ -1,0 +1,120 @@
+"""Notifier: events with a priority and an event type, published on topics."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from polymsg._exceptions import InvalidTarget
+from polymsg._rpc_client import _guard, _result
+from polymsg._rpc_server import _check_ttl
+from polymsg._serializer import NoOpSerializer, Serializer
+from polymsg._target import Target
+from polymsg._transport import Transport
+from polymsg.driver import SendOptions
+
+__all__ = ["PRIORITIES", "Notifier"]
+
+#: Listener method name -> priority on the wire.
+PRIORITIES = {
+    "audit": "AUDIT", "debug": "DEBUG", "info": "INFO", "warn": "WARN",
+    "error": "ERROR", "critical": "CRITICAL", "sample": "SAMPLE",
+}
+
+_UNSET: Any = object()
+
+
+class Notifier:
+    """Publishes notifications as ``publisher_id`` on each of ``topics``.
+
+    One method per priority, each ``(ctxt, event_type, payload)``. A
+    notification is routed as ``<topic>.<priority>``; ``message_ttl`` drops
+    it if no listener took it in time. Sending errors are raised
+    (:class:`~polymsg.MessageDeliveryFailure`), never swallowed.
+    """
+
+    def __init__(self, transport: Transport, publisher_id: str, *,
+                 topics: Sequence[str] = ("notifications",),
+                 serializer: Serializer | None = None, retry: int | None = None,
+                 message_ttl: float | None = None) -> None:
+        if isinstance(topics, str):
+            topics = (topics,)
+        if not isinstance(publisher_id, str):
+            raise ValueError(f"publisher_id must be a string, got {publisher_id!r}")
+        self.transport = transport
+        self.publisher_id = publisher_id
+        self.topics = tuple(topics)
+        self.serializer = serializer or NoOpSerializer()
+        self.retry = retry
+        self.message_ttl = _check_ttl("message_ttl", message_ttl)
+        exchange = transport.default_exchange
+        try:
+            self._targets = [Target(topic=t, exchange=exchange) for t in self.topics]
+        except InvalidTarget as exc:
+            raise InvalidTarget(f"invalid notification topic: {exc}") from None
+
+    def prepare(self, *, publisher_id: str = _UNSET, topics: Sequence[str] = _UNSET,
+                retry: int | None = _UNSET, message_ttl: float | None = _UNSET) -> Notifier:
+        """A notifier like this one with the given fields changed."""
+        return Notifier(
+            self.transport,
+            self.publisher_id if publisher_id is _UNSET else publisher_id,
+            topics=self.topics if topics is _UNSET else topics,
+            serializer=self.serializer,
+            retry=self.retry if retry is _UNSET else retry,
+            message_ttl=self.message_ttl if message_ttl is _UNSET else message_ttl,
+        )
+
+    def audit(self, ctxt: dict[str, Any] | None, event_type: str, payload: Any) -> None:
+        """Send at AUDIT priority."""
+        self._notify(ctxt, event_type, payload, "AUDIT")
+
+    def debug(self, ctxt: dict[str, Any] | None, event_type: str, payload: Any) -> None:
+        """Send at DEBUG priority."""
+        self._notify(ctxt, event_type, payload, "DEBUG")
+
+    def info(self, ctxt: dict[str, Any] | None, event_type: str, payload: Any) -> None:
+        """Send at INFO priority."""
+        self._notify(ctxt, event_type, payload, "INFO")
+
+    def warn(self, ctxt: dict[str, Any] | None, event_type: str, payload: Any) -> None:
+        """Send at WARN priority (listeners' ``warn`` method)."""
+        self._notify(ctxt, event_type, payload, "WARN")
+
+    warning = warn
+
+    def error(self, ctxt: dict[str, Any] | None, event_type: str, payload: Any) -> None:
+        """Send at ERROR priority."""
+        self._notify(ctxt, event_type, payload, "ERROR")
+
+    def critical(self, ctxt: dict[str, Any] | None, event_type: str, payload: Any) -> None:
+        """Send at CRITICAL priority."""
+        self._notify(ctxt, event_type, payload, "CRITICAL")
+
+    def sample(self, ctxt: dict[str, Any] | None, event_type: str, payload: Any) -> None:
+        """Send at SAMPLE priority."""
+        self._notify(ctxt, event_type, payload, "SAMPLE")
+
+    def _notify(self, ctxt: dict[str, Any] | None, event_type: str, payload: Any,
+                priority: str) -> None:
+        transport = self.transport
+        transport.require("notify", "a notifier")
+        if self.message_ttl is not None:
+            transport.require("message_ttl", "message_ttl")
+        if not isinstance(event_type, str) or not event_type:
+            raise ValueError(f"event_type must be a non-empty string, got {event_type!r}")
+        wire_ctxt = self.serializer.serialize_context({} if ctxt is None else ctxt)
+        message = {
+            "message_id": str(uuid.uuid4()),
+            "publisher_id": self.publisher_id,
+            "event_type": event_type,
+            "priority": priority,
+            "payload": self.serializer.serialize_entity(wire_ctxt, payload),
+            "timestamp": datetime.now(timezone.utc).replace(tzinfo=None).isoformat(),
+        }
+        options = SendOptions(retry=self.retry, message_ttl=self.message_ttl)
+        driver = transport._driver
+        for target in self._targets:
+            _result(_guard(lambda t=target: driver.notify(t, wire_ctxt, message, options)), None)

@@ -1,0 +1,169 @@
+"""RPC client: call (request/response), cast (one-way) and fanout casts."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, TypeVar
+
+from polymsg._exceptions import (
+    InvalidTarget,
+    MessageDeliveryFailure,
+    MessagingError,
+    MessagingTimeout,
+    RPCVersionCapError,
+)
+from polymsg._remote import exception_from_failure
+from polymsg._rpc_server import _check_ttl
+from polymsg._serializer import NoOpSerializer, Serializer
+from polymsg._target import Target, parse_version, version_is_compatible
+from polymsg._transport import Transport
+from polymsg.driver import Reply, SendOptions
+
+__all__ = ["RPCClient"]
+
+LOG = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_UNSET: Any = object()
+_TARGET_FIELDS = ("topic", "server", "fanout", "exchange", "namespace", "version")
+
+
+class RPCClient:
+    """Sends requests to the servers of ``target``. Thread-safe; cheap to ``prepare``.
+
+    ``timeout`` (seconds) defaults to ``[DEFAULT] rpc_response_timeout``;
+    ``retry`` ``None`` retries the connection forever, ``0`` never, ``N``
+    times; ``version_cap`` refuses versions above it; ``queue_ttl`` and
+    ``message_ttl`` are the TTL hints (see API.md).
+    """
+
+    def __init__(self, transport: Transport, target: Target, *, timeout: float | None = None,
+                 retry: int | None = None, version_cap: str | None = None,
+                 serializer: Serializer | None = None, queue_ttl: float | None = None,
+                 message_ttl: float | None = None) -> None:
+        if not isinstance(target, Target):
+            raise InvalidTarget(f"target must be a polymsg.Target, got {target!r}")
+        if version_cap is not None:
+            parse_version(version_cap)
+        if retry is not None and (not isinstance(retry, int) or retry < 0):
+            raise ValueError(f"retry must be None or a non-negative int, got {retry!r}")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+            raise ValueError(f"timeout must be None or a non-negative number, got {timeout!r}")
+        self.transport = transport
+        self.target = target
+        self.timeout = timeout
+        self.retry = retry
+        self.version_cap = version_cap
+        self.serializer = serializer or NoOpSerializer()
+        self.queue_ttl = _check_ttl("queue_ttl", queue_ttl)
+        self.message_ttl = _check_ttl("message_ttl", message_ttl)
+        self._wire_target = target.replace(exchange=target.exchange or transport.default_exchange)
+
+    def prepare(self, *, topic: str | None = _UNSET, server: str | None = _UNSET,
+                fanout: bool = _UNSET, exchange: str | None = _UNSET,
+                namespace: str | None = _UNSET, version: str | None = _UNSET,
+                timeout: float | None = _UNSET, retry: int | None = _UNSET,
+                version_cap: str | None = _UNSET, queue_ttl: float | None = _UNSET,
+                message_ttl: float | None = _UNSET) -> RPCClient:
+        """A client like this one with the given target fields and options changed."""
+        given = dict(topic=topic, server=server, fanout=fanout, exchange=exchange,
+                     namespace=namespace, version=version)
+        target = self.target.replace(**{k: v for k, v in given.items() if v is not _UNSET})
+
+        def pick(value: T, current: T) -> T:
+            return current if value is _UNSET else value
+
+        return RPCClient(
+            self.transport, target, timeout=pick(timeout, self.timeout),
+            retry=pick(retry, self.retry), version_cap=pick(version_cap, self.version_cap),
+            serializer=self.serializer, queue_ttl=pick(queue_ttl, self.queue_ttl),
+            message_ttl=pick(message_ttl, self.message_ttl),
+        )
+
+    def can_send_version(self, version: str) -> bool:
+        """True when ``version`` is allowed by ``version_cap`` (always, without a cap)."""
+        return self.version_cap is None or version_is_compatible(self.version_cap, version)
+
+    def call(self, ctxt: dict[str, Any] | None, method: str, **kwargs: Any) -> Any:
+        """Invoke ``method`` on one server and return its result (or raise its error)."""
+        timeout = self.timeout
+        if timeout is None:
+            timeout = float(self.transport.conf.rpc_response_timeout)
+        if self.target.fanout:
+            raise InvalidTarget(f"a fanout target cannot be called, only cast to: {self.target}")
+        wire_ctxt, message = self._prepare(ctxt, method, kwargs)
+        ttl = timeout if self.message_ttl is None else min(timeout, self.message_ttl)
+        options = SendOptions(timeout=timeout, retry=self.retry, queue_ttl=self.queue_ttl,
+                              message_ttl=ttl)
+        future = _guard(lambda: self.transport._driver.call(
+            self._wire_target, wire_ctxt, message, options))
+        try:
+            reply = _result(future, timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise MessagingTimeout(
+                f"timed out after {timeout:g}s waiting for a reply to {method!r} "
+                f"on topic {self.target.topic!r}") from None
+        if reply.failure is not None:
+            raise exception_from_failure(reply.failure, self.transport.allowed_remote_exmods)
+        return self.serializer.deserialize_entity(wire_ctxt, reply.result)
+
+    def cast(self, ctxt: dict[str, Any] | None, method: str, **kwargs: Any) -> None:
+        """Send ``method`` one-way: to one server, the named server, or all (fanout).
+        Returns once the transport has accepted the message."""
+        if self.target.fanout:
+            self.transport.require("fanout", "a fanout cast")
+        wire_ctxt, message = self._prepare(ctxt, method, kwargs)
+        options = SendOptions(retry=self.retry, queue_ttl=self.queue_ttl,
+                              message_ttl=self.message_ttl)
+        future = _guard(lambda: self.transport._driver.cast(
+            self._wire_target, wire_ctxt, message, options))
+        _result(future, None)
+
+    def _prepare(self, ctxt: dict[str, Any] | None, method: str,
+                 kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        transport, target = self.transport, self.target
+        transport.require("rpc", "an RPC client")
+        if not target.topic:
+            raise InvalidTarget(f"a target to send to needs a topic: {target}")
+        if self.queue_ttl is not None:
+            transport.require("queue_ttl", "queue_ttl")
+        if self.message_ttl is not None:
+            transport.require("message_ttl", "message_ttl")
+        if not isinstance(method, str) or not method:
+            raise ValueError(f"method must be a non-empty string, got {method!r}")
+        version = target.version
+        if version is not None and not self.can_send_version(version):
+            raise RPCVersionCapError(
+                f"requested version {version} is above the version cap {self.version_cap}")
+        serializer = self.serializer
+        wire_ctxt = serializer.serialize_context({} if ctxt is None else ctxt)
+        args = {k: serializer.serialize_entity(wire_ctxt, v) for k, v in kwargs.items()}
+        message = {"method": method, "args": args, "namespace": target.namespace,
+                   "version": version}
+        return wire_ctxt, message
+
+    def __repr__(self) -> str:
+        return f"<polymsg.RPCClient {self.target}>"
+
+
+def _guard(send: Any) -> Future[Any]:
+    """Run a driver send, wrapping anything that is not a polymsg error."""
+    try:
+        return send()  # type: ignore[no-any-return]
+    except MessagingError:
+        raise
+    except Exception as exc:
+        raise MessageDeliveryFailure(f"the driver failed to send: {exc}") from exc
+
+
+def _result(future: Future[Any], timeout: float | None) -> Reply:
+    try:
+        return future.result(timeout)  # type: ignore[no-any-return]
+    except (MessagingError, FutureTimeout):
+        raise
+    except Exception as exc:
+        raise MessageDeliveryFailure(f"the driver failed to deliver: {exc}") from exc

@@ -1,0 +1,105 @@
+"""RPC server: endpoints served on a topic, a named server and the topic's fanout."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from polymsg._dispatcher import RPCDispatcher, is_expected
+from polymsg._exceptions import (
+    InvalidTarget,
+    NoSuchMethod,
+    SerializationError,
+    UnsupportedVersion,
+)
+from polymsg._executor import Runner
+from polymsg._remote import failure_from_exception
+from polymsg._serializer import NoOpSerializer, Serializer
+from polymsg._target import Target
+from polymsg._transport import Transport
+from polymsg.driver import IncomingMessage, Listener
+
+__all__ = ["RPCServer", "get_rpc_server"]
+
+LOG = logging.getLogger(__name__)
+
+
+class RPCServer(Runner):
+    """Serves ``endpoints`` for ``target`` (see :func:`get_rpc_server`)."""
+
+    def __init__(self, transport: Transport, target: Target, endpoints: Sequence[Any], *,
+                 executor: str = "threading", serializer: Serializer | None = None,
+                 queue_ttl: float | None = None, max_workers: int | None = None) -> None:
+        super().__init__(transport, executor, max_workers)
+        if not isinstance(target, Target):
+            raise InvalidTarget(f"target must be a polymsg.Target, got {target!r}")
+        if not target.topic or not target.server:
+            raise InvalidTarget(f"an RPC server needs a topic and a server: {target}")
+        if target.fanout:
+            raise InvalidTarget(f"an RPC server target cannot be fanout: {target}")
+        self.target = target.replace(exchange=target.exchange or transport.default_exchange)
+        self.queue_ttl = _check_ttl("queue_ttl", queue_ttl)
+        self._dispatcher = RPCDispatcher(endpoints, serializer or NoOpSerializer())
+
+    def _check(self) -> None:
+        self.transport.require("rpc", "an RPC server")
+        if self.queue_ttl is not None:
+            self.transport.require("queue_ttl", "queue_ttl")
+
+    def _listen(self) -> Listener:
+        return self.transport._driver.listen(self.target, self._on_message,
+                                             queue_ttl=self.queue_ttl)
+
+    def _process(self, incoming: IncomingMessage) -> None:
+        incoming.acknowledge()  # at most once: taken before it runs
+        message = incoming.message
+        func = None
+        try:
+            func = self._dispatcher.find(message.get("method"),  # type: ignore[arg-type]
+                                         message.get("namespace"), message.get("version"))
+            result = self._dispatcher.invoke(func, incoming.ctxt, message)
+        except Exception as exc:
+            _log_failure(incoming, func, exc)
+            incoming.reply(failure=failure_from_exception(exc))
+            return
+        try:
+            incoming.reply(result=result)
+        except SerializationError as exc:
+            LOG.warning("result of %s is not JSON-serializable: %s", _name(incoming), exc)
+            incoming.reply(failure=failure_from_exception(exc))
+
+
+def _log_failure(incoming: IncomingMessage, func: Any, exc: Exception) -> None:
+    name = _name(incoming)
+    if isinstance(exc, (NoSuchMethod, UnsupportedVersion)) and func is None:
+        LOG.warning("cannot dispatch %s: %s", name, exc)
+    elif func is not None and is_expected(func, exc):
+        LOG.debug("expected exception from %s: %r", name, exc)
+    else:
+        LOG.exception("exception from %s", name)
+
+
+def _name(incoming: IncomingMessage) -> str:
+    return f"RPC method {incoming.message.get('method')!r}"
+
+
+def _check_ttl(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def get_rpc_server(transport: Transport, target: Target, endpoints: Sequence[Any], *,
+                   executor: str = "threading", serializer: Serializer | None = None,
+                   queue_ttl: float | None = None, max_workers: int | None = None) -> RPCServer:
+    """An RPC server for ``endpoints`` on ``target`` (needs ``topic`` and ``server``).
+
+    It listens on the topic (sharing work with other servers of it), on
+    ``topic`` + ``server`` and on the topic's fanout. Call ``start()`` (or
+    use it as a context manager); ``stop()`` then ``wait()`` to finish.
+    """
+    return RPCServer(transport, target, endpoints, executor=executor, serializer=serializer,
+                     queue_ttl=queue_ttl, max_workers=max_workers)
