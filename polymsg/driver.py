@@ -72,6 +72,7 @@ from typing import Any, ClassVar
 
 from oslo_config import cfg
 
+from polymsg import _amqp as amqp
 from polymsg._exceptions import (
     MessageDeliveryFailure,
     MessagingError,
@@ -100,6 +101,7 @@ __all__ = [
     "Target",
     "TransportHost",
     "TransportURL",
+    "amqp",
     "dumps",
     "dumps_str",
     "loads",

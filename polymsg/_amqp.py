@@ -1,0 +1,484 @@
+"""The AMQP 0-9-1 wire format of polymsg's RabbitMQ drivers.
+
+Both RabbitMQ drivers (``rabbit+kombu`` and ``rabbit+pika``) speak the format
+oslo.messaging's ``rabbit`` driver uses, so a polymsg service and an
+oslo.messaging service on the same broker call each other and read each
+other's notifications, and a client of one polymsg driver talks to a server
+of the other. This module holds that format once, free of any broker client:
+drivers get plain values (:class:`ExchangeSpec`, :class:`QueueSpec`,
+:class:`Route`, bytes and a properties dict) and turn them into calls of
+their own library. Drivers reach it as ``polymsg.driver.amqp``.
+
+Bodies
+======
+Every body is the JSON "2.0 envelope"::
+
+    {"oslo.version": "2.0", "oslo.message": "<the message, as JSON text>"}
+
+published with ``content_type="application/json"`` and
+``content_encoding="utf-8"``. Inside, a message is a flat JSON object:
+
+* request: ``method``, ``args`` and, when set, ``namespace`` and
+  ``version``; a call adds ``_msg_id`` (the reply's correlation id),
+  ``_reply_q`` (the caller's reply queue) and ``_timeout``;
+* notification: ``message_id``, ``publisher_id``, ``event_type``,
+  ``priority`` (upper case), ``payload`` and ``timestamp``;
+* reply: ``result``, ``failure`` (the failure dict as JSON *text*, or
+  ``null``), ``ending`` (``true`` on the final reply) and ``_msg_id``.
+
+Requests and notifications carry the caller's context flattened into
+``_context_<key>`` fields, and every message a ``_unique_id`` (hex) that
+receivers may use to drop duplicates. A body without the envelope is read as
+the bare message (what older senders and oslo.messaging's ``messaging``
+notification driver publish).
+
+Names and declarations
+======================
+========================  =========================================  ==============================
+what                      exchange (type)                            queue (routing key)
+========================  =========================================  ==============================
+RPC to a topic            ``<exchange>`` (topic)                     ``<topic>`` (``<topic>``)
+RPC to one server         ``<exchange>`` (topic)                     ``<topic>.<server>`` (same)
+fanout cast               ``<topic>_fanout`` (fanout, auto-delete)   ``<topic>_fanout_<hex>`` (one
+                                                                     per server, ``x-expires``)
+reply                     the default exchange ``""``                ``reply_<hex>`` (one per
+                                                                     transport, ``x-expires``)
+notification              ``<exchange>`` (topic)                     ``<topic>.<priority>``, or the
+                                                                     pool's name (routing key
+                                                                     ``<topic>.<priority>``)
+========================  =========================================  ==============================
+
+Exchanges and the topic and notification queues are neither durable nor
+auto-delete unless a :class:`Layout` says otherwise (oslo.messaging's
+``amqp_durable_queues`` and ``amqp_auto_delete``); reply and fanout queues
+expire after :attr:`Layout.transient_queue_ttl` without a consumer.
+
+Garbage on the wire
+===================
+Every ``decode_*`` function raises :class:`~polymsg.SerializationError`
+naming what is wrong (not JSON, not an object, an unknown envelope version,
+a missing or mistyped field); drivers log it and drop the message.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from polymsg._exceptions import InvalidTarget, SerializationError
+from polymsg._json import dumps, dumps_str, loads
+from polymsg._target import Target
+
+__all__ = [
+    "CONTENT_ENCODING",
+    "CONTENT_TYPE",
+    "ENVELOPE_VERSION",
+    "PERSISTENT",
+    "TRANSIENT",
+    "ExchangeSpec",
+    "Layout",
+    "Notification",
+    "QueueSpec",
+    "ReplyFrame",
+    "Request",
+    "Route",
+    "decode_notification",
+    "decode_reply",
+    "decode_request",
+    "encode_notification",
+    "encode_reply",
+    "encode_request",
+    "expiration",
+    "fanout_queue_name",
+    "new_id",
+    "properties",
+    "queue_arguments",
+    "reply_queue_name",
+]
+
+ENVELOPE_VERSION = "2.0"
+CONTENT_TYPE = "application/json"
+CONTENT_ENCODING = "utf-8"
+
+_VERSION_KEY = "oslo.version"
+_MESSAGE_KEY = "oslo.message"
+_CONTEXT_PREFIX = "_context_"
+_UNIQUE_ID = "_unique_id"
+_MSG_ID = "_msg_id"
+_REPLY_Q = "_reply_q"
+_TIMEOUT = "_timeout"
+
+#: AMQP delivery modes.
+TRANSIENT = 1
+PERSISTENT = 2
+
+
+# -- declarations -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    """An exchange to declare: ``type`` is ``"topic"``, ``"fanout"`` or ``"direct"``."""
+
+    name: str
+    type: str
+    durable: bool = False
+    auto_delete: bool = False
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A queue to declare; ``arguments`` are its ``x-`` arguments (``x-expires``…)."""
+
+    name: str
+    durable: bool = False
+    auto_delete: bool = False
+    arguments: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a message goes, or what a consumer reads.
+
+    ``exchange`` is ``None`` for the default exchange (no declaration, no
+    binding); ``queue`` is ``None`` when nothing is to be declared besides the
+    exchange (a fanout cast). A driver declares the exchange, the queue and
+    binds the queue to the exchange with ``routing_key``, then publishes to
+    ``exchange_name`` with ``routing_key`` or consumes ``queue``.
+    """
+
+    exchange: ExchangeSpec | None
+    routing_key: str
+    queue: QueueSpec | None = None
+
+    @property
+    def exchange_name(self) -> str:
+        """The name to publish to (``""`` is the default exchange)."""
+        return self.exchange.name if self.exchange is not None else ""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Declaration policy: durability of exchanges and queues, transient queue expiry.
+
+    The defaults are oslo.messaging's (non-durable, not auto-delete, reply and
+    fanout queues expiring after 1800 s unused), which a polymsg service must
+    share with any oslo.messaging service on the same exchange: RabbitMQ
+    refuses to redeclare an exchange or queue with other properties.
+    """
+
+    durable: bool = False
+    auto_delete: bool = False
+    transient_queue_ttl: float | None = 1800.0
+
+    def exchange(self, name: str) -> ExchangeSpec:
+        """The topic exchange ``name`` (a target's exchange)."""
+        return ExchangeSpec(name, "topic", self.durable, self.auto_delete)
+
+    def fanout_exchange(self, topic: str) -> ExchangeSpec:
+        """The fanout exchange of ``topic``."""
+        return ExchangeSpec(f"{topic}_fanout", "fanout", durable=False, auto_delete=True)
+
+    def shared_queue(self, name: str, queue_ttl: float | None = None) -> QueueSpec:
+        """A topic, server or notification queue; ``queue_ttl`` becomes ``x-expires``."""
+        return QueueSpec(name, self.durable, self.auto_delete, queue_arguments(queue_ttl))
+
+    def transient_queue(self, name: str, queue_ttl: float | None = None) -> QueueSpec:
+        """A reply or fanout queue: expires after ``queue_ttl`` (default: the layout's)."""
+        ttl = queue_ttl if queue_ttl is not None else self.transient_queue_ttl
+        return QueueSpec(name, durable=False, auto_delete=False, arguments=queue_arguments(ttl))
+
+    def send_route(self, target: Target, queue_ttl: float | None = None) -> Route:
+        """Where a call or cast to ``target`` is published.
+
+        The queue (``topic`` or ``topic.server``) is what the sender declares
+        so the message waits for a server that has not started yet; a fanout
+        route declares only its exchange.
+        """
+        topic = _require(target.topic, "topic")
+        if target.fanout:
+            return Route(self.fanout_exchange(topic), topic)
+        key = f"{topic}.{target.server}" if target.server else topic
+        return Route(self.exchange(_exchange_of(target)), key, self.shared_queue(key, queue_ttl))
+
+    def server_routes(self, target: Target, queue_ttl: float | None = None) -> list[Route]:
+        """The three queues an RPC server consumes: topic, topic.server, fanout."""
+        topic = _require(target.topic, "topic")
+        server = _require(target.server, "server")
+        exchange = self.exchange(_exchange_of(target))
+        key = f"{topic}.{server}"
+        return [
+            Route(exchange, topic, self.shared_queue(topic, queue_ttl)),
+            Route(exchange, key, self.shared_queue(key, queue_ttl)),
+            Route(self.fanout_exchange(topic), topic,
+                  self.transient_queue(fanout_queue_name(topic), queue_ttl)),
+        ]
+
+    def notification_route(self, target: Target, priority: str, pool: str | None = None,
+                           queue_ttl: float | None = None) -> Route:
+        """The queue of notifications of ``priority`` on ``target.topic``.
+
+        Without a pool the queue is named after its routing key
+        ``<topic>.<priority>`` (where senders store notifications); a pool
+        gets its own queue, named after the pool.
+        """
+        topic = _require(target.topic, "topic")
+        key = f"{topic}.{priority.lower()}"
+        queue = self.shared_queue(pool or key, queue_ttl)
+        return Route(self.exchange(_exchange_of(target)), key, queue)
+
+    def reply_route(self, queue: str) -> Route:
+        """Replies go through the default exchange, keyed by the reply queue's name."""
+        return Route(None, queue, self.transient_queue(queue))
+
+
+def reply_queue_name() -> str:
+    """A fresh reply queue name: ``reply_<hex>``."""
+    return f"reply_{uuid.uuid4().hex}"
+
+
+def fanout_queue_name(topic: str) -> str:
+    """A fresh fanout queue name for one server of ``topic``."""
+    return f"{topic}_fanout_{uuid.uuid4().hex}"
+
+
+def new_id() -> str:
+    """A fresh message id (32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+def queue_arguments(queue_ttl: float | None) -> dict[str, Any]:
+    """``{"x-expires": ms}`` for a queue TTL in seconds; ``{}`` for ``None``."""
+    if queue_ttl is None:
+        return {}
+    return {"x-expires": max(1, math.ceil(queue_ttl * 1000))}
+
+
+def expiration(*ttls: float | None) -> str | None:
+    """The per-message ``expiration`` property (milliseconds, as text) for the
+    smallest of ``ttls`` in seconds; ``None`` when all are ``None``."""
+    given = [t for t in ttls if t is not None]
+    if not given:
+        return None
+    return str(max(0, math.ceil(min(given) * 1000)))
+
+
+def properties(*, ttl: str | None = None, persistent: bool = True) -> dict[str, Any]:
+    """The message properties of a body from this module; ``ttl`` from :func:`expiration`."""
+    props: dict[str, Any] = {
+        "content_type": CONTENT_TYPE,
+        "content_encoding": CONTENT_ENCODING,
+        "delivery_mode": PERSISTENT if persistent else TRANSIENT,
+    }
+    if ttl is not None:
+        props["expiration"] = ttl
+    return props
+
+
+def _require(value: str | None, what: str) -> str:
+    if not value:
+        raise InvalidTarget(f"the target needs a {what} here")
+    return value
+
+
+def _exchange_of(target: Target) -> str:
+    # The facade fills in the configured control exchange before a driver
+    # sees a target; a bare target here is a driver bug, not user input.
+    return _require(target.exchange, "exchange")
+
+
+# -- encoding -----------------------------------------------------------------
+
+def _envelope(raw: dict[str, Any]) -> bytes:
+    return dumps({_VERSION_KEY: ENVELOPE_VERSION, _MESSAGE_KEY: dumps_str(raw)})
+
+
+def _with_context(raw: dict[str, Any], ctxt: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(ctxt, Mapping):
+        raise SerializationError(f"the context must be a dict, not {type(ctxt).__name__}")
+    for key, value in ctxt.items():
+        if not isinstance(key, str):
+            raise SerializationError(f"context keys must be strings, got {key!r}")
+        raw[_CONTEXT_PREFIX + key] = value
+    raw[_UNIQUE_ID] = new_id()
+    return raw
+
+
+def encode_request(ctxt: Mapping[str, Any], message: Mapping[str, Any], *,
+                   msg_id: str | None = None, reply_q: str | None = None) -> bytes:
+    """The body of an RPC request; a call passes ``msg_id`` and ``reply_q``.
+
+    ``namespace`` and ``version`` are left out when ``None``, as
+    oslo.messaging's servers read a missing version as ``"1.0"``.
+    """
+    raw: dict[str, Any] = {"method": message["method"], "args": message.get("args") or {}}
+    for key in ("namespace", "version"):
+        if message.get(key) is not None:
+            raw[key] = message[key]
+    if msg_id is not None:
+        raw[_MSG_ID] = msg_id
+        raw[_REPLY_Q] = reply_q
+        raw[_TIMEOUT] = None
+    return _envelope(_with_context(raw, ctxt))
+
+
+def encode_notification(ctxt: Mapping[str, Any], message: Mapping[str, Any]) -> bytes:
+    """The body of a notification (the message dict of the driver SPI)."""
+    raw = {key: message.get(key) for key in _NOTIFICATION_FIELDS}
+    return _envelope(_with_context(raw, ctxt))
+
+
+def encode_reply(msg_id: str, result: Any = None, failure: Mapping[str, Any] | None = None,
+                 *, ending: bool = True) -> bytes:
+    """The body of a call's reply; ``failure`` is carried as JSON text."""
+    raw = {
+        "result": result,
+        "failure": dumps_str(dict(failure)) if failure is not None else None,
+        "ending": ending,
+        _MSG_ID: msg_id,
+        _UNIQUE_ID: new_id(),
+    }
+    return _envelope(raw)
+
+
+# -- decoding -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Request:
+    """A decoded RPC request: the SPI's ``ctxt`` and ``message``, plus the reply
+    address (``msg_id`` and ``reply_q`` are ``None`` for casts)."""
+
+    ctxt: dict[str, Any]
+    message: dict[str, Any]
+    msg_id: str | None
+    reply_q: str | None
+    unique_id: str | None
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A decoded notification: the SPI's ``ctxt`` and ``message``."""
+
+    ctxt: dict[str, Any]
+    message: dict[str, Any]
+    unique_id: str | None
+
+
+@dataclass(frozen=True)
+class ReplyFrame:
+    """A decoded reply. ``ending`` is false on interim frames (oslo.messaging's
+    call-monitor heartbeats, and the first half of replies from old senders)."""
+
+    msg_id: str
+    result: Any
+    failure: dict[str, Any] | None
+    ending: bool
+
+
+_NOTIFICATION_FIELDS = ("message_id", "publisher_id", "event_type", "priority", "payload",
+                        "timestamp")
+
+
+def _open(body: bytes | bytearray | memoryview | str) -> dict[str, Any]:
+    """Body -> the flat message object, through the envelope when there is one."""
+    data = loads(body)
+    if not isinstance(data, dict):
+        raise SerializationError(f"message body is a JSON {type(data).__name__}, not an object")
+    if _VERSION_KEY not in data and _MESSAGE_KEY not in data:
+        return data
+    version = data.get(_VERSION_KEY)
+    if not isinstance(version, str) or version.split(".")[0] != "2":
+        raise SerializationError(f"unsupported message envelope version {version!r}")
+    inner = data.get(_MESSAGE_KEY)
+    if not isinstance(inner, str):
+        raise SerializationError("message envelope has no 'oslo.message' text")
+    raw = loads(inner)
+    if not isinstance(raw, dict):
+        raise SerializationError(f"enveloped message is a JSON {type(raw).__name__}, not an object")
+    return raw
+
+
+def _context(raw: Mapping[str, Any]) -> dict[str, Any]:
+    start = len(_CONTEXT_PREFIX)
+    return {key[start:]: value for key, value in raw.items() if key.startswith(_CONTEXT_PREFIX)}
+
+
+def _optional_str(raw: Mapping[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise SerializationError(f"message field {key!r} must be a string, got {value!r}")
+    return value
+
+
+def _required_str(raw: Mapping[str, Any], key: str) -> str:
+    value = _optional_str(raw, key)
+    if not value:
+        raise SerializationError(f"message has no {key!r}")
+    return value
+
+
+def decode_request(body: bytes | bytearray | memoryview | str) -> Request:
+    """Read an RPC request body; garbage raises :class:`~polymsg.SerializationError`."""
+    raw = _open(body)
+    method = _required_str(raw, "method")
+    args = raw.get("args", {})
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise SerializationError(f"message field 'args' must be an object, got {args!r}")
+    message = {"method": method, "args": args, "namespace": _optional_str(raw, "namespace"),
+               "version": _optional_str(raw, "version")}
+    msg_id = _optional_str(raw, _MSG_ID)
+    reply_q = _optional_str(raw, _REPLY_Q)
+    if msg_id and not reply_q:
+        raise SerializationError(f"call {msg_id} names no reply queue")
+    return Request(_context(raw), message, msg_id or None, reply_q, _unique_id(raw))
+
+
+def decode_notification(body: bytes | bytearray | memoryview | str) -> Notification:
+    """Read a notification body; garbage raises :class:`~polymsg.SerializationError`."""
+    raw = _open(body)
+    for key in ("publisher_id", "event_type", "priority"):
+        _required_str(raw, key)
+    if "payload" not in raw:
+        raise SerializationError("notification has no 'payload'")
+    message = {key: raw.get(key) for key in _NOTIFICATION_FIELDS}
+    message["priority"] = message["priority"].upper()
+    for key in ("message_id", "timestamp"):
+        if message[key] is not None and not isinstance(message[key], str):
+            message[key] = str(message[key])
+    return Notification(_context(raw), message, _unique_id(raw))
+
+
+def decode_reply(body: bytes | bytearray | memoryview | str) -> ReplyFrame:
+    """Read a reply body; garbage raises :class:`~polymsg.SerializationError`."""
+    raw = _open(body)
+    msg_id = _required_str(raw, _MSG_ID)
+    ending = raw.get("ending", False)
+    if not isinstance(ending, bool):
+        raise SerializationError(f"reply field 'ending' must be a boolean, got {ending!r}")
+    return ReplyFrame(msg_id, raw.get("result"), _failure(raw.get("failure")), ending)
+
+
+def _failure(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    data = loads(value) if isinstance(value, str) else value
+    if not isinstance(data, dict):
+        raise SerializationError(f"reply failure must be a JSON object, got {data!r}")
+    args, kwargs, tb = data.get("args"), data.get("kwargs"), data.get("tb")
+    return {
+        "class": str(data.get("class") or "Exception"),
+        "module": str(data.get("module") or ""),
+        "message": str(data.get("message") or ""),
+        "tb": [str(line) for line in tb] if isinstance(tb, list) else [],
+        "args": list(args) if isinstance(args, list) else [],
+        "kwargs": dict(kwargs) if isinstance(kwargs, dict) else {},
+    }
+
+
+def _unique_id(raw: Mapping[str, Any]) -> str | None:
+    value = raw.get(_UNIQUE_ID)
+    return value if isinstance(value, str) else None
