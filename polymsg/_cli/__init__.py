@@ -1,0 +1,1 @@
+"""Implementation of the ``polymsg`` command line (see :mod:`polymsg.cli`)."""

@@ -1,0 +1,133 @@
+"""The ``polymsg`` click group: error reporting, exit codes and plugin commands."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import click
+
+from polymsg._exceptions import (
+    DriverLoadFailure,
+    InvalidTarget,
+    InvalidTransportURL,
+    MessagingError,
+    NotSupported,
+    RemoteError,
+)
+
+__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "cli", "main"]
+
+#: Entry-point group where distributions add ``polymsg`` subcommands.
+PLUGIN_GROUP = "polymsg.cli"
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+_USAGE_ERRORS = (InvalidTransportURL, InvalidTarget, DriverLoadFailure, NotSupported)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line saying what went wrong, without a traceback."""
+    if isinstance(exc, RemoteError):
+        return f"remote error: {exc.exc_type}: {exc.value}"
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    name = type(exc).__name__
+    if getattr(exc, "remote_traceback", None) is not None:
+        return f"remote error: {name}: {first_line}"
+    if isinstance(exc, MessagingError):
+        return f"{name}: {first_line}" if first_line else name
+    return f"unexpected {name}: {first_line} (run with --debug for the traceback)"
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The documented exit code for an error that ended a command."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, _USAGE_ERRORS):
+        return EXIT_USAGE
+    return EXIT_FAILURE
+
+
+class PolymsgGroup(click.Group):
+    """A group that adds plugin commands and turns errors into one line."""
+
+    def _plugins(self) -> dict[str, EntryPoint]:
+        found = {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
+        return {name: ep for name, ep in found.items() if name not in self.commands}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*self.commands, *self._plugins()])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        ep = self._plugins().get(cmd_name)
+        if ep is None:
+            return None
+        try:
+            command = ep.load()
+        except Exception as exc:
+            raise click.ClickException(
+                f"the {cmd_name!r} command ({ep.value}) failed to load: {exc}"
+            ) from exc
+        if not isinstance(command, click.Command):
+            raise click.ClickException(
+                f"the {cmd_name!r} command ({ep.value}) is not a click command"
+            )
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except (Exception, KeyboardInterrupt) as exc:
+            if ctx.params.get("debug"):
+                raise
+            if isinstance(exc, KeyboardInterrupt):
+                click.echo("interrupted", err=True)
+            else:
+                click.echo(f"polymsg: error: {describe_error(exc)}", err=True)
+            ctx.exit(exit_code_for(exc))
+
+
+@click.group(cls=PolymsgGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Log at DEBUG level and show tracebacks on errors.")
+@click.version_option(package_name="polymsg", prog_name="polymsg")
+def cli(debug: bool) -> None:
+    """polymsg: one RPC and notification API over RabbitMQ, ZeroMQ or memory.
+
+    Exit codes: 0 success, 1 the messaging operation failed (timeout, remote
+    error, delivery failure), 2 bad usage (unknown option, invalid URL or
+    target, driver not installed), 130 interrupted.
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not debug:
+        # stevedore warns about a missing driver; the one-line error says it better.
+        logging.getLogger("stevedore").setLevel(logging.ERROR)
+
+
+def _register_builtins() -> None:
+    from polymsg._cli.demo import demo
+    from polymsg._cli.ops import call, cast, listen, notify, serve_echo
+
+    for command in (demo, call, cast, notify, listen, serve_echo):
+        cli.add_command(command)
+
+
+_register_builtins()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: run the CLI and exit with its status."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="polymsg")
