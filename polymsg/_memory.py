@@ -138,7 +138,7 @@ class _Bus:
             else:
                 break
             item = queue.messages.popleft()
-            body, expires_at, msg_id = item
+            _, expires_at, msg_id = item
             if expires_at is not None:
                 now = now or time.monotonic()
                 if now >= expires_at:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import cast
+from typing import Any
 
 from stevedore import driver as stevedore_driver
 from stevedore.exception import NoMatches
@@ -38,7 +38,7 @@ def load_driver(scheme: str) -> type[Driver]:
     """The Driver class for ``scheme``; :class:`DriverLoadFailure` says what to install."""
     name = canonical_name(scheme)
     try:
-        manager = stevedore_driver.DriverManager(NAMESPACE, name, invoke_on_load=False)
+        manager: Any = stevedore_driver.DriverManager(NAMESPACE, name, invoke_on_load=False)
     except NoMatches as exc:
         dist = DISTRIBUTIONS.get(name)
         hint = (f"install the {dist!r} distribution (pip install {dist})" if dist
@@ -50,4 +50,4 @@ def load_driver(scheme: str) -> type[Driver]:
     plugin = manager.driver
     if not (isinstance(plugin, type) and issubclass(plugin, Driver)):
         raise DriverLoadFailure(f"entry point {name!r} is not a polymsg.driver.Driver subclass")
-    return cast(type[Driver], plugin)
+    return plugin

@@ -109,11 +109,11 @@ def _instantiate(cls: type[BaseException], args: Any, kwargs: Any,
 
 def _with_message(cls: type[BaseException], exc: BaseException, message: str) -> BaseException:
     """An instance of a subclass of ``cls`` whose ``str()`` is the remote message."""
-    remote_cls = type(cls.__name__ + _REMOTE_SUFFIX, (cls,), {
+    remote_cls: type[BaseException] = type(cls.__name__ + _REMOTE_SUFFIX, (cls,), {
         "__str__": lambda self: message,
         "__module__": cls.__module__,
     })
-    new = remote_cls.__new__(remote_cls)
+    new: BaseException = remote_cls.__new__(remote_cls)
     new.args = exc.args
     new.__dict__.update(getattr(exc, "__dict__", {}))
     return new

@@ -182,7 +182,9 @@ class IncomingMessage(abc.ABC):
     def requeue(self) -> None:
         """Give the message back for later redelivery (drivers with ``requeue``)."""
 
-    def reply(self, result: Any = None, failure: Mapping[str, Any] | None = None) -> None:
+    def reply(  # noqa: B027 - optional: casts and notifications never reply
+        self, result: Any = None, failure: Mapping[str, Any] | None = None
+    ) -> None:
         """Send the call's outcome back to the caller; a no-op for casts.
 
         MUST raise :class:`~polymsg.SerializationError` without sending
