@@ -5,12 +5,12 @@ from __future__ import annotations
 import abc
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
 from polymsg._exceptions import NotSupported
 from polymsg._transport import Transport
+from polymsg._workers import WorkerPool
 from polymsg.driver import IncomingMessage, Listener
 
 __all__ = ["Runner"]
@@ -37,7 +37,7 @@ class Runner(abc.ABC):
         self.executor = executor
         self._max_workers = max_workers or int(transport.conf.executor_thread_pool_size)
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
         self._listener: Listener | None = None
         self._running = False
 
@@ -59,12 +59,11 @@ class Runner(abc.ABC):
             if self._running:
                 return
             self._check()
-            self._pool = ThreadPoolExecutor(self._max_workers,
-                                            thread_name_prefix=type(self).__name__)
+            self._pool = WorkerPool(self._max_workers, self._safe_process, type(self).__name__)
             try:
                 self._listener = self._listen()
             except BaseException:
-                self._pool.shutdown(wait=False)
+                self._pool.shutdown()
                 self._pool = None
                 raise
             self._running = True
@@ -75,7 +74,7 @@ class Runner(abc.ABC):
         if pool is None:  # cannot happen after Listener.stop(); never lose it regardless
             incoming.requeue()
             return
-        pool.submit(self._safe_process, incoming)
+        pool.submit(incoming)
 
     def _safe_process(self, incoming: IncomingMessage) -> None:
         try:
@@ -99,7 +98,7 @@ class Runner(abc.ABC):
             pool, self._pool = self._pool, None
             listener, self._listener = self._listener, None
         if pool is not None:
-            pool.shutdown(wait=True)
+            pool.shutdown()
         if listener is not None:
             listener.cleanup()
 
