@@ -1,0 +1,319 @@
+"""The ``polymsg`` command line, run in-process on memory:// buses."""
+
+from __future__ import annotations
+
+import json
+import queue
+import textwrap
+import uuid
+from collections.abc import Iterator
+from importlib.metadata import EntryPoint
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+import polymsg
+from polymsg import cli
+from polymsg._cli import main as cli_main
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli.cli, list(args), catch_exceptions=True)
+
+
+def bus() -> str:
+    """A memory:// URL no other test uses."""
+    return f"memory://cli-{uuid.uuid4().hex[:8]}"
+
+
+class Endpoint:
+    def __init__(self) -> None:
+        self.seen: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+
+    def add(self, ctxt: dict[str, Any], a: int, b: int) -> int:
+        self.seen.put(("add", {"a": a, "b": b, "ctxt": ctxt}))
+        return a + b
+
+    def echo(self, ctxt: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        self.seen.put(("echo", kwargs))
+        return kwargs
+
+    def boom(self, ctxt: dict[str, Any]) -> None:
+        raise RuntimeError("it broke")
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[str, Endpoint]]:
+    """A running RPC server on topic 'svc' (server 's1') of a fresh bus."""
+    url = bus()
+    endpoint = Endpoint()
+    with polymsg.get_transport(url) as transport:
+        server = polymsg.get_rpc_server(
+            transport, polymsg.Target(topic="svc", server="s1"), [endpoint])
+        with server:
+            yield url, endpoint
+
+
+def next_seen(endpoint: Endpoint) -> tuple[str, dict[str, Any]]:
+    return endpoint.seen.get(timeout=10)
+
+
+# -- demo -----------------------------------------------------------------------
+
+
+def test_demo_on_memory_narrates_every_shape() -> None:
+    result = run("demo", "--url", bus())
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "call add(a=2, b=3) on any server -> 5" in out
+    assert "call whoami() on server 'beta' -> 'beta'" in out
+    assert "raised ZeroDivisionError('division by zero')" in out
+    assert "server alpha: reload()" in out and "server beta: reload()" in out
+    assert out.count("listener: ") == 3
+    assert "INFO demo.instance.create.end" in out
+    assert out.rstrip().endswith("demo finished: 3 calls, 1 cast, 1 fanout, 3 notifications")
+
+
+def test_demo_default_url_is_memory() -> None:
+    result = run("demo")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("transport memory://")
+
+
+def test_unknown_driver_is_one_line_and_exit_2() -> None:
+    result = run("demo", "--url", "carrierpigeon://coop")
+    assert result.exit_code == cli.EXIT_USAGE
+    lines = result.output.strip().splitlines()
+    assert lines == [lines[0]]
+    assert lines[0].startswith("polymsg: error: DriverLoadFailure: ")
+    assert "Traceback" not in result.output
+
+
+def test_bad_url_is_a_usage_error() -> None:
+    result = run("demo", "--url", "no-scheme-here")
+    assert result.exit_code == cli.EXIT_USAGE
+    assert "InvalidTransportURL" in result.output
+
+
+def test_debug_shows_the_exception() -> None:
+    result = run("--debug", "demo", "--url", "carrierpigeon://coop")
+    assert isinstance(result.exception, polymsg.DriverLoadFailure)
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.exit_code == 0
+    assert polymsg.__version__ in result.output
+
+
+@pytest.mark.parametrize("command", [
+    "demo", "call", "cast", "notify", "listen", "serve-echo"])
+def test_every_command_has_help(command: str) -> None:
+    result = run(command, "--help")
+    assert result.exit_code == 0
+    assert "Usage: " in result.output and command in result.output
+
+
+def test_main_exits_with_the_command_status() -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["demo", "--url", "carrierpigeon://x"])
+    assert info.value.code == cli.EXIT_USAGE
+
+
+# -- call / cast ----------------------------------------------------------------
+
+
+def test_call_prints_the_result_as_json(served: tuple[str, Endpoint]) -> None:
+    url, endpoint = served
+    result = run("call", url, "svc", "add", "--arg", "a=2", "--arg", "b=40",
+                 "--ctxt", '{"user": "ops"}')
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == 42
+    assert next_seen(endpoint) == ("add", {"a": 2, "b": 40, "ctxt": {"user": "ops"}})
+
+
+def test_call_arguments_from_json_and_plain_strings(served: tuple[str, Endpoint]) -> None:
+    url, _ = served
+    result = run("call", url, "svc", "echo", "--server", "s1",
+                 "--json", '{"n": [1, 2], "flag": true}', "--arg", "name=plain text")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"n": [1, 2], "flag": True, "name": "plain text"}
+
+
+def test_call_remote_error_is_one_line_exit_1(served: tuple[str, Endpoint]) -> None:
+    url, _ = served
+    result = run("call", url, "svc", "boom")
+    assert result.exit_code == cli.EXIT_FAILURE
+    assert result.output.strip() == "polymsg: error: remote error: RuntimeError: it broke"
+
+
+def test_call_unknown_method(served: tuple[str, Endpoint]) -> None:
+    url, _ = served
+    result = run("call", url, "svc", "nosuch")
+    assert result.exit_code == cli.EXIT_FAILURE
+    assert "NoSuchMethod" in result.output
+
+
+def test_call_with_no_server_times_out() -> None:
+    result = run("call", bus(), "nobody", "ping", "--timeout", "0.2")
+    assert result.exit_code == cli.EXIT_FAILURE
+    assert "polymsg: error: MessagingTimeout" in result.output
+
+
+@pytest.mark.parametrize(("args", "complaint"), [
+    (["--arg", "novalue"], "NAME=VALUE"),
+    (["--json", "{not json"], "--json is not valid JSON"),
+    (["--json", "[1]"], "JSON object"),
+    (["--ctxt", "3"], "--ctxt must be a JSON object"),
+])
+def test_bad_arguments_are_usage_errors(args: list[str], complaint: str) -> None:
+    result = run("call", bus(), "svc", "m", *args)
+    assert result.exit_code == cli.EXIT_USAGE
+    assert complaint in result.output
+
+
+def test_bad_version_is_a_usage_error() -> None:
+    result = run("call", bus(), "svc", "m", "--version", "one")
+    assert result.exit_code == cli.EXIT_USAGE
+    assert "InvalidTarget" in result.output
+
+
+def test_cast_reaches_the_server(served: tuple[str, Endpoint]) -> None:
+    url, endpoint = served
+    result = run("cast", url, "svc", "echo", "--arg", "x=1")
+    assert result.exit_code == 0, result.output
+    assert "sent cast echo to svc" in result.output
+    assert next_seen(endpoint) == ("echo", {"x": 1})
+
+
+def test_fanout_cast_reaches_every_server() -> None:
+    url = bus()
+    endpoints = [Endpoint(), Endpoint()]
+    with polymsg.get_transport(url) as transport:
+        for n, endpoint in enumerate(endpoints):
+            polymsg.get_rpc_server(
+                transport, polymsg.Target(topic="svc", server=f"s{n}"), [endpoint]).start()
+        result = run("cast", url, "svc", "echo", "--fanout", "--arg", "all=true")
+        assert result.exit_code == 0, result.output
+        assert [next_seen(e) for e in endpoints] == [("echo", {"all": True})] * 2
+
+
+# -- notify / listen / serve-echo -----------------------------------------------
+
+
+def test_notify_then_listen() -> None:
+    url = bus()
+    # memory:// stores and forwards, so the listener started after gets it.
+    sent = run("notify", url, "events", "warn", "disk.low", '{"free": 3}',
+               "--publisher-id", "host1")
+    assert sent.exit_code == 0, sent.output
+    assert "sent WARN disk.low on events" in sent.output
+    result = run("listen", url, "events", "--json", "--count", "1")
+    assert result.exit_code == 0, result.output
+    note = json.loads(result.output.strip().splitlines()[-1])
+    assert (note["priority"], note["event_type"], note["publisher_id"], note["payload"]) == (
+        "WARN", "disk.low", "host1", {"free": 3})
+    assert note["metadata"]["message_id"]
+
+
+def test_listen_readable_lines_and_priority_filter() -> None:
+    url = bus()
+    assert run("notify", url, "ev", "info", "a.b", '{"k": 1}').exit_code == 0
+    result = run("listen", url, "ev", "--priority", "info", "--count", "1")
+    assert result.exit_code == 0, result.output
+    assert 'INFO a.b [polymsg-cli] {"k": 1}' in result.output
+
+
+def test_notify_rejects_bad_payload() -> None:
+    result = run("notify", bus(), "ev", "info", "a.b", "{oops")
+    assert result.exit_code == cli.EXIT_USAGE
+    assert "PAYLOAD_JSON is not valid JSON" in result.output
+
+
+def test_serve_echo_serves_casts_sent_before_it_started() -> None:
+    url = bus()
+    assert run("cast", url, "echo", "echo", "--server", "e1", "--arg", "v=7").exit_code == 0
+    assert run("cast", url, "echo", "ping", "--server", "e1").exit_code == 0
+    result = run("serve-echo", url, "echo", "e1", "--max-requests", "2")
+    assert result.exit_code == 0, result.output
+    assert 'echo {"v": 7}' in result.output
+    assert "ping" in result.output
+
+
+# -- plugin commands ------------------------------------------------------------
+
+
+@pytest.fixture
+def plugin_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    name = f"polymsg_cli_plugin_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent("""
+        import click
+
+        @click.command()
+        @click.option("--who", default="world")
+        def hello(who):
+            '''Say hello (a plugin command).'''
+            click.echo(f"hello {who}")
+
+        not_a_command = 42
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+def use_plugins(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
+    eps = [EntryPoint(name=name.replace("_", "-"), value=value, group=cli_main.PLUGIN_GROUP)
+           for name, value in values.items()]
+
+    def fake(*, group: str) -> list[EntryPoint]:
+        assert group == cli_main.PLUGIN_GROUP
+        return eps
+    monkeypatch.setattr(cli_main, "entry_points", fake)
+
+
+def test_plugin_command_runs_and_is_listed(plugin_module: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    use_plugins(monkeypatch, zmq_receiver=f"{plugin_module}:hello")
+    result = run("zmq-receiver", "--who", "zmq")
+    assert result.exit_code == 0, result.output
+    assert result.output == "hello zmq\n"
+    listing = run("--help").output
+    assert "zmq-receiver" in listing and "Say hello" in listing
+
+
+def test_plugin_cannot_shadow_a_builtin(plugin_module: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    use_plugins(monkeypatch, demo=f"{plugin_module}:hello")
+    result = run("demo", "--url", bus())
+    assert result.exit_code == 0
+    assert "demo finished" in result.output
+
+
+@pytest.mark.parametrize(("value", "complaint"), [
+    ("no_such_module_xyz:cmd", "failed to load"),
+    ("{mod}:not_a_command", "is not a click command"),
+])
+def test_broken_plugin_is_a_clear_error(plugin_module: str, monkeypatch: pytest.MonkeyPatch,
+                                        value: str, complaint: str) -> None:
+    use_plugins(monkeypatch, broken=value.format(mod=plugin_module))
+    result = run("broken")
+    assert result.exit_code == 1
+    assert complaint in result.output and "'broken'" in result.output
+
+
+# -- error description (pure) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("exc", "text", "code"), [
+    (polymsg.MessagingTimeout("timed out after 1s"), "MessagingTimeout: timed out after 1s", 1),
+    (polymsg.RemoteError("KeyError", "'x'", "Traceback..."), "remote error: KeyError: 'x'", 1),
+    (polymsg.NotSupported("no fanout"), "NotSupported: no fanout", 2),
+    (polymsg.InvalidTarget("needs topic"), "InvalidTarget: needs topic", 2),
+    (OSError("disk\nfull"), "unexpected OSError: disk (run with --debug for the traceback)", 1),
+    (KeyboardInterrupt(), "unexpected KeyboardInterrupt:", 130),
+])
+def test_describe_error(exc: BaseException, text: str, code: int) -> None:
+    assert cli_main.describe_error(exc).startswith(text)
+    assert cli_main.exit_code_for(exc) == code
