@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Run the polymsg demo: no server to install with the default memory:// transport.
+#
+#   scripts/demo.sh                      # memory://, in-process
+#   scripts/demo.sh --url rabbit://guest:guest@localhost:5672/
+#
+# Creates .venv in the checkout (with the current python3) on first use and
+# installs polymsg into it, then runs `polymsg demo`.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PYTHON=${PYTHON:-python3}
+VENV=${POLYMSG_VENV:-$ROOT/.venv}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "demo: creating $VENV" >&2
+  "$PYTHON" -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c "import polymsg.cli" >/dev/null 2>&1; then
+  echo "demo: installing polymsg into $VENV" >&2
+  "$VENV/bin/python" -m pip install -q -e "$ROOT" >&2
+fi
+exec "$VENV/bin/polymsg" demo "$@"
