@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent / "_ext"))
 
 project = "polymsg"
 author = "the polymsg authors"
-copyright = "the polymsg authors"  # noqa: A001 - Sphinx's name for it
+copyright = "the polymsg authors"
 
 try:
     from importlib.metadata import version as _version
