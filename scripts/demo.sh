@@ -14,10 +14,11 @@ VENV=${POLYMSG_VENV:-$ROOT/.venv}
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "demo: creating $VENV" >&2
-  "$PYTHON" -m venv "$VENV"
+  "$PYTHON" -m venv "$VENV" || {
+    echo "demo: python3 -m venv failed; on Debian: apt-get install python3-venv" >&2; exit 1; }
 fi
 if ! "$VENV/bin/python" -c "import polymsg.cli" >/dev/null 2>&1; then
   echo "demo: installing polymsg into $VENV" >&2
-  "$VENV/bin/python" -m pip install -q -e "$ROOT" >&2
+  "$VENV/bin/python" -m pip install -qq -e "$ROOT" >&2
 fi
 exec "$VENV/bin/polymsg" demo "$@"
