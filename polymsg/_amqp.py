@@ -440,12 +440,12 @@ def decode_request(body: bytes | bytearray | memoryview | str) -> Request:
 def decode_notification(body: bytes | bytearray | memoryview | str) -> Notification:
     """Read a notification body; garbage raises :class:`~polymsg.SerializationError`."""
     raw = _open(body)
-    for key in ("publisher_id", "event_type", "priority"):
+    for key in ("publisher_id", "event_type"):
         _required_str(raw, key)
     if "payload" not in raw:
         raise SerializationError("notification has no 'payload'")
     message = {key: raw.get(key) for key in _NOTIFICATION_FIELDS}
-    message["priority"] = message["priority"].upper()
+    message["priority"] = _required_str(raw, "priority").upper()
     for key in ("message_id", "timestamp"):
         if message[key] is not None and not isinstance(message[key], str):
             message[key] = str(message[key])

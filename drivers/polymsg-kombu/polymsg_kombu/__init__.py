@@ -1,0 +1,65 @@
+"""polymsg's RabbitMQ driver on kombu: ``rabbit+kombu://`` (and core's alias ``rabbit://``).
+
+It speaks oslo.messaging's AMQP wire format (:mod:`polymsg.driver`'s
+``amqp`` module), so polymsg and oslo.messaging services on one broker call
+each other and read each other's notifications.
+
+Threading model
+===============
+A transport opens two connections, lazily: a *publisher* connection and a
+*consumer* connection. Each is owned by one I/O thread that connects
+(failing over between the URL's hosts, with backoff), reads incoming frames
+as they arrive and sends heartbeats, so heartbeats keep flowing however long
+endpoints run: endpoints run on the facade's worker threads, never on an I/O
+thread. kombu/py-amqp connections are not thread-safe, so every use of a
+connection (the I/O thread's reads, any thread's publish, acknowledgement
+or declaration) happens under that connection's lock, held only for the
+frames being written or read.
+
+* Publishing uses one channel in confirm mode. A cast or notification
+  returns when RabbitMQ confirmed it; concurrent senders share confirm round
+  trips (the broker acknowledges many messages at once).
+* The consumer connection carries the transport's single reply queue
+  (``reply_<hex>``, consumed without acks; replies are routed to waiting
+  calls by message id) and every RPC server's and notification listener's
+  queues. Deliveries are decoded on the I/O thread and queued for the
+  facade's workers, which acknowledge them later under the lock.
+
+Delivery
+========
+* The sender declares the queue it sends to (``topic``, ``topic.server``,
+  ``<topic>.<priority>``), once per connection, so messages wait for a
+  server or listener that starts later. Requests and notifications are
+  published ``mandatory``: if the queue has gone meanwhile (expired, deleted)
+  the broker returns the message, the driver declares the queue again and
+  resends it (a call whose request is returned fails with
+  ``MessageDeliveryFailure``).
+* ``queue_ttl`` becomes the queue's ``x-expires``; ``message_ttl`` and a
+  call's timeout become the message's ``expiration``, so a request is never
+  executed after its caller gave up.
+* A queue or exchange that exists with other arguments (RabbitMQ's
+  PRECONDITION_FAILED) is used as it is, with a warning naming it.
+* Bodies that are not polymsg/oslo messages are logged and rejected without
+  requeue (dead-lettered if the queue has a dead-letter policy).
+* Lost connections are re-established by the I/O threads; consumers are
+  re-declared on the new connection. A send waits for the connection within
+  its ``retry`` budget (``None``: forever; ``N``: N more connection rounds)
+  and is sent again when the connection dropped before its confirm, then
+  raises ``MessageDeliveryFailure``. Messages taken but not acknowledged
+  before a connection loss are redelivered by RabbitMQ.
+
+Options are listed in :mod:`polymsg_kombu._options` (``[polymsg_kombu]``
+group, each overridable as a URL query key), TLS included.
+"""
+
+try:
+    import kombu  # noqa: F401 - checked here for a clear install hint
+except ImportError as exc:  # pragma: no cover - a broken installation
+    raise ImportError(
+        "the rabbit+kombu polymsg driver needs kombu: pip install polymsg-kombu"
+    ) from exc
+
+from polymsg_kombu._driver import KombuDriver
+from polymsg_kombu._options import list_opts
+
+__all__ = ["KombuDriver", "list_opts"]

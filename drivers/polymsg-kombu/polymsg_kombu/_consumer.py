@@ -1,0 +1,342 @@
+"""Consuming: one connection per driver carries the reply queue and every listener.
+
+Deliveries are decoded on the link's I/O thread and handed to the facade's
+callback (which only queues them). Acknowledgements come later from worker
+threads: they take the link's lock and write the ack themselves. A message
+taken before a reconnect cannot be acknowledged on the new connection (the
+broker has already put it back), so such acks are skipped.
+
+After a reconnect every subscription declares its queues again and resumes
+consuming; queues keep their names, so nothing waiting in them is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, InvalidStateError
+from functools import partial
+from typing import Any
+
+from polymsg.driver import (
+    IncomingMessage,
+    Listener,
+    MessageDeliveryFailure,
+    OnMessage,
+    Reply,
+    SerializationError,
+    amqp,
+)
+from polymsg_kombu._declare import declare_route
+from polymsg_kombu._errors import BACKEND_ERRORS, CONNECTION_ERRORS, SessionLost, describe
+from polymsg_kombu._link import Link, Session
+from polymsg_kombu._options import Settings
+
+__all__ = ["Consumer", "KombuListener", "ReplyRouter", "Subscription", "rpc_handler",
+           "notification_handler"]
+
+LOG = logging.getLogger(__name__)
+
+#: Sends a reply: (reply queue, message id, encoded body).
+SendReply = Callable[[str, str, bytes], None]
+Handler = Callable[["Consumer", Session, Any], None]
+
+
+class Subscription:
+    """Queues consumed together, with one handler for their deliveries."""
+
+    def __init__(self, routes: Sequence[amqp.Route], handler: Handler, *,
+                 no_ack: bool = False) -> None:
+        self.routes = list(routes)
+        self.handler = handler
+        self.no_ack = no_ack
+        self.generation = 0
+        self.tags: list[str] = []
+
+    def queues(self) -> list[str]:
+        """The distinct queues to consume (a pool's queue is bound several times)."""
+        names: list[str] = []
+        for route in self.routes:
+            if route.queue is not None and route.queue.name not in names:
+                names.append(route.queue.name)
+        return names
+
+    def setup(self, consumer: Consumer, session: Session) -> None:
+        """Declare the routes and start consuming on ``session`` (under the lock)."""
+        for route in self.routes:
+            declare_route(session, route, consumer=True)
+        tags = []
+        for name in self.queues():
+            tag = f"polymsg-{uuid.uuid4().hex}"
+            session.channel.basic_consume(
+                queue=name, consumer_tag=tag, no_ack=self.no_ack,
+                callback=partial(self.handler, consumer, session),
+                on_cancel=partial(_cancelled, consumer.link, session, name))
+            tags.append(tag)
+        self.generation, self.tags = session.generation, tags
+
+    def cancel(self, session: Session) -> None:
+        """Stop consuming on ``session`` if it is the one consuming (under the lock)."""
+        if self.generation == session.generation:
+            for tag in self.tags:
+                session.channel.basic_cancel(tag)
+        self.tags = []
+
+
+def _cancelled(link: Link, session: Session, queue: str, tag: str) -> None:
+    # The broker cancels a consumer when its queue is deleted: start over on a
+    # new connection, which declares the queue again.
+    link.break_session(session, SessionLost(f"queue {queue!r} was deleted"))
+
+
+class Consumer:
+    """The consumer connection of one driver and its subscriptions."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.link = Link("consumer", settings, on_open=self._on_open, on_lost=lambda s: None)
+        self._subscriptions: list[Subscription] = []
+
+    def close(self) -> None:
+        """Close the connection; unacknowledged messages go back to their queues."""
+        self.link.close()
+
+    def _on_open(self, session: Session) -> None:
+        session.channel.basic_qos(0, self.settings.prefetch_count, False)
+        for sub in list(self._subscriptions):
+            try:
+                sub.setup(self, session)
+            except MessageDeliveryFailure as exc:
+                LOG.error("cannot consume %s again after reconnecting: %s",
+                          ", ".join(sub.queues()), exc)
+
+    def subscribe(self, sub: Subscription, retry: int | None) -> None:
+        """Start consuming ``sub`` now and after every reconnect; returns once it consumes."""
+        with self.link.lock:
+            self._subscriptions.append(sub)
+        lost = 0
+        try:
+            while True:
+                session = self.link.session(None if retry is None else retry - lost)
+                with self.link.lock:
+                    if sub.generation == session.generation:
+                        return  # the I/O thread set it up while connecting
+                    if session.broken is not None:
+                        continue
+                    try:
+                        sub.setup(self, session)
+                        return
+                    except CONNECTION_ERRORS as exc:
+                        self.link.break_session(session, exc)
+                lost += 1
+        except BaseException:
+            self.unsubscribe(sub)
+            raise
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Stop consuming ``sub``; when this returns its handler is not running and
+        will not run again."""
+        with self.link.lock:
+            if sub in self._subscriptions:
+                self._subscriptions.remove(sub)
+            session = self.link.current()
+            if session is None:
+                return
+            try:
+                sub.cancel(session)
+            except BACKEND_ERRORS as exc:
+                self.link.break_session(session, exc)
+
+    def delete_queues(self, names: Sequence[str]) -> None:
+        """Delete queues only this process used (a server's fanout queue), best effort."""
+        session = self.link.current()
+        if session is None or not names:
+            return  # they expire on their own
+        with self.link.lock:
+            for name in names:
+                try:
+                    session.declare_channel().queue_delete(queue=name)
+                except BACKEND_ERRORS as exc:
+                    LOG.debug("could not delete queue %r: %s", name, describe(exc))
+                    return
+
+    def settle(self, session: Session, delivery_tag: int, *, ack: bool, requeue: bool) -> None:
+        """Acknowledge (``ack``) or reject a delivery, from any thread."""
+        with self.link.lock:
+            if session.broken is not None or self.link.current() is not session:
+                LOG.debug("delivery %s came on a connection since lost; RabbitMQ redelivers it",
+                          delivery_tag)
+                return
+            try:
+                if ack:
+                    session.channel.basic_ack(delivery_tag)
+                else:
+                    session.channel.basic_reject(delivery_tag, requeue=requeue)
+            except BACKEND_ERRORS as exc:
+                self.link.break_session(session, exc)
+
+
+class _Incoming(IncomingMessage):
+    """A delivered request or notification."""
+
+    def __init__(self, consumer: Consumer, session: Session, delivery_tag: int,
+                 ctxt: dict[str, Any], message: dict[str, Any],
+                 send_reply: SendReply | None = None, msg_id: str | None = None,
+                 reply_q: str | None = None) -> None:
+        self.ctxt = ctxt
+        self.message = message
+        self._consumer = consumer
+        self._session = session
+        self._tag = delivery_tag
+        self._send_reply = send_reply
+        self._msg_id = msg_id
+        self._reply_q = reply_q
+
+    def acknowledge(self) -> None:
+        self._consumer.settle(self._session, self._tag, ack=True, requeue=False)
+
+    def requeue(self) -> None:
+        self._consumer.settle(self._session, self._tag, ack=False, requeue=True)
+
+    def reply(self, result: Any = None, failure: Mapping[str, Any] | None = None) -> None:
+        if self._msg_id is None or self._reply_q is None or self._send_reply is None:
+            return
+        body = amqp.encode_reply(self._msg_id, result, failure)
+        try:
+            self._send_reply(self._reply_q, self._msg_id, body)
+        except MessageDeliveryFailure as exc:
+            LOG.warning("could not send the reply to call %s: %s", self._msg_id, exc)
+
+
+def _malformed(consumer: Consumer, session: Session, message: Any, exc: Exception) -> None:
+    info = message.delivery_info
+    LOG.warning("dropping a malformed message from exchange %r, routing key %r: %s",
+                info.get("exchange"), info.get("routing_key"), exc)
+    # Rejected without requeue: a dead-letter policy on the queue keeps it.
+    consumer.settle(session, info["delivery_tag"], ack=False, requeue=False)
+
+
+def _hand_over(on_message: OnMessage, incoming: _Incoming) -> None:
+    try:
+        on_message(incoming)
+    except Exception:
+        LOG.exception("the listener callback failed; the message goes back to its queue")
+        incoming.requeue()
+
+
+def rpc_handler(on_message: OnMessage, send_reply: SendReply) -> Handler:
+    """A delivery handler decoding RPC requests for ``on_message``."""
+    def handle(consumer: Consumer, session: Session, message: Any) -> None:
+        try:
+            request = amqp.decode_request(message.body)
+        except SerializationError as exc:
+            _malformed(consumer, session, message, exc)
+            return
+        _hand_over(on_message, _Incoming(consumer, session, message.delivery_tag,
+                                         request.ctxt, request.message, send_reply,
+                                         request.msg_id, request.reply_q))
+    return handle
+
+
+def notification_handler(on_message: OnMessage) -> Handler:
+    """A delivery handler decoding notifications for ``on_message``."""
+    def handle(consumer: Consumer, session: Session, message: Any) -> None:
+        try:
+            note = amqp.decode_notification(message.body)
+        except SerializationError as exc:
+            _malformed(consumer, session, message, exc)
+            return
+        _hand_over(on_message, _Incoming(consumer, session, message.delivery_tag,
+                                         note.ctxt, note.message))
+    return handle
+
+
+class KombuListener(Listener):
+    """A running subscription; ``cleanup`` deletes the queues only it used."""
+
+    def __init__(self, consumer: Consumer, sub: Subscription, owned_queues: Sequence[str] = ()):
+        self._consumer = consumer
+        self._sub = sub
+        self._owned = list(owned_queues)
+
+    def stop(self) -> None:
+        self._consumer.unsubscribe(self._sub)
+
+    def cleanup(self) -> None:
+        owned, self._owned = self._owned, []
+        self._consumer.delete_queues(owned)
+
+
+class ReplyRouter:
+    """The transport's reply queue: replies are matched to waiting calls by message id."""
+
+    def __init__(self, consumer: Consumer, layout: amqp.Layout) -> None:
+        self.queue = amqp.reply_queue_name()
+        self._consumer = consumer
+        self._sub = Subscription([layout.reply_route(self.queue)], self._handle, no_ack=True)
+        self._start_lock = threading.Lock()
+        self._started = False
+        self._lock = threading.Lock()
+        self._waiting: dict[str, Future[Reply]] = {}
+        self._interim: dict[str, amqp.ReplyFrame] = {}
+
+    def start(self, retry: int | None) -> None:
+        """Consume the reply queue (once); ``retry`` bounds the first connection."""
+        if self._started:
+            return
+        with self._start_lock:
+            if not self._started:
+                self._consumer.subscribe(self._sub, retry)
+                self._started = True
+
+    def expect(self, msg_id: str) -> Future[Reply]:
+        """A future for the reply to ``msg_id``; cancelling it forgets the call."""
+        future: Future[Reply] = Future()
+        with self._lock:
+            self._waiting[msg_id] = future
+        future.add_done_callback(partial(self._forget, msg_id))
+        return future
+
+    def fail(self, msg_id: str, exc: BaseException) -> None:
+        """Fail the call ``msg_id`` (its request could not be delivered)."""
+        with self._lock:
+            future = self._waiting.pop(msg_id, None)
+        if future is not None:
+            _settle(future, exc)
+
+    def _forget(self, msg_id: str, _future: Future[Reply]) -> None:
+        with self._lock:
+            self._waiting.pop(msg_id, None)
+            self._interim.pop(msg_id, None)
+
+    def _handle(self, consumer: Consumer, session: Session, message: Any) -> None:
+        try:
+            frame = amqp.decode_reply(message.body)
+        except SerializationError as exc:
+            LOG.warning("dropping a malformed reply: %s", exc)
+            return
+        with self._lock:
+            if not frame.ending:
+                if frame.result is not None or frame.failure is not None:
+                    self._interim[frame.msg_id] = frame  # the first half of an old-style reply
+                return  # else a call-monitor heartbeat
+            earlier = self._interim.pop(frame.msg_id, None)
+            future = self._waiting.pop(frame.msg_id, None)
+        if future is None:
+            LOG.debug("reply to %s arrived after its caller gave up", frame.msg_id)
+            return
+        if earlier is not None and frame.result is None and frame.failure is None:
+            frame = earlier
+        _settle(future, Reply(result=frame.result, failure=frame.failure))
+
+
+def _settle(future: Future[Reply], outcome: Reply | BaseException) -> None:
+    try:
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+    except InvalidStateError:
+        pass  # cancelled by the caller meanwhile

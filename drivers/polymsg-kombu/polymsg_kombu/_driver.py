@@ -1,0 +1,155 @@
+"""The ``rabbit+kombu`` driver class."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from oslo_config import cfg
+
+from polymsg.driver import (
+    CAPABILITIES,
+    Driver,
+    DriverOptions,
+    Listener,
+    MessageDeliveryFailure,
+    OnMessage,
+    Reply,
+    SendOptions,
+    Target,
+    TransportURL,
+    amqp,
+)
+from polymsg_kombu._consumer import (
+    Consumer,
+    KombuListener,
+    ReplyRouter,
+    Subscription,
+    notification_handler,
+    rpc_handler,
+)
+from polymsg_kombu._errors import translated
+from polymsg_kombu._options import GROUP, OPTS, Settings
+from polymsg_kombu._publisher import Publisher
+
+__all__ = ["KombuDriver"]
+
+LOG = logging.getLogger(__name__)
+
+#: How often a server retries the connection to send one reply.
+_REPLY_RETRY = 2
+
+
+def _done() -> Future[None]:
+    future: Future[None] = Future()
+    future.set_result(None)
+    return future
+
+
+class KombuDriver(Driver):
+    """RabbitMQ through kombu, speaking oslo.messaging's wire format.
+
+    See the package documentation for the threading model, delivery
+    guarantees and options.
+    """
+
+    capabilities = CAPABILITIES
+    options_group = GROUP
+
+    @classmethod
+    def list_opts(cls) -> Sequence[cfg.Opt]:
+        """The ``[polymsg_kombu]`` options (also settable as URL query keys)."""
+        return list(OPTS)
+
+    def __init__(self, url: TransportURL, options: DriverOptions, conf: cfg.ConfigOpts) -> None:
+        super().__init__(url, options, conf)
+        self.settings = Settings.from_options(url, options)
+        self.layout = self.settings.layout
+        self.publisher = Publisher(self.settings)
+        self.consumer = Consumer(self.settings)
+        self.replies = ReplyRouter(self.consumer, self.layout)
+
+    def call(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
+             options: SendOptions) -> Future[Reply]:
+        """Publish a request to ``target`` and return the future of its reply."""
+        what = f"the call of {message.get('method')!r} on topic {target.topic!r}"
+        with translated(what):
+            msg_id = amqp.new_id()
+            body = amqp.encode_request(ctxt, message, msg_id=msg_id, reply_q=self.replies.queue)
+            self.replies.start(options.retry)
+            route = self.layout.send_route(target, options.queue_ttl)
+            props = amqp.properties(ttl=amqp.expiration(options.timeout, options.message_ttl))
+            future = self.replies.expect(msg_id)
+            gone = MessageDeliveryFailure(f"{what}: RabbitMQ could not route the request to "
+                                          f"queue {route.routing_key!r}")
+            try:
+                self.publisher.send(route, body, props, retry=options.retry, confirm=False,
+                                    mandatory=True, what=what,
+                                    on_return=lambda: self.replies.fail(msg_id, gone))
+            except BaseException:
+                future.cancel()
+                raise
+            return future
+
+    def cast(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
+             options: SendOptions) -> Future[None]:
+        """Publish a one-way request; returns once RabbitMQ confirmed it."""
+        what = f"the cast of {message.get('method')!r} to topic {target.topic!r}"
+        with translated(what):
+            body = amqp.encode_request(ctxt, message)
+            route = self.layout.send_route(target, options.queue_ttl)
+            props = amqp.properties(ttl=amqp.expiration(options.message_ttl))
+            self.publisher.send(route, body, props, retry=options.retry, confirm=True,
+                                mandatory=not target.fanout, what=what)
+        return _done()
+
+    def notify(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
+               options: SendOptions) -> Future[None]:
+        """Publish a notification on ``<topic>.<priority>``; returns once confirmed."""
+        priority = str(message.get("priority", "info"))
+        what = f"the notification {message.get('event_type')!r} on topic {target.topic!r}"
+        with translated(what):
+            body = amqp.encode_notification(ctxt, message)
+            route = self.layout.notification_route(target, priority, None, options.queue_ttl)
+            props = amqp.properties(ttl=amqp.expiration(options.message_ttl))
+            self.publisher.send(route, body, props, retry=options.retry, confirm=True,
+                                mandatory=True, what=what)
+        return _done()
+
+    def _send_reply(self, reply_q: str, msg_id: str, body: bytes) -> None:
+        what = f"the reply to call {msg_id}"
+
+        def returned() -> None:
+            LOG.warning("%s was dropped: its reply queue %r no longer exists", what, reply_q)
+
+        with translated(what):
+            self.publisher.send(amqp.Route(None, reply_q), body,
+                                amqp.properties(persistent=False), retry=_REPLY_RETRY,
+                                confirm=False, mandatory=True, what=what, on_return=returned)
+
+    def listen(self, target: Target, on_message: OnMessage, *,
+               queue_ttl: float | None = None) -> Listener:
+        """Consume ``topic``, ``topic.server`` and the topic's fanout for ``target``."""
+        routes = self.layout.server_routes(target, queue_ttl)
+        sub = Subscription(routes, rpc_handler(on_message, self._send_reply))
+        with translated(f"listening on topic {target.topic!r}"):
+            self.consumer.subscribe(sub, None)
+        fanout = routes[-1].queue
+        return KombuListener(self.consumer, sub, [fanout.name] if fanout else [])
+
+    def listen_for_notifications(self, targets_and_priorities: Sequence[tuple[Target, str]],
+                                 pool: str | None, on_message: OnMessage) -> Listener:
+        """Consume ``<topic>.<priority>`` (or the pool's queue bound to it) for each pair."""
+        routes = [self.layout.notification_route(target, priority, pool)
+                  for target, priority in targets_and_priorities]
+        sub = Subscription(routes, notification_handler(on_message))
+        with translated("listening for notifications"):
+            self.consumer.subscribe(sub, None)
+        return KombuListener(self.consumer, sub)
+
+    def cleanup(self) -> None:
+        """Close both connections and join their I/O threads. Idempotent."""
+        self.consumer.close()
+        self.publisher.close()

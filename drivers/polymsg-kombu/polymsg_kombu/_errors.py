@@ -1,0 +1,52 @@
+"""kombu and py-amqp errors, translated into polymsg's exceptions at the driver boundary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import amqp.exceptions as amqp_errors
+import kombu.exceptions as kombu_errors
+
+from polymsg.driver import MessageDeliveryFailure, MessagingError
+
+__all__ = ["BACKEND_ERRORS", "CONNECTION_ERRORS", "SessionLost", "describe", "is_precondition_failed", "translated"]
+
+#: Everything the broker client libraries raise (socket errors are OSError).
+BACKEND_ERRORS: tuple[type[BaseException], ...] = (
+    amqp_errors.AMQPError, kombu_errors.KombuError, OSError,
+)
+
+
+#: Errors after which a connection is unusable (channel errors leave it working).
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    amqp_errors.ConnectionError, kombu_errors.OperationalError, OSError,
+)
+
+
+class SessionLost(Exception):
+    """Internal: the connection a message was being sent on went away."""
+
+
+def is_precondition_failed(exc: BaseException) -> bool:
+    """True for RabbitMQ's PRECONDITION_FAILED (redeclaring with other properties)."""
+    return isinstance(exc, amqp_errors.PreconditionFailed)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line description of a backend error, for logs and messages."""
+    text = str(exc).strip() or "no details"
+    return f"{type(exc).__name__}: {text}"
+
+
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Re-raise a kombu, py-amqp or socket error as :class:`MessageDeliveryFailure`
+    saying ``what`` failed; polymsg's own errors pass through. The original is
+    kept as ``__cause__``."""
+    try:
+        yield
+    except MessagingError:
+        raise
+    except (*BACKEND_ERRORS, SessionLost) as exc:
+        raise MessageDeliveryFailure(f"{what} failed: {describe(exc)}") from exc
