@@ -1,0 +1,328 @@
+"""``zmq://`` — the brokerless ZeroMQ driver.
+
+Each host runs one receiver (:mod:`polymsg_zmq._receiver`); a transport
+started on a host with none starts one in its own process (``start_receiver``),
+so ``zmq://`` works with nothing else installed. Senders ask the matchmaker
+which hosts serve a topic and send to those hosts' receivers over TCP; the
+receivers hand messages to local servers and listeners over IPC. A call's
+reply goes straight back to the caller's reply socket, matched by message
+id. Delivery semantics:
+
+* call: executed at most once; the request expires with the call's timeout;
+* cast/notify: accepted once handed to a connected receiver; a receiver that
+  cannot be reached within ``retry`` attempts is a
+  :class:`~polymsg.MessageDeliveryFailure`; a receiver holds messages for a
+  topic with no consumer (store and forward) until ``message_ttl``, until
+  ``queue_ttl`` without a consumer, or up to ``max_held_messages``, and logs
+  what it drops with the message ids;
+* fanout: to every server listening when the message reaches each host.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any, ClassVar
+
+import zmq
+from oslo_config import cfg
+
+from polymsg import MessageDeliveryFailure, MessagingError
+from polymsg.driver import (
+    Driver,
+    DriverOptions,
+    Listener,
+    OnMessage,
+    Reply,
+    SendOptions,
+    Target,
+    TransportURL,
+    dumps,
+)
+
+from polymsg_zmq._consumer import Subscription, ZmqListener
+from polymsg_zmq._matchmaker import Matchmaker, make_matchmaker
+from polymsg_zmq._options import GROUP, OPTS, Settings, settings_from
+from polymsg_zmq._peers import Peers
+from polymsg_zmq._receiver import Receiver, ReceiverRunning
+from polymsg_zmq._replies import ReplyWaiter
+from polymsg_zmq._wire import MAGIC, REPLY_MAGIC, encode_header, validate_name
+
+__all__ = ["ZmqDriver"]
+
+LOG = logging.getLogger(__name__)
+
+_DONE: Future[None] = Future()
+_DONE.set_result(None)
+
+
+class ZmqDriver(Driver):
+    """The ``zmq`` transport driver (see the module docstring and the README)."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({
+        "rpc", "fanout", "notify", "pools", "requeue", "store_and_forward",
+        "queue_ttl", "message_ttl",
+    })
+    options_group: ClassVar[str | None] = GROUP
+
+    @classmethod
+    def list_opts(cls) -> Sequence[cfg.Opt]:
+        """The ``[polymsg_zmq]`` options (URL query keys may override them)."""
+        return OPTS
+
+    def __init__(self, url: TransportURL, options: DriverOptions, conf: cfg.ConfigOpts) -> None:
+        super().__init__(url, options, conf)
+        self.settings: Settings = settings_from(options.values, url)
+        self.matchmaker: Matchmaker = make_matchmaker(self.settings)
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.peers = Peers(self.context, self.settings)
+        self._own_endpoint = self.settings.endpoint(self.settings.address)
+        self._replies: ReplyWaiter | None = None
+        self._receiver: Receiver | None = None
+        self._checked_receiver = False
+        self._lock = threading.Lock()
+        self._listeners: weakref.WeakSet[ZmqListener] = weakref.WeakSet()
+        self._ids = itertools.count()
+        self._id_prefix = uuid.uuid4().hex[:12]
+        self._turn = itertools.count()
+        self._headers: dict[tuple[Any, ...], bytes] = {}
+        self._closed = False
+
+    # -- receiver --------------------------------------------------------------------------
+
+    def ensure_receiver(self, quiet: bool = False) -> None:
+        """Start a receiver in this process if this host has none (and that is allowed)."""
+        if not self.settings.start_receiver:
+            return
+        with self._lock:
+            if self._receiver is not None or self._closed:
+                return
+            receiver = Receiver(self.settings, self.matchmaker)
+            try:
+                receiver.start()
+            except ReceiverRunning:
+                return
+            except MessagingError:
+                if quiet:
+                    LOG.warning("zmq: could not start a receiver for %s", self.settings.address,
+                                exc_info=True)
+                    return
+                raise
+            self._receiver = receiver
+
+    def _first_use(self) -> None:
+        if not self._checked_receiver:
+            self.ensure_receiver()
+            self._checked_receiver = True
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _next_id(self) -> str:
+        return f"{self._id_prefix}.{next(self._ids)}"
+
+    def _header(self, kind: str, target: Target, options: SendOptions, ttl: float | None,
+                unrouted: bool, priority: str | None = None,
+                pools: list[str] | None = None) -> bytes:
+        key = (kind, target.exchange, target.topic, target.server, ttl, options.queue_ttl,
+               unrouted, priority, tuple(pools) if pools is not None else None)
+        header = self._headers.get(key)
+        if header is None:
+            exchange = validate_name(str(target.exchange), "exchange")
+            topic = validate_name(str(target.topic), "topic")
+            fields: dict[str, Any] = {"k": kind, "x": exchange, "t": topic,
+                                      "s": target.server, "ttl": ttl, "q": options.queue_ttl,
+                                      "u": unrouted}
+            if kind == "note":
+                fields.update(p=priority, pools=pools)
+            header = encode_header(fields)
+            if len(self._headers) > 4096:
+                self._headers.clear()
+            self._headers[key] = header
+        return header
+
+    def _send(self, host: str, frames: list[bytes], options: SendOptions,
+              deadline: float | None = None) -> None:
+        endpoint = self.settings.endpoint(host)
+        peer = self.peers.get(endpoint)
+        if peer.try_send(frames):
+            return
+        if endpoint == self._own_endpoint:
+            self.ensure_receiver(quiet=True)
+        peer.send(frames, retry=options.retry, interval=self.settings.retry_interval,
+                  deadline=deadline)
+
+    def _rpc_route(self, target: Target) -> tuple[str, bool]:
+        """The host to send an RPC message to, and whether it is unrouted."""
+        hosts = self.matchmaker.rpc_hosts(str(target.exchange), str(target.topic),
+                                          target.server)
+        if hosts:
+            return hosts[next(self._turn) % len(hosts)], False
+        return self._no_host(target), True
+
+    def _no_host(self, target: Target) -> str:
+        if not self.matchmaker.dynamic:
+            raise MessageDeliveryFailure(
+                f"zmq: no host serves topic {target.topic!r}"
+                + (f" server {target.server!r}" if target.server else "")
+                + f" ({self.settings.matchmaker} matchmaker)")
+        return self.settings.address  # our receiver holds it until a host registers
+
+    def call(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
+             options: SendOptions) -> Future[Reply]:
+        """Send a request; the future gets the reply from the caller's reply socket."""
+        self._first_use()
+        timeout = options.timeout
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        ttl = options.message_ttl if options.message_ttl is not None else timeout
+        replies = self._reply_waiter()
+        msg_id = self._next_id()
+        body = dumps({"i": msg_id, "c": ctxt, "m": message, "r": replies.endpoint})
+        host, unrouted = self._rpc_route(target)
+        header = self._header("rpc", target, options, ttl, unrouted)
+        future = replies.expect(msg_id)
+        try:
+            self._send(host, [MAGIC, header, body], options, deadline)
+        except BaseException:
+            future.cancel()
+            raise
+        return future
+
+    def cast(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
+             options: SendOptions) -> Future[None]:
+        """Send one-way; resolved once a receiver has taken the message."""
+        self._first_use()
+        body = dumps({"i": self._next_id(), "c": ctxt, "m": message, "r": None})
+        if target.fanout:
+            hosts = self.matchmaker.rpc_hosts(str(target.exchange), str(target.topic))
+            header = self._header("fan", target, options, options.message_ttl, False)
+            if not hosts:
+                LOG.warning("zmq: fanout on topic %s reached no host: none serves it",
+                            target.topic)
+            for host in hosts:
+                self._send(host, [MAGIC, header, body], options)
+            return _DONE
+        host, unrouted = self._rpc_route(target)
+        header = self._header("rpc", target, options, options.message_ttl, unrouted)
+        self._send(host, [MAGIC, header, body], options)
+        return _DONE
+
+    def notify(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
+               options: SendOptions) -> Future[None]:
+        """Publish a notification to every pool listening for its topic and priority."""
+        self._first_use()
+        priority = str(message.get("priority", "")).lower()
+        body = dumps({"c": ctxt, "m": message})
+        routes = self.matchmaker.note_hosts(str(target.exchange), str(target.topic), priority)
+        unrouted = not routes
+        if unrouted:
+            routes = [(self._no_host(target), None)]
+        for host, pools in routes:
+            header = self._header("note", target, options, options.message_ttl, unrouted,
+                                  priority, pools)
+            self._send(host, [MAGIC, header, body], options)
+        return _DONE
+
+    def resend(self, header: dict[str, Any], body: dict[str, Any]) -> None:
+        """Give a message back to this host's receiver (requeue)."""
+        fields = dict(header, u=False, s=header.get("s"))
+        fields.pop("ttl", None)
+        frames = [MAGIC, encode_header(fields), dumps(body)]
+        try:
+            self._send(self.settings.address, frames, SendOptions(retry=2))
+        except MessagingError as exc:
+            LOG.warning("zmq: could not requeue message %s: %s",
+                        body.get("i") or body.get("m", {}).get("message_id"), exc)
+
+    def send_reply(self, endpoint: str, msg_id: str, payload: bytes) -> None:
+        """Send a call's reply to the caller's reply socket; failures are logged."""
+        try:
+            peer = self.peers.get(endpoint)
+            if not peer.try_send([REPLY_MAGIC, msg_id.encode(), payload]):
+                peer.send([REPLY_MAGIC, msg_id.encode(), payload], retry=0,
+                          interval=self.settings.retry_interval)
+        except MessagingError as exc:
+            LOG.warning("zmq: could not send the reply to call %s to %s: %s",
+                        msg_id, endpoint, exc)
+
+    def _reply_waiter(self) -> ReplyWaiter:
+        replies = self._replies
+        if replies is not None:
+            return replies
+        with self._lock:
+            if self._closed:
+                raise MessageDeliveryFailure("zmq: the transport is closed")
+            if self._replies is None:
+                self._replies = ReplyWaiter(self.context, self.settings)
+            return self._replies
+
+    # -- listening -------------------------------------------------------------------------
+
+    def listen(self, target: Target, on_message: OnMessage, *,
+               queue_ttl: float | None = None) -> Listener:
+        """Consume the topic (shared), the topic+server and the topic's fanout."""
+        exchange = validate_name(str(target.exchange), "exchange")
+        topic = validate_name(str(target.topic), "topic")
+        registration = {"kind": "rpc", "server": target.server, "qttl": queue_ttl}
+        return self._start([Subscription(exchange, topic, registration, fanout=True)],
+                           on_message, "")
+
+    def listen_for_notifications(self, targets_and_priorities: Sequence[tuple[Target, str]],
+                                 pool: str | None, on_message: OnMessage) -> Listener:
+        """Consume notifications; listeners of one pool share them, each pool gets a copy."""
+        by_topic: dict[tuple[str, str], list[str]] = {}
+        for target, priority in targets_and_priorities:
+            key = (validate_name(str(target.exchange), "exchange"),
+                   validate_name(str(target.topic), "topic"))
+            by_topic.setdefault(key, []).append(priority.lower())
+        subs = [Subscription(exchange, topic, {"kind": "note", "pool": pool or "",
+                                               "priorities": sorted(set(priorities))},
+                             fanout=False)
+                for (exchange, topic), priorities in by_topic.items()]
+        return self._start(subs, on_message, pool or "")
+
+    def _start(self, subs: list[Subscription], on_message: OnMessage, pool: str) -> Listener:
+        if self._closed:
+            raise MessageDeliveryFailure("zmq: the transport is closed")
+        self._first_use()
+        listener = ZmqListener(self, subs, on_message, pool)
+        listener.start()
+        with self._lock:
+            self._listeners.add(listener)
+        return listener
+
+    def forget(self, listener: ZmqListener) -> None:
+        """A listener stopped."""
+        with self._lock:
+            self._listeners.discard(listener)
+
+    # -- cleanup ---------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """Stop listeners still running, the reply thread and an in-process receiver;
+        close every socket and terminate the context. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            listeners = list(self._listeners)
+            replies, self._replies = self._replies, None
+            receiver, self._receiver = self._receiver, None
+        for listener in listeners:
+            listener.stop()
+        if replies is not None:
+            replies.close()
+        self.peers.close()
+        if receiver is not None:
+            receiver.stop()
+        self.matchmaker.close()
+        self.context.destroy(linger=int(self.settings.linger * 1000))
+
+    def __repr__(self) -> str:
+        return f"<ZmqDriver {self.settings.address} ipc={self.settings.ipc_dir} pid={os.getpid()}>"

@@ -1,0 +1,232 @@
+"""Configuration of the zmq driver and of the receiver: options and resolved settings.
+
+Every option lives in the ``[polymsg_zmq]`` group and can be overridden per
+transport by a URL query key of the same name. The URL's host and port, when
+given (``zmq://node-1:9501/``), are this host's name and receiver port.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from oslo_config import cfg
+
+from polymsg import InvalidTransportURL, TransportURL
+
+__all__ = ["GROUP", "OPTS", "CurveKeys", "Settings", "default_ipc_dir", "list_opts",
+           "settings_from"]
+
+GROUP = "polymsg_zmq"
+
+OPTS: list[cfg.Opt] = [
+    cfg.HostAddressOpt("host", default=socket.gethostname(),
+                       sample_default="<the machine's host name>",
+                       help="The name other hosts reach this host's receiver by. With the "
+                            "receiver port it is this host's address in the matchmaker."),
+    cfg.PortOpt("receiver_port", default=9501,
+                help="TCP port of this host's receiver."),
+    cfg.StrOpt("bind_address", default="*",
+               help="Interface the receiver and reply sockets bind to ('*': all)."),
+    cfg.StrOpt("ipc_dir", default=None,
+               sample_default="$XDG_RUNTIME_DIR/polymsg-zmq or <tmp>/polymsg-zmq-<uid>",
+               help="Directory of the receiver's IPC sockets (created with mode 0700). "
+                    "Every host (receiver) needs its own."),
+    cfg.BoolOpt("start_receiver", default=True,
+                help="Start a receiver inside the process on first use when none is "
+                     "running for this host."),
+    cfg.StrOpt("matchmaker", default="local", choices=["local", "ring", "redis"],
+               help="Which hosts serve a topic: 'local' (this host only), 'ring' (a static "
+                    "JSON file) or 'redis' (hosts register with a TTL)."),
+    cfg.StrOpt("ring_file", default=None,
+               help="The ring matchmaker's JSON file: {\"topic\": [\"host[:port]\", ...]}; "
+                    "the key \"*\" serves topics not listed."),
+    cfg.StrOpt("redis_url", default=None, secret=True,
+               help="The redis matchmaker's server, e.g. redis://127.0.0.1:6379/0."),
+    cfg.StrOpt("redis_prefix", default="polymsg-zmq",
+               help="Prefix of the redis matchmaker's keys (deployments sharing a Redis "
+                    "server use different prefixes)."),
+    cfg.FloatOpt("matchmaker_ttl", default=30.0, min=0.5,
+                 help="Seconds a host's registration lives without a heartbeat (redis)."),
+    cfg.FloatOpt("matchmaker_cache", default=1.0, min=0.0,
+                 help="Seconds a sender caches the hosts of a topic (redis, ring)."),
+    cfg.FloatOpt("retry_interval", default=1.0, min=0.01,
+                 help="Seconds one attempt waits for a connection to a receiver; a "
+                      "message's retry count says how many more attempts follow."),
+    cfg.FloatOpt("receiver_timeout", default=5.0, min=0.1,
+                 help="Seconds a server waits for the local receiver to accept its "
+                      "subscription."),
+    cfg.FloatOpt("heartbeat_interval", default=1.0, min=0.05,
+                 help="Seconds between a server's heartbeats to the local receiver; a "
+                      "restarted receiver is re-subscribed within a few of them."),
+    cfg.IntOpt("max_held_messages", default=100000, min=1,
+               help="Messages the receiver holds per topic while no consumer takes them; "
+                    "beyond that the oldest are dropped with a warning."),
+    cfg.IntOpt("max_message_size", default=64 * 1024 * 1024, min=1024,
+               help="Largest frame accepted on the receiver's TCP port (bytes); a peer "
+                    "sending a larger one is disconnected."),
+    cfg.FloatOpt("linger", default=1.0, min=0.0,
+                 help="Seconds cleanup waits to flush messages already accepted."),
+    cfg.StrOpt("curve_public_key", default=None,
+               help="This host's CURVE public key (Z85). With curve_secret_key, turns on "
+                    "CURVE encryption and authentication between hosts."),
+    cfg.StrOpt("curve_secret_key", default=None, secret=True,
+               help="This host's CURVE secret key (Z85)."),
+    cfg.StrOpt("curve_server_key", default=None,
+               help="Public key (Z85) of the other hosts' receivers; defaults to "
+                    "curve_public_key (one key pair for the whole deployment)."),
+    cfg.ListOpt("curve_authorized_keys", default=[],
+                help="Client public keys (Z85) allowed to connect; defaults to "
+                     "curve_public_key."),
+]
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """``[(group, [opts])]`` for ``oslo-config-generator --namespace polymsg_zmq``."""
+    return [(GROUP, list(OPTS))]
+
+
+def default_ipc_dir() -> str:
+    """Where the IPC sockets go when ``ipc_dir`` is not set."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return os.path.join(runtime, "polymsg-zmq")
+    return os.path.join(tempfile.gettempdir(), f"polymsg-zmq-{os.getuid()}")
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """CURVE key material (Z85 text)."""
+
+    public: str
+    secret: str
+    server: str
+    authorized: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved configuration of one host (one receiver and its clients)."""
+
+    host: str
+    port: int
+    bind_address: str
+    ipc_dir: str
+    start_receiver: bool
+    matchmaker: str
+    ring_file: str | None
+    redis_url: str | None
+    redis_prefix: str
+    matchmaker_ttl: float
+    matchmaker_cache: float
+    retry_interval: float
+    receiver_timeout: float
+    heartbeat_interval: float
+    max_held_messages: int
+    max_message_size: int
+    linger: float
+    curve: CurveKeys | None
+
+    @property
+    def address(self) -> str:
+        """This host's address in the matchmaker: ``host:port``."""
+        return join_address(self.host, self.port)
+
+    def endpoint(self, address: str) -> str:
+        """The TCP endpoint of the receiver at ``address`` (``host[:port]``)."""
+        host, port = split_address(address, self.port)
+        return f"tcp://{join_address(host, port)}"
+
+
+def join_address(host: str, port: int) -> str:
+    """``host:port``, with brackets around an IPv6 host."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def split_address(address: str, default_port: int) -> tuple[str, int]:
+    """``host[:port]`` (IPv6 in brackets) -> ``(host, port)``."""
+    host, port = address, default_port
+    if address.startswith("["):
+        end = address.find("]")
+        host, rest = address[1:end], address[end + 1:]
+        if rest.startswith(":"):
+            port = int(rest[1:])
+    elif address.count(":") == 1:
+        host, text = address.split(":")
+        port = int(text)
+    return host, port
+
+
+def settings_from(values: Mapping[str, Any], url: TransportURL | None = None) -> Settings:
+    """Settings from option ``values`` (config overlaid with the URL query) and the
+    URL's host and port. Raises :class:`polymsg.InvalidTransportURL` on bad values."""
+    host, port = values["host"], values["receiver_port"]
+    if url is not None and url.hosts:
+        first = url.hosts[0]
+        host = first.hostname or host
+        port = first.port or port
+    if not host:
+        raise InvalidTransportURL("zmq: the host name is empty; set it in the URL "
+                                  "(zmq://HOST:PORT/) or with the 'host' option")
+    matchmaker = values["matchmaker"]
+    if matchmaker == "ring" and not values["ring_file"]:
+        raise InvalidTransportURL("zmq: matchmaker=ring needs ring_file=PATH")
+    if matchmaker == "redis" and not values["redis_url"]:
+        raise InvalidTransportURL("zmq: matchmaker=redis needs redis_url=redis://HOST:PORT/DB")
+    return Settings(
+        host=host, port=int(port), bind_address=values["bind_address"],
+        ipc_dir=os.path.abspath(values["ipc_dir"] or default_ipc_dir()),
+        start_receiver=bool(values["start_receiver"]), matchmaker=matchmaker,
+        ring_file=values["ring_file"], redis_url=values["redis_url"],
+        redis_prefix=values["redis_prefix"], matchmaker_ttl=float(values["matchmaker_ttl"]),
+        matchmaker_cache=float(values["matchmaker_cache"]),
+        retry_interval=float(values["retry_interval"]),
+        receiver_timeout=float(values["receiver_timeout"]),
+        heartbeat_interval=float(values["heartbeat_interval"]),
+        max_held_messages=int(values["max_held_messages"]),
+        max_message_size=int(values["max_message_size"]), linger=float(values["linger"]),
+        curve=_curve_keys(values),
+    )
+
+
+def _curve_keys(values: Mapping[str, Any]) -> CurveKeys | None:
+    public, secret = values["curve_public_key"], values["curve_secret_key"]
+    if not public and not secret:
+        return None
+    if not (public and secret):
+        raise InvalidTransportURL("zmq: CURVE needs both curve_public_key and curve_secret_key")
+    for name in ("curve_public_key", "curve_secret_key", "curve_server_key"):
+        key = values[name]
+        if key is not None and len(key) != 40:
+            raise InvalidTransportURL(f"zmq: {name} must be a 40-character Z85 key")
+    authorized: Sequence[str] = values["curve_authorized_keys"] or [public]
+    return CurveKeys(public=public, secret=secret, server=values["curve_server_key"] or public,
+                     authorized=frozenset(authorized))
+
+
+def overlay(conf: cfg.ConfigOpts, url: TransportURL | None) -> dict[str, Any]:
+    """Option values from ``conf`` (registering the options) overlaid with ``url``'s query.
+
+    What the polymsg facade does for a transport, for the receiver command.
+    """
+    try:
+        conf.register_opts(OPTS, group=GROUP)
+    except cfg.DuplicateOptError:
+        pass
+    values = {opt.dest: conf[GROUP][opt.dest] for opt in OPTS}
+    known = {opt.dest: opt for opt in OPTS}
+    for key, text in (url.query.items() if url is not None else ()):
+        opt = known.get(key)
+        if opt is None:
+            raise InvalidTransportURL(f"unknown option {key!r} in zmq transport URL "
+                                      f"(known options: {', '.join(sorted(known))})")
+        try:
+            values[key] = opt.type(text)
+        except (ValueError, TypeError) as exc:
+            raise InvalidTransportURL(f"invalid value {text!r} for zmq option {key!r}: "
+                                      f"{exc}") from exc
+    return values

@@ -1,0 +1,479 @@
+"""The receiver: one per host, forwarding messages from the TCP port to local consumers.
+
+It binds a ROUTER on ``tcp://<bind_address>:<receiver_port>`` for other
+hosts (and local senders), a control ROUTER and a fanout PUB in the IPC
+directory, and one ROUTER per exchange/topic in use (see
+:mod:`polymsg_zmq._wire`). A lock file in the IPC directory makes it the
+only receiver of that directory; the lock dies with the process, so a
+killed receiver can be restarted at once.
+
+It registers the topics of its local consumers with the matchmaker, holds
+messages no local consumer can take yet (up to their TTL hints), and, with a
+dynamic matchmaker, routes messages a sender could not place to the host
+that starts serving their topic.
+
+Everything runs on one thread; :meth:`Receiver.stop` joins it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from typing import IO, Any
+
+import zmq
+
+from polymsg import InvalidTarget, MessageDeliveryFailure, MessagingError
+from polymsg.driver import SerializationError, dumps, loads
+
+from polymsg_zmq._curve import ZapHandler, make_server
+from polymsg_zmq._matchmaker import Matchmaker, RegKey, make_matchmaker
+from polymsg_zmq._options import Settings
+from polymsg_zmq._peers import Peers
+from polymsg_zmq._topics import Consumer, Held, TopicState, consumer_groups, message_ids
+from polymsg_zmq._wire import (
+    MAGIC,
+    InvalidFrame,
+    decode_deadline,
+    decode_header,
+    encode_deadline,
+    encode_header,
+    fanout_prefix,
+    ipc_endpoint,
+    ipc_path,
+    prepare_dir,
+)
+
+__all__ = ["Receiver", "ReceiverRunning"]
+
+LOG = logging.getLogger("polymsg_zmq.receiver")
+
+_TICK = 0.05
+_PROBE_TICK = 0.005
+_ROUTE_EVERY = 0.25
+_CLOSE_IDLE_TOPIC = 60.0
+_BATCH = 256
+
+
+class ReceiverRunning(MessagingError):
+    """Another receiver already serves this IPC directory."""
+
+
+class Receiver:
+    """A host's receiver. :meth:`start` binds everything (raising when it cannot) and
+    runs the loop on a thread; :meth:`stop` ends it and releases the sockets."""
+
+    def __init__(self, settings: Settings, matchmaker: Matchmaker | None = None) -> None:
+        self.settings = settings
+        self._own_matchmaker = matchmaker is None
+        self.matchmaker = matchmaker or make_matchmaker(settings)
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._topics: dict[tuple[str, str], TopicState] = {}
+        self._by_socket: dict[zmq.Socket[bytes], TopicState] = {}
+        self._registered: dict[RegKey, int] = {}
+        self._thread: threading.Thread | None = None
+        self._lock_file: IO[str] | None = None
+        self._stopping = threading.Event()
+        self._garbage = 0
+        self._last_heartbeat = 0.0
+        self.bound_port: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Take the IPC directory's lock, bind the sockets and start the loop thread.
+
+        Raises :class:`ReceiverRunning` if another receiver holds the lock and
+        :class:`polymsg.MessageDeliveryFailure` if a socket cannot be bound.
+        """
+        self._take_lock()
+        try:
+            self._bind()
+        except BaseException:
+            self._close_sockets()
+            self._release_lock()
+            raise
+        self._thread = threading.Thread(target=self._run, name="polymsg-zmq-receiver",
+                                        daemon=True)
+        self._thread.start()
+        LOG.info("zmq receiver for %s listening on tcp port %s, IPC directory %s",
+                 self.settings.address, self.bound_port, self.settings.ipc_dir)
+
+    def _take_lock(self) -> None:
+        try:
+            prepare_dir(self.settings.ipc_dir)
+            prepare_dir(os.path.join(self.settings.ipc_dir, "t"))
+        except OSError as exc:
+            raise MessageDeliveryFailure(f"zmq: cannot prepare IPC directory "
+                                         f"{self.settings.ipc_dir!r}: {exc}") from exc
+        handle = open(os.path.join(self.settings.ipc_dir, "receiver.lock"), "a")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise ReceiverRunning(f"zmq: a receiver already serves {self.settings.ipc_dir}")
+        self._lock_file = handle
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _bind(self) -> None:
+        settings, ctx = self.settings, self._context
+        self._wake_in = ctx.socket(zmq.PAIR)
+        self._wake_in.bind(f"inproc://wake-{id(self)}")
+        self._wake_out = ctx.socket(zmq.PAIR)
+        self._wake_out.connect(f"inproc://wake-{id(self)}")
+        self._zap = ZapHandler(ctx, settings.curve) if settings.curve else None
+        self._tcp = self._socket(zmq.ROUTER)
+        self._tcp.maxmsgsize = settings.max_message_size
+        self._tcp.rcvhwm = 100000
+        self._tcp.heartbeat_ivl = 2000
+        self._tcp.heartbeat_timeout = 6000
+        make_server(self._tcp, settings.curve)
+        endpoint = f"tcp://{settings.bind_address}:{settings.port}"
+        try:
+            self._tcp.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise MessageDeliveryFailure(f"zmq receiver: cannot bind {endpoint}: {exc}") from exc
+        last = self._tcp.last_endpoint.decode()
+        self.bound_port = int(last.rsplit(":", 1)[1])
+        self._control = self._socket(zmq.ROUTER)
+        self._control.bind(ipc_endpoint(os.path.join(settings.ipc_dir, "control")))
+        self._pub = self._socket(zmq.PUB)
+        self._pub.sndhwm = 100000
+        self._pub.bind(ipc_endpoint(os.path.join(settings.ipc_dir, "fanout")))
+        self._peers = Peers(ctx, settings)
+
+    def _socket(self, kind: int) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = self._context.socket(kind)
+        sock.linger = 0
+        return sock
+
+    def stop(self) -> None:
+        """End the loop, unregister from the matchmaker and close everything. Idempotent."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stopping.set()
+            try:
+                self._wake_out.send(b"", zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # the loop also checks the event on each tick
+            thread.join()
+        self._close_sockets()
+        self._release_lock()
+
+    def _close_sockets(self) -> None:
+        if self._context.closed:
+            return
+        if self._registered:
+            keys, self._registered = list(self._registered), {}
+            self._matchmaker_call(self.matchmaker.unregister, keys)
+        if self._own_matchmaker:
+            self.matchmaker.close()
+        peers = getattr(self, "_peers", None)
+        if peers is not None:
+            peers.close()
+        if getattr(self, "_zap", None) is not None:
+            self._zap.close()  # type: ignore[union-attr]
+        self._context.destroy(linger=0)
+
+    # -- loop ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        handlers: dict[zmq.Socket[bytes], Any] = {
+            self._tcp: self._on_tcp, self._control: self._on_control,
+            self._wake_in: self._on_wake,
+        }
+        if self._zap is not None:
+            handlers[self._zap.socket] = lambda sock: self._zap.handle()  # type: ignore
+        for sock in handlers:
+            poller.register(sock, zmq.POLLIN)
+        self._poller = poller
+        self._handlers = handlers
+        next_tick = next_route = time.monotonic()
+        while not self._stopping.is_set():
+            timeout = _PROBE_TICK if self._probing() else _TICK
+            try:
+                events = poller.poll(int(timeout * 1000))
+            except zmq.ZMQError as exc:  # the context is going away
+                LOG.debug("zmq receiver: poll failed: %s", exc)
+                break
+            for sock, _ in events:
+                try:
+                    handlers[sock](sock)
+                except Exception:
+                    LOG.exception("zmq receiver: error handling a message; it was dropped")
+            now = time.monotonic()
+            if now >= next_tick or self._probing():
+                next_tick = now + _TICK
+                self._tick(now)
+            if now >= next_route:
+                next_route = now + _ROUTE_EVERY
+                self._housekeeping(now)
+
+    def _on_wake(self, sock: zmq.Socket[bytes]) -> None:
+        sock.recv(zmq.NOBLOCK)
+
+    def _on_tcp(self, sock: zmq.Socket[bytes]) -> None:
+        for _ in range(_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) < 4 or frames[1] != MAGIC:
+                self._drop_garbage("not a polymsg-zmq message")
+                continue
+            try:
+                header = decode_header(frames[2])
+            except InvalidFrame as exc:
+                self._drop_garbage(str(exc))
+                continue
+            self.route(header, frames[2], frames[3:], time.monotonic())
+
+    def _drop_garbage(self, why: str) -> None:
+        self._garbage += 1
+        if self._garbage <= 10 or self._garbage % 1000 == 0:
+            LOG.warning("zmq receiver: dropped a malformed message on the TCP port (%s); "
+                        "%d so far", why, self._garbage)
+
+    def route(self, header: dict[str, Any], raw_header: bytes, bodies: list[bytes],
+              now: float, only_pool: str | None = None) -> None:
+        """Deliver or hold one incoming message (a header and its bodies)."""
+        ttl = header.get("ttl")
+        deadline = now + float(ttl) if ttl is not None else None
+        exchange, topic = header["x"], header["t"]
+        if header["k"] == "fan":
+            state = self._topics.get((exchange, topic))
+            if state is None or not state.present("*"):
+                LOG.warning("zmq receiver: fanout message(s) %s on topic %s: no server "
+                            "listens on this host", message_ids("rpc", bodies), topic)
+            self._pub.send_multipart([fanout_prefix(exchange, topic), b"M",
+                                      encode_deadline(deadline),
+                                      raw_header, *bodies])
+            return
+        try:
+            state = self._topic(exchange, topic)
+        except (InvalidTarget, MessageDeliveryFailure) as exc:
+            LOG.warning("zmq receiver: dropped message(s) %s: %s",
+                        message_ids(header["k"], bodies), exc)
+            return
+        state.accept(header, raw_header, bodies, deadline, now, only_pool)
+
+    def _topic(self, exchange: str, topic: str) -> TopicState:
+        state = self._topics.get((exchange, topic))
+        if state is not None:
+            return state
+        path = ipc_path(self.settings.ipc_dir, exchange, topic)
+        try:
+            prepare_dir(os.path.dirname(path))
+        except OSError as exc:
+            raise MessageDeliveryFailure(f"cannot create {os.path.dirname(path)}: "
+                                         f"{exc}") from exc
+        sock = self._socket(zmq.ROUTER)
+        sock.router_mandatory = True
+        sock.router_handover = True
+        sock.sndhwm = 20000
+        sock.bind(ipc_endpoint(path))
+        state = TopicState(exchange, topic, sock, path, self.settings.max_held_messages)
+        self._topics[(exchange, topic)] = state
+        self._by_socket[sock] = state
+        self._handlers[sock] = self._on_consumer
+        self._poller.register(sock, zmq.POLLIN)
+        return state
+
+    def _close_topic(self, state: TopicState) -> None:
+        del self._topics[(state.exchange, state.topic)]
+        del self._by_socket[state.sock]
+        del self._handlers[state.sock]
+        self._poller.unregister(state.sock)
+        state.sock.close(linger=0)
+
+    # -- control and consumers -------------------------------------------------------------
+
+    def _on_control(self, sock: zmq.Socket[bytes]) -> None:
+        for _ in range(_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) < 2:
+                continue
+            ident, command = frames[0], frames[1]
+            if command == b"PING":
+                sock.send_multipart([ident, b"PONG", dumps({"address": self.settings.address})])
+            elif command == b"OPEN" and len(frames) == 3:
+                sock.send_multipart([ident, *self._open(frames[2])])
+
+    def _open(self, data: bytes) -> list[bytes]:
+        try:
+            names = loads(data)
+            for exchange, topic in names:
+                self._topic(exchange, topic)
+        except (SerializationError, ValueError, TypeError, InvalidTarget,
+                MessageDeliveryFailure) as exc:
+            return [b"ERR", str(exc).encode()]
+        return [b"OK"]
+
+    def _on_consumer(self, sock: zmq.Socket[bytes]) -> None:
+        state = self._by_socket[sock]
+        now = time.monotonic()
+        for _ in range(_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) < 2:
+                continue
+            ident, command = frames[0], frames[1]
+            if command == b"REG" and len(frames) == 3:
+                self._register_consumer(state, ident, frames[2], now)
+            elif command == b"UNREG":
+                self._remove_consumer(state, ident, now)
+                sock.send_multipart([ident, b"UOK"])
+            elif command == b"RET" and len(frames) >= 6:
+                self._returned(state, frames[2:], now)
+            elif command == b"FOK":
+                consumer = state.consumers.get(ident)
+                if consumer is not None:
+                    consumer.probe_until = None
+
+    def _register_consumer(self, state: TopicState, ident: bytes, data: bytes,
+                           now: float) -> None:
+        consumer = state.consumers.get(ident)
+        try:
+            info = loads(data)
+            if not isinstance(info, dict):
+                raise ValueError("not an object")
+            groups, keys, qttl = consumer_groups(state.exchange, state.topic, info)
+        except (SerializationError, ValueError) as exc:
+            LOG.warning("zmq receiver: bad registration on topic %s: %s", state.topic, exc)
+            state.sock.send_multipart([ident, b"ERR", str(exc).encode()])
+            return
+        if consumer is None:
+            consumer = Consumer(ident, groups, keys, now)
+            state.add(consumer, qttl)
+            self._register(keys)
+            LOG.debug("zmq receiver: consumer joined %s (%s)", state.topic, groups)
+        consumer.last_seen = now
+        if info.get("probe"):
+            consumer.probe_until = now + self.settings.receiver_timeout
+            self._probe(state, consumer)
+        state.sock.send_multipart([ident, b"ROK"])
+        state.flush(now)
+
+    def _remove_consumer(self, state: TopicState, ident: bytes, now: float) -> None:
+        consumer = state.remove(ident, now)
+        if consumer is not None:
+            self._unregister(consumer.keys)
+
+    def _returned(self, state: TopicState, frames: list[bytes], now: float) -> None:
+        group_raw, deadline_raw, raw_header, bodies = frames[0], frames[1], frames[2], frames[3:]
+        try:
+            pool = loads(group_raw) if group_raw else None
+            deadline = decode_deadline(deadline_raw)
+            header = decode_header(raw_header)
+        except (SerializationError, InvalidFrame) as exc:
+            LOG.warning("zmq receiver: bad message given back on %s: %s", state.topic, exc)
+            return
+        state.accept(header, raw_header, bodies, deadline, now,
+                     pool if isinstance(pool, str) else None)
+
+    def _probing(self) -> bool:
+        return any(c.probe_until is not None
+                   for state in self._topics.values() for c in state.consumers.values())
+
+    def _probe(self, state: TopicState, consumer: Consumer) -> None:
+        self._pub.send_multipart([fanout_prefix(state.exchange, state.topic), b"P",
+                                  consumer.ident])
+
+    # -- periodic work ---------------------------------------------------------------------
+
+    def _tick(self, now: float) -> None:
+        stale = 3 * self.settings.heartbeat_interval + 1.0
+        for state in list(self._topics.values()):
+            for consumer in list(state.consumers.values()):
+                if now - consumer.last_seen > stale:
+                    LOG.info("zmq receiver: consumer of %s stopped heartbeating", state.topic)
+                    self._remove_consumer(state, consumer.ident, now)
+                elif consumer.probe_until is not None:
+                    if now > consumer.probe_until:
+                        consumer.probe_until = None
+                    else:
+                        self._probe(state, consumer)
+            state.expire(now)
+            state.flush(now)
+
+    def _housekeeping(self, now: float) -> None:
+        if self.matchmaker.dynamic:
+            for state in list(self._topics.values()):
+                for item in state.take_unrouted():
+                    self._forward(state, item, now)
+        self._heartbeat_registrations(now)
+        for state in list(self._topics.values()):
+            if state.idle(now, _CLOSE_IDLE_TOPIC):
+                self._close_topic(state)
+
+    def _forward(self, state: TopicState, item: Held, now: float) -> None:
+        """Send an unrouted message to a host serving its topic, or hold it again."""
+        header = dict(item.header)
+        try:
+            if header["k"] == "rpc":
+                hosts = self.matchmaker.rpc_hosts(state.exchange, state.topic, header.get("s"))
+                routes: list[tuple[str, list[str] | None]] = [(h, None) for h in hosts[:1]]
+            else:
+                routes = self.matchmaker.note_hosts(state.exchange, state.topic, header["p"])
+        except MessagingError as exc:
+            LOG.debug("zmq receiver: no route yet for %s: %s", state.topic, exc)
+            routes = []
+        routes = [r for r in routes if r[0] != self.settings.address]
+        if not routes:
+            state.accept(item.header, item.raw_header, item.bodies, item.deadline, now)
+            return
+        header["u"] = False
+        if item.deadline is not None:
+            header["ttl"] = max(0.0, item.deadline - now)
+        for host, pools in routes:
+            if header["k"] == "note":
+                header["pools"] = pools
+            frames = [MAGIC, encode_header(header), *item.bodies]
+            if not self._peers.get(self.settings.endpoint(host)).try_send(frames):
+                LOG.warning("zmq receiver: host %s is unreachable; holding %s", host,
+                            item.ids())
+                state.accept(item.header, item.raw_header, item.bodies, item.deadline, now)
+                return
+
+    def _register(self, keys: set[RegKey]) -> None:
+        new = [key for key in keys if not self._registered.get(key)]
+        for key in keys:
+            self._registered[key] = self._registered.get(key, 0) + 1
+        if new:
+            self._matchmaker_call(self.matchmaker.register, new)
+
+    def _unregister(self, keys: set[RegKey] | list[RegKey]) -> None:
+        gone = []
+        for key in keys:
+            count = self._registered.get(key, 0) - 1
+            if count > 0:
+                self._registered[key] = count
+            else:
+                self._registered.pop(key, None)
+                gone.append(key)
+        if gone:
+            self._matchmaker_call(self.matchmaker.unregister, gone)
+
+    def _heartbeat_registrations(self, now: float) -> None:
+        if self._registered and now - self._last_heartbeat >= self.settings.matchmaker_ttl / 3:
+            self._last_heartbeat = now
+            self._matchmaker_call(self.matchmaker.register, list(self._registered))
+
+    def _matchmaker_call(self, method: Any, keys: list[RegKey]) -> None:
+        try:
+            method(keys)
+        except MessagingError as exc:
+            LOG.warning("zmq receiver: matchmaker update failed (will retry): %s", exc)
