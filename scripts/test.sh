@@ -56,13 +56,15 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 start_services() {
   export POLYMSG_RABBIT_PORT=${POLYMSG_RABBIT_PORT:-5673}
   export POLYMSG_REDIS_PORT=${POLYMSG_REDIS_PORT:-6380}
-  scripts/services.sh status >/dev/null 2>&1 && {
+  local status
+  status=$(scripts/services.sh status 2>/dev/null) && {
     echo "test.sh: reusing the services already running for this checkout"
     return 0
   }
-  # Start both afresh; a busy port (another checkout's service, whose stop
-  # is not ours to call) moves ours to a free one.
-  if port_busy "$POLYMSG_RABBIT_PORT"; then
+  # A busy port (another checkout's service, whose stop is not ours to call)
+  # moves ours to a free one. Only RabbitMQ can be told apart as ours (its
+  # Erlang cookie lives in this checkout's .run/).
+  if port_busy "$POLYMSG_RABBIT_PORT" && ! grep -q "RabbitMQ running" <<<"$status"; then
     POLYMSG_RABBIT_PORT=$(free_port $((POLYMSG_RABBIT_PORT + 1)) dist)
     echo "test.sh: RabbitMQ port taken by another process; using $POLYMSG_RABBIT_PORT"
   fi
