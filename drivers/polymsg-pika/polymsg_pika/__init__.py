@@ -1,0 +1,13 @@
+"""polymsg's RabbitMQ driver on pika: ``rabbit+pika://user:pass@host:5672/vhost``.
+
+Install ``polymsg-pika`` and pass such a URL to :func:`polymsg.get_transport`;
+the driver speaks the same wire format as ``polymsg-kombu`` and
+oslo.messaging. How it uses pika (one I/O thread per transport, pipelined
+publisher confirms) is described in :mod:`polymsg_pika._driver`; its options
+(``[polymsg_pika]``, or URL query keys) in :mod:`polymsg_pika._options`.
+"""
+
+from polymsg_pika._driver import PikaDriver
+from polymsg_pika._options import list_opts
+
+__all__ = ["PikaDriver", "list_opts"]

@@ -1,0 +1,311 @@
+"""Consuming: subscriptions that survive reconnects, and the messages they deliver.
+
+A :class:`Subscription` owns one channel of the receiving connection. Each
+time that connection opens it takes a fresh channel, sets its prefetch,
+declares its routes (queue, exchange, binding) and consumes every queue: a
+server or listener comes back by itself after a broker restart. A consumer
+the broker cancels (its queue was deleted) is declared and consumed again.
+
+Deliveries are handed to the driver's callback on the I/O thread; the
+facade only queues them there. Acknowledgements come from worker threads
+and go back to the I/O thread; one for a delivery of a channel that has
+since closed is dropped (the broker redelivers that message).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from polymsg.driver import IncomingMessage, Listener, MessageDeliveryFailure, amqp
+from polymsg_pika._declare import Declarer
+from polymsg_pika._errors import describe
+from polymsg_pika._link import Link
+
+__all__ = ["Deliver", "Incoming", "Subscription"]
+
+LOG = logging.getLogger(__name__)
+
+_WARN_EVERY = 30.0
+
+#: ``deliver(subscription, channel, method, properties, body)`` on the I/O thread.
+Deliver = Callable[["Subscription", Any, Any, Any, bytes], None]
+#: ``send_reply(reply_q, msg_id, body)``: publish a reply (any thread).
+SendReply = Callable[[str, str, bytes], None]
+
+
+class Incoming(IncomingMessage):
+    """A delivered request or notification; settled from any thread."""
+
+    __slots__ = ("_channel", "_msg_id", "_reply_q", "_settled", "_subscription", "_tag",
+                 "ctxt", "message")
+
+    def __init__(self, subscription: Subscription, channel: Any, tag: int,
+                 ctxt: dict[str, Any], message: dict[str, Any],
+                 msg_id: str | None = None, reply_q: str | None = None) -> None:
+        self.ctxt = ctxt
+        self.message = message
+        self._subscription = subscription
+        self._channel = channel
+        self._tag = tag
+        self._msg_id = msg_id
+        self._reply_q = reply_q
+        self._settled = False
+
+    def acknowledge(self) -> None:
+        self._settle(requeue=False)
+
+    def requeue(self) -> None:
+        self._settle(requeue=True)
+
+    def _settle(self, requeue: bool) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        self._subscription.settle_threadsafe(self._channel, self._tag, requeue)
+
+    def reply(self, result: Any = None, failure: Any = None) -> None:
+        if self._msg_id is None or self._reply_q is None:
+            return
+        body = amqp.encode_reply(self._msg_id, result, failure)  # SerializationError: nothing sent
+        try:
+            self._subscription.send_reply(self._reply_q, self._msg_id, body)
+        except MessageDeliveryFailure as exc:
+            LOG.warning("reply to call %s not sent: %s", self._msg_id, exc)
+
+
+class Subscription(Listener):
+    """Consumes ``routes`` on one channel of ``link``, again after every reconnect.
+
+    ``temporary`` queues (a server's fanout queue) are deleted by
+    :meth:`cleanup`. ``needed`` says whether to keep connecting before the
+    subscription was first in place (the reply queue is only needed while
+    calls wait for it); once in place it always is, until stopped.
+    """
+
+    def __init__(self, link: Link, declarer: Declarer, routes: Sequence[amqp.Route],
+                 deliver: Deliver, *, prefetch: int = 0, auto_ack: bool = False,
+                 temporary: Sequence[str] = (), send_reply: SendReply | None = None,
+                 on_ready: Callable[[], None] | None = None,
+                 needed: Callable[[], bool] | None = None) -> None:
+        self.link = link
+        self.loop = link.loop
+        self.routes = list(routes)
+        self.send_reply: SendReply = send_reply or _no_reply
+        self._declarer = declarer
+        self._deliver = deliver
+        self._prefetch = prefetch
+        self._auto_ack = auto_ack
+        self._temporary = list(temporary)
+        self._on_ready = on_ready
+        self._needed = needed
+        self._active = False
+        self._ever_ready = False
+        self._channel: Any = None
+        self._generation = 0
+        self._consuming: dict[str, amqp.Route] = {}
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    # -- any thread ------------------------------------------------------------------
+    def start(self) -> None:
+        """Begin consuming and block until every queue is consumed; raise
+        :class:`~polymsg.MessageDeliveryFailure` if the broker refuses."""
+        self.loop.submit(self.begin)
+        while not self._started.wait(_WARN_EVERY):
+            LOG.warning("%s: still waiting to consume %s", self.link.name, self._queue_names())
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        """Stop consuming; no delivery callback runs once this returns."""
+        with contextlib.suppress(MessageDeliveryFailure):  # the transport is gone already
+            self.loop.run(self._stop)
+
+    def cleanup(self) -> None:
+        """Close the channel (unacknowledged messages go back) and delete temporary queues."""
+        with contextlib.suppress(MessageDeliveryFailure):
+            self.loop.run(self._cleanup)
+
+    def settle_threadsafe(self, channel: Any, tag: int, requeue: bool) -> None:
+        """Acknowledge (or requeue) delivery ``tag`` of ``channel`` from any thread."""
+        try:
+            self.loop.submit(functools.partial(self._settle, channel, tag, requeue))
+        except MessageDeliveryFailure:
+            LOG.debug("%s: transport closed; delivery %s will be redelivered", self.link.name, tag)
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the subscription could not be set up, if it could not."""
+        return self._error
+
+    def fail(self, error: BaseException) -> None:
+        """Unblock :meth:`start` with ``error`` (the transport is closing)."""
+        if not self._started.is_set():
+            self._error = error
+            self._started.set()
+
+    # -- I/O thread: lifecycle -------------------------------------------------------
+    def begin(self) -> None:
+        """Begin consuming (I/O thread); ``on_ready`` runs once in place."""
+        self._active = True
+        self.link.add_user(self)
+        self.link.want()
+
+    def _stop(self) -> None:
+        self._active = False
+        channel, consuming = self._channel, list(self._consuming)
+        self._consuming.clear()
+        if channel is not None and channel.is_open:
+            for tag in consuming:
+                channel.basic_cancel(tag)
+
+    def _cleanup(self) -> None:
+        self._stop()
+        self.link.remove_user(self)
+        channel, self._channel = self._channel, None
+        if channel is not None and channel.is_open:
+            channel.close()
+        for queue in self._temporary:
+            self._declarer.delete_queue(queue, _log_error(f"deleting queue {queue!r}"))
+        self._temporary.clear()
+
+    # -- I/O thread: LinkUser ------------------------------------------------------------
+    def link_opened(self, connection: Any) -> None:
+        if not self._active:
+            return
+        self._generation += 1
+        generation = self._generation
+        self._consuming.clear()
+        channel = connection.channel(
+            on_open_callback=lambda ch: self._on_channel_open(generation, ch))
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_cancel_callback(self._on_cancelled)
+        self._channel = channel
+
+    def link_lost(self, error: BaseException | None) -> None:
+        self._channel = None
+        self._consuming.clear()
+
+    def attempt_failed(self, error: BaseException | None) -> None:
+        """A subscription keeps trying while it is needed."""
+
+    def wants_link(self) -> bool:
+        if not self._active:
+            return False
+        return self._ever_ready or self._needed is None or self._needed()
+
+    # -- I/O thread: setting up --------------------------------------------------------
+    def _on_channel_open(self, generation: int, channel: Any) -> None:
+        if generation != self._generation or not self._active:
+            return
+        if self._prefetch:
+            channel.basic_qos(prefetch_count=self._prefetch,
+                              callback=lambda _frame: self._declare(generation, channel))
+        else:
+            self._declare(generation, channel)
+
+    def _declare(self, generation: int, channel: Any) -> None:
+        for route in self.routes:
+            self._declarer.ensure(route, functools.partial(self._declared, generation, channel,
+                                                           route))
+
+    def _declared(self, generation: int, channel: Any, route: amqp.Route,
+                  error: BaseException | None) -> None:
+        if generation != self._generation or not self._active or not channel.is_open:
+            return
+        if error is not None:
+            self._setup_failed(error)
+            return
+        assert route.queue is not None
+        tag = channel.basic_consume(route.queue.name, self._on_message, auto_ack=self._auto_ack,
+                                    callback=lambda _frame: self._consume_ok(generation))
+        self._consuming[tag] = route
+
+    def _consume_ok(self, generation: int) -> None:
+        if generation != self._generation or len(self._consuming) < len(self.routes):
+            return
+        if not self._ever_ready:
+            self._ever_ready = True
+            self._started.set()
+            if self._on_ready is not None:
+                self._on_ready()
+        LOG.debug("%s: consuming %s", self.link.name, self._queue_names())
+
+    def _setup_failed(self, error: BaseException) -> None:
+        if not self._ever_ready:
+            self._active = False
+            self.fail(error)
+            if self._on_ready is not None:
+                self._on_ready()
+            return
+        LOG.error("%s: cannot consume %s again: %s", self.link.name, self._queue_names(), error)
+
+    # -- I/O thread: broker events ---------------------------------------------------------
+    def _on_channel_closed(self, channel: Any, error: BaseException) -> None:
+        if channel is not self._channel:
+            return
+        self._channel = None
+        self._consuming.clear()
+        if not self._active or not channel.connection.is_open:
+            return
+        LOG.warning("%s: the broker closed a consumer channel: %s; opening another",
+                    self.link.name, describe(error))
+        self.link_opened(channel.connection)
+
+    def _on_cancelled(self, frame: Any) -> None:
+        route = self._consuming.pop(frame.method.consumer_tag, None)
+        if route is None or not self._active or self._channel is None:
+            return
+        LOG.warning("%s: the broker cancelled consuming %r (queue deleted?); declaring it again",
+                    self.link.name, route.queue.name if route.queue else "?")
+        self._declarer.forget(route)
+        self._declarer.ensure(route, functools.partial(self._declared, self._generation,
+                                                       self._channel, route))
+
+    def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        if not self._active or channel is not self._channel:
+            if not self._auto_ack and channel.is_open:
+                channel.basic_reject(method.delivery_tag, requeue=True)
+            return
+        try:
+            self._deliver(self, channel, method, properties, body)
+        except Exception:
+            LOG.exception("%s: error handing over a message; it goes back to the queue",
+                          self.link.name)
+            if not self._auto_ack and channel.is_open:
+                channel.basic_reject(method.delivery_tag, requeue=True)
+
+    def _settle(self, channel: Any, tag: int, requeue: bool) -> None:
+        if channel is not self._channel or not channel.is_open:
+            LOG.debug("%s: delivery %s belongs to a closed channel; the broker redelivers it",
+                      self.link.name, tag)
+            return
+        if requeue:
+            channel.basic_nack(tag, requeue=True)
+        else:
+            channel.basic_ack(tag)
+
+    def ack_now(self, channel: Any, tag: int) -> None:
+        """Acknowledge a delivery on the I/O thread (a dropped, malformed message)."""
+        if not self._auto_ack:
+            self._settle(channel, tag, requeue=False)
+
+    def _queue_names(self) -> list[str]:
+        return [route.queue.name for route in self.routes if route.queue is not None]
+
+
+def _no_reply(reply_q: str, msg_id: str, body: bytes) -> None:
+    LOG.debug("no reply path for call %s", msg_id)
+
+
+def _log_error(what: str) -> Callable[[BaseException | None], None]:
+    def done(error: BaseException | None) -> None:
+        if error is not None:
+            LOG.warning("%s failed: %s", what, error)
+    return done
+

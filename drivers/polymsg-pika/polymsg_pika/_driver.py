@@ -1,0 +1,295 @@
+"""``rabbit+pika://`` — polymsg's RabbitMQ driver on pika.
+
+Threads and connections
+=======================
+pika connections are not thread-safe, so each transport runs **one I/O
+thread** with a pika ``IOLoop`` and nothing else touches pika objects. That
+loop drives two ``SelectConnection`` objects: one that **sends** (calls,
+casts, notifications and replies, on a confirm-mode channel) and one that
+**receives** (the reply queue and every server's and listener's
+subscription, one channel each). Keeping them apart follows RabbitMQ's
+advice: when the broker throttles publishers it blocks the sending
+connection, and consumers keep acknowledging on theirs.
+
+Caller and worker threads hand work to the loop through a batched queue that
+wakes it with ``ioloop.add_callback_threadsafe`` (:mod:`polymsg_pika._loop`);
+the loop hands results back through ``concurrent.futures.Future`` objects.
+Delivery callbacks run on the I/O thread and only queue the message for the
+facade's workers, so the loop is never busy for long: heartbeats are
+answered however long endpoints run, and no method runs inside pika.
+
+Everything else
+===============
+* wire format: oslo.messaging's, from :mod:`polymsg.driver.amqp` (shared with
+  the kombu driver and interoperable with oslo.messaging services);
+* publishing with pipelined confirms: :mod:`polymsg_pika._publisher`;
+* reply queue per transport: :mod:`polymsg_pika._replies`;
+* declarations and 406 handling: :mod:`polymsg_pika._declare`;
+* reconnection, failover and ``retry``: :mod:`polymsg_pika._link`;
+* options and TLS: :mod:`polymsg_pika._options`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import pika
+from oslo_config import cfg
+
+from polymsg import InvalidTarget
+from polymsg.driver import (
+    Driver,
+    DriverOptions,
+    Listener,
+    MessageDeliveryFailure,
+    OnMessage,
+    Reply,
+    SendOptions,
+    SerializationError,
+    Target,
+    TransportURL,
+    amqp,
+)
+from polymsg_pika._consumer import Incoming, Subscription
+from polymsg_pika._declare import Declarer
+from polymsg_pika._link import Link
+from polymsg_pika._loop import IOThread
+from polymsg_pika._options import GROUP, OPTS, Backoff, connection_parameters, layout
+from polymsg_pika._publisher import CALL, CAST, REPLY, Outgoing, Publisher
+from polymsg_pika._replies import Replies
+
+__all__ = ["PikaDriver"]
+
+LOG = logging.getLogger(__name__)
+
+_COUNTER = itertools.count(1)
+_MAX_NAME = 255  # AMQP short strings: exchange, queue and routing key names
+_CLOSE_TIMEOUT = 10.0
+
+
+class PikaDriver(Driver):
+    """The ``rabbit+pika`` transport (see the module docstring)."""
+
+    capabilities = frozenset({
+        "rpc", "fanout", "notify", "pools", "requeue", "store_and_forward",
+        "queue_ttl", "message_ttl", "multi_host",
+    })
+    options_group = GROUP
+
+    @classmethod
+    def list_opts(cls) -> Sequence[cfg.Opt]:
+        """The ``[polymsg_pika]`` options (see :mod:`polymsg_pika._options`)."""
+        return list(OPTS)
+
+    def __init__(self, url: TransportURL, options: DriverOptions, conf: cfg.ConfigOpts) -> None:
+        super().__init__(url, options, conf)
+        name = f"polymsg-pika-{os.getpid()}-{next(_COUNTER)}"
+        self.name = name
+        self._layout = layout(options)
+        self._prefetch = int(options.prefetch_count)
+        send_params = connection_parameters(url, options, f"{name} send")
+        backoff = Backoff.from_options(len(send_params), options)
+        self._loop = IOThread(name)
+        self._send = Link(self._loop, send_params, backoff, f"{name} send")
+        self._recv = Link(self._loop, connection_parameters(url, options, f"{name} receive"),
+                          backoff, f"{name} receive")
+        self._send_declarer = Declarer(self._send)
+        self._recv_declarer = Declarer(self._recv)
+        self._publisher = Publisher(self._send, self._send_declarer)
+        self._replies = Replies(self._recv, self._recv_declarer, self._publisher, self._layout)
+        self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- sending -------------------------------------------------------------------------------
+    def call(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
+             options: SendOptions) -> Future[Reply]:
+        route = self._send_route(target, options)
+        msg_id = amqp.new_id()
+        body = amqp.encode_request(ctxt, message, msg_id=msg_id, reply_q=self._replies.queue)
+        future: Future[Reply] = Future()
+        outgoing = Outgoing(
+            CALL, f"call {message['method']!r} ({msg_id}) to {route.routing_key!r}",
+            route.exchange_name, route.routing_key, body,
+            _properties(msg_id, amqp.expiration(options.message_ttl, options.timeout)),
+            msg_id, future, route=route, retry=options.retry)
+        self._replies.expect(msg_id, future)
+        try:
+            self._submit(lambda: self._replies.send(outgoing))
+        except MessageDeliveryFailure:
+            future.cancel()
+            raise
+        return future
+
+    def cast(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
+             options: SendOptions) -> Future[None]:
+        route = self._send_route(target, options)
+        body = amqp.encode_request(ctxt, message)
+        kind = "fanout cast" if target.fanout else "cast"
+        return self._publish(f"{kind} {message['method']!r}", route, body, options,
+                             fanout=target.fanout)
+
+    def notify(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
+               options: SendOptions) -> Future[None]:
+        priority = str(message.get("priority") or "info")
+        _check_names(target.topic, target.exchange, priority)
+        route = self._layout.notification_route(target, priority, queue_ttl=options.queue_ttl)
+        body = amqp.encode_notification(ctxt, message)
+        label = f"notification {message.get('event_type')!r} ({message.get('message_id')})"
+        return self._publish(label, route, body, options)
+
+    def _send_route(self, target: Target, options: SendOptions) -> amqp.Route:
+        _check_names(target.topic, target.server, target.exchange)
+        return self._layout.send_route(target, options.queue_ttl)
+
+    def _publish(self, label: str, route: amqp.Route, body: bytes, options: SendOptions, *,
+                 fanout: bool = False) -> Future[None]:
+        message_id = amqp.new_id()
+        future: Future[None] = Future()
+        outgoing = Outgoing(
+            CAST, f"{label} to {route.routing_key!r}", route.exchange_name, route.routing_key,
+            body, _properties(message_id, amqp.expiration(options.message_ttl)), message_id,
+            future, route=route, remember=not fanout, retry=options.retry, fanout=fanout)
+        self._submit(lambda: self._publisher.send(outgoing))
+        return future
+
+    def _send_reply(self, reply_q: str, msg_id: str, body: bytes) -> None:
+        message_id = amqp.new_id()
+        outgoing = Outgoing(REPLY, f"reply to call {msg_id}", "", reply_q, body,
+                            _properties(message_id, None), message_id, None)
+        self._submit(lambda: self._publisher.send(outgoing))
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        if self._closed:
+            raise MessageDeliveryFailure(f"{self.name}: the transport was cleaned up")
+        self._loop.submit(job)
+
+    # -- listening ---------------------------------------------------------------------------
+    def listen(self, target: Target, on_message: OnMessage, *,
+               queue_ttl: float | None = None) -> Listener:
+        _check_names(target.topic, target.server, target.exchange)
+        routes = self._layout.server_routes(target, queue_ttl)
+        fanout_queue = routes[-1].queue
+        temporary = [fanout_queue.name] if fanout_queue is not None else []
+        return self._subscribe(Subscription(
+            self._recv, self._recv_declarer, routes, _request_handler(on_message),
+            prefetch=self._prefetch, temporary=temporary, send_reply=self._send_reply))
+
+    def listen_for_notifications(self, targets_and_priorities: Sequence[tuple[Target, str]],
+                                 pool: str | None, on_message: OnMessage) -> Listener:
+        routes: list[amqp.Route] = []
+        for target, priority in targets_and_priorities:
+            _check_names(target.topic, target.exchange, pool, priority)
+            route = self._layout.notification_route(target, priority, pool)
+            if route not in routes:
+                routes.append(route)
+        return self._subscribe(Subscription(
+            self._recv, self._recv_declarer, routes, _notification_handler(on_message),
+            prefetch=self._prefetch))
+
+    def _subscribe(self, subscription: Subscription) -> Listener:
+        with self._lock:
+            if self._closed:
+                raise MessageDeliveryFailure(f"{self.name}: the transport was cleaned up")
+            self._subscriptions.add(subscription)
+        try:
+            subscription.start()
+        except BaseException:
+            with self._lock:
+                self._subscriptions.discard(subscription)
+            raise
+        return subscription
+
+    # -- cleanup -------------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            subscriptions = list(self._subscriptions)
+        error = MessageDeliveryFailure(f"{self.name}: the transport was cleaned up")
+        for subscription in subscriptions:
+            subscription.fail(error)
+        if not self._loop.started:
+            self._loop.close()
+            return
+        closed = threading.Event()
+        try:
+            self._loop.run(lambda: self._shutdown(subscriptions, error, closed.set),
+                           timeout=_CLOSE_TIMEOUT)
+            if not closed.wait(_CLOSE_TIMEOUT):
+                LOG.warning("%s: connections did not close within %ss", self.name,
+                            _CLOSE_TIMEOUT)
+        except Exception:
+            LOG.warning("%s: error while closing", self.name, exc_info=True)
+        self._loop.close()
+
+    def _shutdown(self, subscriptions: list[Subscription], error: BaseException,
+                  done: Callable[[], None]) -> None:
+        self._publisher.close(error)
+        reply_subscription = self._replies.close(error)
+        for subscription in subscriptions:
+            subscription.cleanup()
+        pending = [self._send, self._recv]
+
+        def link_closed() -> None:
+            if pending:
+                pending.pop()
+            if not pending:
+                done()
+
+        self._send.close(link_closed)
+        if reply_subscription is not None and self._recv.is_open:
+            reply_subscription.cleanup()
+            self._recv_declarer.delete_queue(self._replies.queue,
+                                             lambda _error: self._recv.close(link_closed))
+        else:
+            self._recv.close(link_closed)
+
+
+def _properties(message_id: str, ttl: str | None) -> Any:
+    return pika.BasicProperties(message_id=message_id, **amqp.properties(ttl=ttl))
+
+
+def _check_names(*names: str | None) -> None:
+    for name in names:
+        if name is not None and len(name.encode("utf-8")) > _MAX_NAME - 40:
+            raise InvalidTarget(f"name {name[:40]!r}... is too long for RabbitMQ "
+                                f"(at most {_MAX_NAME - 40} bytes, to leave room for suffixes)")
+
+
+def _request_handler(on_message: OnMessage) -> Callable[..., None]:
+    def deliver(subscription: Subscription, channel: Any, method: Any, properties: Any,
+                body: bytes) -> None:
+        try:
+            request = amqp.decode_request(body)
+        except SerializationError as exc:
+            LOG.warning("dropping a malformed request from %r (routing key %r): %s",
+                        method.exchange, method.routing_key, exc)
+            subscription.ack_now(channel, method.delivery_tag)
+            return
+        on_message(Incoming(subscription, channel, method.delivery_tag, request.ctxt,
+                            request.message, request.msg_id, request.reply_q))
+    return deliver
+
+
+def _notification_handler(on_message: OnMessage) -> Callable[..., None]:
+    def deliver(subscription: Subscription, channel: Any, method: Any, properties: Any,
+                body: bytes) -> None:
+        try:
+            note = amqp.decode_notification(body)
+        except SerializationError as exc:
+            LOG.warning("dropping a malformed notification from %r (routing key %r): %s",
+                        method.exchange, method.routing_key, exc)
+            subscription.ack_now(channel, method.delivery_tag)
+            return
+        on_message(Incoming(subscription, channel, method.delivery_tag, note.ctxt,
+                            note.message))
+    return deliver

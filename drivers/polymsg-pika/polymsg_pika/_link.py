@@ -1,0 +1,178 @@
+"""One AMQP connection that reopens itself: failover across hosts, backoff, demand.
+
+A :class:`Link` lives on the I/O thread. It connects when one of its users
+wants it (:meth:`Link.want`), tries the URL's hosts in turn, waits with
+:class:`~polymsg_pika._options.Backoff` between rounds, and tells its users
+about every opened connection, every lost one and every failed attempt, so
+they re-declare what they had (consumers) or count the attempt against the
+``retry`` of what they wait to send (publishers). It stops trying when no
+user wants it any more; a user that still does (a running server) keeps it
+trying for as long as it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import pika
+from pika.adapters.select_connection import SelectConnection
+
+from polymsg_pika._errors import describe
+from polymsg_pika._loop import IOThread
+from polymsg_pika._options import Backoff
+
+__all__ = ["Link", "LinkUser"]
+
+LOG = logging.getLogger(__name__)
+
+IDLE, CONNECTING, OPEN, WAITING, CLOSED = "idle", "connecting", "open", "waiting", "closed"
+
+
+class LinkUser(Protocol):
+    """What a :class:`Link` tells the objects using its connection (I/O thread)."""
+
+    def link_opened(self, connection: Any) -> None:
+        """A connection is open: (re)open channels, re-declare, resend."""
+
+    def link_lost(self, error: BaseException | None) -> None:
+        """The open connection is gone: forget its channels and unconfirmed work."""
+
+    def attempt_failed(self, error: BaseException | None) -> None:
+        """An attempt to connect failed: count it against waiting work's ``retry``."""
+
+    def wants_link(self) -> bool:
+        """True while the user needs a connection (work waiting, a consumer running)."""
+
+
+class Link:
+    """One connection of a transport, opened on demand and reopened when lost."""
+
+    def __init__(self, loop: IOThread, parameters: list[pika.ConnectionParameters],
+                 backoff: Backoff, name: str) -> None:
+        self.loop = loop
+        self.name = name
+        self.state = IDLE
+        self.connection: Any = None
+        self._parameters = parameters
+        self._backoff = backoff
+        self._users: list[LinkUser] = []
+        self._failures = 0
+        self._host = 0
+        self._timer: Any = None
+        self._close_waiters: list[Callable[[], None]] = []
+
+    @property
+    def is_open(self) -> bool:
+        """True when the connection is open (users may open channels)."""
+        return self.state == OPEN
+
+    def add_user(self, user: LinkUser) -> None:
+        """Register ``user`` for connection events; it is told at once if open."""
+        if user not in self._users:
+            self._users.append(user)
+            if self.state == OPEN:
+                user.link_opened(self.connection)
+
+    def remove_user(self, user: LinkUser) -> None:
+        """Stop telling ``user`` about connection events."""
+        if user in self._users:
+            self._users.remove(user)
+
+    def want(self) -> None:
+        """Connect now unless connected, connecting or waiting to retry."""
+        if self.state == IDLE:
+            self._connect()
+
+    def close(self, on_closed: Callable[[], None]) -> None:
+        """Close the connection for good; ``on_closed`` runs once it is closed."""
+        if self._timer is not None:
+            self.loop.cancel(self._timer)
+            self._timer = None
+        connection, state = self.connection, self.state
+        self.state = CLOSED
+        if connection is not None and state in (OPEN, CONNECTING) and not connection.is_closed:
+            self._close_waiters.append(on_closed)
+            connection.close()
+        else:
+            on_closed()
+
+    # -- connecting -------------------------------------------------------------
+    def _connect(self) -> None:
+        self._timer = None
+        if self.state == CLOSED:
+            return
+        if not any(user.wants_link() for user in self._users):
+            self.state = IDLE
+            return
+        params = self._parameters[self._host % len(self._parameters)]
+        self.state = CONNECTING
+        LOG.debug("%s: connecting to %s:%s", self.name, params.host, params.port)
+        try:
+            self.connection = SelectConnection(
+                params, on_open_callback=self._on_open, on_open_error_callback=self._on_failed,
+                on_close_callback=self._on_closed, custom_ioloop=self.loop.ioloop)
+        except Exception as exc:  # bad parameters, no socket: counts as a failed attempt
+            self._on_failed(None, exc)
+
+    def _on_open(self, connection: Any) -> None:
+        if self.state == CLOSED:
+            connection.close()
+            return
+        params = connection.params
+        if self._failures:
+            LOG.warning("%s: connected to %s:%s after %d failed attempt(s)", self.name,
+                        params.host, params.port, self._failures)
+        else:
+            LOG.debug("%s: connected to %s:%s", self.name, params.host, params.port)
+        self.state, self._failures = OPEN, 0
+        connection.add_on_connection_blocked_callback(self._on_blocked)
+        connection.add_on_connection_unblocked_callback(self._on_unblocked)
+        for user in list(self._users):
+            user.link_opened(connection)
+
+    def _on_failed(self, connection: Any, error: BaseException | None) -> None:
+        if self.state == CLOSED:
+            self._finish_close()
+            return
+        self.connection = None
+        self._failures += 1
+        params = self._parameters[self._host % len(self._parameters)]
+        self._host += 1
+        for user in list(self._users):
+            user.attempt_failed(error)
+        delay = self._backoff.delay(self._failures)
+        if not any(user.wants_link() for user in self._users):
+            LOG.warning("%s: cannot connect to %s:%s: %s", self.name, params.host, params.port,
+                        describe(error))
+            self.state = IDLE
+            return
+        LOG.warning("%s: cannot connect to %s:%s: %s; next attempt in %.1fs", self.name,
+                    params.host, params.port, describe(error), delay)
+        self.state = WAITING
+        self._timer = self.loop.call_later(delay, self._connect)
+
+    def _on_closed(self, connection: Any, error: BaseException | None) -> None:
+        self.connection = None
+        if self.state == CLOSED:
+            self._finish_close()
+            return
+        LOG.warning("%s: connection lost: %s; reconnecting", self.name, describe(error))
+        self.state = IDLE
+        for user in list(self._users):
+            user.link_lost(error)
+        self.want()
+
+    def _finish_close(self) -> None:
+        self.connection = None
+        callbacks, self._close_waiters = self._close_waiters, []
+        for callback in callbacks:
+            callback()
+
+    def _on_blocked(self, connection: Any, frame: Any) -> None:
+        LOG.warning("%s: the broker blocked publishing (%s); waiting for it to resume",
+                    self.name, getattr(frame.method, "reason", "resource alarm"))
+
+    def _on_unblocked(self, connection: Any, frame: Any) -> None:
+        LOG.warning("%s: the broker resumed publishing", self.name)

@@ -1,0 +1,143 @@
+"""The reply path: one reply queue per transport, replies matched by message id.
+
+The queue (``reply_<hex>``, expiring unused after ``transient_queues_ttl``) is
+declared and consumed on first call, and again after every reconnect. A call
+is published only once its reply queue is consumed, so no reply can be sent
+to a queue that does not exist yet. Replies are consumed without
+acknowledgement and handed to the waiting caller's future; a reply for a
+caller that stopped waiting (timed out) is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from concurrent.futures import Future
+from typing import Any
+
+from polymsg.driver import Reply, SerializationError, amqp
+from polymsg_pika._consumer import Subscription
+from polymsg_pika._declare import Declarer
+from polymsg_pika._errors import delivery_failure
+from polymsg_pika._link import Link
+from polymsg_pika._publisher import Outgoing, Publisher, fail, resolve
+
+__all__ = ["Replies"]
+
+LOG = logging.getLogger(__name__)
+
+
+class Replies:
+    """Waiting calls and the consumer of their replies."""
+
+    def __init__(self, link: Link, declarer: Declarer, publisher: Publisher,
+                 layout: amqp.Layout) -> None:
+        self.queue = amqp.reply_queue_name()
+        self._link = link
+        self._declarer = declarer
+        self._publisher = publisher
+        self._layout = layout
+        self._waiters: dict[str, Future[Reply]] = {}
+        self._partial: dict[str, amqp.ReplyFrame] = {}
+        self._held: list[Outgoing] = []
+        self._subscription: Subscription | None = None
+        self._ready = False
+        link.add_user(self)
+
+    @property
+    def started(self) -> bool:
+        """True once the reply queue was asked for (I/O thread)."""
+        return self._subscription is not None
+
+    # -- any thread ------------------------------------------------------------------------
+    def expect(self, msg_id: str, future: Future[Reply]) -> None:
+        """Route the reply to ``msg_id`` to ``future``; forgotten when it is done."""
+        self._waiters[msg_id] = future
+        future.add_done_callback(functools.partial(self._forget, msg_id))
+
+    def _forget(self, msg_id: str, _future: Future[Reply]) -> None:
+        self._waiters.pop(msg_id, None)
+        self._partial.pop(msg_id, None)
+
+    # -- I/O thread --------------------------------------------------------------------------
+    def send(self, message: Outgoing) -> None:
+        """Publish a call once the reply queue is consumed."""
+        if self._ready:
+            self._publisher.send(message)
+            return
+        self._held.append(message)
+        if self._subscription is None:
+            self._subscription = Subscription(
+                self._link, self._declarer, [self._layout.reply_route(self.queue)],
+                self._deliver, auto_ack=True, on_ready=self._on_ready,
+                needed=lambda: bool(self._held))
+            self._subscription.begin()
+        else:
+            self._link.want()
+
+    def close(self, error: BaseException) -> Subscription | None:
+        """Fail every waiting call with ``error``; returns the subscription to clean up."""
+        for message in self._held:
+            fail(message.future, error)
+        self._held.clear()
+        for future in list(self._waiters.values()):
+            fail(future, error)
+        self._waiters.clear()
+        self._link.remove_user(self)
+        return self._subscription
+
+    def _on_ready(self) -> None:
+        subscription = self._subscription
+        error = subscription.error if subscription is not None else None
+        held, self._held = self._held, []
+        if error is not None:
+            self._subscription = None  # try afresh with the next call
+            for message in held:
+                fail(message.future, error)
+            return
+        self._ready = True
+        for message in held:
+            self._publisher.send(message)
+
+    def _deliver(self, subscription: Subscription, channel: Any, method: Any, properties: Any,
+                 body: bytes) -> None:
+        try:
+            frame = amqp.decode_reply(body)
+        except SerializationError as exc:
+            LOG.warning("dropping a malformed message from reply queue %r: %s", self.queue, exc)
+            return
+        msg_id = frame.msg_id
+        future = self._waiters.get(msg_id)
+        if future is None:
+            LOG.info("reply to call %s dropped: nobody waits for it any more", msg_id)
+            return
+        if not frame.ending:
+            # A call-monitor heartbeat, or the first half of an old two-part reply.
+            if frame.result is not None or frame.failure is not None:
+                self._partial[msg_id] = frame
+            return
+        first = self._partial.pop(msg_id, None)
+        result, failure = frame.result, frame.failure
+        if first is not None and result is None and failure is None:
+            result, failure = first.result, first.failure
+        self._waiters.pop(msg_id, None)
+        resolve(future, Reply(result=result, failure=failure))
+
+    # -- LinkUser: calls held for the reply queue count connection attempts -----------------
+    def link_opened(self, connection: Any) -> None:
+        """Nothing to do: the subscription re-declares itself."""
+
+    def link_lost(self, error: BaseException | None) -> None:
+        """Replies in flight stay in the queue, which outlives the connection."""
+
+    def attempt_failed(self, error: BaseException | None) -> None:
+        for message in list(self._held):
+            message.attempts += 1
+            if message.retry is not None and message.attempts > message.retry:
+                self._held.remove(message)
+                fail(message.future, delivery_failure(
+                    f"{message.label}: cannot reach the broker after {message.attempts} "
+                    "attempt(s)", error))
+
+    def wants_link(self) -> bool:
+        return bool(self._held)
