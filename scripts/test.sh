@@ -103,7 +103,8 @@ make_venv() {
   "$VENV/bin/python" -m pip install -q "${args[@]}"
 }
 
-# Packages of a driver distribution: its top-level dirs holding __init__.py.
+# Packages of a driver distribution (mypy runs in its directory, with its own
+# config; MYPYPATH points at core, since mypy cannot follow editable installs): its top-level dirs holding __init__.py.
 driver_packages() {
   local p
   for p in "$1"/*/__init__.py; do
@@ -174,7 +175,8 @@ for d in "${DRIVERS[@]}"; do
   pkgs=()
   for p in $(driver_packages "$d"); do pkgs+=(-p "$p"); done
   [ ${#pkgs[@]} -gt 0 ] && run "mypy --strict $(basename "$d")" \
-    bash -c 'cd "$1" && shift && "$0" --strict "$@"' "$VENV/bin/mypy" "$d" "${pkgs[@]}"
+    env MYPYPATH="$ROOT" bash -c 'cd "$1" && shift && "$0" --strict "$@"' \
+    "$VENV/bin/mypy" "$d" "${pkgs[@]}"
 done
 
 pytest_run core "$ROOT" tests

@@ -35,6 +35,8 @@ def _indent(text: str, by: str = "   ") -> list[str]:
 def _default(opt: Any) -> str:
     if opt.default is None:
         return "(no default)"
+    if opt.default == "":
+        return "(empty string)"
     if isinstance(opt.default, (list, tuple)):
         return "``" + ",".join(str(v) for v in opt.default) + "``" if opt.default else "(empty)"
     return f"``{opt.default}``"
