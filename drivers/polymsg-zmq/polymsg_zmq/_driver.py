@@ -59,6 +59,9 @@ __all__ = ["ZmqDriver"]
 
 LOG = logging.getLogger(__name__)
 
+#: Seconds messages keep following unrouted ones through our receiver once a host is known.
+_STICKY_GRACE = 1.0
+
 _DONE: Future[None] = Future()
 _DONE.set_result(None)
 
@@ -93,6 +96,7 @@ class ZmqDriver(Driver):
         self._id_prefix = uuid.uuid4().hex[:12]
         self._turn = itertools.count()
         self._headers: dict[tuple[Any, ...], bytes] = {}
+        self._unrouted: dict[tuple[str | None, str | None], float | None] = {}
         self._closed = False
 
     # -- receiver --------------------------------------------------------------------------
@@ -162,9 +166,31 @@ class ZmqDriver(Driver):
         """The host to send an RPC message to, and whether it is unrouted."""
         hosts = self.matchmaker.rpc_hosts(str(target.exchange), str(target.topic),
                                           target.server)
-        if hosts:
+        if hosts and not self._sticky(target, bool(hosts)):
             return hosts[next(self._turn) % len(hosts)], False
         return self._no_host(target), True
+
+    def _sticky(self, target: Target, routed: bool) -> bool:
+        """True while messages for ``target`` must still go through our receiver.
+
+        Once a message found no host, later ones follow it through this host's
+        receiver (which forwards them in order) until a host has been known
+        for a moment, so a topic's messages reach its new server in order.
+        """
+        if not self._unrouted:
+            return False
+        key = (target.exchange, target.topic)
+        if key not in self._unrouted:
+            return False
+        until = self._unrouted[key]
+        now = time.monotonic()
+        if until is None:
+            self._unrouted[key] = now + _STICKY_GRACE
+            return True
+        if now < until:
+            return True
+        self._unrouted.pop(key, None)
+        return False
 
     def _no_host(self, target: Target) -> str:
         if not self.matchmaker.dynamic:
@@ -172,7 +198,9 @@ class ZmqDriver(Driver):
                 f"zmq: no host serves topic {target.topic!r}"
                 + (f" server {target.server!r}" if target.server else "")
                 + f" ({self.settings.matchmaker} matchmaker)")
-        return self.settings.address  # our receiver holds it until a host registers
+        # Our receiver holds it until a host registers, and forwards it then.
+        self._unrouted.setdefault((target.exchange, target.topic), None)
+        return self.settings.address
 
     def call(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
              options: SendOptions) -> Future[Reply]:
@@ -220,7 +248,7 @@ class ZmqDriver(Driver):
         priority = str(message.get("priority", "")).lower()
         body = dumps({"c": ctxt, "m": message})
         routes = self.matchmaker.note_hosts(str(target.exchange), str(target.topic), priority)
-        unrouted = not routes
+        unrouted = not routes or self._sticky(target, True)
         if unrouted:
             routes = [(self._no_host(target), None)]
         for host, pools in routes:

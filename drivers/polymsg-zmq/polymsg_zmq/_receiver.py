@@ -264,6 +264,21 @@ class Receiver:
                         message_ids(header["k"], bodies), exc)
             return
         state.accept(header, raw_header, bodies, deadline, now, only_pool)
+        if header.get("u") and self.matchmaker.dynamic:
+            self._route_unrouted(state, now)
+
+    def _route_unrouted(self, state: TopicState, now: float) -> None:
+        """Forward, in order, the messages no sender could place whose topic now has a
+        host; the rest stay held, in order."""
+        items = state.take_unrouted()
+        if not items:
+            return
+        lookups: dict[tuple[Any, ...], list[tuple[str, list[str] | None]]] = {}
+        back = []
+        for item in items:
+            if back or not self._forward(state, item, now, lookups):
+                back.append(item)
+        state.restore(back)
 
     def _topic(self, exchange: str, topic: str) -> TopicState:
         state = self._topics.get((exchange, topic))
@@ -412,41 +427,52 @@ class Receiver:
     def _housekeeping(self, now: float) -> None:
         if self.matchmaker.dynamic:
             for state in list(self._topics.values()):
-                for item in state.take_unrouted():
-                    self._forward(state, item, now)
+                self._route_unrouted(state, now)
         self._heartbeat_registrations(now)
         for state in list(self._topics.values()):
             if state.idle(now, _CLOSE_IDLE_TOPIC):
                 self._close_topic(state)
 
-    def _forward(self, state: TopicState, item: Held, now: float) -> None:
-        """Send an unrouted message to a host serving its topic, or hold it again."""
-        header = dict(item.header)
-        try:
-            if header["k"] == "rpc":
-                hosts = self.matchmaker.rpc_hosts(state.exchange, state.topic, header.get("s"))
-                routes: list[tuple[str, list[str] | None]] = [(h, None) for h in hosts[:1]]
-            else:
-                routes = self.matchmaker.note_hosts(state.exchange, state.topic, header["p"])
-        except MessagingError as exc:
-            LOG.debug("zmq receiver: no route yet for %s: %s", state.topic, exc)
-            routes = []
-        routes = [r for r in routes if r[0] != self.settings.address]
+    def _routes(self, state: TopicState, header: dict[str, Any],
+                cache: dict[tuple[Any, ...], list[tuple[str, list[str] | None]]]
+                ) -> list[tuple[str, list[str] | None]]:
+        key = (header["k"], header.get("s"), header.get("p"))
+        if key not in cache:
+            try:
+                if header["k"] == "rpc":
+                    hosts = self.matchmaker.rpc_hosts(state.exchange, state.topic,
+                                                      header.get("s"))
+                    routes: list[tuple[str, list[str] | None]] = [(h, None) for h in hosts]
+                else:
+                    routes = self.matchmaker.note_hosts(state.exchange, state.topic,
+                                                        header["p"])
+            except MessagingError as exc:
+                LOG.debug("zmq receiver: no route yet for %s: %s", state.topic, exc)
+                routes = []
+            cache[key] = [r for r in routes if r[0] != self.settings.address]
+        return cache[key]
+
+    def _forward(self, state: TopicState, item: Held, now: float,
+                 cache: dict[tuple[Any, ...], list[tuple[str, list[str] | None]]]) -> bool:
+        """Send an unrouted message to the host(s) now serving its topic; False when
+        there is none yet or it cannot take the message now."""
+        routes = self._routes(state, item.header, cache)
         if not routes:
-            state.accept(item.header, item.raw_header, item.bodies, item.deadline, now)
-            return
-        header["u"] = False
+            return False
+        header = dict(item.header, u=False)
         if item.deadline is not None:
             header["ttl"] = max(0.0, item.deadline - now)
+        if header["k"] == "rpc":
+            routes = routes[:1]
         for host, pools in routes:
             if header["k"] == "note":
                 header["pools"] = pools
             frames = [MAGIC, encode_header(header), *item.bodies]
             if not self._peers.get(self.settings.endpoint(host)).try_send(frames):
-                LOG.warning("zmq receiver: host %s is unreachable; holding %s", host,
-                            item.ids())
-                state.accept(item.header, item.raw_header, item.bodies, item.deadline, now)
-                return
+                LOG.info("zmq receiver: host %s cannot take %s yet; holding", host,
+                         item.ids())
+                return False
+        return True
 
     def _register(self, keys: set[RegKey]) -> None:
         new = [key for key in keys if not self._registered.get(key)]

@@ -273,9 +273,11 @@ class TopicState:
                 self._count(item.group, 1)
         return taken
 
-    def unrouted_groups(self) -> list[Held]:
-        """Held messages waiting for a host to appear (see :meth:`take_unrouted`)."""
-        return [i for i in self.held if i.unrouted and not self.present(i.group)]
+    def restore(self, items: list[Held]) -> None:
+        """Put messages taken by :meth:`take_unrouted` back, ahead of the others."""
+        for item in reversed(items):
+            self.held.appendleft(item)
+            self._count(item.group, 1)
 
     def expire(self, now: float) -> None:
         """Drop held messages past their message_ttl, or whose queue's queue_ttl passed."""

@@ -1,0 +1,110 @@
+"""The shipped conformance suite on real zmq sockets: one host, then routed between hosts.
+
+* local matchmaker: client and servers on one host whose receiver the
+  transport starts in-process on first use;
+* ring file: the client on host A, every server on host B (``{"*": [B]}``);
+* Redis: the client on host A, servers and listeners spread over hosts B and C.
+
+For the last two each host runs its own receiver, and every transport the
+suite makes is a client on host A whose servers and listeners live on another
+host (see ``zmqtest.SplitDriver``), so each message crosses hosts over TCP.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import polymsg
+from polymsg.testing import ConformanceTests, Harness
+from polymsg_zmq import ZmqDriver
+from zmqtest import Hosts, free_port, short_tmpdir, split_transport
+
+
+class TestZmqLocalConformance(ConformanceTests):
+    """One host, the local matchmaker, the receiver started in-process."""
+
+    capabilities = ZmqDriver.capabilities
+
+    def get_transport_url(self) -> str:
+        return f"zmq://127.0.0.1:{free_port()}/?ipc_dir={short_tmpdir()}/ipc"
+
+    def get_unreachable_url(self) -> str | None:
+        hosts = Hosts(["a"])
+        hosts.write_ring({"*": [f"127.0.0.1:{free_port()}"]})
+        return hosts[0].url(retry_interval="0.3")
+
+
+class _SplitHarness(Harness):
+    """Every transport is a client on the first host listening on one of the others."""
+
+    def __init__(self, hosts: Hosts, listen_on: list[int], **kwargs: Any) -> None:
+        self._hosts = hosts
+        self._turn = itertools.cycle(listen_on)
+        super().__init__(hosts[0].url(), **kwargs)
+
+    def new_transport(self, url: str | None = None, **kwargs: Any) -> polymsg.Transport:
+        if url is not None:
+            return super().new_transport(url, **kwargs)
+        listener = self._hosts[next(self._turn)]
+        transport = split_transport(self._hosts[0].url(), listener.url(), self._conf_factory(),
+                                    **kwargs)
+        self._transports.append(transport)
+        return transport
+
+
+class _MultiHost(ConformanceTests):
+    capabilities = ZmqDriver.capabilities
+    listen_on: list[int] = [1]
+
+    def make_hosts(self) -> Hosts:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def zmq_hosts(self) -> Iterator[Hosts]:
+        hosts = self.make_hosts()
+        try:
+            hosts.start_receivers()
+            yield hosts
+        finally:
+            hosts.close()
+
+    @pytest.fixture
+    def transport_url(self, zmq_hosts: Hosts) -> str:
+        return zmq_hosts[0].url()
+
+    @pytest.fixture
+    def harness(self, zmq_hosts: Hosts) -> Iterator[Harness]:
+        harness = _SplitHarness(zmq_hosts, self.listen_on, conf_factory=self.make_conf,
+                                wait_timeout=self.wait_timeout)
+        try:
+            yield harness
+        finally:
+            harness.close()
+
+
+class TestZmqRingConformance(_MultiHost):
+    """Client on host A, servers on host B, routed by a ring file."""
+
+    @pytest.fixture
+    def transport_url(self, zmq_hosts: Hosts) -> str:
+        return zmq_hosts[1].url()  # where the ring sends everything
+
+    def make_hosts(self) -> Hosts:
+        hosts = Hosts(["a", "b"], start_receiver="false")
+        hosts.write_ring({"*": [hosts[1].address]})
+        return hosts
+
+
+class TestZmqRedisConformance(_MultiHost):
+    """Client on host A, servers spread over hosts B and C, found through Redis."""
+
+    listen_on = [1, 2]
+
+    def make_hosts(self) -> Hosts:
+        hosts = Hosts(["a", "b", "c"], start_receiver="false")
+        hosts.use_redis()
+        return hosts

@@ -1,0 +1,168 @@
+"""Helpers for polymsg-zmq's tests: simulated hosts on one machine.
+
+A simulated host is a receiver port, an IPC directory and a host name
+(``127.0.0.1``): tests give each its own, so routing between them goes over
+real TCP and IPC sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from oslo_config import cfg
+
+import polymsg
+from polymsg.driver import Driver, Listener, OnMessage, Reply, SendOptions, Target
+from polymsg_zmq import Receiver, ZmqDriver
+from polymsg_zmq._options import Settings, overlay, settings_from
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def short_tmpdir() -> str:
+    """A fresh directory with a short path (IPC socket paths are limited to 107 bytes)."""
+    return tempfile.mkdtemp(prefix="pmz-", dir="/tmp")
+
+
+def redis_url() -> str:
+    """The test Redis server; fails (in CI) or skips (elsewhere) when it is not configured."""
+    url = os.environ.get("POLYMSG_TEST_REDIS_URL")
+    if not url:
+        message = ("POLYMSG_TEST_REDIS_URL is not set: start Redis with scripts/services.sh "
+                   "start and export what `scripts/services.sh env` prints")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@dataclass
+class Host:
+    """A simulated host: its URL and, when the test runs one, its receiver."""
+
+    name: str
+    port: int
+    ipc_dir: str
+    query: dict[str, str] = field(default_factory=dict)
+    receiver: Receiver | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def url(self, **query: str) -> str:
+        params = {"ipc_dir": self.ipc_dir, **self.query, **query}
+        return f"zmq://127.0.0.1:{self.port}/?{urlencode(params)}"
+
+    def settings(self, **query: str) -> Settings:
+        parsed = polymsg.TransportURL.parse(self.url(**query))
+        return settings_from(overlay(cfg.ConfigOpts(), parsed), parsed)
+
+    def start_receiver(self) -> Receiver:
+        assert self.receiver is None
+        self.receiver = Receiver(self.settings())
+        self.receiver.start()
+        return self.receiver
+
+    def stop_receiver(self) -> None:
+        if self.receiver is not None:
+            self.receiver.stop()
+            self.receiver = None
+
+
+class Hosts:
+    """Several simulated hosts sharing one matchmaker configuration."""
+
+    def __init__(self, names: Sequence[str], **query: str) -> None:
+        self.root = short_tmpdir()
+        self.hosts = [Host(name, free_port(), os.path.join(self.root, name), dict(query))
+                      for name in names]
+
+    def __getitem__(self, index: int) -> Host:
+        return self.hosts[index]
+
+    def write_ring(self, ring: dict[str, list[str]]) -> str:
+        path = os.path.join(self.root, "ring.json")
+        with open(path, "w", encoding="utf-8") as handle:
+            import json
+            json.dump(ring, handle)
+        for host in self.hosts:
+            host.query.update(matchmaker="ring", ring_file=path)
+        return path
+
+    def use_redis(self, ttl: float = 5.0) -> str:
+        prefix = f"pmz-test-{uuid.uuid4().hex[:10]}"
+        for host in self.hosts:
+            host.query.update(matchmaker="redis", redis_url=redis_url(), redis_prefix=prefix,
+                              matchmaker_ttl=str(ttl), matchmaker_cache="0.2")
+        return prefix
+
+    def start_receivers(self) -> None:
+        for host in self.hosts:
+            host.start_receiver()
+
+    def close(self) -> None:
+        for host in self.hosts:
+            host.stop_receiver()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class SplitDriver(Driver):
+    """Sends through one transport and listens through another: a client on one
+    host talking to servers on another, inside one test process."""
+
+    capabilities = ZmqDriver.capabilities
+
+    def __init__(self, sender: polymsg.Transport, listener: polymsg.Transport) -> None:
+        super().__init__(sender.url, sender._driver.options, sender.conf)
+        self.sender = sender
+        self.listener = listener
+
+    def call(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
+             options: SendOptions) -> Future[Reply]:
+        return self.sender._driver.call(target, ctxt, message, options)
+
+    def cast(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
+             options: SendOptions) -> Future[None]:
+        return self.sender._driver.cast(target, ctxt, message, options)
+
+    def notify(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
+               options: SendOptions) -> Future[None]:
+        return self.sender._driver.notify(target, ctxt, message, options)
+
+    def listen(self, target: Target, on_message: OnMessage, *,
+               queue_ttl: float | None = None) -> Listener:
+        return self.listener._driver.listen(target, on_message, queue_ttl=queue_ttl)
+
+    def listen_for_notifications(self, targets_and_priorities: Sequence[tuple[Target, str]],
+                                 pool: str | None, on_message: OnMessage) -> Listener:
+        return self.listener._driver.listen_for_notifications(targets_and_priorities, pool,
+                                                              on_message)
+
+    def cleanup(self) -> None:
+        self.sender.cleanup()
+        self.listener.cleanup()
+
+
+def split_transport(sender_url: str, listener_url: str, conf: cfg.ConfigOpts | None,
+                    **kwargs: Any) -> polymsg.Transport:
+    """A transport sending from ``sender_url``'s host and listening on ``listener_url``'s."""
+    sender = polymsg.get_transport(sender_url, conf=conf, **kwargs)
+    listener = polymsg.get_transport(listener_url, conf=conf)
+    driver = SplitDriver(sender, listener)
+    return polymsg.Transport(driver, sender.conf, sender.url, sender.allowed_remote_exmods)
