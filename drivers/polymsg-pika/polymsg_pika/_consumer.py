@@ -31,6 +31,7 @@ __all__ = ["Deliver", "Incoming", "Subscription"]
 LOG = logging.getLogger(__name__)
 
 _WARN_EVERY = 30.0
+_MAX_REOPEN_DELAY = 5.0
 
 #: ``deliver(subscription, channel, method, properties, body)`` on the I/O thread.
 Deliver = Callable[["Subscription", Any, Any, Any, bytes], None]
@@ -108,6 +109,7 @@ class Subscription(Listener):
         self._channel: Any = None
         self._generation = 0
         self._consuming: dict[str, amqp.Route] = {}
+        self._failures = 0
         self._started = threading.Event()
         self._error: BaseException | None = None
 
@@ -210,9 +212,11 @@ class Subscription(Listener):
             self._declare(generation, channel)
 
     def _declare(self, generation: int, channel: Any) -> None:
+        # Always declared, never taken from the cache: a queue with a TTL may
+        # have expired since this connection last declared it.
         for route in self.routes:
             self._declarer.ensure(route, functools.partial(self._declared, generation, channel,
-                                                           route))
+                                                           route), remember=False)
 
     def _declared(self, generation: int, channel: Any, route: amqp.Route,
                   error: BaseException | None) -> None:
@@ -229,6 +233,7 @@ class Subscription(Listener):
     def _consume_ok(self, generation: int) -> None:
         if generation != self._generation or len(self._consuming) < len(self.routes):
             return
+        self._failures = 0
         if not self._ever_ready:
             self._ever_ready = True
             self._started.set()
@@ -253,9 +258,15 @@ class Subscription(Listener):
         self._consuming.clear()
         if not self._active or not channel.connection.is_open:
             return
-        LOG.warning("%s: the broker closed a consumer channel: %s; opening another",
-                    self.link.name, describe(error))
-        self.link_opened(channel.connection)
+        self._failures += 1
+        delay = min(_MAX_REOPEN_DELAY, 0.05 * 2 ** self._failures)
+        LOG.warning("%s: the broker closed a consumer channel: %s; opening another in %.1fs",
+                    self.link.name, describe(error), delay)
+        self.loop.call_later(delay, functools.partial(self._reopen, channel.connection))
+
+    def _reopen(self, connection: Any) -> None:
+        if self._active and self._channel is None and connection.is_open:
+            self.link_opened(connection)
 
     def _on_cancelled(self, frame: Any) -> None:
         route = self._consuming.pop(frame.method.consumer_tag, None)
@@ -263,9 +274,8 @@ class Subscription(Listener):
             return
         LOG.warning("%s: the broker cancelled consuming %r (queue deleted?); declaring it again",
                     self.link.name, route.queue.name if route.queue else "?")
-        self._declarer.forget(route)
         self._declarer.ensure(route, functools.partial(self._declared, self._generation,
-                                                       self._channel, route))
+                                                       self._channel, route), remember=False)
 
     def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         if not self._active or channel is not self._channel:

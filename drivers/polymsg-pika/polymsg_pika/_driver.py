@@ -118,7 +118,7 @@ class PikaDriver(Driver):
         outgoing = Outgoing(
             CALL, f"call {message['method']!r} ({msg_id}) to {route.routing_key!r}",
             route.exchange_name, route.routing_key, body,
-            _properties(msg_id, amqp.expiration(options.message_ttl, options.timeout)),
+            self._properties(msg_id, amqp.expiration(options.message_ttl, options.timeout)),
             msg_id, future, route=route, retry=options.retry)
         self._replies.expect(msg_id, future)
         try:
@@ -155,7 +155,7 @@ class PikaDriver(Driver):
         future: Future[None] = Future()
         outgoing = Outgoing(
             CAST, f"{label} to {route.routing_key!r}", route.exchange_name, route.routing_key,
-            body, _properties(message_id, amqp.expiration(options.message_ttl)), message_id,
+            body, self._properties(message_id, amqp.expiration(options.message_ttl)), message_id,
             future, route=route, remember=not fanout, retry=options.retry, fanout=fanout)
         self._submit(lambda: self._publisher.send(outgoing))
         return future
@@ -163,8 +163,15 @@ class PikaDriver(Driver):
     def _send_reply(self, reply_q: str, msg_id: str, body: bytes) -> None:
         message_id = amqp.new_id()
         outgoing = Outgoing(REPLY, f"reply to call {msg_id}", "", reply_q, body,
-                            _properties(message_id, None), message_id, None)
+                            self._properties(message_id, None), message_id, None)
         self._submit(lambda: self._publisher.send(outgoing))
+
+    def _properties(self, message_id: str, ttl: str | None) -> Any:
+        # Persistent only into durable queues: persisting into a transient
+        # queue costs the broker and protects nothing.
+        return pika.BasicProperties(
+            message_id=message_id,
+            **amqp.properties(ttl=ttl, persistent=self._layout.durable))
 
     def _submit(self, job: Callable[[], None]) -> None:
         if self._closed:
@@ -254,8 +261,6 @@ class PikaDriver(Driver):
             self._recv.close(link_closed)
 
 
-def _properties(message_id: str, ttl: str | None) -> Any:
-    return pika.BasicProperties(message_id=message_id, **amqp.properties(ttl=ttl))
 
 
 def _check_names(*names: str | None) -> None:
