@@ -1,5 +1,7 @@
 """The conformance suite against the in-process memory driver, as a third party runs it."""
 
+import pytest
+
 from polymsg.testing import ConformanceTests
 
 
@@ -9,3 +11,21 @@ class TestMemoryConformance(ConformanceTests):
         "rpc", "fanout", "notify", "pools", "requeue", "store_and_forward",
         "queue_ttl", "message_ttl",
     })
+
+
+# The opt-in plugin and polymsg.testing.live, run the way a deployment would.
+LIVE = ("-p", "polymsg.testing.plugin", "--pyargs", "polymsg.testing.live",
+        "-p", "no:cacheprovider")
+PICK = ("-k", "call_round_trips_every_json_type or every_priority")
+
+
+def test_live_suite_runs_against_polymsg_url(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(
+        *LIVE, *PICK, "--polymsg-url", "memory://")
+    result.assert_outcomes(passed=2)
+
+
+def test_live_suite_skips_without_url(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(*LIVE, *PICK, "-rs")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*no --polymsg-url given*"])

@@ -10,6 +10,7 @@ be ignored.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -82,7 +83,7 @@ def _multi_host(harness: Harness, ttl: float) -> list[Callable[[], object]]:
     return [lambda: harness.new_transport(two_hosts)]
 
 
-def _listener(harness: Harness, **kwargs: object) -> polymsg.NotificationListener:
+def _listener(harness: Harness, **kwargs: Any) -> polymsg.NotificationListener:
     return polymsg.get_notification_listener(
         harness.transport, [polymsg.Target(topic=harness.topic)],
         [NotificationEndpoint("unsupported", harness.notes)], **kwargs)

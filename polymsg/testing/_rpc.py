@@ -100,12 +100,6 @@ class RPCTests(DriverFixtures):
         [cast] = _notes(harness.calls.wait_for(lambda e: _notes(e) != [], self.wait_timeout))
         assert cast.ctxt == {}
 
-    def test_cast_returns_none(self, harness: Harness) -> None:
-        self.require(harness.transport, "rpc")
-        harness.rpc_server()
-        assert harness.client().cast({}, "note", value=1) is None
-        harness.calls.wait_for_count(1, self.wait_timeout)
-
     def _three_servers(self, harness: Harness) -> list[str]:
         names = ["server-1", "server-2", "server-3"]
         for name in names:

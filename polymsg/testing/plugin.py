@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-__all__ = ["pytest_addoption", "polymsg_url"]
+__all__ = ["polymsg_url", "pytest_addoption"]
 
 OPTION = "polymsg_url"
 
