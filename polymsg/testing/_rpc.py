@@ -176,13 +176,29 @@ class RPCTests(DriverFixtures):
         harness.rpc_server(exchange=exchange_b)
         wrong = harness.client(exchange=exchange_a, timeout=self.short_timeout)
         wrong.cast({}, "note", value="wrong exchange")
+        wrong.prepare(server="server-1").cast({}, "note", value="wrong exchange, pinned")
         with pytest.raises(polymsg.MessagingTimeout):
             wrong.call({}, "whoami")
         right = harness.client(exchange=exchange_b)
-        right.cast({}, "note", value="marker")
         assert right.call({}, "echo", value="right") == "right"
-        harness.calls.wait_for(lambda e: len(_notes(e)) >= 1, self.wait_timeout)
-        assert [inv.kwargs["value"] for inv in _notes(harness.calls.events)] == ["marker"]
+        self._markers_then_stop(harness, right, right.prepare(server="server-1"))
+
+    def test_exchanges_isolate_fanout(self, harness: Harness) -> None:
+        self.require(harness.transport, "rpc", "fanout")
+        exchange_a, exchange_b = unique_name("exchange-a"), unique_name("exchange-b")
+        harness.rpc_server(exchange=exchange_b)
+        harness.client(exchange=exchange_a, fanout=True).cast({}, "note", value="wrong exchange")
+        self._markers_then_stop(harness, harness.client(exchange=exchange_b, fanout=True))
+
+    def _markers_then_stop(self, harness: Harness, *clients: polymsg.RPCClient) -> None:
+        """Cast a marker through each client, wait for all, stop the servers, and
+        check nothing but the markers was executed."""
+        markers = [f"marker-{index}" for index in range(len(clients))]
+        for client, marker in zip(clients, markers, strict=True):
+            client.cast({}, "note", value=marker)
+        harness.calls.wait_for(lambda e: len(_notes(e)) >= len(markers), self.wait_timeout)
+        harness.stop_all()  # anything that leaked in before the markers has run by now
+        assert sorted(inv.kwargs["value"] for inv in _notes(harness.calls.events)) == markers
 
     def test_shared_client_many_threads_no_crossed_replies(self, harness: Harness) -> None:
         self.require(harness.transport, "rpc")
