@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import textwrap
 import uuid
 from collections.abc import Iterator
-from importlib.metadata import EntryPoint
+from importlib.metadata import EntryPoint, PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,36 @@ def test_demo_on_memory_narrates_every_shape() -> None:
     assert out.count("listener: ") == 3
     assert "INFO demo.instance.create.end" in out
     assert out.rstrip().endswith("demo finished: 3 calls, 1 cast, 1 fanout, 3 notifications")
+
+
+def _installed(dist: str) -> bool:
+    try:
+        distribution(dist)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+def _real_url(which: str) -> str:
+    if which == "rabbit":
+        if not _installed("polymsg-kombu"):
+            pytest.skip("polymsg-kombu is not installed (scripts/test.sh installs it)")
+        url = os.environ.get("POLYMSG_TEST_RABBIT_URL")
+        assert url, ("POLYMSG_TEST_RABBIT_URL is not set: run scripts/services.sh start and "
+                     'eval "$(scripts/services.sh env)"')
+        return url
+    if not _installed("polymsg-zmq"):
+        pytest.skip("polymsg-zmq is not installed (scripts/test.sh installs it)")
+    return "zmq://"
+
+
+@pytest.mark.parametrize("which", ["rabbit", "zmq"])
+def test_demo_on_real_transports(which: str) -> None:
+    result = run("demo", "--url", _real_url(which))
+    assert result.exit_code == 0, result.output
+    assert "call add(a=2, b=3) on any server -> 5" in result.output
+    assert "server alpha: reload()" in result.output and "server beta: reload()" in result.output
+    assert result.output.rstrip().endswith("3 notifications")
 
 
 def test_demo_default_url_is_memory() -> None:
@@ -298,9 +329,14 @@ def test_plugin_cannot_shadow_a_builtin(plugin_module: str,
 def test_broken_plugin_is_a_clear_error(plugin_module: str, monkeypatch: pytest.MonkeyPatch,
                                         value: str, complaint: str) -> None:
     use_plugins(monkeypatch, broken=value.format(mod=plugin_module))
-    result = run("broken")
+    result = run("broken", "--some-option")
     assert result.exit_code == 1
-    assert complaint in result.output and "'broken'" in result.output
+    assert result.output.startswith("polymsg: error: the 'broken' command")
+    assert complaint in result.output
+    listing = run("--help")  # one broken plugin does not break the others
+    assert listing.exit_code == 0
+    assert "broken" in listing.output and "(unavailable)" in listing.output
+    assert "demo" in listing.output
 
 
 # -- error description (pure) ---------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 import polymsg
+from polymsg._cli.errors import CLIError
 
 __all__ = ["demo"]
 
@@ -17,10 +18,8 @@ NOTIFY_TOPIC = "polymsg_demo_notifications"
 SERVERS = ("alpha", "beta")
 
 
-class DemoError(click.ClickException):
+class DemoError(CLIError):
     """Something the demo expected did not happen in time."""
-
-    exit_code = 1
 
 
 class Recorder:

@@ -10,48 +10,34 @@ from typing import Any
 
 import click
 
-from polymsg._exceptions import (
-    DriverLoadFailure,
-    InvalidTarget,
-    InvalidTransportURL,
-    MessagingError,
-    NotSupported,
-    RemoteError,
+from polymsg._cli.errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CLIError,
+    describe_error,
+    exit_code_for,
 )
 
-__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "cli", "main"]
+__all__ = [
+    "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "CLIError", "cli",
+    "describe_error", "exit_code_for", "main",
+]
 
 #: Entry-point group where distributions add ``polymsg`` subcommands.
 PLUGIN_GROUP = "polymsg.cli"
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+def _broken(name: str, problem: str) -> click.Command:
+    """A stand-in for a plugin command that cannot load: listed, and failing
+    with ``problem`` when run, so one broken plugin never breaks the others."""
 
-_USAGE_ERRORS = (InvalidTransportURL, InvalidTarget, DriverLoadFailure, NotSupported)
+    def fail(args: tuple[str, ...]) -> None:
+        raise CLIError(problem)
 
-
-def describe_error(exc: BaseException) -> str:
-    """One line saying what went wrong, without a traceback."""
-    if isinstance(exc, RemoteError):
-        return f"remote error: {exc.exc_type}: {exc.value}"
-    first_line = (str(exc).strip().splitlines() or [""])[0]
-    name = type(exc).__name__
-    if getattr(exc, "remote_traceback", None) is not None:
-        return f"remote error: {name}: {first_line}"
-    if isinstance(exc, MessagingError):
-        return f"{name}: {first_line}" if first_line else name
-    return f"unexpected {name}: {first_line} (run with --debug for the traceback)"
-
-
-def exit_code_for(exc: BaseException) -> int:
-    """The documented exit code for an error that ended a command."""
-    if isinstance(exc, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
-    if isinstance(exc, _USAGE_ERRORS):
-        return EXIT_USAGE
-    return EXIT_FAILURE
+    return click.Command(name, callback=fail, help=f"(unavailable) {problem}",
+                         context_settings={"ignore_unknown_options": True},
+                         params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)])
 
 
 class PolymsgGroup(click.Group):
@@ -70,16 +56,13 @@ class PolymsgGroup(click.Group):
         ep = self._plugins().get(cmd_name)
         if ep is None:
             return None
+        what = f"the {cmd_name!r} command ({ep.value})"
         try:
             command = ep.load()
         except Exception as exc:
-            raise click.ClickException(
-                f"the {cmd_name!r} command ({ep.value}) failed to load: {exc}"
-            ) from exc
+            return _broken(cmd_name, f"{what} failed to load: {exc}")
         if not isinstance(command, click.Command):
-            raise click.ClickException(
-                f"the {cmd_name!r} command ({ep.value}) is not a click command"
-            )
+            return _broken(cmd_name, f"{what} is not a click command")
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
