@@ -47,12 +47,24 @@ def describe(exc: BaseException | None) -> str:
         return f"{exc.reply_text or 'closed'} (AMQP code {exc.reply_code})"
     if isinstance(exc, pika_exc.AMQPHeartbeatTimeout):
         return "the broker stopped answering heartbeats"
+    inner = _inner(exc)
+    if inner is not None:
+        return describe(inner)
     if isinstance(exc, pika_exc.AMQPConnectionError) and exc.args:
-        inner = exc.args[0]
-        if isinstance(inner, BaseException):
-            return describe(inner)
+        first = exc.args[0]
+        if isinstance(first, BaseException):
+            return describe(first)
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if isinstance(exc, OSError) else text
+
+
+def _inner(exc: BaseException) -> BaseException | None:
+    """The cause pika's connection workflow wraps (socket, TLS, handshake errors)."""
+    exceptions = getattr(exc, "exceptions", None)
+    if isinstance(exceptions, tuple) and exceptions and isinstance(exceptions[-1], BaseException):
+        return exceptions[-1]
+    inner = getattr(exc, "exception", None)
+    return inner if isinstance(inner, BaseException) else None
 
 
 def delivery_failure(what: str, cause: BaseException | None = None) -> MessageDeliveryFailure:

@@ -1,0 +1,217 @@
+"""What arrives on the wire and what the broker refuses: garbage, mismatched
+declarations, vanished queues, and what a transport leaves behind."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pika
+import pytest
+from rabbit import base_url, list_queues
+
+import polymsg
+from polymsg.testing import Recorder
+
+WAIT = 20.0
+
+
+@pytest.fixture
+def raw(vhost: str) -> Iterator[Any]:
+    """A plain pika channel on the session's virtual host, for publishing by hand."""
+    host = base_url().hosts[0]
+    params = pika.ConnectionParameters(
+        host.hostname or "127.0.0.1", host.port or 5672, vhost,
+        pika.PlainCredentials(host.username or "guest", host.password or "guest"))
+    connection = pika.BlockingConnection(params)
+    try:
+        yield connection.channel()
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def transport(pika_url: str) -> Iterator[polymsg.Transport]:
+    with polymsg.get_transport(pika_url) as transport:
+        yield transport
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"wire-{uuid.uuid4().hex[:10]}"
+
+
+class Echo:
+    def __init__(self) -> None:
+        self.seen = Recorder()
+
+    def echo(self, ctxt: Any, value: Any) -> Any:
+        self.seen.add(value)
+        return value
+
+    def info(self, ctxt: Any, publisher_id: str, event_type: str, payload: Any,
+             metadata: Any) -> None:
+        self.seen.add(event_type)
+
+
+def _envelope(message: dict[str, Any]) -> bytes:
+    return json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(message)}).encode()
+
+
+GARBAGE_REQUESTS = {
+    "not JSON": b"\x00\xffnot json at all",
+    "a JSON list": b"[1, 2, 3]",
+    "unknown envelope": json.dumps({"oslo.version": "9.0", "oslo.message": "{}"}).encode(),
+    "envelope around non-JSON": json.dumps({"oslo.version": "2.0",
+                                            "oslo.message": "{nope"}).encode(),
+    "no method": _envelope({"args": {}}),
+    "args not an object": _envelope({"method": "echo", "args": [1]}),
+    "call without reply queue": _envelope({"method": "echo", "args": {"value": 1},
+                                           "_msg_id": "abc"}),
+    "five megabytes of garbage": b"x" * (5 * 1024 * 1024),
+}
+
+
+def _dropped(caplog: pytest.LogCaptureFixture, what: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name.startswith("polymsg_pika") and f"dropping a malformed {what}" in
+            r.getMessage()]
+
+
+def test_garbage_requests_are_logged_dropped_and_the_server_keeps_serving(
+        transport: polymsg.Transport, raw: Any, topic: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="polymsg_pika")
+    endpoint = Echo()
+    server = polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s1"),
+                                    [endpoint])
+    client = polymsg.RPCClient(transport, polymsg.Target(topic=topic), timeout=WAIT)
+    with server:
+        for body in GARBAGE_REQUESTS.values():
+            raw.basic_publish("", topic, body)
+        raw.basic_publish("", f"{topic}.s1", b"garbage for the server's own queue")
+        assert client.call({}, "echo", value="after the garbage") == "after the garbage"
+        # The call went into the same queue behind the garbage: all of it was read by now.
+    dropped = _dropped(caplog, "request")
+    assert len(dropped) == len(GARBAGE_REQUESTS) + 1, dropped
+    assert any("not JSON" in message or "JSON" in message for message in dropped)
+    assert endpoint.seen.events == ["after the garbage"]
+
+
+def test_garbage_notifications_are_dropped_and_the_listener_keeps_listening(
+        transport: polymsg.Transport, raw: Any, topic: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="polymsg_pika")
+    endpoint = Echo()
+    listener = polymsg.get_notification_listener(transport, [polymsg.Target(topic=topic)],
+                                                 [endpoint])
+    with listener:
+        queue = f"{topic}.info"
+        raw.basic_publish("", queue, b"{not json")
+        raw.basic_publish("", queue, _envelope({"publisher_id": "p", "event_type": "e",
+                                                "priority": "INFO"}))  # no payload
+        raw.basic_publish("", queue, _envelope({"publisher_id": "p", "event_type": "e",
+                                                "payload": {}}))  # no priority
+        polymsg.Notifier(transport, "wire.test", topics=(topic,)).info({}, "valid", {})
+        assert endpoint.seen.wait_for_count(1, WAIT) == ["valid"]
+    assert len(_dropped(caplog, "notification")) == 3
+
+
+def test_garbage_replies_do_not_disturb_callers(
+        transport: polymsg.Transport, raw: Any, topic: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="polymsg_pika")
+    server = polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s1"),
+                                    [Echo()])
+    client = polymsg.RPCClient(transport, polymsg.Target(topic=topic), timeout=WAIT)
+    with server:
+        assert client.call({}, "echo", value=1) == 1
+        reply_queue = transport._driver._replies.queue  # type: ignore[attr-defined]
+        raw.basic_publish("", reply_queue, b"not a reply")
+        raw.basic_publish("", reply_queue, _envelope({"result": 1, "ending": True,
+                                                      "_msg_id": "nobody-waits"}))
+        assert client.call({}, "echo", value=2) == 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("malformed message from reply queue" in m for m in messages)
+    assert any("nobody-waits" in m and "nobody waits" in m for m in messages)
+
+
+def test_queue_with_other_arguments_gives_a_warning_not_a_dead_channel(
+        transport: polymsg.Transport, raw: Any, topic: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="polymsg_pika")
+    raw.queue_declare(topic, arguments={"x-expires": 600_000})
+    endpoint = Echo()
+    # Server and client ask for other arguments (none, and a 5 s queue_ttl).
+    server = polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s1"),
+                                    [endpoint])
+    client = polymsg.RPCClient(transport, polymsg.Target(topic=topic), timeout=WAIT,
+                               queue_ttl=5.0)
+    with server:
+        client.cast({}, "echo", value="cast")
+        assert client.call({}, "echo", value="call") == "call"
+        endpoint.seen.wait_for_count(2, WAIT)
+    warnings = [r.getMessage() for r in caplog.records if "already exists" in r.getMessage()]
+    assert warnings and all(topic in w and "x-expires" in w for w in warnings), warnings
+
+
+def test_exchange_of_another_type_gives_a_warning_and_still_routes(
+        transport: polymsg.Transport, raw: Any, topic: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="polymsg_pika")
+    exchange = f"direct-{topic}"
+    raw.exchange_declare(exchange, "direct")
+    server = polymsg.get_rpc_server(
+        transport, polymsg.Target(topic=topic, server="s1", exchange=exchange), [Echo()])
+    client = polymsg.RPCClient(transport, polymsg.Target(topic=topic, exchange=exchange),
+                               timeout=WAIT)
+    with server:
+        assert client.call({}, "echo", value="routed") == "routed"
+        assert client.prepare(server="s1").call({}, "echo", value="pinned") == "pinned"
+    assert any("exchange" in r.getMessage() and exchange in r.getMessage()
+               for r in caplog.records if "already exists" in r.getMessage())
+    raw.exchange_delete(exchange)
+
+
+def test_a_queue_deleted_behind_the_senders_back_is_declared_again(
+        transport: polymsg.Transport, raw: Any, topic: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="polymsg_pika")
+    client = polymsg.RPCClient(transport, polymsg.Target(topic=topic), timeout=WAIT)
+    client.cast({}, "echo", value="first")  # declares the queue, remembered
+    raw.queue_delete(topic)  # "first" goes with it
+    client.cast({}, "echo", value="second")  # returned, declared again, sent again
+    endpoint = Echo()
+    with polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s1"),
+                                [endpoint]):
+        assert endpoint.seen.wait_for_count(1, WAIT) == ["second"]
+    assert any("was missing" in r.getMessage() for r in caplog.records)
+
+
+def test_fanout_to_nobody_is_logged_not_lost_silently(
+        transport: polymsg.Transport, topic: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="polymsg_pika")
+    client = polymsg.RPCClient(transport, polymsg.Target(topic=topic, fanout=True))
+    client.cast({}, "echo", value="anyone?")
+    assert any("reached no server" in r.getMessage() for r in caplog.records)
+
+
+def test_cleanup_removes_the_reply_queue_and_stop_the_fanout_queue(
+        vhost: str, pika_url: str, topic: str) -> None:
+    transport = polymsg.get_transport(pika_url)
+    server = polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s1"),
+                                    [Echo()])
+    client = polymsg.RPCClient(transport, polymsg.Target(topic=topic), timeout=WAIT)
+    with server:
+        assert client.call({}, "echo", value=1) == 1
+        reply_queue = transport._driver._replies.queue  # type: ignore[attr-defined]
+        during = list_queues(vhost)
+    transport.cleanup()
+    after = list_queues(vhost)
+    fanout = [name for name in during if name.startswith(f"{topic}_fanout_")]
+    assert reply_queue in during and len(fanout) == 1
+    assert reply_queue not in after and fanout[0] not in after
+    assert topic in after  # the shared topic queue stays for servers to come
