@@ -14,6 +14,7 @@ receiver whatever arrived after it stopped taking messages.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -25,7 +26,6 @@ import zmq
 
 from polymsg import MessageDeliveryFailure
 from polymsg.driver import IncomingMessage, Listener, OnMessage, dumps, loads
-
 from polymsg_zmq._topics import message_ids
 from polymsg_zmq._wire import decode_deadline, fanout_prefix, ipc_endpoint, ipc_path
 
@@ -123,10 +123,11 @@ class ZmqListener(Listener):
         self._control = self._socket(zmq.DEALER)
         self._control.connect(ipc_endpoint(f"{self._settings.ipc_dir}/control"))
         self._wake_in = self._socket(zmq.PAIR)
-        self._wake_in.bind(f"inproc://listener-{id(self)}")
+        wake = f"inproc://listener-{uuid.uuid4().hex}"
+        self._wake_in.bind(wake)
         self._wake_out = ctx.socket(zmq.PAIR)
         self._wake_out.linger = 0
-        self._wake_out.connect(f"inproc://listener-{id(self)}")
+        self._wake_out.connect(wake)
         self._wake_lock = threading.Lock()
         self._sub: zmq.Socket[bytes] | None = None
         self._by_socket: dict[zmq.Socket[bytes], Subscription] = {}
@@ -314,10 +315,8 @@ class ZmqListener(Listener):
             self._driver.ensure_receiver(quiet=True)
             self._open_topics()
         for sub in self._subs:
-            try:
+            with contextlib.suppress(zmq.Again):  # not connected: the next beat tries again
                 self._register(sub)
-            except zmq.Again:
-                pass  # not connected yet: the next heartbeat tries again
 
     def _give_back(self) -> None:
         """Unregister, and return messages that arrived after stop() to the receiver."""
@@ -346,11 +345,9 @@ class ZmqListener(Listener):
         if thread is None:
             return
         self._stopping.set()
-        with self._wake_lock:
-            try:
-                self._wake_out.send(b"", zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass  # the thread also wakes on its heartbeat timer
+        # (The thread also wakes on its heartbeat timer should this fail.)
+        with self._wake_lock, contextlib.suppress(zmq.ZMQError):
+            self._wake_out.send(b"", zmq.NOBLOCK)
         if thread is not threading.current_thread():
             thread.join()
             self._thread = None

@@ -46,7 +46,6 @@ from polymsg.driver import (
     TransportURL,
     dumps,
 )
-
 from polymsg_zmq._consumer import Subscription, ZmqListener
 from polymsg_zmq._matchmaker import Matchmaker, make_matchmaker
 from polymsg_zmq._options import GROUP, OPTS, Settings, settings_from

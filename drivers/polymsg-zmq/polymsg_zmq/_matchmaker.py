@@ -20,6 +20,7 @@ Addresses are ``host:port`` of a host's receiver.
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import logging
 import os
@@ -30,7 +31,6 @@ from typing import Any
 
 from polymsg import DriverLoadFailure, InvalidTransportURL, MessageDeliveryFailure
 from polymsg.driver import dumps_str, loads
-
 from polymsg_zmq._options import Settings, join_address, split_address
 
 __all__ = ["LocalMatchmaker", "Matchmaker", "NoteRoute", "RedisMatchmaker", "RegKey",
@@ -242,10 +242,8 @@ class RedisMatchmaker(Matchmaker):
             raise MessageDeliveryFailure(f"zmq: cannot unregister in redis: {exc}") from exc
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(*self._errors):  # closing what is gone already
             self._redis.close()
-        except self._errors:  # closing what is gone already
-            pass
 
 
 def _spread(pools: dict[str, list[str]]) -> list[NoteRoute]:

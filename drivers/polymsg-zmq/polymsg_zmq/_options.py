@@ -7,6 +7,7 @@ given (``zmq://node-1:9501/``), are this host's name and receiver port.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -213,10 +214,8 @@ def overlay(conf: cfg.ConfigOpts, url: TransportURL | None) -> dict[str, Any]:
 
     What the polymsg facade does for a transport, for the receiver command.
     """
-    try:
+    with contextlib.suppress(cfg.DuplicateOptError):
         conf.register_opts(OPTS, group=GROUP)
-    except cfg.DuplicateOptError:
-        pass
     values = {opt.dest: conf[GROUP][opt.dest] for opt in OPTS}
     known = {opt.dest: opt for opt in OPTS}
     for key, text in (url.query.items() if url is not None else ()):

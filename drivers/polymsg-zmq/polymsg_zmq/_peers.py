@@ -17,7 +17,6 @@ from collections.abc import Sequence
 import zmq
 
 from polymsg import MessageDeliveryFailure, MessagingTimeout
-
 from polymsg_zmq._curve import make_client
 from polymsg_zmq._options import Settings
 

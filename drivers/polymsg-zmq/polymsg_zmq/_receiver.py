@@ -17,18 +17,19 @@ Everything runs on one thread; :meth:`Receiver.stop` joins it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import threading
 import time
+import uuid
 from typing import IO, Any
 
 import zmq
 
 from polymsg import InvalidTarget, MessageDeliveryFailure, MessagingError
 from polymsg.driver import SerializationError, dumps, loads
-
 from polymsg_zmq._curve import ZapHandler, make_server
 from polymsg_zmq._matchmaker import Matchmaker, RegKey, make_matchmaker
 from polymsg_zmq._options import Settings
@@ -114,7 +115,8 @@ class Receiver:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.close()
-            raise ReceiverRunning(f"zmq: a receiver already serves {self.settings.ipc_dir}")
+            raise ReceiverRunning(
+                f"zmq: a receiver already serves {self.settings.ipc_dir}") from None
         self._lock_file = handle
 
     def _release_lock(self) -> None:
@@ -125,9 +127,10 @@ class Receiver:
     def _bind(self) -> None:
         settings, ctx = self.settings, self._context
         self._wake_in = ctx.socket(zmq.PAIR)
-        self._wake_in.bind(f"inproc://wake-{id(self)}")
+        wake = f"inproc://wake-{uuid.uuid4().hex}"
+        self._wake_in.bind(wake)
         self._wake_out = ctx.socket(zmq.PAIR)
-        self._wake_out.connect(f"inproc://wake-{id(self)}")
+        self._wake_out.connect(wake)
         self._zap = ZapHandler(ctx, settings.curve) if settings.curve else None
         self._tcp = self._socket(zmq.ROUTER)
         self._tcp.maxmsgsize = settings.max_message_size
@@ -140,7 +143,7 @@ class Receiver:
             self._tcp.bind(endpoint)
         except zmq.ZMQError as exc:
             raise MessageDeliveryFailure(f"zmq receiver: cannot bind {endpoint}: {exc}") from exc
-        last = self._tcp.last_endpoint.decode()
+        last = str(self._tcp.get_string(zmq.LAST_ENDPOINT))
         self.bound_port = int(last.rsplit(":", 1)[1])
         self._control = self._socket(zmq.ROUTER)
         self._control.bind(ipc_endpoint(os.path.join(settings.ipc_dir, "control")))
@@ -159,10 +162,8 @@ class Receiver:
         thread, self._thread = self._thread, None
         if thread is not None:
             self._stopping.set()
-            try:
+            with contextlib.suppress(zmq.ZMQError):  # the loop also checks the event
                 self._wake_out.send(b"", zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass  # the loop also checks the event on each tick
             thread.join()
         self._close_sockets()
         self._release_lock()
@@ -191,7 +192,8 @@ class Receiver:
             self._wake_in: self._on_wake,
         }
         if self._zap is not None:
-            handlers[self._zap.socket] = lambda sock: self._zap.handle()  # type: ignore
+            zap = self._zap
+            handlers[zap.socket] = lambda sock: zap.handle()
         for sock in handlers:
             poller.register(sock, zmq.POLLIN)
         self._poller = poller
@@ -274,7 +276,7 @@ class Receiver:
         if not items:
             return
         lookups: dict[tuple[Any, ...], list[tuple[str, list[str] | None]]] = {}
-        back = []
+        back: list[Held] = []
         for item in items:
             if back or not self._forward(state, item, now, lookups):
                 back.append(item)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from concurrent.futures import Future
 
 import zmq
 
 from polymsg import MessageDeliveryFailure
 from polymsg.driver import Reply, loads
-
 from polymsg_zmq._curve import ZapHandler, make_server
 from polymsg_zmq._options import Settings, join_address
 from polymsg_zmq._wire import REPLY_MAGIC
@@ -46,9 +46,10 @@ class ReplyWaiter:
         self.endpoint = f"tcp://{join_address(settings.host, port)}"
         self._sock = sock
         self._wake_in: zmq.Socket[bytes] = context.socket(zmq.PAIR)
-        self._wake_in.bind(f"inproc://replies-{id(self)}")
+        wake = f"inproc://replies-{uuid.uuid4().hex}"
+        self._wake_in.bind(wake)
         self._wake_out: zmq.Socket[bytes] = context.socket(zmq.PAIR)
-        self._wake_out.connect(f"inproc://replies-{id(self)}")
+        self._wake_out.connect(wake)
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="polymsg-zmq-replies",
                                         daemon=True)

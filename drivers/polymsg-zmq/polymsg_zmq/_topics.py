@@ -20,7 +20,6 @@ from typing import Any
 import zmq
 
 from polymsg.driver import loads
-
 from polymsg_zmq._wire import Header, encode_deadline
 
 __all__ = ["Consumer", "Held", "TopicState", "message_ids"]
@@ -92,7 +91,8 @@ def consumer_groups(exchange: str, topic: str, info: dict[str, Any]
         if not isinstance(server, str) or not server:
             raise ValueError("an RPC consumer needs a server name")
         groups = ["*", f"s:{server}"]
-        keys = {("rpc", exchange, topic, ""), ("rpc", exchange, topic, server)}
+        keys: set[tuple[str, ...]] = {("rpc", exchange, topic, ""),
+                                      ("rpc", exchange, topic, server)}
     elif kind == "note":
         pool = info.get("pool") or ""
         priorities = info.get("priorities")

@@ -157,7 +157,7 @@ def decode_header(data: bytes) -> Header:
     for key in ("x", "t"):
         value = header.get(key)
         try:
-            validate_name(value, key)
+            validate_name(value, key)  # type: ignore[arg-type]  # checked inside
         except InvalidTarget as exc:
             raise InvalidFrame(str(exc)) from None
     for key in ("ttl", "q"):

@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from polymsg_zmq import ZmqDriver
+from zmqtest import Hosts, free_port, short_tmpdir, split_transport
 
 import polymsg
 from polymsg.testing import ConformanceTests, Harness
-from polymsg_zmq import ZmqDriver
-from zmqtest import Hosts, free_port, short_tmpdir, split_transport
 
 
 class TestZmqLocalConformance(ConformanceTests):

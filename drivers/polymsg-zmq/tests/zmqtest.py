@@ -20,11 +20,11 @@ from urllib.parse import urlencode
 
 import pytest
 from oslo_config import cfg
+from polymsg_zmq import Receiver, ZmqDriver
+from polymsg_zmq._options import Settings, overlay, settings_from
 
 import polymsg
 from polymsg.driver import Driver, Listener, OnMessage, Reply, SendOptions, Target
-from polymsg_zmq import Receiver, ZmqDriver
-from polymsg_zmq._options import Settings, overlay, settings_from
 
 
 def free_port() -> int:
