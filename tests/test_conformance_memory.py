@@ -1,7 +1,10 @@
 """The conformance suite against the in-process memory driver, as a third party runs it."""
 
+from collections import Counter
+
 import pytest
 
+from polymsg import testing
 from polymsg.testing import ConformanceTests
 
 
@@ -29,3 +32,10 @@ def test_live_suite_skips_without_url(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(*LIVE, *PICK, "-rs")
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines(["*no --polymsg-url given*"])
+
+
+def test_mixins_define_distinct_tests() -> None:
+    # A test name defined by two mixins would silently hide one of them.
+    mixins = [cls for cls in ConformanceTests.__mro__[1:] if cls.__name__ in testing.__all__]
+    names = Counter(name for cls in mixins for name in vars(cls) if name.startswith("test_"))
+    assert [name for name, count in names.items() if count > 1] == []

@@ -69,7 +69,7 @@ class NotificationTests(DriverFixtures):
         notes = harness.notes.wait_for_count(5, self.wait_timeout)
         assert len({note.metadata["message_id"] for note in notes}) == 5
 
-    def test_none_ctxt_becomes_empty_dict(self, harness: Harness) -> None:
+    def test_notification_none_ctxt_becomes_empty_dict(self, harness: Harness) -> None:
         self.require(harness.transport, "notify")
         harness.listener()
         harness.notifier().info(None, "conformance.none_ctxt", {})
@@ -192,7 +192,7 @@ class NotificationTests(DriverFixtures):
         assert _event_types(harness.notes.events) == \
             ["conformance.marker", "conformance.not_requeued"]
 
-    def test_serializer_hooks_are_used(self, harness: Harness) -> None:
+    def test_notification_serializer_hooks_are_used(self, harness: Harness) -> None:
         self.require(harness.transport, "notify")
         listener_side, notifier_side = PointSerializer(), PointSerializer()
         harness.listener(serializer=listener_side)

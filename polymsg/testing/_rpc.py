@@ -9,7 +9,7 @@ import pytest
 
 import polymsg
 from polymsg.testing._fixtures import DriverFixtures, Harness, unique_name
-from polymsg.testing._support import Invocation, expect_timeout
+from polymsg.testing._support import Invocation, Point, PointSerializer, expect_timeout
 
 __all__ = ["RPCTests"]
 
@@ -92,7 +92,7 @@ class RPCTests(DriverFixtures):
         [cast] = _notes(harness.calls.wait_for(lambda e: _notes(e) != [], self.wait_timeout))
         assert cast.ctxt == ctxt
 
-    def test_none_ctxt_becomes_empty_dict(self, harness: Harness) -> None:
+    def test_rpc_none_ctxt_becomes_empty_dict(self, harness: Harness) -> None:
         self.require(harness.transport, "rpc")
         harness.rpc_server()
         assert harness.client().call(None, "get_ctxt") == {}
@@ -218,6 +218,21 @@ class RPCTests(DriverFixtures):
         crossed = [pair for future in futures for pair in future.result(self.wait_timeout * 6)]
         assert crossed == [], "replies reached the wrong caller (sent, received)"
         assert len(harness.calls.events) == 20 * 50
+
+    def test_rpc_serializer_hooks_are_used(self, harness: Harness) -> None:
+        self.require(harness.transport, "rpc")
+        server_side, client_side = PointSerializer(), PointSerializer()
+        harness.rpc_server(serializer=server_side)
+        client = harness.client(serializer=client_side)
+        value = {"where": Point(1, 2), "path": [Point(3, 4), Point(5, 6)]}
+        assert client.call({"user": "u"}, "echo", value=value) == value
+        [invocation] = harness.calls.events
+        assert invocation.kwargs["value"] == value
+        assert invocation.ctxt == {"user": "u", "serialized": True, "deserialized": True}
+        for hook in ("serialize_entity", "serialize_context", "deserialize_entity"):
+            assert client_side.calls.get(hook, 0) >= 1, f"client serializer: {hook} not called"
+        for hook in ("deserialize_entity", "deserialize_context", "serialize_entity"):
+            assert server_side.calls.get(hook, 0) >= 1, f"server serializer: {hook} not called"
 
     def test_prepare_changes_target_and_keeps_original(self, harness: Harness) -> None:
         self.require(harness.transport, "rpc")
