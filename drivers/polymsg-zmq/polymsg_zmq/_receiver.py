@@ -182,6 +182,12 @@ class Receiver:
         if getattr(self, "_zap", None) is not None:
             self._zap.close()  # type: ignore[union-attr]
         self._context.destroy(linger=0)
+        if self._lock_file is not None:  # the files are ours only while we hold the lock
+            paths = [os.path.join(self.settings.ipc_dir, name) for name in ("control", "fanout")]
+            for path in [*paths, *(state.path for state in self._topics.values())]:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            self._topics.clear()
 
     # -- loop ------------------------------------------------------------------------------
 
@@ -310,6 +316,8 @@ class Receiver:
         del self._handlers[state.sock]
         self._poller.unregister(state.sock)
         state.sock.close(linger=0)
+        with contextlib.suppress(OSError):
+            os.unlink(state.path)
 
     # -- control and consumers -------------------------------------------------------------
 

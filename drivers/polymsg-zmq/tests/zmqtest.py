@@ -166,3 +166,54 @@ def split_transport(sender_url: str, listener_url: str, conf: cfg.ConfigOpts | N
     listener = polymsg.get_transport(listener_url, conf=conf)
     driver = SplitDriver(sender, listener)
     return polymsg.Transport(driver, sender.conf, sender.url, sender.allowed_remote_exmods)
+
+
+class ReceiverProcess:
+    """``python -m polymsg_zmq`` for a host, in a child process (a real daemon)."""
+
+    def __init__(self, url: str) -> None:
+        import queue
+        import subprocess
+        import sys
+        import threading
+
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "polymsg_zmq", "--url", url, "--log-level", "DEBUG"],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        assert self.process.stderr is not None
+        stderr = self.process.stderr
+
+        def pump() -> None:
+            for line in stderr:
+                self.output.append(line)
+                self.lines.put(line)
+
+        self._pump = threading.Thread(target=pump, daemon=True)
+        self._pump.start()
+
+    def wait_for_line(self, text: str, timeout: float = 10.0) -> str:
+        """The first line (from now on) containing ``text``; fails after ``timeout``."""
+        import queue
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {text!r} line from the receiver; it said: "
+                                     f"{''.join(self.output)}") from None
+            if text in line:
+                return line
+
+    def stop(self, sig: int | None = None, timeout: float = 10.0) -> int:
+        """Send ``sig`` (SIGTERM by default) and return the exit status."""
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(sig or signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self._pump.join(timeout)
+        return code
