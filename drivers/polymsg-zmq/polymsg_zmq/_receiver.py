@@ -78,7 +78,8 @@ class Receiver:
         self._thread: threading.Thread | None = None
         self._lock_file: IO[str] | None = None
         self._stopping = threading.Event()
-        self._garbage = 0
+        #: Messages dropped on the TCP port because they were malformed.
+        self.malformed = 0
         self._last_heartbeat = 0.0
         self.bound_port: int | None = None
 
@@ -245,10 +246,10 @@ class Receiver:
             self.route(header, frames[2], frames[3:], time.monotonic())
 
     def _drop_garbage(self, why: str) -> None:
-        self._garbage += 1
-        if self._garbage <= 10 or self._garbage % 1000 == 0:
+        self.malformed += 1
+        if self.malformed <= 10 or self.malformed % 1000 == 0:  # a flood must not flood logs
             LOG.warning("zmq receiver: dropped a malformed message on the TCP port (%s); "
-                        "%d so far", why, self._garbage)
+                        "%d so far", why, self.malformed)
 
     def route(self, header: dict[str, Any], raw_header: bytes, bodies: list[bytes],
               now: float, only_pool: str | None = None) -> None:
