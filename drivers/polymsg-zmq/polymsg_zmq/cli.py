@@ -20,7 +20,6 @@ import zmq
 from oslo_config import cfg
 
 from polymsg import MessagingError, TransportURL
-
 from polymsg_zmq._options import Settings, overlay, settings_from
 from polymsg_zmq._receiver import Receiver
 

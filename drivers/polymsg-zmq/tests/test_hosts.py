@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import zmq
-
-import polymsg
 from polymsg_zmq._matchmaker import RedisMatchmaker, RingMatchmaker
 from zmqtest import Hosts, ReceiverProcess
+
+import polymsg
 
 
 class Echo:

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 import zmq
-
-import polymsg
 from polymsg_zmq._wire import MAGIC
 from zmqtest import Hosts, ReceiverProcess, free_port, short_tmpdir
+
+import polymsg
 
 
 class Echo:
@@ -123,7 +123,7 @@ def test_names_that_could_escape_the_ipc_dir_are_rejected(
             with pytest.raises(polymsg.InvalidTarget, match="cannot be used"):
                 notifier.info({}, "e", {})
     assert set(os.listdir(host.root)) == before | {"a"}
-    for dirpath, dirnames, filenames in os.walk(host.root):
+    for _dirpath, dirnames, filenames in os.walk(host.root):
         assert ".." not in dirnames + filenames
 
 

@@ -8,8 +8,6 @@ from importlib.metadata import entry_points
 
 import pytest
 from oslo_config import cfg
-
-import polymsg
 from polymsg_zmq import ZmqDriver, list_opts
 from polymsg_zmq._options import overlay, settings_from, split_address
 from polymsg_zmq._topics import consumer_groups
@@ -22,6 +20,8 @@ from polymsg_zmq._wire import (
     validate_name,
 )
 from zmqtest import Hosts
+
+import polymsg
 
 
 def settings(url: str) -> object:
@@ -143,7 +143,7 @@ def test_ring_file_rules_and_reload() -> None:
         assert ring.rpc_hosts("x", "compute") == [f"h1:{port}", "h2:7000"]
         assert ring.rpc_hosts("x", "compute", "h9") == [f"h9:{port}"]
         assert ring.rpc_hosts("x", "compute", "h2") == ["h2:7000"]  # server named like a host
-        with pytest.raises(polymsg.MessageDeliveryFailure, match="compute.other"):
+        with pytest.raises(polymsg.MessageDeliveryFailure, match=r"compute\.other"):
             ring.rpc_hosts("x", "compute", "other")
         assert ring.rpc_hosts("x", "anything", "srv") == [f"fallback:{port}"]
         assert ring.note_hosts("x", "compute", "info") == [(f"n1:{port}", None)]
