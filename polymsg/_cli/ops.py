@@ -232,6 +232,7 @@ class EchoEndpoint:
         self.served.put("ping")
         return f"pong from {self.server}"
 
+    @polymsg.expected_exceptions(RuntimeError)
     def fail(self, ctxt: dict[str, Any], message: str = "failed on purpose") -> None:
         """Raise ``RuntimeError(message)``, to see remote errors."""
         self.served.put(f"fail {message!r}")
