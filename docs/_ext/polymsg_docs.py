@@ -78,6 +78,9 @@ def render_namespace(name: str, groups: Iterable[tuple[str | None, Iterable[Any]
 
 class _RstDirective(SphinxDirective):
     def render(self, lines: list[str]) -> list[nodes.Node]:
+        # The output depends on what is installed, not on the source: re-read
+        # this page on every build.
+        self.env.note_reread()
         container = nodes.section()
         container.document = self.state.document
         nested_parse_with_titles(self.state, StringList(lines, source="<polymsg-docs>"),
