@@ -38,7 +38,8 @@ def load_driver(scheme: str) -> type[Driver]:
     """The Driver class for ``scheme``; :class:`DriverLoadFailure` says what to install."""
     name = canonical_name(scheme)
     try:
-        manager: Any = stevedore_driver.DriverManager(NAMESPACE, name, invoke_on_load=False)
+        manager: Any = stevedore_driver.DriverManager(
+            NAMESPACE, name, invoke_on_load=False, warn_on_missing_entrypoint=False)
     except NoMatches as exc:
         dist = DISTRIBUTIONS.get(name)
         hint = (f"install the {dist!r} distribution (pip install {dist})" if dist
