@@ -9,9 +9,8 @@ from typing import Any
 
 from polymsg._exceptions import InvalidTarget
 from polymsg._rpc_client import _guard, _result
-from polymsg._rpc_server import _check_ttl
 from polymsg._serializer import NoOpSerializer, Serializer
-from polymsg._target import Target
+from polymsg._target import Target, check_ttl
 from polymsg._transport import Transport
 from polymsg.driver import SendOptions
 
@@ -48,7 +47,7 @@ class Notifier:
         self.topics = tuple(topics)
         self.serializer = serializer or NoOpSerializer()
         self.retry = retry
-        self.message_ttl = _check_ttl("message_ttl", message_ttl)
+        self.message_ttl = check_ttl("message_ttl", message_ttl)
         exchange = transport.default_exchange
         try:
             self._targets = [Target(topic=t, exchange=exchange) for t in self.topics]

@@ -15,9 +15,8 @@ from polymsg._exceptions import (
     RPCVersionCapError,
 )
 from polymsg._remote import exception_from_failure
-from polymsg._rpc_server import _check_ttl
 from polymsg._serializer import NoOpSerializer, Serializer
-from polymsg._target import Target, parse_version, version_is_compatible
+from polymsg._target import Target, check_ttl, parse_version, version_is_compatible
 from polymsg._transport import Transport
 from polymsg.driver import Reply, SendOptions
 
@@ -58,8 +57,8 @@ class RPCClient:
         self.retry = retry
         self.version_cap = version_cap
         self.serializer = serializer or NoOpSerializer()
-        self.queue_ttl = _check_ttl("queue_ttl", queue_ttl)
-        self.message_ttl = _check_ttl("message_ttl", message_ttl)
+        self.queue_ttl = check_ttl("queue_ttl", queue_ttl)
+        self.message_ttl = check_ttl("message_ttl", message_ttl)
         self._wire_target = target.replace(exchange=target.exchange or transport.default_exchange)
 
     def prepare(self, *, topic: str | None = _UNSET, server: str | None = _UNSET,

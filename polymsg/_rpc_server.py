@@ -16,7 +16,7 @@ from polymsg._exceptions import (
 from polymsg._executor import Runner
 from polymsg._remote import failure_from_exception
 from polymsg._serializer import NoOpSerializer, Serializer
-from polymsg._target import Target
+from polymsg._target import Target, check_ttl
 from polymsg._transport import Transport
 from polymsg.driver import IncomingMessage, Listener
 
@@ -39,7 +39,7 @@ class RPCServer(Runner):
         if target.fanout:
             raise InvalidTarget(f"an RPC server target cannot be fanout: {target}")
         self.target = target.replace(exchange=target.exchange or transport.default_exchange)
-        self.queue_ttl = _check_ttl("queue_ttl", queue_ttl)
+        self.queue_ttl = check_ttl("queue_ttl", queue_ttl)
         self._dispatcher = RPCDispatcher(endpoints, serializer or NoOpSerializer())
 
     def _check(self) -> None:
@@ -82,14 +82,6 @@ def _log_failure(incoming: IncomingMessage, func: Any, exc: Exception) -> None:
 
 def _name(incoming: IncomingMessage) -> str:
     return f"RPC method {incoming.message.get('method')!r}"
-
-
-def _check_ttl(name: str, value: float | None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
 
 
 def get_rpc_server(transport: Transport, target: Target, endpoints: Sequence[Any], *,

@@ -9,7 +9,7 @@ from typing import Any
 
 from polymsg._exceptions import InvalidTarget
 
-__all__ = ["Target", "parse_version", "version_is_compatible"]
+__all__ = ["Target", "check_ttl", "parse_version", "version_is_compatible"]
 
 _VERSION = re.compile(r"^\d+\.\d+$")
 
@@ -62,3 +62,12 @@ def version_is_compatible(available: str, wanted: str) -> bool:
     """True when ``available`` can serve ``wanted``: same major, minor at least as high."""
     have, want = parse_version(available), parse_version(wanted)
     return have[0] == want[0] and have[1] >= want[1]
+
+
+def check_ttl(name: str, value: float | None) -> float | None:
+    """Validate a TTL hint: ``None`` or a positive number of seconds (as float)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
