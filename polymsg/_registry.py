@@ -39,7 +39,7 @@ def load_driver(scheme: str) -> type[Driver]:
     name = canonical_name(scheme)
     try:
         manager: Any = stevedore_driver.DriverManager(
-            NAMESPACE, name, invoke_on_load=False, warn_on_missing_entrypoint=False)
+            NAMESPACE, name, invoke_on_load=False, on_missing_entrypoints_callback=None)
     except NoMatches as exc:
         dist = DISTRIBUTIONS.get(name)
         hint = (f"install the {dist!r} distribution (pip install {dist})" if dist
