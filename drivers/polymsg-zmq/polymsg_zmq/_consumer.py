@@ -27,7 +27,14 @@ import zmq
 from polymsg import MessageDeliveryFailure
 from polymsg.driver import IncomingMessage, Listener, OnMessage, dumps, loads
 from polymsg_zmq._topics import message_ids
-from polymsg_zmq._wire import decode_deadline, fanout_prefix, ipc_endpoint, ipc_path
+from polymsg_zmq._wire import (
+    InvalidFrame,
+    decode_deadline,
+    fanout_prefix,
+    ipc_endpoint,
+    ipc_path,
+    unpack,
+)
 
 if TYPE_CHECKING:
     from polymsg_zmq._driver import ZmqDriver
@@ -267,20 +274,24 @@ class ZmqListener(Listener):
                     self._by_socket[sock].last_ok = time.monotonic()
 
     def _deliver(self, frames: list[bytes]) -> None:
-        """Hand ``[b"M", deadline, header, body...]`` to the callback, body by body."""
+        """Hand ``[b"M", deadline, header, bodies]`` to the callback, body by body."""
         try:
+            if len(frames) != 4:
+                raise InvalidFrame(f"{len(frames)} frames")
             deadline = decode_deadline(frames[1])
             header = loads(frames[2])
             kind = header["k"]
+            bodies = unpack(frames[3])
         except Exception as exc:
             LOG.warning("zmq: dropped a malformed message from the receiver: %s", exc)
             return
         if deadline is not None and time.monotonic() >= deadline:
             LOG.warning("zmq: dropped expired message(s) %s on topic %s",
-                        message_ids(kind, frames[3:]), header.get("t"))
+                        message_ids(kind, frames[3]), header.get("t"))
             return
         make = self._message_factory(kind, header)
-        for body in frames[3:]:
+        on_message = self._on_message
+        for body in bodies:
             try:
                 incoming = make(loads(body))
             except Exception as exc:
@@ -288,7 +299,7 @@ class ZmqListener(Listener):
                             header.get("t"), exc)
                 continue
             try:
-                self._on_message(incoming)
+                on_message(incoming)
             except Exception:
                 LOG.exception("zmq: the listener callback failed")
 

@@ -52,7 +52,7 @@ from polymsg_zmq._options import GROUP, OPTS, Settings, settings_from
 from polymsg_zmq._peers import Peers
 from polymsg_zmq._receiver import Receiver, ReceiverRunning
 from polymsg_zmq._replies import ReplyWaiter
-from polymsg_zmq._wire import MAGIC, REPLY_MAGIC, encode_header, validate_name
+from polymsg_zmq._wire import MAGIC, REPLY_MAGIC, encode_header, pack, validate_name
 
 __all__ = ["ZmqDriver"]
 
@@ -95,6 +95,7 @@ class ZmqDriver(Driver):
         self._id_prefix = uuid.uuid4().hex[:12]
         self._turn = itertools.count()
         self._headers: dict[tuple[Any, ...], bytes] = {}
+        self._endpoints: dict[str, str] = {}
         self._unrouted: dict[tuple[str | None, str | None], float | None] = {}
         self._closed = False
 
@@ -151,10 +152,13 @@ class ZmqDriver(Driver):
         return header
 
     def _send(self, host: str, frames: list[bytes], options: SendOptions,
-              deadline: float | None = None) -> None:
-        endpoint = self.settings.endpoint(host)
+              deadline: float | None = None, post: bool = False) -> None:
+        """Send to ``host``'s receiver; ``post`` lets one-way messages be batched."""
+        endpoint = self._endpoints.get(host)
+        if endpoint is None:
+            endpoint = self._endpoints[host] = self.settings.endpoint(host)
         peer = self.peers.get(endpoint)
-        if peer.try_send(frames):
+        if (post and peer.post(frames)) or peer.try_send(frames):
             return
         if endpoint == self._own_endpoint:
             self.ensure_receiver(quiet=True)
@@ -210,7 +214,7 @@ class ZmqDriver(Driver):
         ttl = options.message_ttl if options.message_ttl is not None else timeout
         replies = self._reply_waiter()
         msg_id = self._next_id()
-        body = dumps({"i": msg_id, "c": ctxt, "m": message, "r": replies.endpoint})
+        body = pack(dumps({"i": msg_id, "c": ctxt, "m": message, "r": replies.endpoint}))
         host, unrouted = self._rpc_route(target)
         header = self._header("rpc", target, options, ttl, unrouted)
         future = replies.expect(msg_id)
@@ -225,7 +229,7 @@ class ZmqDriver(Driver):
              options: SendOptions) -> Future[None]:
         """Send one-way; resolved once a receiver has taken the message."""
         self._first_use()
-        body = dumps({"i": self._next_id(), "c": ctxt, "m": message, "r": None})
+        body = pack(dumps({"i": self._next_id(), "c": ctxt, "m": message, "r": None}))
         if target.fanout:
             hosts = self.matchmaker.rpc_hosts(str(target.exchange), str(target.topic))
             header = self._header("fan", target, options, options.message_ttl, False)
@@ -233,11 +237,11 @@ class ZmqDriver(Driver):
                 LOG.warning("zmq: fanout on topic %s reached no host: none serves it",
                             target.topic)
             for host in hosts:
-                self._send(host, [MAGIC, header, body], options)
+                self._send(host, [MAGIC, header, body], options, post=True)
             return _DONE
         host, unrouted = self._rpc_route(target)
         header = self._header("rpc", target, options, options.message_ttl, unrouted)
-        self._send(host, [MAGIC, header, body], options)
+        self._send(host, [MAGIC, header, body], options, post=True)
         return _DONE
 
     def notify(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
@@ -245,7 +249,7 @@ class ZmqDriver(Driver):
         """Publish a notification to every pool listening for its topic and priority."""
         self._first_use()
         priority = str(message.get("priority", "")).lower()
-        body = dumps({"c": ctxt, "m": message})
+        body = pack(dumps({"c": ctxt, "m": message}))
         routes = self.matchmaker.note_hosts(str(target.exchange), str(target.topic), priority)
         unrouted = not routes or self._sticky(target, True)
         if unrouted:
@@ -253,14 +257,14 @@ class ZmqDriver(Driver):
         for host, pools in routes:
             header = self._header("note", target, options, options.message_ttl, unrouted,
                                   priority, pools)
-            self._send(host, [MAGIC, header, body], options)
+            self._send(host, [MAGIC, header, body], options, post=True)
         return _DONE
 
     def resend(self, header: dict[str, Any], body: dict[str, Any]) -> None:
         """Give a message back to this host's receiver (requeue)."""
         fields = dict(header, u=False, s=header.get("s"))
         fields.pop("ttl", None)
-        frames = [MAGIC, encode_header(fields), dumps(body)]
+        frames = [MAGIC, encode_header(fields), pack(dumps(body))]
         try:
             self._send(self.settings.address, frames, SendOptions(retry=2))
         except MessagingError as exc:

@@ -5,6 +5,14 @@ completed connection, so "the peer is unreachable" shows up as a send that
 cannot proceed rather than a message silently parked in a queue. A send
 waits up to ``retry_interval`` per attempt; ``retry`` more attempts follow
 (``None``: keep trying), then :class:`polymsg.MessageDeliveryFailure`.
+
+Once a connection works, one-way messages are *posted*: queued on the peer
+and sent by one flusher thread per transport, which sends a run of messages
+with the same routing header as one multipart message. Under load that
+batches many casts per zmq message (and per receiver wake-up); when idle, a
+message leaves at once. A peer that stops taking messages gets its queue
+retried for ``_GIVE_UP`` seconds, then the messages are dropped with a
+warning naming their ids; new messages meanwhile take the waiting path.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 
 import zmq
@@ -19,22 +28,34 @@ import zmq
 from polymsg import MessageDeliveryFailure, MessagingTimeout
 from polymsg_zmq._curve import make_client
 from polymsg_zmq._options import Settings
+from polymsg_zmq._topics import message_ids
+from polymsg_zmq._wire import MAGIC
 
 __all__ = ["Peer", "Peers"]
 
 LOG = logging.getLogger(__name__)
 
 _IDLE_CLOSE = 300.0
+_BATCH = 512
+_STALL_RETRY = 0.05
+_GIVE_UP = 10.0
+
+Frames = Sequence[bytes]
 
 
 class Peer:
     """A connection to one endpoint; thread-safe (a lock guards the socket)."""
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], endpoint: str,
-                 settings: Settings) -> None:
+                 settings: Settings, flusher: Flusher) -> None:
         self.endpoint = endpoint
         self.lock = threading.Lock()
         self.last_used = time.monotonic()
+        self.up = False  # a send worked and none failed since
+        self.scheduled = False
+        self.stalled_since: float | None = None
+        self._outbox: deque[Frames] = deque()
+        self._flusher = flusher
         sock: zmq.Socket[bytes] = context.socket(zmq.DEALER)
         sock.immediate = True
         sock.linger = int(settings.linger * 1000)
@@ -48,19 +69,38 @@ class Peer:
         self._sock = sock
         self._closed = False
 
-    def try_send(self, frames: Sequence[bytes]) -> bool:
-        """Send without waiting; False when the peer cannot take it now."""
+    def post(self, frames: Frames) -> bool:
+        """Queue a one-way message for the flusher; False when the connection is not
+        known to work (the caller then sends and waits itself)."""
+        if not self.up or self._closed:
+            return False
+        self._outbox.append(frames)
+        if not self.scheduled:
+            self._flusher.schedule(self)
+        return True
+
+    def try_send(self, frames: Frames) -> bool:
+        """Send without waiting (behind anything queued); False when the peer cannot
+        take it now."""
         with self.lock:
             if self._closed:
                 return False
             self.last_used = time.monotonic()
+            if self._outbox:
+                if not self.up:
+                    return False
+                self._outbox.append(frames)
+                self._flusher.schedule(self)
+                return True
             try:
                 self._sock.send_multipart(frames, zmq.NOBLOCK)
-                return True
             except zmq.Again:
+                self.up = False
                 return False
+            self.up = True
+            return True
 
-    def send(self, frames: Sequence[bytes], *, retry: int | None, interval: float,
+    def send(self, frames: Frames, *, retry: int | None, interval: float,
              deadline: float | None = None) -> None:
         """Send ``frames``, waiting for the connection per the retry policy.
 
@@ -81,30 +121,82 @@ class Peer:
                     f"({attempt} attempt(s) of {interval:g}s)")
             LOG.warning("zmq: %s unreachable (attempt %d); retrying", self.endpoint, attempt)
 
-    def _attempt(self, frames: Sequence[bytes], interval: float,
-                 deadline: float | None) -> bool:
+    def _attempt(self, frames: Frames, interval: float, deadline: float | None) -> bool:
         with self.lock:
             if self._closed:
                 raise MessageDeliveryFailure("zmq: the transport is closed")
             self.last_used = time.monotonic()
             sock = self._sock
             try:
-                try:
-                    sock.send_multipart(frames, zmq.NOBLOCK)
+                if self._drain() and self._send_now(frames):
                     return True
-                except zmq.Again:
-                    pass
                 wait = interval if deadline is None else min(interval, deadline -
                                                               time.monotonic())
                 if wait > 0 and sock.poll(int(wait * 1000) or 1, zmq.POLLOUT):
-                    sock.send_multipart(frames, zmq.NOBLOCK)
-                    return True
-                return False
-            except zmq.Again:
+                    return self._drain() and self._send_now(frames)
                 return False
             except zmq.ZMQError as exc:
                 raise MessageDeliveryFailure(f"zmq: cannot send to {self.endpoint}: "
                                              f"{exc}") from exc
+
+    def _send_now(self, frames: Frames) -> bool:
+        try:
+            self._sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            self.up = False
+            return False
+        self.up = True
+        return True
+
+    def _drain(self) -> bool:
+        """Send queued messages, batching runs with one header; True when all went.
+        Called with the lock held."""
+        outbox = self._outbox
+        while outbox:
+            first = outbox.popleft()
+            if len(first) != 3 or first[0] != MAGIC:
+                batch: list[Frames] = [first]
+                frames = list(first)
+            else:
+                batch = [first]
+                header = first[1]
+                while outbox and len(batch) < _BATCH and len(outbox[0]) == 3 \
+                        and outbox[0][1] == header and outbox[0][0] == MAGIC:
+                    batch.append(outbox.popleft())
+                frames = [MAGIC, header, b"".join(item[2] for item in batch)]
+            try:
+                self._sock.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:
+                outbox.extendleft(reversed(batch))
+                self.up = False
+                return False
+        self.up = True
+        return True
+
+    def flush(self) -> bool:
+        """The flusher's turn: send what is queued; True when nothing is left."""
+        with self.lock:
+            if self._closed:
+                return True
+            try:
+                done = self._drain()
+            except zmq.ZMQError as exc:
+                LOG.warning("zmq: cannot send to %s: %s", self.endpoint, exc)
+                done = False
+            if done:
+                self.stalled_since = None
+            return done
+
+    def drop_queued(self, why: str) -> None:
+        """Give up on queued messages, logging their ids."""
+        with self.lock:
+            queued, self._outbox = list(self._outbox), deque()
+            self.stalled_since = None
+        if queued:
+            ids = [i for frames in queued if len(frames) == 3
+                   for i in message_ids("rpc", frames[2])]
+            LOG.warning("zmq: dropped %d message(s) queued for %s (%s): ids %s",
+                        len(queued), self.endpoint, why, ids)
 
     def close(self) -> None:
         """Close the socket (pending messages get ``linger`` to go out)."""
@@ -112,6 +204,68 @@ class Peer:
             if not self._closed:
                 self._closed = True
                 self._sock.close()
+
+
+class Flusher:
+    """The thread sending posted messages, started on first use."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._ready: deque[Peer] = deque()
+        self._stalled: set[Peer] = set()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def schedule(self, peer: Peer) -> None:
+        """Have ``peer``'s queue sent soon."""
+        peer.scheduled = True
+        with self._cond:
+            if self._thread is None and not self._stopping:
+                self._thread = threading.Thread(target=self._run, name="polymsg-zmq-flusher",
+                                                daemon=True)
+                self._thread.start()
+            self._ready.append(peer)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._ready and not self._stopping:
+                    if not self._cond.wait(_STALL_RETRY if self._stalled else None):
+                        break
+                if self._stopping and not self._ready:
+                    return
+                ready, self._ready = self._ready, deque()
+            for peer in {*ready, *self._stalled}:
+                self._flush(peer)
+
+    def _flush(self, peer: Peer) -> None:
+        peer.scheduled = False
+        if peer.flush():
+            self._stalled.discard(peer)
+            return
+        now = time.monotonic()
+        if peer.stalled_since is None:
+            peer.stalled_since = now
+            LOG.warning("zmq: %s stopped taking messages; retrying for %gs",
+                        peer.endpoint, _GIVE_UP)
+        elif now - peer.stalled_since > _GIVE_UP:
+            peer.drop_queued(f"unreachable for {_GIVE_UP:g}s")
+            self._stalled.discard(peer)
+            return
+        self._stalled.add(peer)
+
+    def stop(self, peers: list[Peer]) -> None:
+        """Send what can go now, drop the rest with a warning, end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        for peer in peers:
+            if not peer.flush():
+                peer.drop_queued("the transport was closed")
 
 
 class Peers:
@@ -124,6 +278,7 @@ class Peers:
         self._lock = threading.Lock()
         self._pruned = time.monotonic()
         self._closed = False
+        self._flusher = Flusher()
 
     def get(self, endpoint: str) -> Peer:
         """The peer for ``endpoint``."""
@@ -136,7 +291,8 @@ class Peers:
             peer = self._peers.get(endpoint)
             if peer is None:
                 self._prune()
-                peer = self._peers[endpoint] = Peer(self._context, endpoint, self._settings)
+                peer = Peer(self._context, endpoint, self._settings, self._flusher)
+                self._peers[endpoint] = peer
             return peer
 
     def _prune(self) -> None:
@@ -146,14 +302,15 @@ class Peers:
             return
         self._pruned = now
         for endpoint, peer in list(self._peers.items()):
-            if now - peer.last_used > _IDLE_CLOSE:
+            if now - peer.last_used > _IDLE_CLOSE and not peer.scheduled:
                 del self._peers[endpoint]
                 peer.close()
 
     def close(self) -> None:
-        """Close every connection."""
+        """Flush and close every connection; stop the flusher thread."""
         with self._lock:
             self._closed = True
             peers, self._peers = list(self._peers.values()), {}
+        self._flusher.stop(peers)
         for peer in peers:
             peer.close()

@@ -235,7 +235,7 @@ class Receiver:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) < 4 or frames[1] != MAGIC:
+            if len(frames) != 4 or frames[1] != MAGIC:
                 self._drop_garbage("not a polymsg-zmq message")
                 continue
             try:
@@ -243,7 +243,7 @@ class Receiver:
             except InvalidFrame as exc:
                 self._drop_garbage(str(exc))
                 continue
-            self.route(header, frames[2], frames[3:], time.monotonic())
+            self.route(header, frames[2], frames[3], time.monotonic())
 
     def _drop_garbage(self, why: str) -> None:
         self.malformed += 1
@@ -251,7 +251,7 @@ class Receiver:
             LOG.warning("zmq receiver: dropped a malformed message on the TCP port (%s); "
                         "%d so far", why, self.malformed)
 
-    def route(self, header: dict[str, Any], raw_header: bytes, bodies: list[bytes],
+    def route(self, header: dict[str, Any], raw_header: bytes, bodies: bytes,
               now: float, only_pool: str | None = None) -> None:
         """Deliver or hold one incoming message (a header and its bodies)."""
         ttl = header.get("ttl")
@@ -264,7 +264,7 @@ class Receiver:
                             "listens on this host", message_ids("rpc", bodies), topic)
             self._pub.send_multipart([fanout_prefix(exchange, topic), b"M",
                                       encode_deadline(deadline),
-                                      raw_header, *bodies])
+                                      raw_header, bodies])
             return
         try:
             state = self._topic(exchange, topic)
@@ -362,7 +362,7 @@ class Receiver:
             elif command == b"UNREG":
                 self._remove_consumer(state, ident, now)
                 sock.send_multipart([ident, b"UOK"])
-            elif command == b"RET" and len(frames) >= 6:
+            elif command == b"RET" and len(frames) == 6:
                 self._returned(state, frames[2:], now)
             elif command == b"FOK":
                 consumer = state.consumers.get(ident)
@@ -399,7 +399,7 @@ class Receiver:
             self._unregister(consumer.keys)
 
     def _returned(self, state: TopicState, frames: list[bytes], now: float) -> None:
-        group_raw, deadline_raw, raw_header, bodies = frames[0], frames[1], frames[2], frames[3:]
+        group_raw, deadline_raw, raw_header, bodies = frames
         try:
             pool = loads(group_raw) if group_raw else None
             deadline = decode_deadline(deadline_raw)
@@ -478,7 +478,7 @@ class Receiver:
         for host, pools in routes:
             if header["k"] == "note":
                 header["pools"] = pools
-            frames = [MAGIC, encode_header(header), *item.bodies]
+            frames = [MAGIC, encode_header(header), item.bodies]
             if not self._peers.get(self.settings.endpoint(host)).try_send(frames):
                 LOG.info("zmq receiver: host %s cannot take %s yet; holding", host,
                          item.ids())

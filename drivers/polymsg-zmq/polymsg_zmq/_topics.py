@@ -20,7 +20,7 @@ from typing import Any
 import zmq
 
 from polymsg.driver import loads
-from polymsg_zmq._wire import Header, encode_deadline
+from polymsg_zmq._wire import Header, InvalidFrame, encode_deadline, split_packed, unpack
 
 __all__ = ["Consumer", "Held", "TopicState", "message_ids"]
 
@@ -29,8 +29,12 @@ LOG = logging.getLogger("polymsg_zmq.receiver")
 ANY_POOL = "?"
 
 
-def message_ids(kind: str, bodies: Iterable[bytes]) -> list[str]:
-    """The message ids of ``bodies`` (for log lines); garbage yields ``"?"``."""
+def message_ids(kind: str, packed: bytes) -> list[str]:
+    """The message ids in a packed batch (for log lines); garbage yields ``"?"``."""
+    try:
+        bodies = unpack(packed)
+    except InvalidFrame:
+        return ["?"]
     ids = []
     for body in bodies:
         try:
@@ -42,12 +46,12 @@ def message_ids(kind: str, bodies: Iterable[bytes]) -> list[str]:
 
 
 class Held:
-    """Messages (one header, one or more bodies) waiting for a consumer of ``group``."""
+    """Messages (one header, a packed batch) waiting for a consumer of ``group``."""
 
     __slots__ = ("arrival", "bodies", "deadline", "group", "header", "qttl", "raw_header",
                  "unrouted")
 
-    def __init__(self, header: Header, raw_header: bytes, bodies: list[bytes],
+    def __init__(self, header: Header, raw_header: bytes, bodies: bytes,
                  deadline: float | None, group: str, arrival: float) -> None:
         self.header = header
         self.raw_header = raw_header
@@ -61,7 +65,7 @@ class Held:
 
     def frames(self) -> list[bytes]:
         """``[b"M", deadline, header, body...]`` for a consumer."""
-        return [b"M", encode_deadline(self.deadline), self.raw_header, *self.bodies]
+        return [b"M", encode_deadline(self.deadline), self.raw_header, self.bodies]
 
     def ids(self) -> list[str]:
         """Message ids, for log lines."""
@@ -164,7 +168,7 @@ class TopicState:
 
     # -- delivery --------------------------------------------------------------------------
 
-    def accept(self, header: Header, raw_header: bytes, bodies: list[bytes],
+    def accept(self, header: Header, raw_header: bytes, bodies: bytes,
                deadline: float | None, now: float, only_pool: str | None = None) -> None:
         """Deliver an incoming message, or hold what cannot be delivered yet.
 
@@ -173,12 +177,24 @@ class TopicState:
         """
         self.touched = now
         for group in self._targets(header, only_pool):
-            item = Held(header, raw_header, bodies, deadline, group, now)
-            if self.held_count.get(group):
-                self._hold(item)
-                self.flush(now)
-            elif not self._deliver(item, now):
-                self._hold(item)
+            for part in self._split(group, bodies):
+                item = Held(header, raw_header, part, deadline, group, now)
+                if self.held_count.get(group):
+                    self._hold(item)
+                    if self.present(group):
+                        self.flush(now)
+                elif not self._deliver(item, now):
+                    self._hold(item)
+
+    def _split(self, group: str, bodies: bytes) -> list[bytes]:
+        """A batch for a group of several consumers, cut in one slice per consumer."""
+        consumers = len(self.groups.get(group, ()))
+        if consumers < 2:
+            return [bodies]
+        try:
+            return split_packed(bodies, consumers)
+        except InvalidFrame:
+            return [bodies]  # the consumer logs and drops it
 
     def _targets(self, header: Header, only_pool: str | None) -> list[str]:
         if header["k"] == "rpc":

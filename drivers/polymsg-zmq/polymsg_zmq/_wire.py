@@ -5,9 +5,11 @@ multipart messages. Three conversations exist:
 
 **Sender -> receiver** (TCP, sender DEALER -> receiver ROUTER)::
 
-    [b"PZ1", header, body, body, ...]
+    [b"PZ1", header, bodies]
 
-One header routes one or more bodies (a batch). ``header`` is a JSON object:
+One header routes one or more bodies (a batch), packed in one frame: each
+body preceded by its length (4 bytes, big-endian), so a batch costs one
+frame whatever its size. ``header`` is a JSON object:
 ``k`` kind (``"rpc"`` one server of the topic, or the server ``s`` when set;
 ``"fan"`` every server of the topic; ``"note"`` a notification of priority
 ``p`` for the pools ``pools``, ``null`` meaning every pool on that host),
@@ -20,7 +22,7 @@ null}``; a notification body is ``{"c": ctxt, "m": message}``.
 
 **Reply** (TCP, server DEALER -> the caller's reply ROUTER)::
 
-    [b"PZR", message id, {"r": result, "f": failure or null}]
+    [b"PZR", message id, {"r": result, "f": failure or null}]    (not packed)
 
 **Receiver <-> local consumers** (IPC, one ROUTER per exchange and topic at
 ``<ipc_dir>/t/<exchange>/<topic>``; consumers connect a DEALER)::
@@ -28,9 +30,9 @@ null}``; a notification body is ``{"c": ctxt, "m": message}``.
     consumer -> receiver: [b"REG", {"kind": "rpc", "server": S, "qttl": ...}]
                           [b"REG", {"kind": "note", "pool": P, "priorities": [...]}]
                           [b"UNREG"]
-                          [b"RET", group, deadline, header, body, ...]
+                          [b"RET", group, deadline, header, bodies]
                           [b"FOK"]
-    receiver -> consumer: [b"M", deadline, header, body, ...]  [b"ROK"]  [b"UOK"]
+    receiver -> consumer: [b"M", deadline, header, bodies]  [b"ROK"]  [b"UOK"]
 
 ``REG`` is repeated every heartbeat interval and answered with ``ROK``;
 ``RET`` gives undelivered (or requeued) messages back; ``deadline`` is a
@@ -38,7 +40,7 @@ null}``; a notification body is ``{"c": ctxt, "m": message}``.
 meaningful because receiver and consumers share the host's clock. Fanout
 goes out over the receiver's PUB socket at ``<ipc_dir>/fanout``::
 
-    [prefix, b"M", deadline, header, body, ...]     prefix = exchange \\0 topic \\0
+    [prefix, b"M", deadline, header, bodies]     prefix = exchange \\0 topic \\0
     [prefix, b"P", consumer id]                     probe: the subscription is in place
 
 The receiver's control socket (``<ipc_dir>/control``, ROUTER) answers
@@ -58,8 +60,8 @@ from polymsg.driver import SerializationError, dumps, loads
 
 __all__ = [
     "MAGIC", "REPLY_MAGIC", "Header", "decode_deadline", "decode_header", "encode_deadline",
-    "encode_header", "fanout_prefix", "ipc_endpoint", "ipc_path", "prepare_dir",
-    "validate_name",
+    "encode_header", "fanout_prefix", "ipc_endpoint", "ipc_path", "pack", "prepare_dir",
+    "split_packed", "unpack", "validate_name",
 ]
 
 MAGIC = b"PZ1"
@@ -176,6 +178,44 @@ def decode_header(data: bytes) -> Header:
                                       and all(isinstance(p, str) for p in pools)):
             raise InvalidFrame("pools must be a list of strings")
     return header
+
+
+_LENGTH = struct.Struct("!I")
+
+
+def pack(body: bytes) -> bytes:
+    """One body as a packed frame (concatenated packed frames are a packed batch)."""
+    return _LENGTH.pack(len(body)) + body
+
+
+def _offsets(frame: bytes) -> list[int]:
+    """Where each body of a packed frame starts (its length prefix); InvalidFrame if bad."""
+    starts, pos, end = [], 0, len(frame)
+    while pos < end:
+        if pos + 4 > end:
+            raise InvalidFrame("truncated length prefix in a packed frame")
+        starts.append(pos)
+        pos += 4 + _LENGTH.unpack_from(frame, pos)[0]
+    if pos != end or not starts:
+        raise InvalidFrame("packed frame lengths do not add up")
+    return starts
+
+
+def unpack(frame: bytes) -> list[memoryview]:
+    """The bodies of a packed frame; :class:`InvalidFrame` when it is malformed."""
+    view = memoryview(frame)
+    starts = _offsets(frame)
+    return [view[s + 4:e] for s, e in zip(starts, [*starts[1:], len(frame)])]
+
+
+def split_packed(frame: bytes, parts: int) -> list[bytes]:
+    """Cut a packed batch into at most ``parts`` packed batches of consecutive bodies."""
+    starts = _offsets(frame)
+    if parts < 2 or len(starts) < 2:
+        return [frame]
+    size = -(-len(starts) // parts)
+    cuts = [*starts[::size], len(frame)]
+    return [frame[a:b] for a, b in zip(cuts, cuts[1:])]
 
 
 _DEADLINE = struct.Struct("!d")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import zmq
-from polymsg_zmq._wire import MAGIC
+from polymsg_zmq._wire import MAGIC, pack
 from zmqtest import Hosts, ReceiverProcess, free_port, short_tmpdir
 
 import polymsg
@@ -63,7 +63,8 @@ def test_garbage_on_the_tcp_port_is_dropped_and_the_receiver_keeps_serving(
         for frames in ([b"junk"], [b"PZ9", valid, b"{}"], [MAGIC, b"{not json", b"{}"],
                        [MAGIC, b'{"k":"rpc","x":"polymsg","t":"../../etc"}', b"{}"],
                        [MAGIC, b'{"k":"boom","x":"polymsg","t":"work"}', b"{}"],
-                       [MAGIC, valid, b"not a json body"], [MAGIC, valid, b'{"i": 1}']):
+                       [MAGIC, valid, pack(b"not a json body")], [MAGIC, valid, pack(b'{"i": 1}')],
+                       [MAGIC, valid, b"\0\0\0\xffshort"]):
             dealer.send_multipart(frames)
         oversized = context.socket(zmq.DEALER)
         oversized.linger = 0
@@ -81,6 +82,7 @@ def test_garbage_on_the_tcp_port_is_dropped_and_the_receiver_keeps_serving(
         logged = "\n".join(record.getMessage() for record in caplog.records)
         assert logged.count("dropped a malformed message on the TCP port") >= 5
         assert logged.count("dropped a malformed message on topic work") == 2
+        assert logged.count("dropped a malformed message from the receiver") == 1
         server.stop()
         server.wait()
 

@@ -1,0 +1,215 @@
+"""polymsg-zmq next to raw pyzmq, between two processes, in one run.
+
+Measured (each in a fresh pair of processes on this machine):
+
+* raw DEALER/ROUTER round trip: a client DEALER sends a small message, an
+  echo ROUTER in the other process sends it back (sequential, microseconds);
+* polymsg-zmq call round trip: ``RPCClient.call`` to an RPC server in the
+  other process (sequential, microseconds);
+* raw PUSH/PULL: messages per second from a PUSH to a PULL in the other
+  process, counted when the last one is received;
+* polymsg-zmq casts/s end to end: ``RPCClient.cast`` from this process,
+  counted when the server in the other process has *executed* the last one.
+
+The server process is the host's first polymsg user, so it runs the host's
+receiver in-process (``zmq://`` with nothing else installed). Goals
+(DESIGN.md): call round trip <= 3x raw DEALER/ROUTER, >= 100,000 casts/s.
+
+    python benchmarks/bench_zmq.py [--calls 3000] [--casts 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import tempfile
+import time
+from typing import Any
+
+import zmq
+
+PAYLOAD = {"name": "instance-1", "flavor": "m1.small", "count": 1}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- raw pyzmq ---------------------------------------------------------------------------
+
+def _raw_router(endpoint: str, ready: Any) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.bind(endpoint)
+    ready.put(True)
+    while True:
+        frames = sock.recv_multipart()
+        if frames[-1] == b"stop":
+            break
+        sock.send_multipart(frames)
+    ctx.destroy(linger=0)
+
+
+def raw_round_trip(n: int) -> float:
+    """Microseconds per DEALER->ROUTER->DEALER round trip."""
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    ready: Any = mp.Queue()
+    child = mp.Process(target=_raw_router, args=(endpoint, ready))
+    child.start()
+    ready.get()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(endpoint)
+    body = repr(PAYLOAD).encode()
+    for _ in range(min(n, 500)):  # warm up
+        sock.send(body)
+        sock.recv()
+    started = time.perf_counter()
+    for _ in range(n):
+        sock.send(body)
+        sock.recv()
+    elapsed = time.perf_counter() - started
+    sock.send(b"stop")
+    child.join()
+    ctx.destroy(linger=0)
+    return elapsed / n * 1e6
+
+
+def _raw_pull(endpoint: str, n: int, ready: Any, done: Any) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PULL)
+    sock.bind(endpoint)
+    ready.put(True)
+    for _ in range(n):
+        sock.recv_multipart()
+    done.put(time.monotonic())
+    ctx.destroy(linger=0)
+
+
+def raw_push_pull(n: int) -> float:
+    """Messages per second, PUSH -> PULL, sent to received."""
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    ready: Any = mp.Queue()
+    done: Any = mp.Queue()
+    child = mp.Process(target=_raw_pull, args=(endpoint, n, ready, done))
+    child.start()
+    ready.get()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUSH)
+    sock.sndhwm = 0
+    sock.connect(endpoint)
+    header, body = b'{"k":"rpc"}', repr(PAYLOAD).encode()
+    started = time.monotonic()
+    for _ in range(n):
+        sock.send_multipart([header, body])
+    finished = done.get()
+    child.join()
+    ctx.destroy(linger=0)
+    return n / (finished - started)
+
+
+# -- polymsg-zmq -------------------------------------------------------------------------
+
+class _Endpoint:
+    def __init__(self, expected: int, done: Any) -> None:
+        self.count = 0
+        self.expected = expected
+        self.done = done
+
+    def echo(self, ctxt: dict[str, Any], value: Any) -> Any:
+        return value
+
+    def work(self, ctxt: dict[str, Any], value: Any) -> None:
+        self.count += 1  # one worker thread: no lock needed
+        if self.count == self.expected:
+            self.done.put(time.monotonic())
+
+
+def _polymsg_server(url: str, expected: int, ready: Any, done: Any, stop: Any) -> None:
+    import polymsg
+
+    with polymsg.get_transport(url) as transport:
+        server = polymsg.get_rpc_server(
+            transport, polymsg.Target(topic="bench", server="server-1"),
+            [_Endpoint(expected, done)], max_workers=1)
+        server.start()
+        ready.put(True)
+        stop.get()
+        server.stop()
+        server.wait()
+
+
+def _polymsg_pair(url: str, expected: int) -> tuple[Any, Any, Any, Any]:
+    ready: Any = mp.Queue()
+    done: Any = mp.Queue()
+    stop: Any = mp.Queue()
+    child = mp.Process(target=_polymsg_server, args=(url, expected, ready, done, stop))
+    child.start()
+    ready.get()
+    return child, done, stop, ready
+
+
+def polymsg_round_trip(url: str, n: int) -> float:
+    """Microseconds per sequential RPCClient.call."""
+    import polymsg
+
+    child, _, stop, _ = _polymsg_pair(url, -1)
+    with polymsg.get_transport(url) as transport:
+        client = polymsg.RPCClient(transport, polymsg.Target(topic="bench"), timeout=30)
+        for _ in range(min(n, 500)):
+            client.call({}, "echo", value=PAYLOAD)
+        started = time.perf_counter()
+        for _ in range(n):
+            client.call({}, "echo", value=PAYLOAD)
+        elapsed = time.perf_counter() - started
+    stop.put(True)
+    child.join()
+    return elapsed / n * 1e6
+
+
+def polymsg_casts(url: str, n: int) -> float:
+    """Casts per second, from the first cast to the server executing the last."""
+    import polymsg
+
+    child, done, stop, _ = _polymsg_pair(url, n)
+    with polymsg.get_transport(url) as transport:
+        client = polymsg.RPCClient(transport, polymsg.Target(topic="bench"), timeout=30)
+        started = time.monotonic()
+        for _ in range(n):
+            client.cast({}, "work", value=PAYLOAD)
+        finished = done.get()
+    stop.put(True)
+    child.join()
+    return n / (finished - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--casts", type=int, default=200000)
+    args = parser.parse_args()
+    root = tempfile.mkdtemp(prefix="pmz-bench-", dir="/tmp")
+    try:
+        port = _free_port()
+        url = f"zmq://127.0.0.1:{port}/?ipc_dir={os.path.join(root, 'ipc')}"
+        raw_rtt = raw_round_trip(args.calls)
+        zmq_rtt = polymsg_round_trip(url, args.calls)
+        raw_rate = raw_push_pull(args.casts)
+        zmq_rate = polymsg_casts(url, args.casts)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"raw pyzmq DEALER/ROUTER round trip   {raw_rtt:10.1f} us")
+    print(f"polymsg-zmq call round trip          {zmq_rtt:10.1f} us"
+          f"   ratio {zmq_rtt / raw_rtt:.2f}x (goal <= 3x)")
+    print(f"raw pyzmq PUSH/PULL                  {raw_rate:10,.0f} msg/s")
+    print(f"polymsg-zmq casts end to end         {zmq_rate:10,.0f} casts/s"
+          f"   ratio {zmq_rate / raw_rate:.2f} of raw (goal >= 100,000/s)")
+
+
+if __name__ == "__main__":
+    main()
