@@ -229,6 +229,11 @@ class Layout:
         queue = self.shared_queue(pool or key, queue_ttl)
         return Route(self.exchange(_exchange_of(target)), key, queue)
 
+    def message_properties(self, ttl: str | None = None) -> dict[str, Any]:
+        """Properties of a request or notification: persistent only when queues are
+        durable (persisting into a transient queue costs the broker for nothing)."""
+        return properties(ttl=ttl, persistent=self.durable)
+
     def reply_route(self, queue: str) -> Route:
         """Replies go through the default exchange, keyed by the reply queue's name."""
         return Route(None, queue, self.transient_queue(queue))

@@ -114,13 +114,13 @@ class Consumer:
 
     def subscribe(self, sub: Subscription, retry: int | None) -> None:
         """Start consuming ``sub`` now and after every reconnect; returns once it consumes."""
-        with self.link.lock:
+        with self.link.locked:
             self._subscriptions.append(sub)
         lost = 0
         try:
             while True:
                 session = self.link.session(None if retry is None else retry - lost)
-                with self.link.lock:
+                with self.link.locked:
                     if sub.generation == session.generation:
                         return  # the I/O thread set it up while connecting
                     if session.broken is not None:
@@ -138,7 +138,7 @@ class Consumer:
     def unsubscribe(self, sub: Subscription) -> None:
         """Stop consuming ``sub``; when this returns its handler is not running and
         will not run again."""
-        with self.link.lock:
+        with self.link.locked:
             if sub in self._subscriptions:
                 self._subscriptions.remove(sub)
             session = self.link.current()
@@ -154,7 +154,7 @@ class Consumer:
         session = self.link.current()
         if session is None or not names:
             return  # they expire on their own
-        with self.link.lock:
+        with self.link.locked:
             for name in names:
                 try:
                     session.declare_channel().queue_delete(queue=name)
@@ -164,7 +164,7 @@ class Consumer:
 
     def settle(self, session: Session, delivery_tag: int, *, ack: bool, requeue: bool) -> None:
         """Acknowledge (``ack``) or reject a delivery, from any thread."""
-        with self.link.lock:
+        with self.link.locked:
             if session.broken is not None or self.link.current() is not session:
                 LOG.debug("delivery %s came on a connection since lost; RabbitMQ redelivers it",
                           delivery_tag)
@@ -299,12 +299,15 @@ class ReplyRouter:
         future.add_done_callback(partial(self._forget, msg_id))
         return future
 
-    def fail(self, msg_id: str, exc: BaseException) -> None:
-        """Fail the call ``msg_id`` (its request could not be delivered)."""
+    def fail(self, msg_id: str, exc: BaseException) -> bool:
+        """Fail the call ``msg_id`` (its request could not be delivered); False
+        when no call of that id is waiting."""
         with self._lock:
             future = self._waiting.pop(msg_id, None)
-        if future is not None:
-            _settle(future, exc)
+        if future is None:
+            return False
+        _settle(future, exc)
+        return True
 
     def _forget(self, msg_id: str, _future: Future[Reply]) -> None:
         with self._lock:

@@ -21,7 +21,7 @@ from polymsg.driver import MessageDeliveryFailure, amqp
 from polymsg_kombu._errors import describe, is_precondition_failed
 from polymsg_kombu._link import Session
 
-__all__ = ["declare_route", "forget_route"]
+__all__ = ["declare_route", "forget_destination"]
 
 LOG = logging.getLogger(__name__)
 
@@ -58,11 +58,12 @@ def declare_route(session: Session, route: amqp.Route, *, consumer: bool) -> Non
     session.declared.add(key)
 
 
-def forget_route(session: Session, route: amqp.Route) -> None:
-    """Declare ``route`` again next time (its queue was found missing)."""
-    session.declared.discard(_route_key(route))
-    if route.exchange is not None:
-        session.declared.discard(("exchange", route.exchange.name))
+def forget_destination(session: Session, exchange: str, routing_key: str) -> None:
+    """Declare routes to ``exchange``/``routing_key`` again next time (a message
+    sent there came back unroutable: its queue is gone)."""
+    stale = [key for key in session.declared
+             if isinstance(key, tuple) and key[:3] == ("route", exchange, routing_key)]
+    session.declared.difference_update(stale)
 
 
 def _exchange(session: Session, exchange: amqp.ExchangeSpec) -> None:

@@ -40,6 +40,7 @@ LOG = logging.getLogger(__name__)
 
 #: How often a server retries the connection to send one reply.
 _REPLY_RETRY = 2
+_REPLY_PROPERTIES = amqp.properties(persistent=False)
 
 
 def _done() -> Future[None]:
@@ -67,7 +68,7 @@ class KombuDriver(Driver):
         super().__init__(url, options, conf)
         self.settings = Settings.from_options(url, options)
         self.layout = self.settings.layout
-        self.publisher = Publisher(self.settings)
+        self.publisher = Publisher(self.settings, on_return=self._returned)
         self.consumer = Consumer(self.settings)
         self.replies = ReplyRouter(self.consumer, self.layout)
 
@@ -80,18 +81,24 @@ class KombuDriver(Driver):
             body = amqp.encode_request(ctxt, message, msg_id=msg_id, reply_q=self.replies.queue)
             self.replies.start(options.retry)
             route = self.layout.send_route(target, options.queue_ttl)
-            props = amqp.properties(ttl=amqp.expiration(options.timeout, options.message_ttl))
+            props = self.layout.message_properties(amqp.expiration(options.timeout, options.message_ttl))
             future = self.replies.expect(msg_id)
-            gone = MessageDeliveryFailure(f"{what}: RabbitMQ could not route the request to "
-                                          f"queue {route.routing_key!r}")
             try:
-                self.publisher.send(route, body, props, retry=options.retry, confirm=False,
-                                    mandatory=True, what=what,
-                                    on_return=lambda: self.replies.fail(msg_id, gone))
+                self.publisher.send(route, body, props, retry=options.retry,
+                                    correlation_id=msg_id, what=what)
             except BaseException:
                 future.cancel()
                 raise
             return future
+
+    def _returned(self, correlation_id: str, exchange: str, routing_key: str) -> None:
+        """RabbitMQ returned a request (its queue vanished) or a reply (its caller left)."""
+        failure = MessageDeliveryFailure(
+            f"RabbitMQ could not route the request to {routing_key!r} on exchange "
+            f"{exchange!r}: its queue no longer exists")
+        if not self.replies.fail(correlation_id, failure):
+            LOG.warning("the reply to call %s was dropped: its reply queue %r no longer exists",
+                        correlation_id, routing_key)
 
     def cast(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
              options: SendOptions) -> Future[None]:
@@ -100,9 +107,9 @@ class KombuDriver(Driver):
         with translated(what):
             body = amqp.encode_request(ctxt, message)
             route = self.layout.send_route(target, options.queue_ttl)
-            props = amqp.properties(ttl=amqp.expiration(options.message_ttl))
-            self.publisher.send(route, body, props, retry=options.retry, confirm=True,
-                                mandatory=not target.fanout, what=what)
+            props = self.layout.message_properties(amqp.expiration(options.message_ttl))
+            self.publisher.send_confirmed(route, body, props, retry=options.retry,
+                                          mandatory=not target.fanout, what=what)
         return _done()
 
     def notify(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
@@ -113,21 +120,16 @@ class KombuDriver(Driver):
         with translated(what):
             body = amqp.encode_notification(ctxt, message)
             route = self.layout.notification_route(target, priority, None, options.queue_ttl)
-            props = amqp.properties(ttl=amqp.expiration(options.message_ttl))
-            self.publisher.send(route, body, props, retry=options.retry, confirm=True,
-                                mandatory=True, what=what)
+            props = self.layout.message_properties(amqp.expiration(options.message_ttl))
+            self.publisher.send_confirmed(route, body, props, retry=options.retry,
+                                          mandatory=True, what=what)
         return _done()
 
     def _send_reply(self, reply_q: str, msg_id: str, body: bytes) -> None:
         what = f"the reply to call {msg_id}"
-
-        def returned() -> None:
-            LOG.warning("%s was dropped: its reply queue %r no longer exists", what, reply_q)
-
         with translated(what):
-            self.publisher.send(amqp.Route(None, reply_q), body,
-                                amqp.properties(persistent=False), retry=_REPLY_RETRY,
-                                confirm=False, mandatory=True, what=what, on_return=returned)
+            self.publisher.send(amqp.Route(None, reply_q), body, _REPLY_PROPERTIES,
+                                retry=_REPLY_RETRY, correlation_id=msg_id, what=what)
 
     def listen(self, target: Target, on_message: OnMessage, *,
                queue_ttl: float | None = None) -> Listener:

@@ -9,7 +9,7 @@ channels, consumers and confirm handlers on the new session.
 
 Every use of a session -- the I/O thread's reads and heartbeats, and any
 other thread's publish, acknowledgement or declaration -- happens under
-``Link.lock``, so kombu and py-amqp never see two threads at once. Frame
+``Link.lock`` (taken as ``with link.locked:``), so kombu and py-amqp never see two threads at once. Frame
 callbacks (deliveries, confirms, returns) run on the thread that read the
 frame, under that lock, and must be short.
 """
@@ -36,11 +36,15 @@ __all__ = ["Link", "Session"]
 
 LOG = logging.getLogger(__name__)
 
-#: Upper bound of a read once poll() said the socket is readable (a frame
-#: may arrive in pieces); the lock is held meanwhile.
-_READ_TIMEOUT = 0.2
+#: The socket's timeout, for reads (only started once poll() says a frame is
+#: arriving, so they wait only for the rest of a frame) and writes (a broker
+#: blocking publishers for longer breaks the connection). Kept constant so
+#: py-amqp does not switch the socket's mode around every read.
+_SOCKET_TIMEOUT = 10.0
 #: Frames read in a row before the lock is given to other threads.
 _READ_BURST = 32
+#: Bytes asked of the socket at once.
+_READ_CHUNK = 16384
 #: How long a clean shutdown may wait for the broker's Connection.Close-Ok.
 _CLOSE_TIMEOUT = 2.0
 
@@ -64,6 +68,10 @@ class Session:
         self.host = host
         self.raw: Any = conn.connection
         self.sock: Any = self.raw.sock
+        self.sock.settimeout(_SOCKET_TIMEOUT)
+        # py-amqp reads a frame before every publish when the broker may send
+        # connection.blocked; the I/O thread reads those anyway, so skip it.
+        self.raw.client_properties.get("capabilities", {})["connection.blocked"] = False
         self.heartbeat = float(self.raw.heartbeat or 0)
         self.channel: Any = conn.channel()
         self._declare_channel: Any = None
@@ -73,6 +81,15 @@ class Session:
         self._tls = isinstance(self.sock, ssl.SSLSocket)
         self._poller = select.poll()
         self._poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        self._transport: Any = getattr(self.raw, "transport", None)
+        recv = getattr(self._transport, "_quick_recv", None)
+        if recv is not None and hasattr(self._transport, "_read_buffer"):
+            # py-amqp reads each frame with three exact-size reads; asking for
+            # more makes it keep the surplus in its buffer: one system call per
+            # burst of frames instead of three per frame.
+            self._transport._quick_recv = lambda size: recv(max(size, _READ_CHUNK))
+        else:
+            self._transport = None
 
     def declare_channel(self) -> Any:
         """A channel for declarations, whose errors must not kill :attr:`channel`."""
@@ -81,11 +98,15 @@ class Session:
             channel = self._declare_channel = self.conn.channel()
         return channel
 
+    def buffered(self) -> bool:
+        """True when received bytes wait in py-amqp's or the TLS layer's buffer."""
+        if self._transport is not None and self._transport._read_buffer:
+            return True
+        return bool(self._tls and self.sock.pending())
+
     def readable(self) -> bool:
         """True when a frame (or part of one) can be read without waiting."""
-        if self._tls and self.sock.pending():
-            return True
-        return bool(self._poller.poll(0))
+        return self.buffered() or bool(self._poller.poll(0))
 
     def close(self) -> None:
         """Close the connection: politely when it still works, else just the socket."""
@@ -100,6 +121,27 @@ class Session:
             self.conn.collect()
 
 
+class _Locked:
+    """``with link.locked:`` -- the link's lock, waking the I/O thread on release
+    when the holder read more than it consumed (py-amqp buffers whole chunks,
+    and poll() cannot see bytes already taken off the socket)."""
+
+    __slots__ = ("_link",)
+
+    def __init__(self, link: Link) -> None:
+        self._link = link
+
+    def __enter__(self) -> None:
+        self._link.lock.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        link = self._link
+        session = link._session
+        link.lock.release()
+        if session is not None and session.buffered():
+            link._wake()
+
+
 class Link:
     """One connection to RabbitMQ for one role (``name``: "publisher" or
     "consumer"), kept alive by an I/O thread started on first use."""
@@ -110,6 +152,7 @@ class Link:
         self.name = name
         self.settings = settings
         self.lock = threading.RLock()
+        self.locked = _Locked(self)
         self.connects = 0
         self._on_open = on_open
         self._on_lost = on_lost
@@ -278,7 +321,7 @@ class Link:
         tick = session.heartbeat / 4
         next_tick = time.monotonic() + tick
         while not self._closing and session.broken is None:
-            readable = session.readable()
+            readable = session.buffered()
             if not readable:
                 wait_ms = max(0, int((next_tick - time.monotonic()) * 1000)) if tick else -1
                 events = poller.poll(wait_ms)
@@ -299,12 +342,14 @@ class Link:
                     return
 
     def _read(self, session: Session) -> None:
+        # Check again under the lock: another thread (a synchronous declare)
+        # may have read what poll() saw, and a read would then block.
         for _ in range(_READ_BURST):
-            try:
-                session.raw.drain_events(timeout=_READ_TIMEOUT)
-            except TimeoutError:
-                return
             if session.broken is not None or not session.readable():
+                return
+            try:
+                session.raw.drain_events(timeout=_SOCKET_TIMEOUT)
+            except TimeoutError:
                 return
 
     def _drain_wake(self) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import amqp as pyamqp
 
 from polymsg.driver import MessageDeliveryFailure, amqp
-from polymsg_kombu._declare import declare_route, forget_route
+from polymsg_kombu._declare import declare_route, forget_destination
 from polymsg_kombu._errors import CONNECTION_ERRORS, SessionLost, describe
 from polymsg_kombu._link import Link, Session
 from polymsg_kombu._options import Settings
@@ -44,20 +44,17 @@ _MAX_CHANNEL_ERRORS = 2
 class _Pending:
     """One published message waiting for its confirm."""
 
-    __slots__ = ("event", "on_return", "outcome", "returned", "route")
+    __slots__ = ("event", "outcome", "returned", "route")
 
-    def __init__(self, route: amqp.Route, waited: bool,
-                 on_return: Callable[[], None] | None) -> None:
+    def __init__(self, route: amqp.Route) -> None:
         self.route = route
-        self.event = threading.Event() if waited else None
-        self.on_return = on_return
+        self.event = threading.Event()
         self.returned = False
         self.outcome: str | None = None
 
     def settle(self, outcome: str) -> None:
         self.outcome = RETURNED if outcome == ACK and self.returned else outcome
-        if self.event is not None:
-            self.event.set()
+        self.event.set()
 
 
 class _Confirms:
@@ -93,9 +90,7 @@ class _Confirms:
                         "%r: %s", exchange, routing_key, exc)
             return
         entry.returned = True
-        forget_route(self.session, entry.route)
-        if entry.on_return is not None:
-            entry.on_return()
+        forget_destination(self.session, exchange, routing_key)
 
     def lose(self) -> None:
         pending, self.pending = self.pending, OrderedDict()
@@ -103,11 +98,17 @@ class _Confirms:
             entry.settle(LOST)
 
 
+#: Told when RabbitMQ returns an unconfirmed message (a call's request or a
+#: reply): its correlation id (the call's message id), exchange, routing key.
+OnReturn = Callable[[str, str, str], None]
+
+
 class Publisher:
     """Sends messages for one driver; see the module docstring."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_return: OnReturn) -> None:
         self.link = Link("publisher", settings, on_open=self._on_open, on_lost=self._on_lost)
+        self._on_return = on_return
 
     def close(self) -> None:
         """Close the connection (pending confirms fail as lost)."""
@@ -121,33 +122,65 @@ class Publisher:
         channel.events["basic_ack"].add(partial(confirms.settle, ACK))
         channel.events["basic_nack"].add(partial(confirms.settle, NACK))
         channel.events["basic_return"].add(confirms.on_return)
+        fast = session.conn.channel()
+        fast.events["basic_return"].add(partial(self._returned, session))
+        session.state["fast"] = fast
 
     def _on_lost(self, session: Session) -> None:
         confirms = session.state.get("confirms")
         if confirms is not None:
             confirms.lose()
 
-    def send(self, route: amqp.Route, body: bytes, properties: Mapping[str, Any], *,
-             retry: int | None, confirm: bool, mandatory: bool, what: str,
-             on_return: Callable[[], None] | None = None) -> None:
-        """Publish ``body`` on ``route`` (declaring it first).
+    def _returned(self, session: Session, exc: Exception, exchange: str, routing_key: str,
+                  message: Any) -> None:
+        forget_destination(session, exchange, routing_key)
+        self._on_return(str(message.properties.get("correlation_id") or ""), exchange,
+                        routing_key)
 
-        With ``confirm``, block until RabbitMQ confirms it; a refusal or
-        exhausting ``retry`` (connection attempts) raises
-        :class:`MessageDeliveryFailure`. Without it, return once the frames
-        are written; ``on_return`` then runs (under the lock) if the broker
-        returns the message as unroutable.
+    def send(self, route: amqp.Route, body: bytes, properties: Mapping[str, Any], *,
+             retry: int | None, correlation_id: str, what: str) -> None:
+        """Publish a call's request or a reply, without waiting for a confirm.
+
+        Returns once the frames are written (the reply, or its absence,
+        tells the caller the rest). If RabbitMQ returns the message as
+        unroutable, the publisher's ``on_return`` gets ``correlation_id``.
+        """
+        props = dict(properties, correlation_id=correlation_id)
+        message = pyamqp.Message(body, **props)
+        lost = 0
+        while True:
+            session = self.link.session(None if retry is None else retry - lost)
+            try:
+                with self.link.locked:
+                    if session.broken is not None:
+                        raise SessionLost(describe(session.broken))
+                    declare_route(session, route, consumer=False)
+                    session.state["fast"].basic_publish(
+                        message, exchange=route.exchange_name, routing_key=route.routing_key,
+                        mandatory=True)
+                return
+            except CONNECTION_ERRORS + (SessionLost,) as exc:
+                self.link.break_session(session, exc)
+                lost += 1
+                _check_retry(what, retry, lost, exc)
+
+    def send_confirmed(self, route: amqp.Route, body: bytes, properties: Mapping[str, Any], *,
+                       retry: int | None, mandatory: bool, what: str) -> None:
+        """Publish a cast or notification and block until RabbitMQ confirms it.
+
+        A ``mandatory`` message the broker returns (its queue vanished) is
+        declared and sent again. A refusal, or a lost connection once
+        ``retry`` is exhausted, raises :class:`MessageDeliveryFailure`.
         """
         lost = returned = channel_errors = 0
         while True:
             session = self.link.session(None if retry is None else retry - lost)
             try:
-                entry = self._publish(session, route, body, properties, confirm, mandatory,
-                                      on_return)
+                entry = self._publish(session, route, body, properties, mandatory)
+                outcome = _wait(entry)
             except CONNECTION_ERRORS + (SessionLost,) as exc:
                 self.link.break_session(session, exc)
-                entry = None
-            outcome = LOST if entry is None else ACK if entry.event is None else _wait(entry)
+                outcome = LOST
             if outcome == ACK:
                 return
             if outcome == NACK:
@@ -158,29 +191,24 @@ class Publisher:
                     raise MessageDeliveryFailure(f"{what} could not be routed to a queue")
                 continue
             cause = session.broken
-            if cause is not None and not isinstance(cause, CONNECTION_ERRORS):
+            if cause is not None and not isinstance(cause, CONNECTION_ERRORS + (SessionLost,)):
                 channel_errors += 1  # the broker closed the channel: maybe our fault
                 if channel_errors > _MAX_CHANNEL_ERRORS:
                     raise MessageDeliveryFailure(f"RabbitMQ refused {what}: {describe(cause)}")
             else:
                 lost += 1
-                if retry is not None and lost > retry:
-                    raise MessageDeliveryFailure(
-                        f"{what} failed: the connection to RabbitMQ was lost and "
-                        f"{retry} {'retry' if retry == 1 else 'retries'} did not help"
-                    ) from cause
+                _check_retry(what, retry, lost, cause)
 
     def _publish(self, session: Session, route: amqp.Route, body: bytes,
-                 properties: Mapping[str, Any], confirm: bool, mandatory: bool,
-                 on_return: Callable[[], None] | None) -> _Pending:
-        with self.link.lock:
+                 properties: Mapping[str, Any], mandatory: bool) -> _Pending:
+        with self.link.locked:
             if session.broken is not None:
                 raise SessionLost(describe(session.broken))
             declare_route(session, route, consumer=False)
             confirms: _Confirms = session.state["confirms"]
             confirms.last_tag += 1
             tag = confirms.last_tag
-            entry = _Pending(route, confirm, on_return)
+            entry = _Pending(route)
             confirms.pending[tag] = entry
             props = dict(properties, message_id=str(tag)) if mandatory else properties
             session.channel.basic_publish(pyamqp.Message(body, **props),
@@ -189,7 +217,14 @@ class Publisher:
             return entry
 
 
+def _check_retry(what: str, retry: int | None, lost: int, cause: BaseException | None) -> None:
+    if retry is not None and lost > retry:
+        raise MessageDeliveryFailure(
+            f"{what} failed: the connection to RabbitMQ was lost and {retry} "
+            f"{'retry' if retry == 1 else 'retries'} did not help"
+        ) from cause
+
+
 def _wait(entry: _Pending) -> str:
-    if entry.event is not None:
-        entry.event.wait()
+    entry.event.wait()
     return entry.outcome or LOST
