@@ -17,6 +17,7 @@ from click.testing import CliRunner, Result
 
 import polymsg
 from polymsg import cli
+from polymsg._cli import check as cli_check
 from polymsg._cli import main as cli_main
 
 
@@ -140,7 +141,7 @@ def test_version() -> None:
 
 
 @pytest.mark.parametrize("command", [
-    "demo", "call", "cast", "notify", "listen", "serve-echo"])
+    "demo", "call", "cast", "notify", "listen", "serve-echo", "check"])
 def test_every_command_has_help(command: str) -> None:
     result = run(command, "--help")
     assert result.exit_code == 0
@@ -353,3 +354,101 @@ def test_broken_plugin_is_a_clear_error(plugin_module: str, monkeypatch: pytest.
 def test_describe_error(exc: BaseException, text: str, code: int) -> None:
     assert cli_main.describe_error(exc).startswith(text)
     assert cli_main.exit_code_for(exc) == code
+
+
+# -- check ----------------------------------------------------------------------
+
+#: A quick slice of the conformance suite: one behaviour per kind, plus the probes.
+CHECK_SUBSET = ("call_round_trips_every or notification_fields or cast_before_server "
+                "or fanout_reaches or undeclared or known_names")
+
+
+def test_check_prints_a_capability_table_and_exits_0() -> None:
+    result = run("check", "memory://", "-k", CHECK_SUBSET)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert out.startswith("conformance of memory://")
+    rows = {line.split()[0]: line.split()[1:3] for line in out.splitlines()
+            if line.startswith("  ") and line.split()[0] in cli_check.CAPABILITY_ORDER}
+    assert rows["rpc"] == ["yes", "pass"]
+    assert rows["fanout"] == ["yes", "pass"]
+    assert rows["store_and_forward"] == ["yes", "pass"]
+    assert rows["pools"] == ["yes", "not"]  # "not tested": -k ran none of its behaviours
+    assert rows["multi_host"] == ["no", "pass"]  # refused with NotSupported, as it must be
+    assert "  pass  call round trips every json type\n" in out
+    assert "  pass  cast before server starts is delivered  [store_and_forward]\n" in out
+    assert "\nDelivery and TTL hints\n" in out and "\nNotifications\n" in out
+    assert "passed, 0 failed" in out.splitlines()[-1]
+    assert "running the conformance suite against memory://" in result.stderr
+
+
+def test_check_json_output() -> None:
+    result = run("check", "memory://", "-k", "round_trips_every or undeclared", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert report["url"] == "memory:///"
+    assert "multi_host" not in report["declared"] and "rpc" in report["declared"]
+    verdicts = {v["capability"]: v for v in report["capabilities"]}
+    assert verdicts["multi_host"]["status"] == "pass"
+    assert verdicts["rpc"]["declared"] is True
+    [call] = [t for t in report["tests"] if t["test"] == "test_call_round_trips_every_json_type"]
+    assert (call["area"], call["outcome"], call["capabilities"]) == ("RPC", "passed", ["rpc"])
+    assert report["summary"]["failed"] == 0 and report["summary"]["passed"] >= 2
+
+
+def test_check_selection_matching_nothing_is_a_usage_error() -> None:
+    result = run("check", "memory://", "-k", "no_behaviour_is_called_this")
+    assert result.exit_code == cli.EXIT_USAGE
+    assert result.stderr.strip().splitlines()[-1] == (
+        "polymsg: error: no conformance test matches the selection (-k)")
+
+
+def test_check_passes_pytest_arguments_through() -> None:
+    result = run("check", "memory://", "--", "--no-such-pytest-option")
+    assert result.exit_code == cli.EXIT_FAILURE
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("polymsg: error: the conformance run ended with pytest status 4")
+
+
+@pytest.mark.parametrize(("url", "error"), [
+    ("carrierpigeon://coop", "DriverLoadFailure"),
+    ("memory://?no_such_option=1", "InvalidTransportURL"),
+])
+def test_check_bad_url_fails_before_running_anything(url: str, error: str) -> None:
+    result = run("check", url)
+    assert result.exit_code == cli.EXIT_USAGE
+    assert result.output.strip().startswith(f"polymsg: error: {error}: ")
+    assert "running the conformance suite" not in result.output
+
+
+def _test(name: str, outcome: str, *caps: str, param: str | None = None,
+          reason: str = "") -> cli_check.Test:
+    return cli_check.Test(area="RPCTests", name=name, param=param, capabilities=caps,
+                          outcome=outcome, reason=reason, duration=0.1)
+
+
+def test_check_verdicts_and_rendering() -> None:
+    probe = cli_check.UNDECLARED_TEST
+    results = cli_check.Results("x://", {"rpc", "fanout", "pools"}, [
+        _test("test_call_works", "passed", "rpc"),
+        _test("test_fanout_works", "failed", "rpc", "fanout", reason="AssertionError: 1 != 3"),
+        _test("test_fanout_isolates", "passed", "rpc", "fanout"),
+        _test(probe, "skipped", "fanout", param="fanout", reason="'fanout' is declared"),
+        _test(probe, "passed", "queue_ttl", param="queue_ttl"),
+        _test(probe, "failed", "requeue", param="requeue", reason="DID NOT RAISE"),
+        _test("test_pool_works", "skipped", "pools", reason="deselected"),
+    ], seconds=1.0)
+    verdicts = {v.capability: (v.status, v.detail) for v in results.capabilities()}
+    assert verdicts["rpc"] == ("FAIL", "1 of 3 behaviours failed")
+    assert verdicts["fanout"] == ("FAIL", "1 of 2 behaviours failed")
+    assert verdicts["pools"] == ("not tested", "no behaviour of it ran")
+    assert verdicts["queue_ttl"][0] == "pass"
+    assert verdicts["requeue"] == ("FAIL", "not declared, yet not refused with NotSupported")
+    assert verdicts["store_and_forward"] == ("-", "not declared")
+    assert results.failures == 2
+    text = "\n".join(results.render())
+    assert "  FAIL  fanout works  [fanout]\n          AssertionError: 1 != 3" in text
+    assert "[fanout]  ('fanout' is declared)" not in text  # a declared probe's skip is noise
+    assert "  pass  undeclared capability raises not supported [queue_ttl]" in text
+    assert text.endswith("7 behaviours: 3 passed, 2 failed, 2 skipped (1.0 s)")

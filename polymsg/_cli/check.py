@@ -99,7 +99,8 @@ class Test:
 
 @dataclass(frozen=True)
 class CapabilityVerdict:
-    """How one capability fared: ``status`` is pass, FAIL or "not tested"."""
+    """How one capability fared: ``status`` is pass, FAIL, "not tested" (declared,
+    but none of its behaviours ran) or "-" (not declared and not probed)."""
 
     capability: str
     declared: bool
@@ -138,7 +139,8 @@ class Results:
             if any(t.outcome == "passed" for t in probe):
                 return CapabilityVerdict(name, False, "pass", "not declared; using it raises "
                                          "NotSupported")
-            return CapabilityVerdict(name, False, "not tested", "not declared")
+            # No probe (store_and_forward is a guarantee, not a call), or -k left it out.
+            return CapabilityVerdict(name, False, "-", "not declared")
         ran = [t for t in self.tests if name in t.capabilities and t.name != UNDECLARED_TEST
                and t.outcome in ("passed", "failed", "error")]
         failed = sum(1 for t in ran if t.failed)
