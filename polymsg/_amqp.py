@@ -48,6 +48,13 @@ notification              ``<exchange>`` (topic)                     ``<topic>.<
                                                                      ``<topic>.<priority>``)
 ========================  =========================================  ==============================
 
+RPC queues and fanout exchanges of targets on an exchange other than the
+control exchange get the prefix ``<exchange>/`` (see :meth:`Layout.scoped`),
+so exchanges isolate as polymsg promises; oslo.messaging services share the
+control exchange, where the names above apply unchanged. Notification queues
+keep oslo.messaging's names on every exchange, so a listener can collect the
+notifications other services publish on their own exchanges.
+
 Exchanges and the topic and notification queues are neither durable nor
 auto-delete unless a :class:`Layout` says otherwise (oslo.messaging's
 ``amqp_durable_queues`` and ``amqp_auto_delete``); reply and fanout queues
@@ -172,14 +179,29 @@ class Layout:
     durable: bool = False
     auto_delete: bool = False
     transient_queue_ttl: float | None = 1800.0
+    control_exchange: str | None = None
 
     def exchange(self, name: str) -> ExchangeSpec:
         """The topic exchange ``name`` (a target's exchange)."""
         return ExchangeSpec(name, "topic", self.durable, self.auto_delete)
 
-    def fanout_exchange(self, topic: str) -> ExchangeSpec:
-        """The fanout exchange of ``topic``."""
-        return ExchangeSpec(f"{topic}_fanout", "fanout", durable=False, auto_delete=True)
+    def fanout_exchange(self, topic: str, exchange: str | None = None) -> ExchangeSpec:
+        """The fanout exchange of ``topic`` (for a target on ``exchange``)."""
+        name = self.scoped(exchange, f"{topic}_fanout")
+        return ExchangeSpec(name, "fanout", durable=False, auto_delete=True)
+
+    def scoped(self, exchange: str | None, name: str) -> str:
+        """``name`` for an RPC queue or fanout exchange of a target on ``exchange``.
+
+        On the control exchange (and when no control exchange is set) names
+        are oslo.messaging's. oslo.messaging names RPC queues after the topic
+        alone, so servers of one topic on two exchanges would share a queue;
+        polymsg keeps exchanges apart by prefixing ``<exchange>/`` to the
+        names of every other exchange.
+        """
+        if exchange is None or self.control_exchange is None or exchange == self.control_exchange:
+            return name
+        return f"{exchange}/{name}"
 
     def shared_queue(self, name: str, queue_ttl: float | None = None) -> QueueSpec:
         """A topic, server or notification queue; ``queue_ttl`` becomes ``x-expires``."""
@@ -198,22 +220,26 @@ class Layout:
         route declares only its exchange.
         """
         topic = _require(target.topic, "topic")
+        exchange = _exchange_of(target)
         if target.fanout:
-            return Route(self.fanout_exchange(topic), topic)
+            return Route(self.fanout_exchange(topic, exchange), topic)
         key = f"{topic}.{target.server}" if target.server else topic
-        return Route(self.exchange(_exchange_of(target)), key, self.shared_queue(key, queue_ttl))
+        queue = self.shared_queue(self.scoped(exchange, key), queue_ttl)
+        return Route(self.exchange(exchange), key, queue)
 
     def server_routes(self, target: Target, queue_ttl: float | None = None) -> list[Route]:
         """The three queues an RPC server consumes: topic, topic.server, fanout."""
         topic = _require(target.topic, "topic")
         server = _require(target.server, "server")
-        exchange = self.exchange(_exchange_of(target))
+        name = _exchange_of(target)
+        exchange = self.exchange(name)
         key = f"{topic}.{server}"
+        fanout_queue = self.scoped(name, fanout_queue_name(topic))
         return [
-            Route(exchange, topic, self.shared_queue(topic, queue_ttl)),
-            Route(exchange, key, self.shared_queue(key, queue_ttl)),
-            Route(self.fanout_exchange(topic), topic,
-                  self.transient_queue(fanout_queue_name(topic), queue_ttl)),
+            Route(exchange, topic, self.shared_queue(self.scoped(name, topic), queue_ttl)),
+            Route(exchange, key, self.shared_queue(self.scoped(name, key), queue_ttl)),
+            Route(self.fanout_exchange(topic, name), topic,
+                  self.transient_queue(fanout_queue, queue_ttl)),
         ]
 
     def notification_route(self, target: Target, priority: str, pool: str | None = None,

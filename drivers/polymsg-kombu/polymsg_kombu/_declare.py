@@ -34,7 +34,9 @@ def _route_key(route: amqp.Route) -> Hashable:
 
 
 def declare_route(session: Session, route: amqp.Route, *, consumer: bool) -> None:
-    """Declare ``route``'s exchange, queue and binding unless done on this session.
+    """Declare ``route``'s exchange, queue and binding unless a sender did on this
+    session already; a ``consumer`` always declares (queues with ``x-expires``
+    may have gone since).
 
     Auto-delete exchanges (fanout) are declared every time: the broker
     removes them when their last queue goes, so a cached declaration could
@@ -44,7 +46,7 @@ def declare_route(session: Session, route: amqp.Route, *, consumer: bool) -> Non
     if exchange is not None and exchange.auto_delete:
         _exchange(session, exchange)
     key = _route_key(route)
-    if key in session.declared:
+    if key in session.declared and not consumer:
         return
     if exchange is not None and not exchange.auto_delete:
         _exchange(session, exchange)

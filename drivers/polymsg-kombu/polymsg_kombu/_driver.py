@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -67,7 +68,8 @@ class KombuDriver(Driver):
     def __init__(self, url: TransportURL, options: DriverOptions, conf: cfg.ConfigOpts) -> None:
         super().__init__(url, options, conf)
         self.settings = Settings.from_options(url, options)
-        self.layout = self.settings.layout
+        self.layout = dataclasses.replace(self.settings.layout,
+                                          control_exchange=str(conf.control_exchange))
         self.publisher = Publisher(self.settings, on_return=self._returned)
         self.consumer = Consumer(self.settings)
         self.replies = ReplyRouter(self.consumer, self.layout)
