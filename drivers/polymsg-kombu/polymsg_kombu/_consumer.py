@@ -34,8 +34,14 @@ from polymsg_kombu._errors import BACKEND_ERRORS, CONNECTION_ERRORS, SessionLost
 from polymsg_kombu._link import Link, Session
 from polymsg_kombu._options import Settings
 
-__all__ = ["Consumer", "KombuListener", "ReplyRouter", "Subscription", "rpc_handler",
-           "notification_handler"]
+__all__ = [
+    "Consumer",
+    "KombuListener",
+    "ReplyRouter",
+    "Subscription",
+    "notification_handler",
+    "rpc_handler",
+]
 
 LOG = logging.getLogger(__name__)
 

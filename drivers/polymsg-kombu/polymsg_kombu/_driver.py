@@ -83,7 +83,8 @@ class KombuDriver(Driver):
             body = amqp.encode_request(ctxt, message, msg_id=msg_id, reply_q=self.replies.queue)
             self.replies.start(options.retry)
             route = self.layout.send_route(target, options.queue_ttl)
-            props = self.layout.message_properties(amqp.expiration(options.timeout, options.message_ttl))
+            ttl = amqp.expiration(options.timeout, options.message_ttl)
+            props = self.layout.message_properties(ttl)
             future = self.replies.expect(msg_id)
             try:
                 self.publisher.send(route, body, props, retry=options.retry,

@@ -10,7 +10,15 @@ import kombu.exceptions as kombu_errors
 
 from polymsg.driver import MessageDeliveryFailure, MessagingError
 
-__all__ = ["BACKEND_ERRORS", "CONNECTION_ERRORS", "SessionLost", "describe", "is_precondition_failed", "translated"]
+__all__ = [
+    "BACKEND_ERRORS",
+    "CONNECTION_ERRORS",
+    "RETRYABLE",
+    "SessionLost",
+    "describe",
+    "is_precondition_failed",
+    "translated",
+]
 
 #: Everything the broker client libraries raise (socket errors are OSError).
 BACKEND_ERRORS: tuple[type[BaseException], ...] = (
@@ -39,6 +47,11 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+_TRANSLATED: tuple[type[BaseException], ...] = (*BACKEND_ERRORS, SessionLost)
+#: Errors after which a send is tried again on a new connection.
+RETRYABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, SessionLost)
+
+
 @contextmanager
 def translated(what: str) -> Iterator[None]:
     """Re-raise a kombu, py-amqp or socket error as :class:`MessageDeliveryFailure`
@@ -48,5 +61,5 @@ def translated(what: str) -> Iterator[None]:
         yield
     except MessagingError:
         raise
-    except (*BACKEND_ERRORS, SessionLost) as exc:
+    except _TRANSLATED as exc:
         raise MessageDeliveryFailure(f"{what} failed: {describe(exc)}") from exc

@@ -9,9 +9,9 @@ channels, consumers and confirm handlers on the new session.
 
 Every use of a session -- the I/O thread's reads and heartbeats, and any
 other thread's publish, acknowledgement or declaration -- happens under
-``Link.lock`` (taken as ``with link.locked:``), so kombu and py-amqp never see two threads at once. Frame
-callbacks (deliveries, confirms, returns) run on the thread that read the
-frame, under that lock, and must be short.
+``Link.lock`` (taken as ``with link.locked:``), so kombu and py-amqp never
+see two threads at once. Frame callbacks (deliveries, confirms, returns)
+run on the thread that read the frame, under that lock, and must be short.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-import kombu
+import kombu.connection
 
 from polymsg.driver import MessageDeliveryFailure, TransportHost
 from polymsg_kombu._errors import BACKEND_ERRORS, describe
@@ -35,6 +35,11 @@ from polymsg_kombu._options import Settings
 __all__ = ["Link", "Session"]
 
 LOG = logging.getLogger(__name__)
+
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (*BACKEND_ERRORS, MessageDeliveryFailure)
+
+#: kombu's connection class (untyped: kept as Any for the type checker).
+_KombuConnection: Any = kombu.connection.Connection
 
 #: The socket's timeout, for reads (only started once poll() says a frame is
 #: arriving, so they wait only for the rest of a frame) and writes (a broker
@@ -62,7 +67,7 @@ class Session:
     not be used any more.
     """
 
-    def __init__(self, conn: kombu.Connection, generation: int, host: TransportHost) -> None:
+    def __init__(self, conn: Any, generation: int, host: TransportHost) -> None:
         self.conn = conn
         self.generation = generation
         self.host = host
@@ -81,15 +86,15 @@ class Session:
         self._tls = isinstance(self.sock, ssl.SSLSocket)
         self._poller = select.poll()
         self._poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-        self._transport: Any = getattr(self.raw, "transport", None)
-        recv = getattr(self._transport, "_quick_recv", None)
-        if recv is not None and hasattr(self._transport, "_read_buffer"):
+        transport: Any = getattr(self.raw, "transport", None)
+        recv = getattr(transport, "_quick_recv", None)
+        self._transport: Any = None
+        if transport is not None and recv is not None and hasattr(transport, "_read_buffer"):
             # py-amqp reads each frame with three exact-size reads; asking for
             # more makes it keep the surplus in its buffer: one system call per
             # burst of frames instead of three per frame.
-            self._transport._quick_recv = lambda size: recv(max(size, _READ_CHUNK))
-        else:
-            self._transport = None
+            transport._quick_recv = lambda size: recv(max(size, _READ_CHUNK))
+            self._transport = transport
 
     def declare_channel(self) -> Any:
         """A channel for declarations, whose errors must not kill :attr:`channel`."""
@@ -269,7 +274,7 @@ class Link:
             host = self.settings.hosts[index]
             try:
                 session = self._open(host)
-            except (*BACKEND_ERRORS, MessageDeliveryFailure) as exc:
+            except _CONNECT_ERRORS as exc:
                 LOG.warning("cannot connect to RabbitMQ at %s (%s): %s", _host_label(host),
                             self.name, describe(exc))
                 self._last_error = exc
@@ -282,7 +287,7 @@ class Link:
         return None
 
     def _open(self, host: TransportHost) -> Session:
-        conn = kombu.Connection(**self.settings.connection_kwargs(host))
+        conn = _KombuConnection(**self.settings.connection_kwargs(host))
         try:
             conn.ensure_connection(max_retries=0)
             with self.lock:

@@ -25,7 +25,7 @@ import amqp as pyamqp
 
 from polymsg.driver import MessageDeliveryFailure, amqp
 from polymsg_kombu._declare import declare_route, forget_destination
-from polymsg_kombu._errors import CONNECTION_ERRORS, SessionLost, describe
+from polymsg_kombu._errors import RETRYABLE, SessionLost, describe
 from polymsg_kombu._link import Link, Session
 from polymsg_kombu._options import Settings
 
@@ -159,7 +159,7 @@ class Publisher:
                         message, exchange=route.exchange_name, routing_key=route.routing_key,
                         mandatory=True)
                 return
-            except CONNECTION_ERRORS + (SessionLost,) as exc:
+            except RETRYABLE as exc:
                 self.link.break_session(session, exc)
                 lost += 1
                 _check_retry(what, retry, lost, exc)
@@ -178,7 +178,7 @@ class Publisher:
             try:
                 entry = self._publish(session, route, body, properties, mandatory)
                 outcome = _wait(entry)
-            except CONNECTION_ERRORS + (SessionLost,) as exc:
+            except RETRYABLE as exc:
                 self.link.break_session(session, exc)
                 outcome = LOST
             if outcome == ACK:
@@ -191,7 +191,7 @@ class Publisher:
                     raise MessageDeliveryFailure(f"{what} could not be routed to a queue")
                 continue
             cause = session.broken
-            if cause is not None and not isinstance(cause, CONNECTION_ERRORS + (SessionLost,)):
+            if cause is not None and not isinstance(cause, RETRYABLE):
                 channel_errors += 1  # the broker closed the channel: maybe our fault
                 if channel_errors > _MAX_CHANNEL_ERRORS:
                     raise MessageDeliveryFailure(f"RabbitMQ refused {what}: {describe(cause)}")
