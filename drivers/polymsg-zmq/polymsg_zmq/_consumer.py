@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,13 +27,13 @@ import zmq
 
 from polymsg import MessageDeliveryFailure
 from polymsg.driver import IncomingMessage, Listener, OnMessage, dumps, loads
-from polymsg_zmq._topics import message_ids
 from polymsg_zmq._wire import (
     InvalidFrame,
     decode_deadline,
     fanout_prefix,
     ipc_endpoint,
     ipc_path,
+    message_ids,
     unpack,
 )
 
@@ -44,6 +45,10 @@ __all__ = ["NoteMessage", "RpcMessage", "Subscription", "ZmqListener"]
 LOG = logging.getLogger(__name__)
 
 _STOP_GRACE = 1.0
+
+#: Listeners of this process by consumer identity: a receiver running in the same
+#: process hands them messages directly instead of over IPC and another thread.
+IN_PROCESS: weakref.WeakValueDictionary[bytes, ZmqListener] = weakref.WeakValueDictionary()
 
 
 class RpcMessage(IncomingMessage):
@@ -123,6 +128,7 @@ class ZmqListener(Listener):
         self._pool = pool
         self._identity = b"c" + uuid.uuid4().bytes
         self._stopping = threading.Event()
+        self._delivering = threading.RLock()  # held while a callback runs
         self._thread: threading.Thread | None = None
         self._early: list[list[bytes]] = []
         self._lost_since: float | None = None
@@ -159,6 +165,7 @@ class ZmqListener(Listener):
 
     def _handshake(self) -> None:
         deadline = time.monotonic() + self._settings.receiver_timeout
+        IN_PROCESS[self._identity] = self
         self._open_topics()
         self._await(self._control, {b"OK"}, deadline, "open its topics")
         for sub in self._subs:
@@ -273,8 +280,21 @@ class ZmqListener(Listener):
                 elif frames[0] == b"ROK":
                     self._by_socket[sock].last_ok = time.monotonic()
 
+    def deliver_direct(self, frames: list[bytes]) -> bool:
+        """Take ``[b"M", deadline, header, bodies]`` from a receiver in this process;
+        False once stopping (the receiver keeps the message)."""
+        with self._delivering:
+            if self._stopping.is_set():
+                return False
+            self._deliver(frames)
+            return True
+
     def _deliver(self, frames: list[bytes]) -> None:
         """Hand ``[b"M", deadline, header, bodies]`` to the callback, body by body."""
+        with self._delivering:
+            self._deliver_now(frames)
+
+    def _deliver_now(self, frames: list[bytes]) -> None:
         try:
             if len(frames) != 4:
                 raise InvalidFrame(f"{len(frames)} frames")
@@ -356,6 +376,8 @@ class ZmqListener(Listener):
         if thread is None:
             return
         self._stopping.set()
+        with self._delivering:  # a callback running on the receiver's thread ends first
+            IN_PROCESS.pop(self._identity, None)
         # (The thread also wakes on its heartbeat timer should this fail.)
         with self._wake_lock, contextlib.suppress(zmq.ZMQError):
             self._wake_out.send(b"", zmq.NOBLOCK)
@@ -365,6 +387,7 @@ class ZmqListener(Listener):
         self._driver.forget(self)
 
     def _close(self) -> None:
+        IN_PROCESS.pop(self._identity, None)
         for sock in (*self._by_socket, self._control, self._wake_in, self._sub):
             if sock is not None:
                 sock.close(linger=0)

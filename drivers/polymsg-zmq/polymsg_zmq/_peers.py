@@ -28,8 +28,7 @@ import zmq
 from polymsg import MessageDeliveryFailure, MessagingTimeout
 from polymsg_zmq._curve import make_client
 from polymsg_zmq._options import Settings
-from polymsg_zmq._topics import message_ids
-from polymsg_zmq._wire import MAGIC
+from polymsg_zmq._wire import MAGIC, message_ids
 
 __all__ = ["Peer", "Peers"]
 

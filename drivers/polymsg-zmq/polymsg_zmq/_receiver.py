@@ -34,7 +34,7 @@ from polymsg_zmq._curve import ZapHandler, make_server
 from polymsg_zmq._matchmaker import Matchmaker, RegKey, make_matchmaker
 from polymsg_zmq._options import Settings
 from polymsg_zmq._peers import Peers
-from polymsg_zmq._topics import Consumer, Held, TopicState, consumer_groups, message_ids
+from polymsg_zmq._topics import Consumer, Held, TopicState, consumer_groups
 from polymsg_zmq._wire import (
     MAGIC,
     InvalidFrame,
@@ -45,6 +45,7 @@ from polymsg_zmq._wire import (
     fanout_prefix,
     ipc_endpoint,
     ipc_path,
+    message_ids,
     prepare_dir,
 )
 

@@ -2,15 +2,21 @@
 
 One ROUTER per transport, bound to an ephemeral TCP port of this host and
 named in each request; servers send ``[b"PZR", message id, reply]`` to it.
-A thread matches replies to futures by message id; a reply nobody waits for
-any more (the call timed out) is logged and dropped.
+
+No thread of its own reads it: a caller blocked in ``future.result()``
+becomes the *leader* and polls the socket itself, handing each reply to the
+future it belongs to; other callers wait on their future and one of them
+takes over when the leader's own reply has come. A sequential caller thus
+gets its reply without a thread switch. A reply nobody waits for any more
+(the call timed out) is logged and dropped; with CURVE, the leader also
+answers the context's ZAP requests.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import uuid
+import time
 from concurrent.futures import Future
 
 import zmq
@@ -21,17 +27,37 @@ from polymsg_zmq._curve import ZapHandler, make_server
 from polymsg_zmq._options import Settings, join_address
 from polymsg_zmq._wire import REPLY_MAGIC
 
-__all__ = ["ReplyWaiter"]
+__all__ = ["ReplyFuture", "ReplyWaiter"]
 
 LOG = logging.getLogger(__name__)
 
+_POLL_SLICE = 0.1
+
+
+class ReplyFuture(Future[Reply]):
+    """A call's future: waiting for its result reads the reply socket when no one else is."""
+
+    def __init__(self, waiter: ReplyWaiter, key: bytes) -> None:
+        super().__init__()
+        self.waiter = waiter
+        self.key = key
+        self.wake = threading.Event()
+
+    def result(self, timeout: float | None = None) -> Reply:
+        if not self.done():
+            self.waiter.wait(self, timeout)
+        return super().result(0 if timeout is not None else None)
+
 
 class ReplyWaiter:
-    """Receives replies for one transport on a thread of its own."""
+    """The reply socket of one transport and the calls waiting for replies."""
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], settings: Settings) -> None:
-        self._pending: dict[bytes, Future[Reply]] = {}
+        self._pending: dict[bytes, ReplyFuture] = {}
+        self._waiting: set[ReplyFuture] = set()
         self._lock = threading.Lock()
+        self._leader = threading.Lock()
+        self._closed = False
         self._zap = ZapHandler(context, settings.curve) if settings.curve else None
         sock: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
         sock.linger = 0
@@ -45,44 +71,73 @@ class ReplyWaiter:
             raise MessageDeliveryFailure(f"zmq: cannot bind a reply socket: {exc}") from exc
         self.endpoint = f"tcp://{join_address(settings.host, port)}"
         self._sock = sock
-        self._wake_in: zmq.Socket[bytes] = context.socket(zmq.PAIR)
-        wake = f"inproc://replies-{uuid.uuid4().hex}"
-        self._wake_in.bind(wake)
-        self._wake_out: zmq.Socket[bytes] = context.socket(zmq.PAIR)
-        self._wake_out.connect(wake)
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="polymsg-zmq-replies",
-                                        daemon=True)
-        self._thread.start()
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        if self._zap is not None:
+            self._poller.register(self._zap.socket, zmq.POLLIN)
 
-    def expect(self, msg_id: str) -> Future[Reply]:
+    def expect(self, msg_id: str) -> ReplyFuture:
         """A future for the reply to ``msg_id``; cancelling it forgets the call."""
         key = msg_id.encode()
-        future: Future[Reply] = Future()
+        future = ReplyFuture(self, key)
         with self._lock:
+            if self._closed:
+                raise MessageDeliveryFailure("zmq: the transport is closed")
             self._pending[key] = future
-        future.add_done_callback(lambda _: self._forget(key))
+        future.add_done_callback(self._forget)
         return future
 
-    def _forget(self, key: bytes) -> None:
+    def _forget(self, future: Future[Reply]) -> None:
+        assert isinstance(future, ReplyFuture)
         with self._lock:
-            self._pending.pop(key, None)
+            self._pending.pop(future.key, None)
 
-    def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
-        poller.register(self._wake_in, zmq.POLLIN)
-        if self._zap is not None:
-            poller.register(self._zap.socket, zmq.POLLIN)
-        while not self._stopping:
+    def wait(self, future: ReplyFuture, timeout: float | None) -> None:
+        """Block until ``future`` is done or ``timeout`` passes, reading the socket
+        while no other caller does."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            self._waiting.add(future)
+        try:
+            while not future.done() and not self._closed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                if self._leader.acquire(blocking=False):
+                    try:
+                        self._lead(future, deadline)
+                    finally:
+                        self._leader.release()
+                        self._pass_on()
+                else:
+                    future.wake.wait(_POLL_SLICE if remaining is None
+                                     else min(remaining, _POLL_SLICE))
+                    future.wake.clear()
+        finally:
+            with self._lock:
+                self._waiting.discard(future)
+
+    def _lead(self, future: ReplyFuture, deadline: float | None) -> None:
+        while not future.done() and not self._closed:
+            remaining = _POLL_SLICE if deadline is None else min(
+                _POLL_SLICE, deadline - time.monotonic())
+            if remaining <= 0:
+                return
             try:
-                events = dict(poller.poll())
+                events = dict(self._poller.poll(int(remaining * 1000) or 1))
             except zmq.ZMQError:
-                break
+                return
             if self._zap is not None and self._zap.socket in events:
                 self._zap.handle()
             if self._sock in events:
                 self._drain()
+
+    def _pass_on(self) -> None:
+        """Wake a waiting caller so that it takes over reading the socket."""
+        with self._lock:
+            waiting = [f for f in self._waiting if not f.done()]
+        if waiting:
+            waiting[0].wake.set()
 
     def _drain(self) -> None:
         for _ in range(1024):
@@ -99,27 +154,32 @@ class ReplyWaiter:
                 LOG.info("zmq: reply to call %s came after the caller gave up",
                          frames[2].decode(errors="replace"))
                 continue
-            try:
-                data = loads(frames[3])
-                reply = Reply(result=data.get("r"), failure=data.get("f"))
-            except Exception as exc:
-                LOG.warning("zmq: malformed reply to call %s: %s", frames[2], exc)
-                future.set_exception(MessageDeliveryFailure(f"zmq: malformed reply: {exc}"))
-                continue
+            self._resolve(future, frames[3])
+
+    def _resolve(self, future: ReplyFuture, data: bytes) -> None:
+        try:
+            decoded = loads(data)
+            reply = Reply(result=decoded.get("r"), failure=decoded.get("f"))
+        except Exception as exc:
+            LOG.warning("zmq: malformed reply to call %s: %s", future.key, exc)
             if future.set_running_or_notify_cancel():
-                future.set_result(reply)
+                future.set_exception(MessageDeliveryFailure(f"zmq: malformed reply: {exc}"))
+            future.wake.set()
+            return
+        if future.set_running_or_notify_cancel():
+            future.set_result(reply)
+        future.wake.set()
 
     def close(self) -> None:
-        """Stop the thread, fail calls still waiting, close the sockets."""
-        self._stopping = True
-        self._wake_out.send(b"")
-        self._thread.join()
+        """Fail calls still waiting and close the socket once no caller reads it."""
         with self._lock:
+            self._closed = True
             pending, self._pending = list(self._pending.values()), {}
         for future in pending:
             if future.set_running_or_notify_cancel():
                 future.set_exception(MessageDeliveryFailure("zmq: the transport was closed"))
-        for sock in (self._sock, self._wake_in, self._wake_out):
-            sock.close(linger=0)
-        if self._zap is not None:
-            self._zap.close()
+            future.wake.set()
+        with self._leader:  # a leader polls for at most _POLL_SLICE more
+            self._sock.close(linger=0)
+            if self._zap is not None:
+                self._zap.close()

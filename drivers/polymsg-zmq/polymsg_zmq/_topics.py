@@ -14,35 +14,25 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import zmq
 
-from polymsg.driver import loads
-from polymsg_zmq._wire import Header, InvalidFrame, encode_deadline, split_packed, unpack
+from polymsg_zmq._consumer import IN_PROCESS
+from polymsg_zmq._wire import (
+    Header,
+    InvalidFrame,
+    encode_deadline,
+    message_ids,
+    split_packed,
+)
 
-__all__ = ["Consumer", "Held", "TopicState", "message_ids"]
+__all__ = ["Consumer", "Held", "TopicState"]
 
 LOG = logging.getLogger("polymsg_zmq.receiver")
 
 ANY_POOL = "?"
-
-
-def message_ids(kind: str, packed: bytes) -> list[str]:
-    """The message ids in a packed batch (for log lines); garbage yields ``"?"``."""
-    try:
-        bodies = unpack(packed)
-    except InvalidFrame:
-        return ["?"]
-    ids = []
-    for body in bodies:
-        try:
-            data = loads(body)
-            ids.append(str(data["i"] if kind != "note" else data["m"]["message_id"]))
-        except Exception:
-            ids.append("?")
-    return ids
 
 
 class Held:
@@ -233,6 +223,11 @@ class TopicState:
             turn = self.turn.get(group, 0) % len(members)
             self.turn[group] = turn + 1
             ident = members[turn]
+            local = IN_PROCESS.get(ident)
+            if local is not None:
+                if local.deliver_direct(frames):
+                    return True
+                continue
             try:
                 self.sock.send_multipart([ident, *frames], zmq.NOBLOCK)
                 return True

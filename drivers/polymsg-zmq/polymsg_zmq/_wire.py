@@ -51,6 +51,7 @@ sockets are bound, and ``[b"PING"]`` with ``[b"PONG", {"address": ...}]``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import struct
 from typing import Any
@@ -60,8 +61,8 @@ from polymsg.driver import SerializationError, dumps, loads
 
 __all__ = [
     "MAGIC", "REPLY_MAGIC", "Header", "decode_deadline", "decode_header", "encode_deadline",
-    "encode_header", "fanout_prefix", "ipc_endpoint", "ipc_path", "pack", "prepare_dir",
-    "split_packed", "unpack", "validate_name",
+    "encode_header", "fanout_prefix", "ipc_endpoint", "ipc_path", "message_ids", "pack",
+    "prepare_dir", "split_packed", "unpack", "validate_name",
 ]
 
 MAGIC = b"PZ1"
@@ -205,7 +206,7 @@ def unpack(frame: bytes) -> list[memoryview]:
     """The bodies of a packed frame; :class:`InvalidFrame` when it is malformed."""
     view = memoryview(frame)
     starts = _offsets(frame)
-    return [view[s + 4:e] for s, e in zip(starts, [*starts[1:], len(frame)])]
+    return [view[s + 4:e] for s, e in itertools.pairwise([*starts, len(frame)])]
 
 
 def split_packed(frame: bytes, parts: int) -> list[bytes]:
@@ -215,10 +216,26 @@ def split_packed(frame: bytes, parts: int) -> list[bytes]:
         return [frame]
     size = -(-len(starts) // parts)
     cuts = [*starts[::size], len(frame)]
-    return [frame[a:b] for a, b in zip(cuts, cuts[1:])]
+    return [frame[a:b] for a, b in itertools.pairwise(cuts)]
 
 
 _DEADLINE = struct.Struct("!d")
+
+
+def message_ids(kind: str, packed: bytes) -> list[str]:
+    """The message ids in a packed batch (for log lines); garbage yields ``"?"``."""
+    try:
+        bodies = unpack(packed)
+    except InvalidFrame:
+        return ["?"]
+    ids = []
+    for body in bodies:
+        try:
+            data = loads(body)
+            ids.append(str(data["i"] if kind != "note" else data["m"]["message_id"]))
+        except Exception:
+            ids.append("?")
+    return ids
 
 
 def encode_deadline(deadline: float | None) -> bytes:
