@@ -1,0 +1,354 @@
+"""One benchmark run: which subjects, in which order, with progress, into results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import platform
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import polymsg
+from polymsg._bench import _measure as m
+from polymsg._bench import _raw
+from polymsg._bench._child import Child
+from polymsg._bench._report import evaluate_goals
+from polymsg._bench._subjects import OsloRemote, PolymsgLocal, PolymsgRemote
+from polymsg._registry import load_driver
+
+__all__ = ["SUBJECTS", "Options", "Progress", "expand_only", "run", "write_results"]
+
+#: Every subject, in the order a run measures them: key -> label.
+SUBJECTS: dict[str, str] = {
+    "memory": "polymsg memory://",
+    "pingpong": "thread ping-pong",
+    "pingpong-1core": "thread ping-pong, 1 core",
+    "zmq": "polymsg zmq://",
+    "raw-zmq": "raw pyzmq",
+    "kombu": "polymsg rabbit+kombu",
+    "pika": "polymsg rabbit+pika",
+    "oslo": "oslo.messaging rabbit",
+    "raw-pika": "raw pika",
+}
+#: Names ``--only`` accepts besides the subject keys.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "rabbit": ("kombu", "pika", "oslo", "raw-pika"),
+    "raw": ("pingpong", "pingpong-1core", "raw-zmq", "raw-pika"),
+    "polymsg": ("memory", "zmq", "kombu", "pika"),
+}
+_RABBIT = frozenset(GROUPS["rabbit"])
+_VERSIONS = ("polymsg", "polymsg-kombu", "polymsg-pika", "polymsg-zmq", "oslo.messaging",
+             "kombu", "pika", "pyzmq")
+
+
+def expand_only(text: str | None) -> tuple[str, ...]:
+    """Subject keys from ``--only`` (``None``: all), in run order; ValueError names a bad one."""
+    if not text:
+        return tuple(SUBJECTS)
+    wanted: set[str] = set()
+    for name in (part.strip() for part in text.split(",") if part.strip()):
+        if name in GROUPS:
+            wanted.update(GROUPS[name])
+        elif name in SUBJECTS:
+            wanted.add(name)
+        else:
+            known = ", ".join([*SUBJECTS, *GROUPS])
+            raise ValueError(f"unknown benchmark subject {name!r} (known: {known})")
+    return tuple(key for key in SUBJECTS if key in wanted)
+
+
+class Progress:
+    """Prints what is being measured, and the figure it gave, as the run goes."""
+
+    def __init__(self, write: Callable[[str], None] | None = None) -> None:
+        self._write = write or (lambda text: print(text, end="", file=sys.stderr, flush=True))
+
+    def subject(self, index: int, total: int, label: str) -> None:
+        """A subject starts."""
+        self._write(f"[{index}/{total}] {label}\n")
+
+    def note(self, text: str) -> None:
+        """A line of its own (a skipped subject, a failure)."""
+        self._write(f"      {text}\n")
+
+    @contextmanager
+    def step(self, label: str) -> Iterator[dict[str, float]]:
+        """Around one measurement; the caller fills the yielded dict with its figures."""
+        self._write(f"      {label:<34} ")
+        started = time.perf_counter()
+        figures: dict[str, float] = {}
+        try:
+            yield figures
+        except BaseException as exc:
+            self._write(f"FAILED ({type(exc).__name__})\n")
+            raise
+        shown = "  ".join(_show(name, value) for name, value in figures.items())
+        self._write(f"{shown}  [{time.perf_counter() - started:.1f} s]\n")
+
+
+def _show(name: str, value: float) -> str:
+    if name.startswith(("call_median", "call_p99")):
+        return f"{name.split('_')[1]} {value:,.0f} us"
+    if name.startswith("rss_growth"):
+        return f"growth {value:+.1f}%"
+    if name.startswith("rss"):
+        return f"{value:,.1f} MiB"
+    return f"{value:,.0f}/s"
+
+
+@dataclass
+class Options:
+    """What to run: the budget, the subjects, the RabbitMQ URL."""
+
+    quick: bool = False
+    only: tuple[str, ...] = tuple(SUBJECTS)
+    url_rabbit: str | None = None
+    progress: Progress = field(default_factory=Progress)
+
+    @property
+    def budget(self) -> m.Budget:
+        """Seconds and counts of each measurement."""
+        return m.QUICK if self.quick else m.FULL
+
+
+@dataclass
+class _Outcome:
+    key: str
+    figures: dict[str, float] = field(default_factory=dict)
+    status: str = "ok"
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "label": SUBJECTS[self.key], "status": self.status,
+                "note": self.note, "figures": self.figures}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+# -- what each subject runs ----------------------------------------------------------------
+
+Step = tuple[str, Callable[[], dict[str, float]]]
+
+
+def _rpc_steps(subject: m.RpcSubject, budget: m.Budget) -> Iterator[Step]:
+    yield "sequential calls, 100 B", lambda: m.sequential_calls(subject, 100, budget.calls)
+    yield (f"{budget.threads} threads calling, 100 B",
+           lambda: m.threaded_calls(subject, budget.threads, budget.calls))
+    yield "casts end to end, 100 B", lambda: m.casts_end_to_end(subject, 100, budget.calls)
+    if subject.notify_supported:
+        yield ("notifications end to end, 100 B",
+               lambda: m.notifications_end_to_end(subject, budget.calls))
+    for suffix, size in m.SIZES[1:]:
+        label = suffix.lstrip("_").replace("KiB", " KiB").replace("MiB", " MiB")
+        cap = budget.max_sized_casts * (1 if size > 100_000 else 100)
+        yield (f"sequential calls, {label}",
+               partial(m.sequential_calls, subject, size, budget.sized, suffix))
+        yield (f"casts end to end, {label}",
+               partial(m.casts_end_to_end, subject, size, budget.sized, cap, suffix))
+
+
+def _raw_steps(raw: _raw.RawPika | _raw.RawZmq, budget: m.Budget) -> Iterator[Step]:
+    cast_label = "publish/consume" if isinstance(raw, _raw.RawPika) else "PUSH/PULL"
+    call_label = "direct reply-to RPC" if isinstance(raw, _raw.RawPika) else "DEALER/ROUTER"
+    yield f"{call_label}, 100 B", lambda: raw.calls(100, budget.calls)
+    yield f"{cast_label}, 100 B", lambda: raw.casts(100, budget.calls)
+    for suffix, size in m.SIZES[1:]:
+        label = suffix.lstrip("_").replace("KiB", " KiB").replace("MiB", " MiB")
+        cap = budget.max_sized_casts * (1 if size > 100_000 else 100)
+        yield f"{call_label}, {label}", partial(raw.calls, size, budget.sized, suffix)
+        yield f"{cast_label}, {label}", partial(raw.casts, size, budget.sized, cap, suffix)
+
+
+class _Runner:
+    """Runs the subjects of one :class:`Options`, collecting outcomes."""
+
+    def __init__(self, options: Options, scratch: Path) -> None:
+        self.options = options
+        self.budget = options.budget
+        self.progress = options.progress
+        self.scratch = scratch
+
+    def steps(self, outcome: _Outcome, steps: Iterator[Step]) -> None:
+        for label, measure in steps:
+            with self.progress.step(label) as figures:
+                figures.update(measure())
+            outcome.figures.update(figures)
+
+    def rpc(self, outcome: _Outcome, factory: Callable[[], Any],
+            rss: Callable[[], dict[str, float]] | None) -> None:
+        with factory() as subject:
+            m.timed_loop(self.budget.warmup, lambda: subject.call("warm-up"))
+            self.steps(outcome, _rpc_steps(subject, self.budget))
+        if rss is not None:
+            total = self.budget.rss_batch * self.budget.rss_batches
+            self.steps(outcome, iter([(f"server RSS, {total:,} casts", rss)]))
+
+    def remote_rss(self, factory: Callable[[], Any]) -> Callable[[], dict[str, float]]:
+        def measure() -> dict[str, float]:
+            with factory() as subject:
+                return m.server_rss(subject, self.budget.rss_batch, self.budget.rss_batches)
+        return measure
+
+    def memory_rss(self) -> dict[str, float]:
+        with Child("memory-rss", batch=self.budget.rss_batch, batches=self.budget.rss_batches,
+                   payload=100) as child:
+            first = child.expect("rss", m.CATCH_UP_TIMEOUT)["rss"]
+            last = child.expect("rss", m.CATCH_UP_TIMEOUT * self.budget.rss_batches)["rss"]
+        return m.rss_figures(first, last)
+
+    def zmq_url(self) -> str:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        ipc = tempfile.mkdtemp(prefix="ipc-", dir=self.scratch)
+        return f"zmq://127.0.0.1:{port}/?ipc_dir={ipc}"
+
+    def rabbit_url(self, scheme: str) -> str:
+        url = self.options.url_rabbit or ""
+        return f"{scheme}://{url.split('://', 1)[1]}"
+
+    def raw(self, outcome: _Outcome, factory: Callable[[], Any]) -> None:
+        raw = factory()
+        try:
+            self.steps(outcome, _raw_steps(raw, self.budget))
+        finally:
+            raw.close()
+
+    def measure(self, key: str, outcome: _Outcome) -> None:
+        """Run subject ``key`` into ``outcome``."""
+        budget = self.budget
+        if key == "memory":
+            url = f"memory://bench-{os.getpid()}"
+            self.rpc(outcome, lambda: PolymsgLocal(url), self.memory_rss)
+        elif key in ("pingpong", "pingpong-1core"):
+            pin = key == "pingpong-1core"
+            self.steps(outcome, iter([("thread round trips",
+                                       lambda: _raw.pingpong(budget.calls, pin))]))
+        elif key == "zmq":
+            self.rpc(outcome, lambda: PolymsgRemote(self.zmq_url()),
+                     self.remote_rss(lambda: PolymsgRemote(self.zmq_url())))
+        elif key in ("kombu", "pika"):
+            url = self.rabbit_url(f"rabbit+{key}")
+            self.rpc(outcome, lambda: PolymsgRemote(url),
+                     self.remote_rss(lambda: PolymsgRemote(url)))
+        elif key == "oslo":
+            url = self.rabbit_url("rabbit")
+            self.rpc(outcome, lambda: OsloRemote(url), None)
+        elif key == "raw-zmq":
+            self.raw(outcome, _raw.RawZmq)
+        elif key == "raw-pika":
+            url = self.options.url_rabbit or ""
+            self.raw(outcome, lambda: _raw.RawPika(url))
+
+
+def _unavailable(key: str, options: Options) -> str | None:
+    """Why ``key`` cannot run here, or ``None``."""
+    if key in _RABBIT and not options.url_rabbit:
+        return "no RabbitMQ URL (--url-rabbit or $POLYMSG_TEST_RABBIT_URL)"
+    needs = {"kombu": "rabbit+kombu", "pika": "rabbit+pika", "zmq": "zmq"}
+    modules = {"oslo": "oslo_messaging", "raw-pika": "pika", "raw-zmq": "zmq"}
+    if key in needs:
+        try:
+            load_driver(needs[key])
+        except polymsg.DriverLoadFailure as exc:
+            return f"not installed: {exc}"
+    if key in modules and importlib.util.find_spec(modules[key]) is None:
+        return f"not installed: no module {modules[key]!r}"
+    return None
+
+
+def _versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for name in _VERSIONS:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _meta(options: Options) -> dict[str, Any]:
+    budget = options.budget
+    return {
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": len(os.sched_getaffinity(0)),
+        "loadavg_start": list(os.getloadavg()),
+        "quick": options.quick,
+        "only": list(options.only),
+        "rabbit_url": str(polymsg.TransportURL.parse(options.url_rabbit))
+        if options.url_rabbit else None,
+        "versions": _versions(),
+        "budget": asdict(budget),
+        "rss_casts": [budget.rss_batch, budget.rss_batch * budget.rss_batches],
+    }
+
+
+def run(options: Options) -> dict[str, Any]:
+    """Measure every subject of ``options``; the results (see :mod:`._report`)."""
+    meta = _meta(options)
+    started = time.perf_counter()
+    outcomes: list[_Outcome] = []
+    with tempfile.TemporaryDirectory(prefix="polymsg-bench-") as scratch:
+        runner = _Runner(options, Path(scratch))
+        for index, key in enumerate(options.only, 1):
+            options.progress.subject(index, len(options.only), SUBJECTS[key])
+            outcome = _Outcome(key)
+            outcomes.append(outcome)
+            reason = _unavailable(key, options)
+            if reason is not None:
+                outcome.status, outcome.note = "skipped", reason
+                options.progress.note(f"skipped: {reason}")
+                continue
+            try:
+                runner.measure(key, outcome)
+            except Exception as exc:
+                outcome.status, outcome.note = "failed", _first_line(exc)
+                options.progress.note(f"failed: {outcome.note}")
+    meta["loadavg_end"] = list(os.getloadavg())
+    meta["seconds"] = round(time.perf_counter() - started, 1)
+    results: dict[str, Any] = {"format": 1, "meta": meta,
+                               "subjects": [o.as_dict() for o in outcomes]}
+    results["goals"] = evaluate_goals(results)
+    return results
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by ``None`` (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_results(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write ``results`` as ``<UTC time>.json`` under ``out_dir``, and as
+    ``latest.json`` unless it was a ``--quick`` run; the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = results["meta"]["started"].replace(":", "").replace("+0000", "Z")
+    text = json.dumps(_finite(results), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    paths = [out_dir / f"{stamp}{'-quick' if results['meta']['quick'] else ''}.json"]
+    if not results["meta"]["quick"]:
+        paths.append(out_dir / "latest.json")
+    for path in paths:
+        path.write_text(text, encoding="utf-8")
+    return paths

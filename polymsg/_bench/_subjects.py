@@ -1,0 +1,181 @@
+"""The RPC libraries under test, each behind the :class:`RpcSubject` shape.
+
+* :class:`PolymsgLocal`: polymsg with its server in this process (``memory://``);
+* :class:`PolymsgRemote`: polymsg with its server in a child process;
+* :class:`OsloRemote`: oslo.messaging, server in a child process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from typing import Any
+
+import polymsg
+from polymsg._bench._child import Child
+from polymsg._bench._servers import (
+    EVENT_TYPE,
+    Counters,
+    NotifyEndpoint,
+    RpcEndpoint,
+    oslo_conf,
+)
+
+__all__ = ["OsloRemote", "PolymsgLocal", "PolymsgRemote"]
+
+#: Seconds a benchmark call may wait for its reply.
+CALL_TIMEOUT = 60.0
+
+
+def _topic() -> str:
+    return f"bench-{uuid.uuid4().hex[:10]}"
+
+
+class _Subject:
+    """Context manager plumbing shared by the subjects."""
+
+    def close(self) -> None:
+        """Release everything the subject holds."""
+
+    def __enter__(self) -> _Subject:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _PolymsgClient(_Subject):
+    """The client half of a polymsg subject."""
+
+    def __init__(self, url: str, topic: str) -> None:
+        self.transport = polymsg.get_transport(url)
+        self.notify_supported = "notify" in self.transport.capabilities
+        self.client = polymsg.RPCClient(self.transport, polymsg.Target(topic=topic),
+                                        timeout=CALL_TIMEOUT)
+        self.notifier = polymsg.Notifier(self.transport, "bench",
+                                         topics=(f"{topic}-notifications",))
+
+    def call(self, payload: str) -> Any:
+        return self.client.call({}, "echo", payload=payload)
+
+    def cast(self, payload: str) -> None:
+        self.client.cast({}, "tick", payload=payload)
+
+    def notify(self, payload: str) -> None:
+        self.notifier.info({}, EVENT_TYPE, payload)
+
+    def close(self) -> None:
+        self.transport.cleanup()
+
+
+class PolymsgLocal(_PolymsgClient):
+    """polymsg with server and listener in this process (for ``memory://``)."""
+
+    def __init__(self, url: str) -> None:
+        topic = _topic()
+        super().__init__(url, topic)
+        self.counters = Counters()
+        self._runners: list[Any] = [polymsg.get_rpc_server(
+            self.transport, polymsg.Target(topic=topic, server="bench"),
+            [RpcEndpoint(self.counters)])]
+        if self.notify_supported:
+            self._runners.append(polymsg.get_notification_listener(
+                self.transport, [polymsg.Target(topic=f"{topic}-notifications")],
+                [NotifyEndpoint(self.counters)]))
+        for runner in self._runners:
+            runner.start()
+
+    def reset(self) -> None:
+        self.counters.reset()
+
+    def wait_executed(self, casts: int, notes: int, timeout: float) -> tuple[int, int]:
+        return self.counters.wait(casts, notes, timeout)
+
+    def server_rss(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        for runner in self._runners:
+            runner.stop()
+        for runner in self._runners:
+            runner.wait()
+        super().close()
+
+
+class PolymsgRemote(_PolymsgClient):
+    """polymsg with its server and listener in a child process."""
+
+    def __init__(self, url: str) -> None:
+        topic = _topic()
+        self._child = Child("serve", library="polymsg", url=url, topic=topic)
+        try:
+            super().__init__(url, topic)
+        except BaseException:
+            self._child.close()
+            raise
+
+    def reset(self) -> None:
+        self.client.call({}, "reset")
+
+    def wait_executed(self, casts: int, notes: int, timeout: float) -> tuple[int, int]:
+        done = self.client.prepare(timeout=timeout + CALL_TIMEOUT).call(
+            {}, "wait_executed", casts=casts, notes=notes, timeout=timeout)
+        return int(done[0]), int(done[1])
+
+    def server_rss(self) -> int | None:
+        return self._child.rss()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._child.close()
+
+
+class OsloRemote(_Subject):
+    """oslo.messaging on RabbitMQ, its server and listener in a child process."""
+
+    notify_supported = True
+
+    def __init__(self, url: str) -> None:
+        om = importlib.import_module("oslo_messaging")
+        topic = _topic()
+        self._child = Child("serve", library="oslo", url=url, topic=topic)
+        try:
+            conf = oslo_conf()
+            self._transport = om.get_rpc_transport(conf, url=url)
+            self._notes = om.get_notification_transport(conf, url=url)
+            self._client = om.get_rpc_client(self._transport, om.Target(topic=topic),
+                                             timeout=CALL_TIMEOUT)
+            self._notifier = om.Notifier(self._notes, publisher_id="bench", driver="messaging",
+                                         topics=[f"{topic}-notifications"])
+        except BaseException:
+            self._child.close()
+            raise
+
+    def call(self, payload: str) -> Any:
+        return self._client.call({}, "echo", payload=payload)
+
+    def cast(self, payload: str) -> None:
+        self._client.cast({}, "tick", payload=payload)
+
+    def notify(self, payload: str) -> None:
+        self._notifier.info({}, EVENT_TYPE, payload)
+
+    def reset(self) -> None:
+        self._client.call({}, "reset")
+
+    def wait_executed(self, casts: int, notes: int, timeout: float) -> tuple[int, int]:
+        done = self._client.prepare(timeout=timeout + CALL_TIMEOUT).call(
+            {}, "wait_executed", casts=casts, notes=notes, timeout=timeout)
+        return int(done[0]), int(done[1])
+
+    def server_rss(self) -> int | None:
+        return self._child.rss()
+
+    def close(self) -> None:
+        try:
+            self._transport.cleanup()
+            self._notes.cleanup()
+        finally:
+            self._child.close()
