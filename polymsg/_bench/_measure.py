@@ -197,15 +197,36 @@ def notifications_end_to_end(subject: RpcSubject, seconds: float) -> dict[str, f
     return {"notifications": rate}
 
 
-def server_rss(subject: RpcSubject, batch: int, batches: int) -> dict[str, float]:
-    """Server RSS after ``batch`` casts and after ``batch * batches`` (sent a batch at a
-    time, each waited for, so the backlog is the same and growth means retained memory)."""
+def server_rss(subject: RpcSubject, batch: int, batches: int, senders: int = 8,
+               ) -> dict[str, float]:
+    """Server RSS after ``batch`` casts and after ``batch * batches``.
+
+    Casts go a batch at a time from ``senders`` threads, each batch waited
+    for, so the backlog is the same every time and growth means memory the
+    server kept.
+    """
     body = payload(100)
     subject.reset()
     first = 0
+
+    errors: list[BaseException] = []
+
+    def send(count: int) -> None:
+        try:
+            for _ in range(count):
+                subject.cast(body)
+        except BaseException as exc:
+            errors.append(exc)
+
     for n in range(1, batches + 1):
-        for _ in range(batch):
-            subject.cast(body)
+        shares = [batch // senders + (1 if i < batch % senders else 0) for i in range(senders)]
+        threads = [threading.Thread(target=send, args=(share,), daemon=True) for share in shares]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
         done = subject.wait_executed(n * batch, 0, CATCH_UP_TIMEOUT)[0]
         if done < n * batch:
             raise BenchError(f"only {done} of {n * batch} casts ran")
