@@ -60,7 +60,7 @@ FULL = Budget(warmup=0.5, calls=3.0, threads=16, sized=1.5, max_sized_casts=300,
               rss_batch=20_000, rss_batches=10)
 #: ``--quick``: everything runs, briefly, to check the harness works.
 QUICK = Budget(warmup=0.05, calls=0.25, threads=16, sized=0.1, max_sized_casts=20,
-               rss_batch=1_000, rss_batches=10)
+               rss_batch=500, rss_batches=10)
 
 
 class RpcSubject(Protocol):

@@ -1,0 +1,169 @@
+"""The benchmark harness (``polymsg bench``): a quick run on memory://, the raw
+references against real sockets and RabbitMQ, goals and the docs' plot."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from polymsg import cli
+from polymsg._bench import _measure, _report, _run
+from polymsg._bench._child import Child, ChildFailed
+from polymsg._bench._subjects import PolymsgRemote
+
+
+def bench(*args: str) -> Result:
+    return CliRunner().invoke(cli.cli, ["bench", *args], catch_exceptions=False)
+
+
+def rabbit_url() -> str:
+    url = os.environ.get("POLYMSG_TEST_RABBIT_URL")
+    assert url, ("POLYMSG_TEST_RABBIT_URL is not set: run scripts/services.sh start and "
+                 'eval "$(scripts/services.sh env)"')
+    return url
+
+
+@pytest.fixture(scope="module")
+def quick_memory(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path]:
+    out = tmp_path_factory.mktemp("results")
+    return bench("--quick", "--only", "memory,pingpong,pingpong-1core", "--out", str(out)), out
+
+
+def test_quick_memory_run_prints_figures_and_goals(quick_memory: tuple[Result, Path]) -> None:
+    result, _ = quick_memory
+    assert result.exit_code == 0, result.output
+    for text in ("polymsg memory://", "thread ping-pong, 1 core", "Server RSS (MiB)",
+                 "polymsg memory:// / thread ping-pong", "sequential calls >= 20,000/s"):
+        assert text in result.output
+    assert "[1/3] polymsg memory://" in result.stderr  # progress, on stderr
+
+
+def test_quick_memory_run_writes_json_but_not_latest(quick_memory: tuple[Result, Path]) -> None:
+    _, out = quick_memory
+    files = sorted(out.iterdir())
+    assert [f.name.endswith("-quick.json") for f in files] == [True]
+    results = json.loads(files[0].read_text())
+    memory = _report.subject(results, "memory")
+    assert memory is not None and memory["status"] == "ok"
+    figures = memory["figures"]
+    for name in ("calls", "calls_16t", "casts", "notifications", "calls_1MiB", "casts_10KiB"):
+        assert figures[name] > 0, name
+    assert figures["call_median_us"] <= figures["call_p99_us"]
+    assert figures["rss_last_MiB"] > 0 and figures["rss_first_MiB"] > 0
+    assert results["meta"]["quick"] is True and results["meta"]["rss_casts"] == [500, 5000]
+    assert {g["subject"] for g in results["goals"]} == {"memory"}
+
+
+def test_plot_draws_png_and_tables(quick_memory: tuple[Result, Path], tmp_path: Path) -> None:
+    _, out = quick_memory
+    results_file = next(out.iterdir())
+    result = bench("--plot", "--results", str(results_file), "--docs", str(tmp_path))
+    if importlib.util.find_spec("matplotlib") is None:
+        assert result.exit_code == 1
+        assert "pip install 'polymsg[bench]'" in result.output
+        return
+    assert result.exit_code == 0, result.output
+    png = tmp_path / "_static" / "benchmarks.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (tmp_path / "benchmarks_latest.inc").read_text()
+    assert ".. list-table::" in table and "polymsg memory://" in table
+
+
+def test_plot_without_results_says_what_to_do(tmp_path: Path) -> None:
+    result = bench("--plot", "--out", str(tmp_path))
+    assert result.exit_code == 1
+    assert "run 'polymsg bench' first" in result.output
+
+
+def test_unknown_subject_is_a_usage_error() -> None:
+    result = bench("--only", "memory,carrierpigeon")
+    assert result.exit_code == 2
+    assert "unknown benchmark subject 'carrierpigeon'" in result.output
+
+
+def test_only_expands_groups_in_run_order() -> None:
+    assert _run.expand_only("oslo,memory") == ("memory", "oslo")
+    assert _run.expand_only("rabbit") == ("kombu", "pika", "oslo", "raw-pika")
+    assert _run.expand_only(None) == tuple(_run.SUBJECTS)
+
+
+def test_rabbit_subjects_without_url_are_skipped_with_the_reason() -> None:
+    results = _run.run(_run.Options(quick=True, only=("oslo",), url_rabbit=None,
+                                    progress=_run.Progress(lambda text: None)))
+    oslo = results["subjects"][0]
+    assert oslo["status"] == "skipped" and "--url-rabbit" in oslo["note"]
+
+
+def _results(**figures: dict[str, float]) -> dict[str, Any]:
+    return {"meta": {}, "subjects": [
+        {"key": key, "label": key, "status": "ok", "note": "", "figures": values}
+        for key, values in figures.items()]}
+
+
+def test_goals_pass_miss_and_not_measured() -> None:
+    results = _results(kombu={"calls": 1500, "calls_16t": 2000, "casts": 20_000},
+                       oslo={"calls": 500, "calls_16t": 500, "casts": 1000},
+                       zmq={"calls": 1000, "casts": 150_000, "rss_growth_pct": 12.0},
+                       **{"raw-zmq": {"calls": 4000}})
+    status = {(g["subject"], g["goal"]): g["status"] for g in _report.evaluate_goals(results)}
+    assert status["kombu", "sequential calls >= 3x oslo.messaging"] == "PASS"
+    assert status["kombu", "16-thread calls >= 5x oslo.messaging"] == "MISS"
+    assert status["kombu", "casts end to end >= 10x oslo.messaging"] == "PASS"
+    assert status["kombu", "sequential calls within 1.3x of raw pika RPC"] == "n/a"
+    assert status["zmq", "call round trip <= 3x raw pyzmq DEALER/ROUTER"] == "MISS"  # 4x
+    assert status["zmq", "casts end to end >= 100,000/s"] == "PASS"
+    assert status["zmq", "server RSS flat: <= 10% growth"] == "MISS"
+    assert not any(subject == "pika" for subject, _ in status)
+
+
+def test_render_shows_ratios_against_references() -> None:
+    results = _results(kombu={"calls": 1500, "casts": 20_000},
+                       oslo={"calls": 500, "casts": 1000})
+    results["meta"] = {"started": "now", "python": "3", "cpus": 2, "loadavg_start": [1.0],
+                       "loadavg_end": [1.5], "rss_casts": [1, 10]}
+    results["goals"] = _report.evaluate_goals(results)
+    text = _report.render(results)
+    ratio_line = next(line for line in text.splitlines() if line.startswith("kombu / oslo"))
+    assert ratio_line.split()[3:6] == ["3.00x", "-", "20.00x"]
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert _measure.percentile(values, 0.5) == 50.0
+    assert _measure.percentile(values, 0.99) == 99.0
+    assert math.isnan(_measure.percentile([], 0.5))
+
+
+def test_a_failing_child_reports_its_error() -> None:
+    with pytest.raises(ChildFailed, match="DriverLoadFailure"):
+        Child("serve", library="polymsg", url="carrierpigeon://coop", topic="t")
+
+
+def test_raw_references_quick(tmp_path: Path) -> None:
+    """Raw pyzmq between two processes and raw pika on the real RabbitMQ."""
+    result = bench("--quick", "--only", "raw-zmq,raw-pika", "--url-rabbit", rabbit_url(),
+                   "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    results = json.loads(next(tmp_path.iterdir()).read_text())
+    for key in ("raw-zmq", "raw-pika"):
+        figures = _report.subject(results, key)["figures"]  # type: ignore[index]
+        for name in ("calls", "casts", "calls_10KiB", "casts_1MiB"):
+            assert figures[name] > 0, (key, name)
+
+
+def test_remote_server_figures_and_rss_on_rabbitmq() -> None:
+    """A polymsg server in a child process: calls, casts end to end, RSS from /proc."""
+    with PolymsgRemote(rabbit_url().replace("rabbit://", "rabbit+kombu://", 1)) as subject:
+        calls = _measure.sequential_calls(subject, 100, 0.2)
+        casts = _measure.casts_end_to_end(subject, 100, 0.2)
+        rss = _measure.server_rss(subject, 50, 2)
+    assert calls["calls"] > 0 and calls["call_median_us"] > 0
+    assert casts["casts"] > 0
+    assert 5 < rss["rss_first_MiB"] < 2000 and rss["rss_last_MiB"] > 0
