@@ -374,6 +374,7 @@ def test_check_prints_a_capability_table_and_exits_0() -> None:
     assert rows["fanout"] == ["yes", "pass"]
     assert rows["store_and_forward"] == ["yes", "pass"]
     assert rows["pools"] == ["yes", "not"]  # "not tested": -k ran none of its behaviours
+    assert "not tested  the selection ran none of its behaviours" in out
     assert rows["multi_host"] == ["no", "pass"]  # refused with NotSupported, as it must be
     assert "  pass  call round trips every json type\n" in out
     assert "  pass  cast before server starts is delivered  [store_and_forward]\n" in out
@@ -442,7 +443,7 @@ def test_check_verdicts_and_rendering() -> None:
     verdicts = {v.capability: (v.status, v.detail) for v in results.capabilities()}
     assert verdicts["rpc"] == ("FAIL", "1 of 3 behaviours failed")
     assert verdicts["fanout"] == ("FAIL", "1 of 2 behaviours failed")
-    assert verdicts["pools"] == ("not tested", "no behaviour of it ran")
+    assert verdicts["pools"] == ("not tested", "the conformance suite has no test of it")
     assert verdicts["queue_ttl"][0] == "pass"
     assert verdicts["requeue"] == ("FAIL", "not declared, yet not refused with NotSupported")
     assert verdicts["store_and_forward"] == ("-", "not declared")
