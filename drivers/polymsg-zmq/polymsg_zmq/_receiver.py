@@ -58,6 +58,7 @@ _PROBE_TICK = 0.005
 _ROUTE_EVERY = 0.25
 _CLOSE_IDLE_TOPIC = 60.0
 _BATCH = 256
+_BUDGET = 0.02
 
 
 class ReceiverRunning(MessagingError):
@@ -79,6 +80,7 @@ class Receiver:
         self._thread: threading.Thread | None = None
         self._lock_file: IO[str] | None = None
         self._stopping = threading.Event()
+        self._headers: dict[bytes, dict[str, Any]] = {}
         #: Messages dropped on the TCP port because they were malformed.
         self.malformed = 0
         self._last_heartbeat = 0.0
@@ -231,7 +233,10 @@ class Receiver:
         sock.recv(zmq.NOBLOCK)
 
     def _on_tcp(self, sock: zmq.Socket[bytes]) -> None:
-        for _ in range(_BATCH):
+        # A time budget, so a flood on the port never starves heartbeats and control.
+        budget = time.monotonic() + _BUDGET
+        headers = self._headers
+        while True:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -239,12 +244,21 @@ class Receiver:
             if len(frames) != 4 or frames[1] != MAGIC:
                 self._drop_garbage("not a polymsg-zmq message")
                 continue
-            try:
-                header = decode_header(frames[2])
-            except InvalidFrame as exc:
-                self._drop_garbage(str(exc))
-                continue
-            self.route(header, frames[2], frames[3], time.monotonic())
+            raw = frames[2]
+            header = headers.get(raw)
+            if header is None:
+                try:
+                    header = decode_header(raw)
+                except InvalidFrame as exc:
+                    self._drop_garbage(str(exc))
+                    continue
+                if len(headers) >= 4096:
+                    headers.clear()
+                headers[raw] = header
+            now = time.monotonic()
+            self.route(header, raw, frames[3], now)
+            if now > budget:
+                return
 
     def _drop_garbage(self, why: str) -> None:
         self.malformed += 1
