@@ -353,7 +353,9 @@ class Link:
             if session.broken is not None or not session.readable():
                 return
             try:
-                session.raw.drain_events(timeout=_SOCKET_TIMEOUT)
+                # One frame at a time: drain_events() would block until a whole
+                # message arrived, past heartbeat frames and heartbeat ticks.
+                session.raw.blocking_read(timeout=_SOCKET_TIMEOUT)
             except TimeoutError:
                 return
 
