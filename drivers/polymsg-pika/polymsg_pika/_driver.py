@@ -4,9 +4,9 @@ Threads and connections
 =======================
 pika connections are not thread-safe, so each transport runs **one I/O
 thread** with a pika ``IOLoop`` and nothing else touches pika objects. That
-loop drives two ``SelectConnection`` objects: one that **sends** (calls,
-casts, notifications and replies, on a confirm-mode channel) and one that
-**receives** (the reply queue and every server's and listener's
+loop drives two ``SelectConnection`` objects: one that **sends** (casts and
+notifications on a confirm-mode channel, calls and replies on a plain one)
+and one that **receives** (the reply queue and every server's and listener's
 subscription, one channel each). Keeping them apart follows RabbitMQ's
 advice: when the broker throttles publishers it blocks the sending
 connection, and consumers keep acknowledging on theirs.
@@ -107,6 +107,8 @@ class PikaDriver(Driver):
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
+        self._id_prefix = f"{amqp.new_id()[:12]}."
+        self._ids = itertools.count(1)
 
     # -- sending -------------------------------------------------------------------------------
     def call(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
@@ -151,7 +153,7 @@ class PikaDriver(Driver):
 
     def _publish(self, label: str, route: amqp.Route, body: bytes, options: SendOptions, *,
                  fanout: bool = False) -> Future[None]:
-        message_id = amqp.new_id()
+        message_id = self._new_message_id()
         future: Future[None] = Future()
         outgoing = Outgoing(
             CAST, f"{label} to {route.routing_key!r}", route.exchange_name, route.routing_key,
@@ -161,10 +163,14 @@ class PikaDriver(Driver):
         return future
 
     def _send_reply(self, reply_q: str, msg_id: str, body: bytes) -> None:
-        message_id = amqp.new_id()
+        message_id = self._new_message_id()
         outgoing = Outgoing(REPLY, f"reply to call {msg_id}", "", reply_q, body,
                             self._properties(message_id, None), message_id, None)
         self._submit(lambda: self._publisher.send(outgoing))
+
+    def _new_message_id(self) -> str:
+        # Matches a returned message to its sender: unique per transport is enough.
+        return f"{self._id_prefix}{next(self._ids)}"
 
     def _properties(self, message_id: str, ttl: str | None) -> Any:
         # Persistent only into durable queues: persisting into a transient

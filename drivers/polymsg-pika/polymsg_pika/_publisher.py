@@ -1,23 +1,28 @@
 """Publishing with pipelined publisher confirms.
 
-One confirm-mode channel carries every message a transport sends (calls,
-casts, notifications, replies). Messages are published as soon as their
-route is declared, without waiting for earlier confirms: the broker
-acknowledges delivery tags (often several at once, ``multiple``), and each
-acknowledged message resolves its own future. Any number of messages are in
-flight at once, so many threads sending share one round trip rather than
-queueing behind each other's.
+Casts and notifications go out on a confirm-mode channel. They are published
+as soon as their route is declared, without waiting for earlier confirms:
+the broker acknowledges delivery tags (often many at once, ``multiple``), and
+each acknowledged message resolves its own future. Any number of messages
+are in flight at once, so threads sending together share round trips instead
+of queueing behind each other's.
+
+Calls and replies go out on a second channel without confirms: a call is
+confirmed by its reply (and expires with its timeout), and a reply by the
+caller receiving it, so a broker acknowledgement would only cost both sides
+a frame each.
 
 Every message is published ``mandatory``; one the broker cannot route comes
-back (``basic.return``, matched by its ``message_id`` property) before its
-confirm. A cast, call or notification whose queue vanished (expired, deleted)
-is declared again and sent once more; a fanout that reached no server is
-logged; a reply whose caller is gone is logged.
+back (``basic.return``, matched by its ``message_id`` property). A cast,
+call or notification whose queue vanished (expired, deleted) is declared
+again and sent once more; a fanout that reached no server is logged; a reply
+whose caller is gone is logged.
 
 Delivery on a lost connection: an unconfirmed cast or notification is
 published again after reconnecting (at least once) unless its ``retry``
-budget is spent; an unconfirmed call fails at once rather than risk running
-twice (at most once); a confirmed call keeps waiting for its reply.
+budget is spent; a call already published is never sent again (at most
+once): its caller gets the reply if the broker kept the request, or a
+timeout.
 """
 
 from __future__ import annotations
@@ -86,24 +91,41 @@ class Outgoing:
     channel_failures: int = 0
     returned: str | None = field(default=None, repr=False)
 
+    @property
+    def confirmed(self) -> bool:
+        """True for what goes on the confirm channel (casts and notifications)."""
+        return self.kind == CAST
+
     def abandoned(self) -> bool:
         """True when nobody waits any more (a call that timed out before sending)."""
         return self.kind == CALL and self.future is not None and self.future.done()
 
 
+class _Lane:
+    """One publishing channel: with confirms or without."""
+
+    __slots__ = ("channel", "confirm", "ready")
+
+    def __init__(self, confirm: bool) -> None:
+        self.confirm = confirm
+        self.channel: Any = None
+        self.ready = False
+
+
 class Publisher:
-    """Publishes :class:`Outgoing` messages on a confirm channel of ``link`` (I/O thread)."""
+    """Publishes :class:`Outgoing` messages on two channels of ``link`` (I/O thread)."""
 
     def __init__(self, link: Link, declarer: Declarer) -> None:
         self._link = link
         self._declarer = declarer
         self._queue: deque[Outgoing] = deque()
         self._waiting_routes: dict[amqp.Route, list[Outgoing]] = {}
+        self._confirm_lane = _Lane(confirm=True)
+        self._plain_lane = _Lane(confirm=False)
+        self._next_tag = 1
         self._unconfirmed: dict[int, Outgoing] = {}
         self._by_id: dict[str, Outgoing] = {}
-        self._channel: Any = None
-        self._ready = False
-        self._next_tag = 1
+        self._calls: dict[str, Outgoing] = {}
         link.add_user(self)
 
     def send(self, message: Outgoing) -> None:
@@ -119,15 +141,25 @@ class Publisher:
         self._waiting_routes.clear()
         self._unconfirmed.clear()
         self._by_id.clear()
+        self._calls.clear()
         for message in pending:
             fail(message.future, error)
 
+    @property
+    def _ready(self) -> bool:
+        return self._confirm_lane.ready and self._plain_lane.ready
+
+    def _lanes(self) -> tuple[_Lane, _Lane]:
+        return self._confirm_lane, self._plain_lane
+
     # -- LinkUser -------------------------------------------------------------------------
     def link_opened(self, connection: Any) -> None:
-        self._open_channel(connection)
+        for lane in self._lanes():
+            self._open_lane(lane, connection)
 
     def link_lost(self, error: BaseException | None) -> None:
-        self._channel, self._ready = None, False
+        for lane in self._lanes():
+            lane.channel, lane.ready = None, False
         self._requeue_unconfirmed(error, connection_lost=True)
 
     def attempt_failed(self, error: BaseException | None) -> None:
@@ -142,35 +174,43 @@ class Publisher:
     def wants_link(self) -> bool:
         return bool(self._queue or self._waiting_routes or self._unconfirmed)
 
-    # -- channel ----------------------------------------------------------------------------
-    def _open_channel(self, connection: Any) -> None:
-        if self._channel is not None or not connection.is_open:
+    # -- channels ---------------------------------------------------------------------------
+    def _open_lane(self, lane: _Lane, connection: Any) -> None:
+        if lane.channel is not None or not connection.is_open:
             return
-        channel = connection.channel(on_open_callback=self._on_channel_open)
-        channel.add_on_close_callback(self._on_channel_closed)
-        channel.add_on_return_callback(self._on_return)
-        self._channel = channel
+        channel = connection.channel(
+            on_open_callback=functools.partial(self._on_channel_open, lane))
+        channel.add_on_close_callback(functools.partial(self._on_channel_closed, lane))
+        channel.add_on_return_callback(functools.partial(self._on_return, lane))
+        lane.channel = channel
 
-    def _on_channel_open(self, channel: Any) -> None:
-        channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._on_select(channel))
+    def _on_channel_open(self, lane: _Lane, channel: Any) -> None:
+        if not lane.confirm:
+            self._lane_ready(lane, channel)
+            return
+        channel.confirm_delivery(self._on_confirm,
+                                 callback=lambda _frame: self._lane_ready(lane, channel))
 
-    def _on_select(self, channel: Any) -> None:
-        if channel is self._channel:
-            self._ready, self._next_tag = True, 1
+    def _lane_ready(self, lane: _Lane, channel: Any) -> None:
+        if channel is lane.channel:
+            lane.ready = True
+            if lane.confirm:
+                self._next_tag = 1
             self._pump()
 
-    def _on_channel_closed(self, channel: Any, error: BaseException) -> None:
-        if channel is not self._channel:
+    def _on_channel_closed(self, lane: _Lane, channel: Any, error: BaseException) -> None:
+        if channel is not lane.channel:
             return
-        self._channel, self._ready = None, False
+        lane.channel, lane.ready = None, False
         if not channel.connection.is_open:
             return  # the whole connection is going: link_lost follows
-        LOG.warning("%s: the broker closed the publishing channel: %s", self._link.name,
+        LOG.warning("%s: the broker closed a publishing channel: %s", self._link.name,
                     describe(error))
         if reply_code(error) == NOT_FOUND:
             self._declarer.forget_all()
-        self._requeue_unconfirmed(error, connection_lost=False)
-        self._open_channel(channel.connection)
+        if lane.confirm:
+            self._requeue_unconfirmed(error, connection_lost=False)
+        self._open_lane(lane, channel.connection)
 
     def _requeue_unconfirmed(self, error: BaseException | None, *, connection_lost: bool) -> None:
         unconfirmed = list(self._unconfirmed.values())
@@ -180,11 +220,6 @@ class Publisher:
             message.ready = False
         again = []
         for message in unconfirmed:
-            if message.kind == CALL:
-                fail(message.future, delivery_failure(
-                    f"{message.label}: the connection was lost before the broker confirmed "
-                    "the request (it may or may not run)", error))
-                continue
             if connection_lost:
                 message.attempts += 1
                 exhausted = message.retry is not None and message.attempts > message.retry
@@ -202,7 +237,8 @@ class Publisher:
     def _pump(self) -> None:
         if not self._ready:
             if self._link.is_open:
-                self._open_channel(self._link.connection)
+                for lane in self._lanes():
+                    self._open_lane(lane, self._link.connection)
             else:
                 self._link.want()
             return
@@ -240,19 +276,27 @@ class Publisher:
         self._pump()
 
     def _publish(self, message: Outgoing) -> None:
+        lane = self._confirm_lane if message.confirmed else self._plain_lane
         try:
-            self._channel.basic_publish(message.exchange, message.routing_key, message.body,
-                                        message.properties, mandatory=True)
+            lane.channel.basic_publish(message.exchange, message.routing_key, message.body,
+                                       message.properties, mandatory=True)
         except Exception as exc:  # a closing channel or an invalid name: never raise here
-            if self._channel is not None and self._channel.is_open:
+            if lane.channel is not None and lane.channel.is_open:
                 self._give_up(message, delivery_failure(f"{message.label}: pika refused it", exc))
             else:  # the channel is closing; its close callback reopens it and pumps
-                self._ready = False
+                lane.ready = False
                 self._queue.appendleft(message)
             return
-        tag, self._next_tag = self._next_tag, self._next_tag + 1
-        self._unconfirmed[tag] = message
-        self._by_id[message.message_id] = message
+        if lane.confirm:
+            tag, self._next_tag = self._next_tag, self._next_tag + 1
+            self._unconfirmed[tag] = message
+            self._by_id[message.message_id] = message
+        elif message.kind == CALL and message.future is not None:
+            # Kept until answered, in case the broker returns it as unroutable.
+            self._calls[message.message_id] = message
+            if message.returns == 0:
+                message.future.add_done_callback(
+                    functools.partial(_forget, self._calls, message.message_id))
 
     # -- broker answers ------------------------------------------------------------------------
     def _on_confirm(self, frame: Any) -> None:
@@ -274,24 +318,34 @@ class Publisher:
                 f"{message.label}: the broker refused to take it (basic.nack)"))
         elif message.returned is not None:
             self._on_returned(message)
-        elif message.kind == CAST:
+        else:
             resolve(message.future, None)
 
-    def _on_return(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        message = self._by_id.get(getattr(properties, "message_id", None) or "")
+    def _on_return(self, lane: _Lane, channel: Any, method: Any, properties: Any,
+                   body: bytes) -> None:
+        message_id = getattr(properties, "message_id", None) or ""
         text = f"{method.reply_text} ({method.reply_code})"
-        if message is None:
-            LOG.warning("%s: the broker returned an unknown message sent to %r/%r: %s",
-                        self._link.name, method.exchange, method.routing_key, text)
-            return
-        message.returned = text
+        if lane.confirm:
+            message = self._by_id.get(message_id)
+            if message is not None:
+                message.returned = text  # acted on when its confirm arrives
+                return
+        else:
+            message = self._calls.pop(message_id, None)
+            if message is not None:
+                message.returned = text
+                self._on_returned(message)
+                return
+            if not method.exchange:
+                LOG.info("reply to %r dropped: the caller's reply queue %r is gone (%s)",
+                         _reply_id(body), method.routing_key, text)
+                return
+        LOG.warning("%s: the broker returned an unknown message sent to %r/%r: %s",
+                    self._link.name, method.exchange, method.routing_key, text)
 
     def _on_returned(self, message: Outgoing) -> None:
         text, message.returned = message.returned, None
-        if message.kind == REPLY:
-            LOG.info("%s dropped: the caller's reply queue %r is gone (%s)", message.label,
-                     message.routing_key, text)
-        elif message.fanout:
+        if message.fanout:
             LOG.info("%s reached no server: no queue is bound to %r", message.label,
                      message.exchange)
             resolve(message.future, None)
@@ -317,3 +371,13 @@ class Publisher:
         if message in self._queue:
             self._queue.remove(message)
 
+
+def _forget(calls: dict[str, Outgoing], message_id: str, _future: Future[Any]) -> None:
+    calls.pop(message_id, None)
+
+
+def _reply_id(body: bytes) -> str:
+    try:
+        return amqp.decode_reply(body).msg_id
+    except Exception:  # a garbled reply of ours is still only worth a log line
+        return "?"
