@@ -92,7 +92,7 @@ class PikaDriver(Driver):
         super().__init__(url, options, conf)
         name = f"polymsg-pika-{os.getpid()}-{next(_COUNTER)}"
         self.name = name
-        self._layout = layout(options)
+        self._layout = layout(options, str(conf.control_exchange))
         self._prefetch = int(options.prefetch_count)
         send_params = connection_parameters(url, options, f"{name} send")
         backoff = Backoff.from_options(len(send_params), options)

@@ -115,12 +115,17 @@ class Backoff:
                    float(options.retry_interval_max))
 
 
-def layout(options: DriverOptions) -> amqp.Layout:
-    """Declaration policy from the ``amqp_*`` and ``transient_queues_ttl`` options."""
+def layout(options: DriverOptions, control_exchange: str) -> amqp.Layout:
+    """Declaration policy from the ``amqp_*`` and ``transient_queues_ttl`` options.
+
+    RPC names of targets on other exchanges than ``control_exchange`` are
+    scoped by their exchange (see :meth:`polymsg.driver.amqp.Layout.scoped`).
+    """
     ttl = int(options.transient_queues_ttl)
     return amqp.Layout(durable=bool(options.amqp_durable_queues),
                        auto_delete=bool(options.amqp_auto_delete),
-                       transient_queue_ttl=float(ttl) if ttl > 0 else None)
+                       transient_queue_ttl=float(ttl) if ttl > 0 else None,
+                       control_exchange=control_exchange)
 
 
 def connection_parameters(url: TransportURL, options: DriverOptions,

@@ -69,10 +69,12 @@ def topic() -> str:
 
 @pytest.fixture
 def pika_transport(vhost: str, exchange: str) -> Iterator[polymsg.Transport]:
+    # oslo.messaging services share one control exchange; polymsg's must be the
+    # same one for its RPC names to be oslo.messaging's.
     conf = cfg.ConfigOpts()
+    conf.register_opts([cfg.StrOpt("control_exchange", default=exchange)])
     conf([])
     transport = polymsg.get_transport(url("rabbit+pika", vhost, FAST_RETRY), conf=conf)
-    conf.set_override("control_exchange", exchange)
     yield transport
     transport.cleanup()
 
