@@ -12,11 +12,12 @@ from typing import Any
 
 import amqp
 import pytest
+from polymsg_kombu._options import Settings, ssl_options
 
 import polymsg
-from polymsg.driver import DriverOptions, amqp as wire
+from polymsg.driver import DriverOptions
+from polymsg.driver import amqp as wire
 from polymsg.testing import Recorder
-from polymsg_kombu._options import Settings, ssl_options
 
 WAIT = 10.0
 
