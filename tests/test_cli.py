@@ -148,6 +148,25 @@ def test_every_command_has_help(command: str) -> None:
     assert "Usage: " in result.output and command in result.output
 
 
+@pytest.mark.parametrize(("args", "line"), [
+    (["call"], "Missing argument 'URL'. (see 'polymsg call --help')"),
+    (["nosuch"], "No such command 'nosuch'. (see 'polymsg --help')"),
+    (["listen", "memory://", "t", "--priority", "loud"], "Invalid value for '--priority'"),
+    (["check", "memory://", "--test-timeout", "0"], "Invalid value for '--test-timeout'"),
+])
+def test_usage_errors_are_one_line(args: list[str], line: str) -> None:
+    result = run(*args)
+    assert result.exit_code == cli.EXIT_USAGE
+    [only] = result.output.strip().splitlines()
+    assert only.startswith(f"polymsg: error: {line}")
+
+
+def test_no_command_shows_the_help() -> None:
+    result = run()
+    assert "Usage: polymsg [OPTIONS] COMMAND" in result.output
+    assert "check" in result.output and "Exit codes" in result.output
+
+
 def test_main_exits_with_the_command_status() -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["demo", "--url", "carrierpigeon://x"])

@@ -28,6 +28,16 @@ __all__ = [
 #: Entry-point group where distributions add ``polymsg`` subcommands.
 PLUGIN_GROUP = "polymsg.cli"
 
+
+
+class _NeverRaised(Exception):
+    """Stands in for click's NoArgsIsHelpError on click < 8.2 (which exits 0 instead)."""
+
+
+#: What click >= 8.2 raises for ``polymsg`` run without a command.
+_NO_ARGS_IS_HELP: type[Exception] = getattr(click.exceptions, "NoArgsIsHelpError", _NeverRaised)
+
+
 def _broken(name: str, problem: str) -> click.Command:
     """A stand-in for a plugin command that cannot load: listed, and failing
     with ``problem`` when run, so one broken plugin never breaks the others."""
@@ -65,6 +75,29 @@ class PolymsgGroup(click.Group):
             return _broken(cmd_name, f"{what} is not a click command")
         return command
 
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        """Like click's, but usage errors are one line too (and name the help)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            if isinstance(exc, _NO_ARGS_IS_HELP):  # bare ``polymsg``: the help, as click shows it
+                exc.show()
+                sys.exit(exc.exit_code)
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"polymsg: error: {exc.format_message()}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(status if isinstance(status, int) else EXIT_OK)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -80,7 +113,7 @@ class PolymsgGroup(click.Group):
             ctx.exit(exit_code_for(exc))
 
 
-@click.group(cls=PolymsgGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("polymsg", cls=PolymsgGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Log at DEBUG level and show tracebacks on errors.")
 @click.version_option(package_name="polymsg", prog_name="polymsg")
 def cli(debug: bool) -> None:
