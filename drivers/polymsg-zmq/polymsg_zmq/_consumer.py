@@ -54,16 +54,17 @@ IN_PROCESS: weakref.WeakValueDictionary[bytes, ZmqListener] = weakref.WeakValueD
 class RpcMessage(IncomingMessage):
     """An RPC request; :meth:`reply` sends the outcome straight to the caller."""
 
-    __slots__ = ("_driver", "_header", "_id", "_reply_to", "ctxt", "message")
+    __slots__ = ("_deadline", "_driver", "_header", "_id", "_reply_to", "ctxt", "message")
 
-    def __init__(self, driver: ZmqDriver, header: dict[str, Any], body: dict[str, Any]
-                 ) -> None:
+    def __init__(self, driver: ZmqDriver, header: dict[str, Any], body: dict[str, Any],
+                 deadline: float | None) -> None:
         self.ctxt = body["c"]
         self.message = body["m"]
         self._id: str = body["i"]
         self._reply_to: str | None = body.get("r")
         self._driver = driver
         self._header = header
+        self._deadline = deadline
 
     def acknowledge(self) -> None:
         """Nothing to do: the receiver forgot the request when it handed it over."""
@@ -71,7 +72,7 @@ class RpcMessage(IncomingMessage):
     def requeue(self) -> None:
         """Send the request again through this host's receiver."""
         self._driver.resend(self._header, {"i": self._id, "c": self.ctxt, "m": self.message,
-                                           "r": self._reply_to})
+                                           "r": self._reply_to}, self._deadline)
 
     def reply(self, result: Any = None, failure: Mapping[str, Any] | None = None) -> None:
         """Send the reply to the caller's reply socket (casts have none)."""
@@ -84,14 +85,15 @@ class RpcMessage(IncomingMessage):
 class NoteMessage(IncomingMessage):
     """A notification; :meth:`requeue` hands it back to this listener's pool."""
 
-    __slots__ = ("_driver", "_header", "_pool", "ctxt", "message")
+    __slots__ = ("_deadline", "_driver", "_header", "_pool", "ctxt", "message")
 
     def __init__(self, driver: ZmqDriver, header: dict[str, Any], body: dict[str, Any],
-                 pool: str) -> None:
+                 deadline: float | None, pool: str) -> None:
         self.ctxt = body["c"]
         self.message = body["m"]
         self._driver = driver
         self._header = header
+        self._deadline = deadline
         self._pool = pool
 
     def acknowledge(self) -> None:
@@ -100,7 +102,7 @@ class NoteMessage(IncomingMessage):
     def requeue(self) -> None:
         """Send the notification again, to this listener's pool on this host."""
         header = dict(self._header, pools=[self._pool])
-        self._driver.resend(header, {"c": self.ctxt, "m": self.message})
+        self._driver.resend(header, {"c": self.ctxt, "m": self.message}, self._deadline)
 
 
 class Subscription:
@@ -309,7 +311,7 @@ class ZmqListener(Listener):
             LOG.warning("zmq: dropped expired message(s) %s on topic %s",
                         message_ids(kind, frames[3]), header.get("t"))
             return
-        make = self._message_factory(kind, header)
+        make = self._message_factory(kind, header, deadline)
         on_message = self._on_message
         for body in bodies:
             try:
@@ -323,13 +325,13 @@ class ZmqListener(Listener):
             except Exception:
                 LOG.exception("zmq: the listener callback failed")
 
-    def _message_factory(self, kind: str, header: dict[str, Any]
+    def _message_factory(self, kind: str, header: dict[str, Any], deadline: float | None
                          ) -> Callable[[dict[str, Any]], IncomingMessage]:
         driver = self._driver
         if kind == "note":
             pool = self._pool
-            return lambda body: NoteMessage(driver, header, body, pool)
-        return lambda body: RpcMessage(driver, header, body)
+            return lambda body: NoteMessage(driver, header, body, deadline, pool)
+        return lambda body: RpcMessage(driver, header, body, deadline)
 
     def _heartbeat(self, now: float) -> None:
         interval = self._settings.heartbeat_interval

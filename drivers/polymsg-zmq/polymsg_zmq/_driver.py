@@ -260,10 +260,12 @@ class ZmqDriver(Driver):
             self._send(host, [MAGIC, header, body], options, post=True)
         return _DONE
 
-    def resend(self, header: dict[str, Any], body: dict[str, Any]) -> None:
-        """Give a message back to this host's receiver (requeue)."""
-        fields = dict(header, u=False, s=header.get("s"))
-        fields.pop("ttl", None)
+    def resend(self, header: dict[str, Any], body: dict[str, Any],
+               deadline: float | None = None) -> None:
+        """Give a message back to this host's receiver (requeue), with what is left of
+        its TTL (``deadline`` is on this host's monotonic clock)."""
+        ttl = None if deadline is None else max(0.0, deadline - time.monotonic())
+        fields = dict(header, u=False, s=header.get("s"), ttl=ttl)
         frames = [MAGIC, encode_header(fields), pack(dumps(body))]
         try:
             self._send(self.settings.address, frames, SendOptions(retry=2))

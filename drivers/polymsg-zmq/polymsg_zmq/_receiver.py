@@ -84,6 +84,8 @@ class Receiver:
         #: Messages dropped on the TCP port because they were malformed.
         self.malformed = 0
         self._last_heartbeat = 0.0
+        self._next_sweep = 0.0
+        self._probes: dict[tuple[int, bytes], tuple[TopicState, bytes, float]] = {}
         self.bound_port: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -208,9 +210,9 @@ class Receiver:
             poller.register(sock, zmq.POLLIN)
         self._poller = poller
         self._handlers = handlers
-        next_tick = next_route = time.monotonic()
+        next_route = time.monotonic()
         while not self._stopping.is_set():
-            timeout = _PROBE_TICK if self._probing() else _TICK
+            timeout = _PROBE_TICK if self._probes else _TICK
             try:
                 events = poller.poll(int(timeout * 1000))
             except zmq.ZMQError as exc:  # the context is going away
@@ -222,8 +224,7 @@ class Receiver:
                 except Exception:
                     LOG.exception("zmq receiver: error handling a message; it was dropped")
             now = time.monotonic()
-            if now >= next_tick or self._probing():
-                next_tick = now + _TICK
+            if self._probes or now >= self._next_sweep:
                 self._tick(now)
             if now >= next_route:
                 next_route = now + _ROUTE_EVERY
@@ -380,9 +381,7 @@ class Receiver:
             elif command == b"RET" and len(frames) == 6:
                 self._returned(state, frames[2:], now)
             elif command == b"FOK":
-                consumer = state.consumers.get(ident)
-                if consumer is not None:
-                    consumer.probe_until = None
+                self._probes.pop((id(state), ident), None)
 
     def _register_consumer(self, state: TopicState, ident: bytes, data: bytes,
                            now: float) -> None:
@@ -402,13 +401,17 @@ class Receiver:
             self._register(keys)
             LOG.debug("zmq receiver: consumer joined %s (%s)", state.topic, groups)
         consumer.last_seen = now
+        interval = info.get("hb")
+        if isinstance(interval, (int, float)) and not isinstance(interval, bool):
+            consumer.interval = max(0.05, float(interval))
         if info.get("probe"):
-            consumer.probe_until = now + self.settings.receiver_timeout
-            self._probe(state, consumer)
+            self._probes[(id(state), ident)] = (state, ident, now + self.settings.receiver_timeout)
+            self._probe(state, ident)
         state.sock.send_multipart([ident, b"ROK"])
         state.flush(now)
 
     def _remove_consumer(self, state: TopicState, ident: bytes, now: float) -> None:
+        self._probes.pop((id(state), ident), None)
         consumer = state.remove(ident, now)
         if consumer is not None:
             self._unregister(consumer.keys)
@@ -425,28 +428,26 @@ class Receiver:
         state.accept(header, raw_header, bodies, deadline, now,
                      pool if isinstance(pool, str) else None)
 
-    def _probing(self) -> bool:
-        return any(c.probe_until is not None
-                   for state in self._topics.values() for c in state.consumers.values())
-
-    def _probe(self, state: TopicState, consumer: Consumer) -> None:
-        self._pub.send_multipart([fanout_prefix(state.exchange, state.topic), b"P",
-                                  consumer.ident])
+    def _probe(self, state: TopicState, ident: bytes) -> None:
+        """Publish a probe the new consumer waits for: its fanout subscription works."""
+        self._pub.send_multipart([fanout_prefix(state.exchange, state.topic), b"P", ident])
 
     # -- periodic work ---------------------------------------------------------------------
 
     def _tick(self, now: float) -> None:
-        stale = 3 * self.settings.heartbeat_interval + 1.0
+        for key, (state, ident, until) in list(self._probes.items()):
+            if now > until:
+                del self._probes[key]
+            else:
+                self._probe(state, ident)
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + _TICK
         for state in list(self._topics.values()):
             for consumer in list(state.consumers.values()):
-                if now - consumer.last_seen > stale:
+                if now - consumer.last_seen > 3 * consumer.interval + 1.0:
                     LOG.info("zmq receiver: consumer of %s stopped heartbeating", state.topic)
                     self._remove_consumer(state, consumer.ident, now)
-                elif consumer.probe_until is not None:
-                    if now > consumer.probe_until:
-                        consumer.probe_until = None
-                    else:
-                        self._probe(state, consumer)
             state.expire(now)
             state.flush(now)
 

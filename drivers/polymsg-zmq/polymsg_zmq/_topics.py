@@ -65,7 +65,7 @@ class Held:
 class Consumer:
     """A registered local consumer (a server's or a listener's DEALER socket)."""
 
-    __slots__ = ("groups", "ident", "keys", "last_seen", "probe_until")
+    __slots__ = ("groups", "ident", "interval", "keys", "last_seen")
 
     def __init__(self, ident: bytes, groups: list[str], keys: set[tuple[str, ...]],
                  now: float) -> None:
@@ -73,7 +73,7 @@ class Consumer:
         self.groups = groups
         self.keys = keys
         self.last_seen = now
-        self.probe_until: float | None = None
+        self.interval = 1.0  # the consumer's heartbeat interval
 
 
 def consumer_groups(exchange: str, topic: str, info: dict[str, Any]
