@@ -13,8 +13,12 @@ host (see ``zmqtest.SplitDriver``), so each message crosses hosts over TCP.
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import shutil
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from polymsg_zmq import ZmqDriver
@@ -29,13 +33,22 @@ class TestZmqLocalConformance(ConformanceTests):
 
     capabilities = ZmqDriver.capabilities
 
-    def get_transport_url(self) -> str:
-        return f"zmq://127.0.0.1:{free_port()}/?ipc_dir={short_tmpdir()}/ipc"
+    @pytest.fixture
+    def transport_url(self) -> Iterator[str]:
+        self.root = short_tmpdir()
+        try:
+            yield f"zmq://127.0.0.1:{free_port()}/?ipc_dir={self.root}/ipc"
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def get_unreachable_url(self) -> str | None:
-        hosts = Hosts(["a"])
-        hosts.write_ring({"*": [f"127.0.0.1:{free_port()}"]})
-        return hosts[0].url(retry_interval="0.3")
+        """A host whose ring file sends everything to a port nobody listens on."""
+        ring = os.path.join(self.root, "ring.json")
+        with open(ring, "w", encoding="utf-8") as handle:
+            json.dump({"*": [f"127.0.0.1:{free_port()}"]}, handle)
+        query = urlencode({"ipc_dir": os.path.join(self.root, "unreachable"),
+                           "matchmaker": "ring", "ring_file": ring, "retry_interval": "0.3"})
+        return f"zmq://127.0.0.1:{free_port()}/?{query}"
 
 
 class _SplitHarness(Harness):
