@@ -257,8 +257,7 @@ def _run_pytest(command: list[str], env: dict[str, str], cwd: Path, show_output:
     with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
         try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
+            for line in proc.stdout or ():
                 tail.append(line.rstrip("\n"))
                 if show_output:
                     click.echo(line, nl=False, err=True)
@@ -291,7 +290,7 @@ def _declared(url: str) -> tuple[str, frozenset[str]]:
         return str(transport.url), transport.capabilities
 
 
-@click.command(context_settings={"ignore_unknown_options": False})
+@click.command()
 @click.argument("url")
 @click.option("-k", "keyword", metavar="EXPRESSION",
               help="Run only the behaviours matching this pytest -k expression, "
