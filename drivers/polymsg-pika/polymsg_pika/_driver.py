@@ -36,7 +36,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -72,6 +72,7 @@ LOG = logging.getLogger(__name__)
 _COUNTER = itertools.count(1)
 _MAX_NAME = 255  # AMQP short strings: exchange, queue and routing key names
 _CLOSE_TIMEOUT = 10.0
+_MAX_ROUTES = 4096
 
 
 class PikaDriver(Driver):
@@ -107,6 +108,7 @@ class PikaDriver(Driver):
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
+        self._routes: dict[Hashable, amqp.Route] = {}
         self._id_prefix = f"{amqp.new_id()[:12]}."
         self._ids = itertools.count(1)
 
@@ -141,15 +143,30 @@ class PikaDriver(Driver):
     def notify(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
                options: SendOptions) -> Future[None]:
         priority = str(message.get("priority") or "info")
-        _check_names(target.topic, target.exchange, priority)
-        route = self._layout.notification_route(target, priority, queue_ttl=options.queue_ttl)
+        key = (target, priority, options.queue_ttl)
+        route = self._routes.get(key)
+        if route is None:
+            _check_names(target.topic, target.exchange, priority)
+            route = self._remember(key, self._layout.notification_route(
+                target, priority, queue_ttl=options.queue_ttl))
         body = amqp.encode_notification(ctxt, message)
         label = f"notification {message.get('event_type')!r} ({message.get('message_id')})"
         return self._publish(label, route, body, options)
 
     def _send_route(self, target: Target, options: SendOptions) -> amqp.Route:
-        _check_names(target.topic, target.server, target.exchange)
-        return self._layout.send_route(target, options.queue_ttl)
+        key = (target, options.queue_ttl)
+        route = self._routes.get(key)
+        if route is None:
+            _check_names(target.topic, target.server, target.exchange)
+            route = self._remember(key, self._layout.send_route(target, options.queue_ttl))
+        return route
+
+    def _remember(self, key: Hashable, route: amqp.Route) -> amqp.Route:
+        # Routes are plain values: computed once per target, not once per message.
+        if len(self._routes) >= _MAX_ROUTES:
+            self._routes.clear()
+        self._routes[key] = route
+        return route
 
     def _publish(self, label: str, route: amqp.Route, body: bytes, options: SendOptions, *,
                  fanout: bool = False) -> Future[None]:
