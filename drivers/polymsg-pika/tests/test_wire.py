@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pika
@@ -215,3 +216,73 @@ def test_cleanup_removes_the_reply_queue_and_stop_the_fanout_queue(
     assert reply_queue in during and len(fanout) == 1
     assert reply_queue not in after and fanout[0] not in after
     assert topic in after  # the shared topic queue stays for servers to come
+
+
+class _Waiter(logging.Handler):
+    """A log handler a test can wait on for a record containing ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.INFO)
+        self.text = text
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+@pytest.fixture
+def log_waiter() -> Iterator[Callable[[str], _Waiter]]:
+    logger = logging.getLogger("polymsg_pika")
+    level, handlers = logger.level, []
+
+    def make(text: str) -> _Waiter:
+        handler = _Waiter(text)
+        handlers.append(handler)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        return handler
+
+    yield make
+    for handler in handlers:
+        logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def test_server_consumes_again_after_its_queue_was_deleted(
+        transport: polymsg.Transport, raw: Any, topic: str,
+        log_waiter: Callable[[str], _Waiter]) -> None:
+    cancelled = log_waiter("cancelled consuming")
+    server = polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s1"),
+                                    [Echo()])
+    client = polymsg.RPCClient(transport, polymsg.Target(topic=topic), timeout=WAIT)
+    with server:
+        assert client.call({}, "echo", value=1) == 1
+        raw.queue_delete(topic)  # the broker cancels the server's consumer
+        assert cancelled.seen.wait(WAIT), "the server was not told its queue went away"
+        assert client.call({}, "echo", value=2) == 2
+
+
+def test_reply_to_a_caller_that_is_gone_is_logged(
+        pika_url: str, transport: polymsg.Transport, topic: str,
+        log_waiter: Callable[[str], _Waiter]) -> None:
+    dropped = log_waiter("reply queue '")
+    release = threading.Event()
+
+    class Slow:
+        def wait(self, ctxt: Any) -> str:
+            release.wait(WAIT)
+            return "too late"
+
+    server = polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s1"),
+                                    [Slow()])
+    with server:
+        caller = polymsg.get_transport(pika_url)
+        try:
+            with pytest.raises(polymsg.MessagingTimeout):
+                polymsg.RPCClient(caller, polymsg.Target(topic=topic), timeout=0.5).call(
+                    {}, "wait")
+        finally:
+            caller.cleanup()  # deletes the caller's reply queue
+        release.set()
+        assert dropped.seen.wait(WAIT), "the undeliverable reply was not logged"
