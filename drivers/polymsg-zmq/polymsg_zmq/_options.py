@@ -34,7 +34,7 @@ OPTS: list[cfg.Opt] = [
     cfg.StrOpt("bind_address", default="*",
                help="Interface the receiver and reply sockets bind to ('*': all)."),
     cfg.StrOpt("ipc_dir", default=None,
-               sample_default="$XDG_RUNTIME_DIR/polymsg-zmq or <tmp>/polymsg-zmq-<uid>",
+               sample_default="<XDG_RUNTIME_DIR>/polymsg-zmq or <tmp>/polymsg-zmq-<uid>",
                help="Directory of the receiver's IPC sockets (created with mode 0700). "
                     "Every host (receiver) needs its own."),
     cfg.BoolOpt("start_receiver", default=True,

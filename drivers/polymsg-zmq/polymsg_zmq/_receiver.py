@@ -31,9 +31,10 @@ import zmq
 from polymsg import InvalidTarget, MessageDeliveryFailure, MessagingError
 from polymsg.driver import SerializationError, dumps, loads
 from polymsg_zmq._curve import ZapHandler, make_server
-from polymsg_zmq._matchmaker import Matchmaker, RegKey, make_matchmaker
+from polymsg_zmq._matchmaker import Matchmaker, make_matchmaker
 from polymsg_zmq._options import Settings
 from polymsg_zmq._peers import Peers
+from polymsg_zmq._registrar import Registrations
 from polymsg_zmq._topics import Consumer, Held, TopicState, consumer_groups
 from polymsg_zmq._wire import (
     MAGIC,
@@ -76,14 +77,12 @@ class Receiver:
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._topics: dict[tuple[str, str], TopicState] = {}
         self._by_socket: dict[zmq.Socket[bytes], TopicState] = {}
-        self._registered: dict[RegKey, int] = {}
         self._thread: threading.Thread | None = None
         self._lock_file: IO[str] | None = None
         self._stopping = threading.Event()
         self._headers: dict[bytes, dict[str, Any]] = {}
         #: Messages dropped on the TCP port because they were malformed.
         self.malformed = 0
-        self._last_heartbeat = 0.0
         self._next_sweep = 0.0
         self._probes: dict[tuple[int, bytes], tuple[TopicState, bytes, float]] = {}
         self.bound_port: int | None = None
@@ -157,6 +156,7 @@ class Receiver:
         self._pub.sndhwm = 100000
         self._pub.bind(ipc_endpoint(os.path.join(settings.ipc_dir, "fanout")))
         self._peers = Peers(ctx, settings)
+        self._registrations = Registrations(self.matchmaker, settings.matchmaker_ttl)
 
     def _socket(self, kind: int) -> zmq.Socket[bytes]:
         sock: zmq.Socket[bytes] = self._context.socket(kind)
@@ -177,9 +177,9 @@ class Receiver:
     def _close_sockets(self) -> None:
         if self._context.closed:
             return
-        if self._registered:
-            keys, self._registered = list(self._registered), {}
-            self._matchmaker_call(self.matchmaker.unregister, keys)
+        registrations = getattr(self, "_registrations", None)
+        if registrations is not None:
+            registrations.close()
         if self._own_matchmaker:
             self.matchmaker.close()
         peers = getattr(self, "_peers", None)
@@ -398,7 +398,7 @@ class Receiver:
         if consumer is None:
             consumer = Consumer(ident, groups, keys, now)
             state.add(consumer, qttl)
-            self._register(keys)
+            self._registrations.add(keys)
             LOG.debug("zmq receiver: consumer joined %s (%s)", state.topic, groups)
         consumer.last_seen = now
         interval = info.get("hb")
@@ -414,7 +414,7 @@ class Receiver:
         self._probes.pop((id(state), ident), None)
         consumer = state.remove(ident, now)
         if consumer is not None:
-            self._unregister(consumer.keys)
+            self._registrations.remove(consumer.keys)
 
     def _returned(self, state: TopicState, frames: list[bytes], now: float) -> None:
         group_raw, deadline_raw, raw_header, bodies = frames
@@ -455,7 +455,6 @@ class Receiver:
         if self.matchmaker.dynamic:
             for state in list(self._topics.values()):
                 self._route_unrouted(state, now)
-        self._heartbeat_registrations(now)
         for state in list(self._topics.values()):
             if state.idle(now, _CLOSE_IDLE_TOPIC):
                 self._close_topic(state)
@@ -500,33 +499,3 @@ class Receiver:
                          item.ids())
                 return False
         return True
-
-    def _register(self, keys: set[RegKey]) -> None:
-        new = [key for key in keys if not self._registered.get(key)]
-        for key in keys:
-            self._registered[key] = self._registered.get(key, 0) + 1
-        if new:
-            self._matchmaker_call(self.matchmaker.register, new)
-
-    def _unregister(self, keys: set[RegKey] | list[RegKey]) -> None:
-        gone = []
-        for key in keys:
-            count = self._registered.get(key, 0) - 1
-            if count > 0:
-                self._registered[key] = count
-            else:
-                self._registered.pop(key, None)
-                gone.append(key)
-        if gone:
-            self._matchmaker_call(self.matchmaker.unregister, gone)
-
-    def _heartbeat_registrations(self, now: float) -> None:
-        if self._registered and now - self._last_heartbeat >= self.settings.matchmaker_ttl / 3:
-            self._last_heartbeat = now
-            self._matchmaker_call(self.matchmaker.register, list(self._registered))
-
-    def _matchmaker_call(self, method: Any, keys: list[RegKey]) -> None:
-        try:
-            method(keys)
-        except MessagingError as exc:
-            LOG.warning("zmq receiver: matchmaker update failed (will retry): %s", exc)

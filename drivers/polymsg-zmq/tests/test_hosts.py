@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import zmq
 from polymsg_zmq._matchmaker import RedisMatchmaker, RingMatchmaker
-from zmqtest import Hosts, ReceiverProcess
+from zmqtest import Hosts, ReceiverProcess, free_port
 
 import polymsg
 
@@ -183,5 +183,25 @@ def test_curve_encrypts_and_refuses_unauthorized_hosts(
                 refused.cast({}, "note", value="forged")
         assert any("not authorized" in r.getMessage() for r in caplog.records)
         assert client.call({}, "echo", value="still sealed") == "still sealed"
+    finally:
+        hosts.close()
+
+
+def test_unreachable_redis_fails_sends_clearly_and_never_blocks_servers(
+        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    hosts = Hosts(["a"])
+    for host in hosts.hosts:
+        host.query.update(matchmaker="redis", redis_url=f"redis://127.0.0.1:{free_port()}/0",
+                          receiver_timeout="5")
+    try:
+        caplog.set_level(logging.WARNING, logger="polymsg_zmq")
+        transport = stack.transport(hosts[0].url())
+        started = time.monotonic()
+        stack.server(transport, "work", "server-a")  # registration is retried in background
+        assert time.monotonic() - started < 5
+        client = polymsg.RPCClient(transport, polymsg.Target(topic="work"), timeout=5)
+        with pytest.raises(polymsg.MessageDeliveryFailure, match="redis matchmaker is unavail"):
+            client.call({}, "whoami")
+        assert any("matchmaker update failed" in r.getMessage() for r in caplog.records)
     finally:
         hosts.close()
