@@ -93,7 +93,7 @@ class NotificationListener(Runner):
             if not isinstance(target, Target) or not target.topic:
                 raise InvalidTarget(f"a notification target needs a topic: {target!r}")
         if pool is not None and (not isinstance(pool, str) or not pool):
-            raise ValueError(f"pool must be None or a non-empty string, got {pool!r}")
+            raise InvalidTarget(f"pool must be None or a non-empty string, got {pool!r}")
         self.targets = [t.replace(exchange=t.exchange or transport.default_exchange)
                         for t in targets]
         self.pool = pool

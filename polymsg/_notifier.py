@@ -41,7 +41,7 @@ class Notifier:
         if isinstance(topics, str):
             topics = (topics,)
         if not isinstance(publisher_id, str):
-            raise ValueError(f"publisher_id must be a string, got {publisher_id!r}")
+            raise InvalidTarget(f"publisher_id must be a string, got {publisher_id!r}")
         self.transport = transport
         self.publisher_id = publisher_id
         self.topics = tuple(topics)
@@ -103,7 +103,7 @@ class Notifier:
         if self.message_ttl is not None:
             transport.require("message_ttl", "message_ttl")
         if not isinstance(event_type, str) or not event_type:
-            raise ValueError(f"event_type must be a non-empty string, got {event_type!r}")
+            raise InvalidTarget(f"event_type must be a non-empty string, got {event_type!r}")
         wire_ctxt = self.serializer.serialize_context({} if ctxt is None else ctxt)
         message = {
             "message_id": str(uuid.uuid4()),

@@ -133,7 +133,7 @@ class RPCClient:
         if self.message_ttl is not None:
             transport.require("message_ttl", "message_ttl")
         if not isinstance(method, str) or not method:
-            raise ValueError(f"method must be a non-empty string, got {method!r}")
+            raise InvalidTarget(f"method must be a non-empty string, got {method!r}")
         version = target.version
         if version is not None and not self.can_send_version(version):
             raise RPCVersionCapError(
