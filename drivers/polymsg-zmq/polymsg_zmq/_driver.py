@@ -169,11 +169,11 @@ class ZmqDriver(Driver):
         """The host to send an RPC message to, and whether it is unrouted."""
         hosts = self.matchmaker.rpc_hosts(str(target.exchange), str(target.topic),
                                           target.server)
-        if hosts and not self._sticky(target, bool(hosts)):
+        if hosts and not self._sticky(target):
             return hosts[next(self._turn) % len(hosts)], False
         return self._no_host(target), True
 
-    def _sticky(self, target: Target, routed: bool) -> bool:
+    def _sticky(self, target: Target) -> bool:
         """True while messages for ``target`` must still go through our receiver.
 
         Once a message found no host, later ones follow it through this host's
@@ -251,7 +251,7 @@ class ZmqDriver(Driver):
         priority = str(message.get("priority", "")).lower()
         body = pack(dumps({"c": ctxt, "m": message}))
         routes = self.matchmaker.note_hosts(str(target.exchange), str(target.topic), priority)
-        unrouted = not routes or self._sticky(target, True)
+        unrouted = not routes or self._sticky(target)
         if unrouted:
             routes = [(self._no_host(target), None)]
         for host, pools in routes:
