@@ -95,7 +95,7 @@ def serve(library: str, url: str, topic: str) -> None:
 
         transport = om.get_rpc_transport(oslo_conf(), url=url)
         server = om.get_rpc_server(transport, om.Target(topic=topic, server="bench"),
-                                   [Endpoint()], executor="threading")
+                                   [Endpoint()])
     else:
         import polymsg
 

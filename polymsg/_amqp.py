@@ -69,7 +69,9 @@ a missing or mistyped field); drivers log it and drop the message.
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -275,9 +277,28 @@ def fanout_queue_name(topic: str) -> str:
     return f"{topic}_fanout_{uuid.uuid4().hex}"
 
 
+class _Ids:
+    """Message ids: a random per-process prefix and a counter. As unique as
+    uuid4 for this purpose, without a system call per message."""
+
+    def __init__(self) -> None:
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter):016x}"
+
+
+_new_id = _Ids()
+
+
 def new_id() -> str:
-    """A fresh message id (32 hex digits)."""
-    return uuid.uuid4().hex
+    """A fresh message id (32 hex digits), unique across processes."""
+    return _new_id()
 
 
 def queue_arguments(queue_ttl: float | None) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """Consuming: one connection per driver carries the reply queue and every listener.
 
-Deliveries are decoded on the link's I/O thread and handed to the facade's
-callback (which only queues them). Acknowledgements come later from worker
-threads: they take the link's lock and write the ack themselves. A message
-taken before a reconnect cannot be acknowledged on the new connection (the
-broker has already put it back), so such acks are skipped.
+Frame callbacks only queue deliveries; the link's I/O thread decodes them and
+hands them to the facade's callback (which only queues them) once it has
+released the connection's lock. Acknowledgements come later from worker
+threads as ops (see :mod:`polymsg_kombu._link`), written by whichever thread
+holds the lock, several at a time. A message taken before a reconnect cannot
+be acknowledged on the new connection (the broker has already put it back),
+so such acks are skipped.
 
 After a reconnect every subscription declares its queues again and resumes
 consuming; queues keep their names, so nothing waiting in them is lost.
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from functools import partial
@@ -31,7 +32,7 @@ from polymsg.driver import (
 )
 from polymsg_kombu._declare import declare_route
 from polymsg_kombu._errors import BACKEND_ERRORS, CONNECTION_ERRORS, SessionLost, describe
-from polymsg_kombu._link import Link, Session
+from polymsg_kombu._link import Link, Op, Session
 from polymsg_kombu._options import Settings
 
 __all__ = [
@@ -51,15 +52,23 @@ Handler = Callable[["Consumer", Session, Any], None]
 
 
 class Subscription:
-    """Queues consumed together, with one handler for their deliveries."""
+    """Queues consumed together, with one handler for their deliveries.
 
-    def __init__(self, routes: Sequence[amqp.Route], handler: Handler, *,
-                 no_ack: bool = False) -> None:
+    Deliveries are handled on the I/O thread after the lock is released;
+    :meth:`enter`/:meth:`leave` bracket each handling so :meth:`deactivate`
+    can wait until none runs any more.
+    """
+
+    def __init__(self, routes: Sequence[amqp.Route], bind: Callable[[Subscription], Handler],
+                 *, no_ack: bool = False) -> None:
         self.routes = list(routes)
-        self.handler = handler
+        self.handler = bind(self)
         self.no_ack = no_ack
         self.generation = 0
         self.tags: list[str] = []
+        self._state = threading.Condition()
+        self._active = True
+        self._running = 0
 
     def queues(self) -> list[str]:
         """The distinct queues to consume (a pool's queue is bound several times)."""
@@ -74,11 +83,13 @@ class Subscription:
         for route in self.routes:
             declare_route(session, route, consumer=True)
         tags = []
+        post = consumer.link.post
         for name in self.queues():
-            tag = f"polymsg-{uuid.uuid4().hex}"
+            tag = f"polymsg-{amqp.new_id()}"
+            deliver = partial(self.handler, consumer, session)
             session.channel.basic_consume(
                 queue=name, consumer_tag=tag, no_ack=self.no_ack,
-                callback=partial(self.handler, consumer, session),
+                callback=lambda message, deliver=deliver: post(partial(deliver, message)),
                 on_cancel=partial(_cancelled, consumer.link, session, name))
             tags.append(tag)
         self.generation, self.tags = session.generation, tags
@@ -89,6 +100,25 @@ class Subscription:
             for tag in self.tags:
                 session.channel.basic_cancel(tag)
         self.tags = []
+
+    def enter(self) -> bool:
+        """Start handling a delivery; False once the subscription is stopped."""
+        with self._state:
+            if self._active:
+                self._running += 1
+            return self._active
+
+    def leave(self) -> None:
+        """Done handling a delivery."""
+        with self._state:
+            self._running -= 1
+            self._state.notify_all()
+
+    def deactivate(self) -> None:
+        """Stop handing deliveries over; returns when none is being handed over."""
+        with self._state:
+            self._active = False
+            self._state.wait_for(lambda: self._running == 0)
 
 
 def _cancelled(link: Link, session: Session, queue: str, tag: str) -> None:
@@ -148,12 +178,13 @@ class Consumer:
             if sub in self._subscriptions:
                 self._subscriptions.remove(sub)
             session = self.link.current()
-            if session is None:
-                return
-            try:
-                sub.cancel(session)
-            except BACKEND_ERRORS as exc:
-                self.link.break_session(session, exc)
+            if session is not None:
+                try:
+                    sub.cancel(session)
+                except BACKEND_ERRORS as exc:
+                    self.link.break_session(session, exc)
+        if threading.current_thread() is not self.link.thread:
+            sub.deactivate()
 
     def delete_queues(self, names: Sequence[str]) -> None:
         """Delete queues only this process used (a server's fanout queue), best effort."""
@@ -169,19 +200,29 @@ class Consumer:
                     return
 
     def settle(self, session: Session, delivery_tag: int, *, ack: bool, requeue: bool) -> None:
-        """Acknowledge (``ack``) or reject a delivery, from any thread."""
-        with self.link.locked:
-            if session.broken is not None or self.link.current() is not session:
-                LOG.debug("delivery %s came on a connection since lost; RabbitMQ redelivers it",
-                          delivery_tag)
-                return
-            try:
-                if ack:
-                    session.channel.basic_ack(delivery_tag)
-                else:
-                    session.channel.basic_reject(delivery_tag, requeue=requeue)
-            except BACKEND_ERRORS as exc:
-                self.link.break_session(session, exc)
+        """Acknowledge (``ack``) or reject a delivery, from any thread, without waiting."""
+        self.link.submit(_Settle(session, delivery_tag, ack, requeue))
+
+
+class _Settle(Op):
+    """An acknowledgement or rejection, for the connection the delivery came on."""
+
+    __slots__ = ("ack", "delivery_tag", "requeue", "session")
+
+    def __init__(self, session: Session, delivery_tag: int, ack: bool, requeue: bool) -> None:
+        self.session = session
+        self.delivery_tag = delivery_tag
+        self.ack = ack
+        self.requeue = requeue
+
+    def run(self, session: Session) -> None:
+        if session is not self.session:
+            LOG.debug("delivery %s came on a connection since lost; RabbitMQ redelivers it",
+                      self.delivery_tag)
+        elif self.ack:
+            session.channel.basic_ack(self.delivery_tag)
+        else:
+            session.channel.basic_reject(self.delivery_tag, requeue=self.requeue)
 
 
 class _Incoming(IncomingMessage):
@@ -224,39 +265,50 @@ def _malformed(consumer: Consumer, session: Session, message: Any, exc: Exceptio
     consumer.settle(session, info["delivery_tag"], ack=False, requeue=False)
 
 
-def _hand_over(on_message: OnMessage, incoming: _Incoming) -> None:
+def _hand_over(sub: Subscription, on_message: OnMessage, incoming: _Incoming) -> None:
+    if incoming._session.broken is not None:
+        return  # unacknowledged on a lost connection: RabbitMQ delivers it again
+    if not sub.enter():
+        incoming.requeue()
+        return
     try:
         on_message(incoming)
     except Exception:
         LOG.exception("the listener callback failed; the message goes back to its queue")
         incoming.requeue()
+    finally:
+        sub.leave()
 
 
-def rpc_handler(on_message: OnMessage, send_reply: SendReply) -> Handler:
+def rpc_handler(on_message: OnMessage, send_reply: SendReply) -> Callable[[Subscription], Handler]:
     """A delivery handler decoding RPC requests for ``on_message``."""
-    def handle(consumer: Consumer, session: Session, message: Any) -> None:
-        try:
-            request = amqp.decode_request(message.body)
-        except SerializationError as exc:
-            _malformed(consumer, session, message, exc)
-            return
-        _hand_over(on_message, _Incoming(consumer, session, message.delivery_tag,
-                                         request.ctxt, request.message, send_reply,
-                                         request.msg_id, request.reply_q))
-    return handle
+    def bind(sub: Subscription) -> Handler:
+        def handle(consumer: Consumer, session: Session, message: Any) -> None:
+            try:
+                request = amqp.decode_request(message.body)
+            except SerializationError as exc:
+                _malformed(consumer, session, message, exc)
+                return
+            _hand_over(sub, on_message,
+                       _Incoming(consumer, session, message.delivery_tag, request.ctxt,
+                                 request.message, send_reply, request.msg_id, request.reply_q))
+        return handle
+    return bind
 
 
-def notification_handler(on_message: OnMessage) -> Handler:
+def notification_handler(on_message: OnMessage) -> Callable[[Subscription], Handler]:
     """A delivery handler decoding notifications for ``on_message``."""
-    def handle(consumer: Consumer, session: Session, message: Any) -> None:
-        try:
-            note = amqp.decode_notification(message.body)
-        except SerializationError as exc:
-            _malformed(consumer, session, message, exc)
-            return
-        _hand_over(on_message, _Incoming(consumer, session, message.delivery_tag,
-                                         note.ctxt, note.message))
-    return handle
+    def bind(sub: Subscription) -> Handler:
+        def handle(consumer: Consumer, session: Session, message: Any) -> None:
+            try:
+                note = amqp.decode_notification(message.body)
+            except SerializationError as exc:
+                _malformed(consumer, session, message, exc)
+                return
+            _hand_over(sub, on_message, _Incoming(consumer, session, message.delivery_tag,
+                                                  note.ctxt, note.message))
+        return handle
+    return bind
 
 
 class KombuListener(Listener):
@@ -281,7 +333,8 @@ class ReplyRouter:
     def __init__(self, consumer: Consumer, layout: amqp.Layout) -> None:
         self.queue = amqp.reply_queue_name()
         self._consumer = consumer
-        self._sub = Subscription([layout.reply_route(self.queue)], self._handle, no_ack=True)
+        self._sub = Subscription([layout.reply_route(self.queue)], lambda sub: self._handle,
+                                 no_ack=True)
         self._start_lock = threading.Lock()
         self._started = False
         self._lock = threading.Lock()

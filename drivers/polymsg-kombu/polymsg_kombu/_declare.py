@@ -19,9 +19,9 @@ import amqp.exceptions as amqp_errors
 
 from polymsg.driver import MessageDeliveryFailure, amqp
 from polymsg_kombu._errors import describe, is_precondition_failed
-from polymsg_kombu._link import Session
+from polymsg_kombu._session import Session
 
-__all__ = ["declare_route", "forget_destination"]
+__all__ = ["declare_route", "forget_destination", "needs_declaring"]
 
 LOG = logging.getLogger(__name__)
 
@@ -31,6 +31,14 @@ def _route_key(route: amqp.Route) -> Hashable:
     args = tuple(sorted(queue.arguments.items())) if queue is not None else ()
     return ("route", route.exchange_name, route.routing_key,
             queue.name if queue is not None else None, args)
+
+
+def needs_declaring(session: Session, route: amqp.Route) -> bool:
+    """True unless a sender declared ``route`` on ``session`` already (no lock needed)."""
+    exchange = route.exchange
+    if exchange is not None and exchange.auto_delete:
+        return True
+    return route.queue is not None and _route_key(route) not in session.declared
 
 
 def declare_route(session: Session, route: amqp.Route, *, consumer: bool) -> None:

@@ -9,9 +9,17 @@ channels, consumers and confirm handlers on the new session.
 
 Every use of a session -- the I/O thread's reads and heartbeats, and any
 other thread's publish, acknowledgement or declaration -- happens under
-``Link.lock`` (taken as ``with link.locked:``), so kombu and py-amqp never
-see two threads at once. Frame callbacks (deliveries, confirms, returns)
-run on the thread that read the frame, under that lock, and must be short.
+``Link.lock``, so kombu and py-amqp never see two threads at once.
+
+The lock is held briefly and never waited for on the hot paths:
+
+* publishes and acknowledgements are :class:`Op` objects handed to
+  :meth:`Link.submit`. The thread that finds the lock free runs every queued
+  op, writing all their frames with one system call; a thread that finds it
+  taken leaves its op to the holder, who runs queued ops before letting go.
+* frame callbacks (deliveries, replies) only queue work with :meth:`Link.post`;
+  the I/O thread runs it after releasing the lock, so decoding and handing
+  messages to the facade never delays other threads' writes.
 """
 
 from __future__ import annotations
@@ -20,116 +28,52 @@ import contextlib
 import logging
 import os
 import select
-import ssl
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import kombu.connection
 
 from polymsg.driver import MessageDeliveryFailure, TransportHost
-from polymsg_kombu._errors import BACKEND_ERRORS, describe
+from polymsg_kombu._errors import BACKEND_ERRORS, SessionLost, describe
 from polymsg_kombu._options import Settings
+from polymsg_kombu._session import SOCKET_TIMEOUT, Session, host_label
 
-__all__ = ["Link", "Session"]
+__all__ = ["Link", "Op", "Session"]
 
 LOG = logging.getLogger(__name__)
+
+#: Frames read in a row before queued ops get their turn.
+_READ_BURST = 32
 
 _CONNECT_ERRORS: tuple[type[BaseException], ...] = (*BACKEND_ERRORS, MessageDeliveryFailure)
 
 #: kombu's connection class (untyped: kept as Any for the type checker).
 _KombuConnection: Any = kombu.connection.Connection
 
-#: The socket's timeout, for reads (only started once poll() says a frame is
-#: arriving, so they wait only for the rest of a frame) and writes (a broker
-#: blocking publishers for longer breaks the connection). Kept constant so
-#: py-amqp does not switch the socket's mode around every read.
-_SOCKET_TIMEOUT = 10.0
-#: Frames read in a row before the lock is given to other threads.
-_READ_BURST = 32
-#: Bytes asked of the socket at once.
-_READ_CHUNK = 16384
-#: How long a clean shutdown may wait for the broker's Connection.Close-Ok.
-_CLOSE_TIMEOUT = 2.0
 
+class Op:
+    """Something to write on a session (a publish, an ack), run under the lock by
+    whichever thread holds it. ``run`` may only write, never wait for a
+    reply; ``finish`` is told whether the frames reached the socket."""
 
-def _host_label(host: TransportHost) -> str:
-    return f"{host.hostname or 'localhost'}:{host.port or 5672}"
+    __slots__ = ()
 
+    def run(self, session: Session) -> None:
+        """Write the frames (inside :meth:`Session.batched_writes`)."""
+        raise NotImplementedError
 
-class Session:
-    """One established connection: its main channel, a channel for
-    declarations, and what has been declared on it.
-
-    ``state`` holds what the owner keeps per connection (pending confirms,
-    consumer tags). ``broken`` is set (to the cause) once the session must
-    not be used any more.
-    """
-
-    def __init__(self, conn: Any, generation: int, host: TransportHost) -> None:
-        self.conn = conn
-        self.generation = generation
-        self.host = host
-        self.raw: Any = conn.connection
-        self.sock: Any = self.raw.sock
-        self.sock.settimeout(_SOCKET_TIMEOUT)
-        # py-amqp reads a frame before every publish when the broker may send
-        # connection.blocked; the I/O thread reads those anyway, so skip it.
-        self.raw.client_properties.get("capabilities", {})["connection.blocked"] = False
-        self.heartbeat = float(self.raw.heartbeat or 0)
-        self.channel: Any = conn.channel()
-        self._declare_channel: Any = None
-        self.broken: BaseException | None = None
-        self.declared: set[Hashable] = set()
-        self.state: dict[str, Any] = {}
-        self._tls = isinstance(self.sock, ssl.SSLSocket)
-        self._poller = select.poll()
-        self._poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-        transport: Any = getattr(self.raw, "transport", None)
-        recv = getattr(transport, "_quick_recv", None)
-        self._transport: Any = None
-        if transport is not None and recv is not None and hasattr(transport, "_read_buffer"):
-            # py-amqp reads each frame with three exact-size reads; asking for
-            # more makes it keep the surplus in its buffer: one system call per
-            # burst of frames instead of three per frame.
-            transport._quick_recv = lambda size: recv(max(size, _READ_CHUNK))
-            self._transport = transport
-
-    def declare_channel(self) -> Any:
-        """A channel for declarations, whose errors must not kill :attr:`channel`."""
-        channel = self._declare_channel
-        if channel is None or not channel.is_open:
-            channel = self._declare_channel = self.conn.channel()
-        return channel
-
-    def buffered(self) -> bool:
-        """True when received bytes wait in py-amqp's or the TLS layer's buffer."""
-        if self._transport is not None and self._transport._read_buffer:
-            return True
-        return bool(self._tls and self.sock.pending())
-
-    def readable(self) -> bool:
-        """True when a frame (or part of one) can be read without waiting."""
-        return self.buffered() or bool(self._poller.poll(0))
-
-    def close(self) -> None:
-        """Close the connection: politely when it still works, else just the socket."""
-        try:
-            if self.broken is None:
-                self.sock.settimeout(_CLOSE_TIMEOUT)
-                self.conn.close()
-                return
-        except BACKEND_ERRORS as exc:
-            LOG.debug("closing the connection to %s: %s", _host_label(self.host), describe(exc))
-        with contextlib.suppress(*BACKEND_ERRORS):
-            self.conn.collect()
+    def finish(self, error: BaseException | None) -> None:
+        """Called once the frames were sent (``None``) or could not be."""
 
 
 class _Locked:
-    """``with link.locked:`` -- the link's lock, waking the I/O thread on release
-    when the holder read more than it consumed (py-amqp buffers whole chunks,
-    and poll() cannot see bytes already taken off the socket)."""
+    """``with link.locked:`` -- the link's lock, for synchronous work (declaring,
+    consuming). On release it runs ops queued meanwhile and wakes the I/O
+    thread if the holder read frames it did not handle (py-amqp buffers whole
+    chunks, and poll() cannot see bytes already taken off the socket)."""
 
     __slots__ = ("_link",)
 
@@ -143,7 +87,8 @@ class _Locked:
         link = self._link
         session = link._session
         link.lock.release()
-        if session is not None and session.buffered():
+        link._combine()
+        if link._inbox or (session is not None and session.buffered()):
             link._wake()
 
 
@@ -161,6 +106,8 @@ class Link:
         self.connects = 0
         self._on_open = on_open
         self._on_lost = on_lost
+        self._ops: deque[Op] = deque()
+        self._inbox: deque[Callable[[], None]] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._session: Session | None = None
         self._failed_rounds = 0
@@ -192,7 +139,7 @@ class Link:
                 if session is not None and session.broken is None:
                     return session
                 if retry is not None and self._failed_rounds - start > retry:
-                    hosts = ", ".join(_host_label(h) for h in self.settings.hosts)
+                    hosts = ", ".join(host_label(h) for h in self.settings.hosts)
                     cause = describe(self._last_error) if self._last_error else "unknown error"
                     raise MessageDeliveryFailure(
                         f"cannot connect to RabbitMQ ({hosts}) after {retry} "
@@ -200,10 +147,25 @@ class Link:
                     ) from self._last_error
                 self._cond.wait()
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The I/O thread (``None`` before first use)."""
+        return self._thread
+
     def current(self) -> Session | None:
         """The live session if there is one, without waiting or connecting."""
         session = self._session
         return session if session is not None and session.broken is None else None
+
+    def submit(self, op: Op) -> None:
+        """Have ``op`` run under the lock: now by this thread if the lock is
+        free, else by the thread holding it, before it lets go."""
+        self._ops.append(op)
+        self._combine()
+
+    def post(self, work: Callable[[], None]) -> None:
+        """From a frame callback: run ``work`` on the I/O thread, outside the lock."""
+        self._inbox.append(work)
 
     def break_session(self, session: Session, exc: BaseException) -> None:
         """Mark ``session`` unusable (a send failed on it); the I/O thread reconnects."""
@@ -211,7 +173,7 @@ class Link:
             if session.broken is None:
                 session.broken = exc
                 LOG.warning("RabbitMQ %s connection to %s lost: %s", self.name,
-                            _host_label(session.host), describe(exc))
+                            host_label(session.host), describe(exc))
             self._cond.notify_all()
         self._wake()
 
@@ -229,9 +191,59 @@ class Link:
             return  # closed from a callback: the thread ends on its own, keeping its pipe
         if thread is not None:
             thread.join()
+        self._fail_ops(MessageDeliveryFailure("the transport is closed"))
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+    # -- running queued ops -------------------------------------------------------
+
+    def _combine(self) -> None:
+        # Appending before trying the lock, and re-checking after every
+        # release, means no queued op is ever left without a thread to run it.
+        while self._ops:
+            if not self.lock.acquire(blocking=False):
+                return
+            try:
+                self._run_ops()
+            finally:
+                self.lock.release()
+
+    def _run_ops(self) -> None:
+        """Run every queued op on the live session, one write for all (under the lock)."""
+        session = self._session
+        if self._closing:
+            self._fail_ops(MessageDeliveryFailure("the transport is closed"))
+            return
+        if session is None or session.broken is not None:
+            if session is not None:
+                self._fail_ops(SessionLost(f"RabbitMQ {self.name} connection lost"))
+            return  # not connected yet: the ops run once the I/O thread has connected
+        done: list[Op] = []
+        try:
+            with session.batched_writes():
+                while self._ops:
+                    op = self._ops.popleft()
+                    try:
+                        op.run(session)
+                    except BACKEND_ERRORS:
+                        done.append(op)
+                        raise
+                    except Exception as exc:  # an op's own fault: only it fails
+                        op.finish(exc)
+                        continue
+                    done.append(op)
+        except BACKEND_ERRORS as exc:
+            self.break_session(session, exc)
+            for op in done:
+                op.finish(exc)
+            return
+        for op in done:
+            op.finish(None)
+
+    def _fail_ops(self, error: BaseException) -> None:
+        while self._ops:
+            self._ops.popleft().finish(error)
 
     # -- the I/O thread -----------------------------------------------------
 
@@ -275,7 +287,7 @@ class Link:
             try:
                 session = self._open(host)
             except _CONNECT_ERRORS as exc:
-                LOG.warning("cannot connect to RabbitMQ at %s (%s): %s", _host_label(host),
+                LOG.warning("cannot connect to RabbitMQ at %s (%s): %s", host_label(host),
                             self.name, describe(exc))
                 self._last_error = exc
                 continue
@@ -305,7 +317,7 @@ class Link:
                 conn.collect()
             raise
         if self.connects > 1:
-            LOG.info("RabbitMQ %s connection re-established to %s", self.name, _host_label(host))
+            LOG.info("RabbitMQ %s connection re-established to %s", self.name, host_label(host))
         return session
 
     def _drop(self, session: Session) -> None:
@@ -315,9 +327,11 @@ class Link:
                     self._session = None
                 self._cond.notify_all()
             try:
+                self._fail_ops(SessionLost(f"RabbitMQ {self.name} connection lost"))
                 self._on_lost(session)
             finally:
                 session.close()
+        self._dispatch()
 
     def _serve(self, session: Session) -> None:
         poller = select.poll()
@@ -327,7 +341,7 @@ class Link:
         next_tick = time.monotonic() + tick
         while not self._closing and session.broken is None:
             readable = session.buffered()
-            if not readable:
+            if not readable and not self._inbox and not self._ops:
                 wait_ms = max(0, int((next_tick - time.monotonic()) * 1000)) if tick else -1
                 events = poller.poll(wait_ms)
                 readable = any(fd != self._wake_r for fd, _ in events)
@@ -345,6 +359,8 @@ class Link:
                 except BACKEND_ERRORS as exc:
                     self.break_session(session, exc)
                     return
+                self._run_ops()
+            self._dispatch()
 
     def _read(self, session: Session) -> None:
         # Check again under the lock: another thread (a synchronous declare)
@@ -355,9 +371,18 @@ class Link:
             try:
                 # One frame at a time: drain_events() would block until a whole
                 # message arrived, past heartbeat frames and heartbeat ticks.
-                session.raw.blocking_read(timeout=_SOCKET_TIMEOUT)
+                session.raw.blocking_read(timeout=SOCKET_TIMEOUT)
             except TimeoutError:
                 return
+
+    def _dispatch(self) -> None:
+        inbox = self._inbox
+        while inbox:
+            work = inbox.popleft()
+            try:
+                work()
+            except Exception:  # a handler bug must not stop the I/O thread
+                LOG.exception("unexpected error handling a RabbitMQ delivery")
 
     def _drain_wake(self) -> None:
         with contextlib.suppress(OSError):

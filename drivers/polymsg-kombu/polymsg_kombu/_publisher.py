@@ -1,15 +1,18 @@
-"""Publishing: one connection, one confirm-mode channel, shared by every sending thread.
+"""Publishing: one connection shared by every sending thread.
 
-Each publish takes the link's lock just long enough to declare what is not
-declared yet and write the frames; the broker's confirms are read by the
-link's I/O thread (or by whichever thread holds the lock), which wakes the
-publisher waiting for them. Concurrent publishers therefore share confirm
-round trips: RabbitMQ acknowledges many messages with one ``multiple`` ack.
+Casts and notifications go on a channel in confirm mode; calls' requests and
+replies on a second channel without confirms (the reply, or its absence,
+tells the caller what it needs). A publish is an :class:`~polymsg_kombu._link.Op`:
+the thread finding the connection free writes every queued publish with one
+system call, so concurrent senders neither queue up behind each other nor
+pay a write each. Confirms are read by the link's I/O thread, which wakes the
+sender waiting for them; RabbitMQ acknowledges many messages at once.
 
-Messages that must reach a queue are published ``mandatory`` with their
-delivery tag as ``message_id``: when the broker returns one (its queue was
-deleted or expired since it was declared), the route's declaration is
-forgotten and the message sent again.
+Routes are declared once per connection before their first publish. Requests
+and notifications are published ``mandatory``: when the broker returns one
+(its queue was deleted or expired since), the route's declaration is
+forgotten and a confirmed message is declared and sent again; a returned
+call fails at once through ``on_return``.
 """
 
 from __future__ import annotations
@@ -24,25 +27,33 @@ from typing import Any
 import amqp as pyamqp
 
 from polymsg.driver import MessageDeliveryFailure, amqp
-from polymsg_kombu._declare import declare_route, forget_destination
+from polymsg_kombu._declare import declare_route, forget_destination, needs_declaring
 from polymsg_kombu._errors import RETRYABLE, SessionLost, describe
-from polymsg_kombu._link import Link, Session
+from polymsg_kombu._link import Link, Op, Session
 from polymsg_kombu._options import Settings
 
-__all__ = ["Publisher"]
+__all__ = ["OnReturn", "Publisher"]
 
 LOG = logging.getLogger(__name__)
 
-ACK, NACK, RETURNED, LOST = "ack", "nack", "returned", "lost"
+ACK, NACK, RETURNED, LOST, UNDECLARED = "ack", "nack", "returned", "lost", "undeclared"
 
 #: How often a message returned as unroutable is declared and sent again.
 _MAX_RETURNS = 2
 #: How often a message is sent again after its channel was closed by the broker.
 _MAX_CHANNEL_ERRORS = 2
 
+#: Told when RabbitMQ returns an unconfirmed message (a call's request or a
+#: reply): its correlation id (the call's message id), exchange, routing key.
+OnReturn = Callable[[str, str, str], None]
+
+
+class _Undeclared(Exception):
+    """Internal: the connection changed after the route was declared."""
+
 
 class _Pending:
-    """One published message waiting for its confirm."""
+    """One confirmed publish: settled once by its confirm, or by its loss."""
 
     __slots__ = ("event", "outcome", "returned", "route")
 
@@ -53,8 +64,13 @@ class _Pending:
         self.outcome: str | None = None
 
     def settle(self, outcome: str) -> None:
-        self.outcome = RETURNED if outcome == ACK and self.returned else outcome
-        self.event.set()
+        if self.outcome is None:
+            self.outcome = RETURNED if outcome == ACK and self.returned else outcome
+            self.event.set()
+
+    def wait(self) -> str:
+        self.event.wait()
+        return self.outcome or LOST
 
 
 class _Confirms:
@@ -80,17 +96,16 @@ class _Confirms:
 
     def on_return(self, exc: Exception, exchange: str, routing_key: str,
                   message: Any) -> None:
+        forget_destination(self.session, exchange, routing_key)
         try:
-            tag = int(message.properties.get("message_id", ""))
+            entry = self.pending.get(int(message.properties.get("message_id", "")))
         except (TypeError, ValueError):
-            tag = -1
-        entry = self.pending.get(tag)
+            entry = None
         if entry is None:
             LOG.warning("RabbitMQ returned an unroutable message sent to exchange %r with key "
                         "%r: %s", exchange, routing_key, exc)
-            return
-        entry.returned = True
-        forget_destination(self.session, exchange, routing_key)
+        else:
+            entry.returned = True
 
     def lose(self) -> None:
         pending, self.pending = self.pending, OrderedDict()
@@ -98,9 +113,64 @@ class _Confirms:
             entry.settle(LOST)
 
 
-#: Told when RabbitMQ returns an unconfirmed message (a call's request or a
-#: reply): its correlation id (the call's message id), exchange, routing key.
-OnReturn = Callable[[str, str, str], None]
+class _Send(Op):
+    """A call's request or a reply: written on the unconfirmed channel."""
+
+    __slots__ = ("_done", "error", "message", "route")
+
+    def __init__(self, route: amqp.Route, message: Any) -> None:
+        self.route = route
+        self.message = message
+        self.error: BaseException | None = None
+        self._done = threading.Lock()
+        self._done.acquire()
+
+    def run(self, session: Session) -> None:
+        if needs_declaring(session, self.route):
+            self.error = _Undeclared()
+            return
+        session.state["fast"].basic_publish(self.message, exchange=self.route.exchange_name,
+                                            routing_key=self.route.routing_key, mandatory=True)
+
+    def finish(self, error: BaseException | None) -> None:
+        if self.error is None:
+            self.error = error
+        self._done.release()
+
+    def wait(self) -> BaseException | None:
+        self._done.acquire()
+        return self.error
+
+
+class _ConfirmedSend(Op):
+    """A cast or notification: written on the confirm channel, settled by its confirm."""
+
+    __slots__ = ("body", "entry", "mandatory", "properties")
+
+    def __init__(self, route: amqp.Route, body: bytes, properties: Mapping[str, Any],
+                 mandatory: bool) -> None:
+        self.entry = _Pending(route)
+        self.body = body
+        self.properties = properties
+        self.mandatory = mandatory
+
+    def run(self, session: Session) -> None:
+        route = self.entry.route
+        if needs_declaring(session, route) and route.queue is not None:
+            self.entry.settle(UNDECLARED)
+            return
+        confirms: _Confirms = session.state["confirms"]
+        confirms.last_tag += 1
+        tag = confirms.last_tag
+        confirms.pending[tag] = self.entry
+        props = dict(self.properties, message_id=str(tag)) if self.mandatory else self.properties
+        session.channel.basic_publish(pyamqp.Message(self.body, **props),
+                                      exchange=route.exchange_name,
+                                      routing_key=route.routing_key, mandatory=self.mandatory)
+
+    def finish(self, error: BaseException | None) -> None:
+        if error is not None:
+            self.entry.settle(LOST)
 
 
 class Publisher:
@@ -134,8 +204,15 @@ class Publisher:
     def _returned(self, session: Session, exc: Exception, exchange: str, routing_key: str,
                   message: Any) -> None:
         forget_destination(session, exchange, routing_key)
-        self._on_return(str(message.properties.get("correlation_id") or ""), exchange,
-                        routing_key)
+        correlation_id = str(message.properties.get("correlation_id") or "")
+        self.link.post(partial(self._on_return, correlation_id, exchange, routing_key))
+
+    def _declare(self, session: Session, route: amqp.Route) -> None:
+        if needs_declaring(session, route):
+            with self.link.locked:
+                if session.broken is not None:
+                    raise SessionLost(describe(session.broken))
+                declare_route(session, route, consumer=False)
 
     def send(self, route: amqp.Route, body: bytes, properties: Mapping[str, Any], *,
              retry: int | None, correlation_id: str, what: str) -> None:
@@ -145,24 +222,25 @@ class Publisher:
         tells the caller the rest). If RabbitMQ returns the message as
         unroutable, the publisher's ``on_return`` gets ``correlation_id``.
         """
-        props = dict(properties, correlation_id=correlation_id)
-        message = pyamqp.Message(body, **props)
+        message = pyamqp.Message(body, **dict(properties, correlation_id=correlation_id))
         lost = 0
         while True:
             session = self.link.session(None if retry is None else retry - lost)
             try:
-                with self.link.locked:
-                    if session.broken is not None:
-                        raise SessionLost(describe(session.broken))
-                    declare_route(session, route, consumer=False)
-                    session.state["fast"].basic_publish(
-                        message, exchange=route.exchange_name, routing_key=route.routing_key,
-                        mandatory=True)
-                return
+                self._declare(session, route)
+                op = _Send(route, message)
+                self.link.submit(op)
+                error = op.wait()
             except RETRYABLE as exc:
-                self.link.break_session(session, exc)
+                error = exc
+            if error is None:
+                return
+            if not isinstance(error, _Undeclared):
+                if not isinstance(error, RETRYABLE):
+                    raise MessageDeliveryFailure(f"{what} failed: {describe(error)}") from error
+                self.link.break_session(session, error)
                 lost += 1
-                _check_retry(what, retry, lost, exc)
+                _check_retry(what, retry, lost, error)
 
     def send_confirmed(self, route: amqp.Route, body: bytes, properties: Mapping[str, Any], *,
                        retry: int | None, mandatory: bool, what: str) -> None:
@@ -176,8 +254,10 @@ class Publisher:
         while True:
             session = self.link.session(None if retry is None else retry - lost)
             try:
-                entry = self._publish(session, route, body, properties, mandatory)
-                outcome = _wait(entry)
+                self._declare(session, route)
+                op = _ConfirmedSend(route, body, properties, mandatory)
+                self.link.submit(op)
+                outcome = op.entry.wait()
             except RETRYABLE as exc:
                 self.link.break_session(session, exc)
                 outcome = LOST
@@ -190,6 +270,8 @@ class Publisher:
                 if returned > _MAX_RETURNS:
                     raise MessageDeliveryFailure(f"{what} could not be routed to a queue")
                 continue
+            if outcome == UNDECLARED:
+                continue
             cause = session.broken
             if cause is not None and not isinstance(cause, RETRYABLE):
                 channel_errors += 1  # the broker closed the channel: maybe our fault
@@ -199,23 +281,6 @@ class Publisher:
                 lost += 1
                 _check_retry(what, retry, lost, cause)
 
-    def _publish(self, session: Session, route: amqp.Route, body: bytes,
-                 properties: Mapping[str, Any], mandatory: bool) -> _Pending:
-        with self.link.locked:
-            if session.broken is not None:
-                raise SessionLost(describe(session.broken))
-            declare_route(session, route, consumer=False)
-            confirms: _Confirms = session.state["confirms"]
-            confirms.last_tag += 1
-            tag = confirms.last_tag
-            entry = _Pending(route)
-            confirms.pending[tag] = entry
-            props = dict(properties, message_id=str(tag)) if mandatory else properties
-            session.channel.basic_publish(pyamqp.Message(body, **props),
-                                          exchange=route.exchange_name,
-                                          routing_key=route.routing_key, mandatory=mandatory)
-            return entry
-
 
 def _check_retry(what: str, retry: int | None, lost: int, cause: BaseException | None) -> None:
     if retry is not None and lost > retry:
@@ -223,8 +288,3 @@ def _check_retry(what: str, retry: int | None, lost: int, cause: BaseException |
             f"{what} failed: the connection to RabbitMQ was lost and {retry} "
             f"{'retry' if retry == 1 else 'retries'} did not help"
         ) from cause
-
-
-def _wait(entry: _Pending) -> str:
-    entry.event.wait()
-    return entry.outcome or LOST

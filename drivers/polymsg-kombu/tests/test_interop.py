@@ -109,7 +109,7 @@ def _oslo_servers(transport: Any, topic: str, casts: queue.Queue[Any]) -> list[A
     servers = []
     for name in ("s1", "s2"):
         server = om.get_rpc_server(transport, om.Target(topic=topic, server=name),
-                                   [Endpoint(name, casts)], executor="threading")
+                                   [Endpoint(name, casts)])
         server.start()
         servers.append(server)
     return servers
@@ -175,8 +175,7 @@ def test_oslo_notifier_reaches_polymsg_listener(oslo_notify: Any, transport: Any
 def test_polymsg_notifier_reaches_oslo_listener(oslo_notify: Any, transport: Any,
                                                 topic: str) -> None:
     endpoint = Listener()
-    listener = om.get_notification_listener(oslo_notify, [om.Target(topic=topic)], [endpoint],
-                                            executor="threading")
+    listener = om.get_notification_listener(oslo_notify, [om.Target(topic=topic)], [endpoint])
     listener.start()
     try:
         notifier = polymsg.Notifier(transport, "polymsg.publisher", topics=(topic,))
@@ -192,8 +191,7 @@ def test_notification_sent_before_oslo_listener_starts_is_stored(
         oslo_notify: Any, transport: Any, topic: str) -> None:
     polymsg.Notifier(transport, "early", topics=(topic,)).info({}, "stored", "payload")
     endpoint = Listener()
-    listener = om.get_notification_listener(oslo_notify, [om.Target(topic=topic)], [endpoint],
-                                            executor="threading")
+    listener = om.get_notification_listener(oslo_notify, [om.Target(topic=topic)], [endpoint])
     listener.start()
     try:
         assert endpoint.seen.get(timeout=WAIT)[:3] == ("early", "stored", "payload")

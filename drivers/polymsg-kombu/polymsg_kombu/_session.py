@@ -1,0 +1,119 @@
+"""A Session: one established AMQP connection and what was set up on it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import ssl
+from collections.abc import Hashable, Iterator
+from typing import Any
+
+from polymsg.driver import TransportHost
+from polymsg_kombu._errors import BACKEND_ERRORS, describe
+
+__all__ = ["SOCKET_TIMEOUT", "Session", "host_label"]
+
+LOG = logging.getLogger(__name__)
+
+#: The socket's timeout, for reads (only started once poll() says a frame is
+#: arriving, so they wait only for the rest of a frame) and writes (a broker
+#: blocking publishers for longer breaks the connection). Kept constant so
+#: py-amqp does not switch the socket's mode around every read.
+SOCKET_TIMEOUT = 10.0
+#: Bytes asked of the socket at once.
+_READ_CHUNK = 16384
+#: How long a clean shutdown may wait for the broker's Connection.Close-Ok.
+_CLOSE_TIMEOUT = 2.0
+
+
+def host_label(host: TransportHost) -> str:
+    """``host:port`` for logs."""
+    return f"{host.hostname or 'localhost'}:{host.port or 5672}"
+
+
+class Session:
+    """One established connection: its main channel, a channel for
+    declarations, and what has been declared on it.
+
+    ``state`` holds what the owner keeps per connection (pending confirms,
+    consumer tags). ``broken`` is set (to the cause) once the session must
+    not be used any more.
+    """
+
+    def __init__(self, conn: Any, generation: int, host: TransportHost) -> None:
+        self.conn = conn
+        self.generation = generation
+        self.host = host
+        self.raw: Any = conn.connection
+        self.sock: Any = self.raw.sock
+        self.sock.settimeout(SOCKET_TIMEOUT)
+        # py-amqp reads a frame before every publish when the broker may send
+        # connection.blocked; the I/O thread reads those anyway, so skip it.
+        self.raw.client_properties.get("capabilities", {})["connection.blocked"] = False
+        self.heartbeat = float(self.raw.heartbeat or 0)
+        self.channel: Any = conn.channel()
+        self._declare_channel: Any = None
+        self.broken: BaseException | None = None
+        self.declared: set[Hashable] = set()
+        self.state: dict[str, Any] = {}
+        self._tls = isinstance(self.sock, ssl.SSLSocket)
+        self._poller = select.poll()
+        self._poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        transport: Any = getattr(self.raw, "transport", None)
+        recv = getattr(transport, "_quick_recv", None)
+        self._transport: Any = None
+        if transport is not None and recv is not None and hasattr(transport, "_read_buffer"):
+            # py-amqp reads each frame with three exact-size reads; asking for
+            # more makes it keep the surplus in its buffer: one system call per
+            # burst of frames instead of three per frame.
+            transport._quick_recv = lambda size: recv(max(size, _READ_CHUNK))
+            self._transport = transport
+
+    @contextlib.contextmanager
+    def batched_writes(self) -> Iterator[None]:
+        """Collect the frames written inside the block and send them with one
+        system call at its end (the writes of several publishes and acks)."""
+        transport = self._transport
+        if transport is None:
+            yield
+            return
+        write = transport._write
+        chunks: list[bytes] = []
+        # py-amqp hands over a view of a buffer it reuses for the next frame.
+        transport._write = lambda data: chunks.append(bytes(data))
+        try:
+            yield
+        finally:
+            transport._write = write
+        if chunks:
+            write(b"".join(chunks))
+
+    def declare_channel(self) -> Any:
+        """A channel for declarations, whose errors must not kill :attr:`channel`."""
+        channel = self._declare_channel
+        if channel is None or not channel.is_open:
+            channel = self._declare_channel = self.conn.channel()
+        return channel
+
+    def buffered(self) -> bool:
+        """True when received bytes wait in py-amqp's or the TLS layer's buffer."""
+        if self._transport is not None and self._transport._read_buffer:
+            return True
+        return bool(self._tls and self.sock.pending())
+
+    def readable(self) -> bool:
+        """True when a frame (or part of one) can be read without waiting."""
+        return self.buffered() or bool(self._poller.poll(0))
+
+    def close(self) -> None:
+        """Close the connection: politely when it still works, else just the socket."""
+        try:
+            if self.broken is None:
+                self.sock.settimeout(_CLOSE_TIMEOUT)
+                self.conn.close()
+                return
+        except BACKEND_ERRORS as exc:
+            LOG.debug("closing the connection to %s: %s", host_label(self.host), describe(exc))
+        with contextlib.suppress(*BACKEND_ERRORS):
+            self.conn.collect()
