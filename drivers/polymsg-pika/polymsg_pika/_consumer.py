@@ -109,6 +109,7 @@ class Subscription(Listener):
         self._channel: Any = None
         self._generation = 0
         self._consuming: dict[str, amqp.Route] = {}
+        self._consume_oks: set[str] = set()
         self._failures = 0
         self._started = threading.Event()
         self._error: BaseException | None = None
@@ -153,7 +154,8 @@ class Subscription(Listener):
 
     # -- I/O thread: lifecycle -------------------------------------------------------
     def begin(self) -> None:
-        """Begin consuming (I/O thread); ``on_ready`` runs once in place."""
+        """Begin consuming (I/O thread); ``on_ready`` runs each time every queue is
+        consumed (again, after a reconnect), or once when setting up failed."""
         self._active = True
         self.link.add_user(self)
         self.link.want()
@@ -183,6 +185,7 @@ class Subscription(Listener):
         self._generation += 1
         generation = self._generation
         self._consuming.clear()
+        self._consume_oks.clear()
         channel = connection.channel(
             on_open_callback=lambda ch: self._on_channel_open(generation, ch))
         channel.add_on_close_callback(self._on_channel_closed)
@@ -227,18 +230,21 @@ class Subscription(Listener):
             return
         assert route.queue is not None
         tag = channel.basic_consume(route.queue.name, self._on_message, auto_ack=self._auto_ack,
-                                    callback=lambda _frame: self._consume_ok(generation))
+                                    callback=lambda frame: self._consume_ok(generation, frame))
         self._consuming[tag] = route
 
-    def _consume_ok(self, generation: int) -> None:
-        if generation != self._generation or len(self._consuming) < len(self.routes):
+    def _consume_ok(self, generation: int, frame: Any) -> None:
+        if generation != self._generation:
+            return
+        self._consume_oks.add(frame.method.consumer_tag)
+        if len(self._consume_oks & set(self._consuming)) < len(self.routes):
             return
         self._failures = 0
         if not self._ever_ready:
             self._ever_ready = True
             self._started.set()
-            if self._on_ready is not None:
-                self._on_ready()
+        if self._on_ready is not None:
+            self._on_ready()
         LOG.debug("%s: consuming %s", self.link.name, self._queue_names())
 
     def _setup_failed(self, error: BaseException) -> None:

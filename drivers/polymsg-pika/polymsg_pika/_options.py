@@ -41,7 +41,7 @@ OPTS: list[cfg.Opt] = [
                help="AMQP heartbeat timeout in seconds proposed to the broker; 0 turns "
                     "heartbeats off. The I/O thread answers heartbeats however long "
                     "endpoints run."),
-    cfg.FloatOpt("connect_timeout", default=10.0, min=0.1,
+    cfg.FloatOpt("connect_timeout", default=5.0, min=0.1,
                  help="Seconds one connection attempt (TCP, TLS and AMQP handshake) may take."),
     cfg.FloatOpt("retry_interval", default=1.0, min=0.0,
                  help="Seconds to wait before the second round of connection attempts "

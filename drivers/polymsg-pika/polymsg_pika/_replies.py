@@ -2,8 +2,9 @@
 
 The queue (``reply_<hex>``, expiring unused after ``transient_queues_ttl``) is
 declared and consumed on first call, and again after every reconnect. A call
-is published only once its reply queue is consumed, so no reply can be sent
-to a queue that does not exist yet. Replies are consumed without
+is published only while its reply queue is consumed (new calls wait while
+the receiving connection is down), so no reply is sent to a queue that does
+not exist yet, not even right after a broker restart. Replies are consumed without
 acknowledgement and handed to the waiting caller's future; a reply for a
 caller that stopped waiting (timed out) is logged and dropped.
 """
@@ -128,7 +129,9 @@ class Replies:
         """Nothing to do: the subscription re-declares itself."""
 
     def link_lost(self, error: BaseException | None) -> None:
-        """Replies in flight stay in the queue, which outlives the connection."""
+        # Replies in flight stay in the queue, which outlives the connection;
+        # unless the broker restarted, and then calls wait for it to be back.
+        self._ready = False
 
     def attempt_failed(self, error: BaseException | None) -> None:
         for message in list(self._held):
