@@ -296,6 +296,8 @@ class Link:
         with self._cond:
             self._failed_rounds += 1
             self._cond.notify_all()
+        with self.lock:  # their senders decide, by their retry budget, whether to wait on
+            self._fail_ops(SessionLost(f"cannot connect to RabbitMQ ({self.name})"))
         return None
 
     def _open(self, host: TransportHost) -> Session:
