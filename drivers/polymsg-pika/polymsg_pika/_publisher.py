@@ -126,6 +126,8 @@ class Publisher:
         self._unconfirmed: dict[int, Outgoing] = {}
         self._by_id: dict[str, Outgoing] = {}
         self._calls: dict[str, Outgoing] = {}
+        #: The most messages ever waiting for their confirm at once (diagnostics).
+        self.most_in_flight = 0
         link.add_user(self)
 
     def send(self, message: Outgoing) -> None:
@@ -291,6 +293,7 @@ class Publisher:
             tag, self._next_tag = self._next_tag, self._next_tag + 1
             self._unconfirmed[tag] = message
             self._by_id[message.message_id] = message
+            self.most_in_flight = max(self.most_in_flight, len(self._unconfirmed))
         elif message.kind == CALL and message.future is not None:
             # Kept until answered, in case the broker returns it as unroutable.
             self._calls[message.message_id] = message

@@ -8,6 +8,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pika
@@ -286,3 +287,20 @@ def test_reply_to_a_caller_that_is_gone_is_logged(
             caller.cleanup()  # deletes the caller's reply queue
         release.set()
         assert dropped.seen.wait(WAIT), "the undeliverable reply was not logged"
+
+
+def test_confirms_are_pipelined_across_threads(transport: polymsg.Transport,
+                                               topic: str) -> None:
+    endpoint = Echo()
+    client = polymsg.RPCClient(transport, polymsg.Target(topic=topic))
+    senders, each = 16, 25
+    with polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s1"),
+                                [endpoint]), ThreadPoolExecutor(senders) as pool:
+        for future in [pool.submit(lambda n=n: [client.cast({}, "echo", value=(n, i))
+                                                for i in range(each)])
+                       for n in range(senders)]:
+            future.result(WAIT)
+        assert len(endpoint.seen.wait_for_count(senders * each, WAIT)) == senders * each
+    publisher = transport._driver._publisher  # type: ignore[attr-defined]
+    # Casts of different threads waited for their confirms together, not in turn.
+    assert publisher.most_in_flight > 1
