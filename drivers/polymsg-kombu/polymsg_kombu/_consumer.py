@@ -368,6 +368,14 @@ class ReplyRouter:
         _settle(future, exc)
         return True
 
+    def close(self) -> None:
+        """Fail every call still waiting: the transport is closing."""
+        with self._lock:
+            waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            _settle(future, MessageDeliveryFailure("the transport was cleaned up before "
+                                                   "the reply arrived"))
+
     def _forget(self, msg_id: str, _future: Future[Reply]) -> None:
         with self._lock:
             self._waiting.pop(msg_id, None)

@@ -158,3 +158,4 @@ class KombuDriver(Driver):
         """Close both connections and join their I/O threads. Idempotent."""
         self.consumer.close()
         self.publisher.close()
+        self.replies.close()
