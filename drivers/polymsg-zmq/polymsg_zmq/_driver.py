@@ -145,7 +145,7 @@ class ZmqDriver(Driver):
                                       "u": unrouted}
             if kind == "note":
                 fields.update(p=priority, pools=pools)
-            header = encode_header(fields)
+            header = MAGIC + encode_header(fields)
             if len(self._headers) > 4096:
                 self._headers.clear()
             self._headers[key] = header
@@ -219,7 +219,7 @@ class ZmqDriver(Driver):
         header = self._header("rpc", target, options, ttl, unrouted)
         future = replies.expect(msg_id)
         try:
-            self._send(host, [MAGIC, header, body], options, deadline)
+            self._send(host, [header, body], options, deadline)
         except BaseException:
             future.cancel()
             raise
@@ -237,11 +237,11 @@ class ZmqDriver(Driver):
                 LOG.warning("zmq: fanout on topic %s reached no host: none serves it",
                             target.topic)
             for host in hosts:
-                self._send(host, [MAGIC, header, body], options, post=True)
+                self._send(host, [header, body], options, post=True)
             return _DONE
         host, unrouted = self._rpc_route(target)
         header = self._header("rpc", target, options, options.message_ttl, unrouted)
-        self._send(host, [MAGIC, header, body], options, post=True)
+        self._send(host, [header, body], options, post=True)
         return _DONE
 
     def notify(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
@@ -257,7 +257,7 @@ class ZmqDriver(Driver):
         for host, pools in routes:
             header = self._header("note", target, options, options.message_ttl, unrouted,
                                   priority, pools)
-            self._send(host, [MAGIC, header, body], options, post=True)
+            self._send(host, [header, body], options, post=True)
         return _DONE
 
     def resend(self, header: dict[str, Any], body: dict[str, Any],
@@ -266,7 +266,7 @@ class ZmqDriver(Driver):
         its TTL (``deadline`` is on this host's monotonic clock)."""
         ttl = None if deadline is None else max(0.0, deadline - time.monotonic())
         fields = dict(header, u=False, s=header.get("s"), ttl=ttl)
-        frames = [MAGIC, encode_header(fields), pack(dumps(body))]
+        frames = [MAGIC + encode_header(fields), pack(dumps(body))]
         try:
             self._send(self.settings.address, frames, SendOptions(retry=2))
         except MessagingError as exc:
@@ -277,8 +277,9 @@ class ZmqDriver(Driver):
         """Send a call's reply to the caller's reply socket; failures are logged."""
         try:
             peer = self.peers.get(endpoint)
-            if not peer.try_send([REPLY_MAGIC, msg_id.encode(), payload]):
-                peer.send([REPLY_MAGIC, msg_id.encode(), payload], retry=0,
+            frames = [REPLY_MAGIC + msg_id.encode(), payload]
+            if not peer.try_send(frames):
+                peer.send(frames, retry=0,
                           interval=self.settings.retry_interval)
         except MessagingError as exc:
             LOG.warning("zmq: could not send the reply to call %s to %s: %s",

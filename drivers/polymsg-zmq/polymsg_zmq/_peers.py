@@ -153,16 +153,15 @@ class Peer:
         outbox = self._outbox
         while outbox:
             first = outbox.popleft()
-            if len(first) != 3 or first[0] != MAGIC:
-                batch: list[Frames] = [first]
+            batch: list[Frames] = [first]
+            if len(first) != 2 or not first[0].startswith(MAGIC):
                 frames = list(first)
             else:
-                batch = [first]
-                header = first[1]
-                while outbox and len(batch) < _BATCH and len(outbox[0]) == 3 \
-                        and outbox[0][1] == header and outbox[0][0] == MAGIC:
+                header = first[0]
+                while outbox and len(batch) < _BATCH and len(outbox[0]) == 2 \
+                        and outbox[0][0] == header:
                     batch.append(outbox.popleft())
-                frames = [MAGIC, header, b"".join(item[2] for item in batch)]
+                frames = [header, b"".join(item[1] for item in batch)]
             try:
                 self._sock.send_multipart(frames, zmq.NOBLOCK)
             except zmq.Again:
@@ -192,8 +191,8 @@ class Peer:
             queued, self._outbox = list(self._outbox), deque()
             self.stalled_since = None
         if queued:
-            ids = [i for frames in queued if len(frames) == 3
-                   for i in message_ids("rpc", frames[2])]
+            ids = [i for frames in queued if len(frames) == 2
+                   for i in message_ids("rpc", frames[1])]
             LOG.warning("zmq: dropped %d message(s) queued for %s (%s): ids %s",
                         len(queued), self.endpoint, why, ids)
 

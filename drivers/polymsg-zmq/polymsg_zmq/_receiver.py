@@ -80,7 +80,7 @@ class Receiver:
         self._thread: threading.Thread | None = None
         self._lock_file: IO[str] | None = None
         self._stopping = threading.Event()
-        self._headers: dict[bytes, dict[str, Any]] = {}
+        self._headers: dict[bytes, tuple[dict[str, Any], bytes]] = {}
         #: Messages dropped on the TCP port because they were malformed.
         self.malformed = 0
         self._next_sweep = 0.0
@@ -242,22 +242,22 @@ class Receiver:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) != 4 or frames[1] != MAGIC:
+            if len(frames) != 3 or not frames[1].startswith(MAGIC):
                 self._drop_garbage("not a polymsg-zmq message")
                 continue
-            raw = frames[2]
-            header = headers.get(raw)
-            if header is None:
+            known = headers.get(frames[1])
+            if known is None:
+                raw = frames[1][len(MAGIC):]
                 try:
-                    header = decode_header(raw)
+                    known = (decode_header(raw), raw)
                 except InvalidFrame as exc:
                     self._drop_garbage(str(exc))
                     continue
                 if len(headers) >= 4096:
                     headers.clear()
-                headers[raw] = header
+                headers[frames[1]] = known
             now = time.monotonic()
-            self.route(header, raw, frames[3], now)
+            self.route(known[0], known[1], frames[2], now)
             if now > budget:
                 return
 
@@ -493,7 +493,7 @@ class Receiver:
         for host, pools in routes:
             if header["k"] == "note":
                 header["pools"] = pools
-            frames = [MAGIC, encode_header(header), item.bodies]
+            frames = [MAGIC + encode_header(header), item.bodies]
             if not self._peers.get(self.settings.endpoint(host)).try_send(frames):
                 LOG.info("zmq receiver: host %s cannot take %s yet; holding", host,
                          item.ids())

@@ -1,7 +1,7 @@
 """The caller's side of a call: a reply socket and the futures waiting on it.
 
 One ROUTER per transport, bound to an ephemeral TCP port of this host and
-named in each request; servers send ``[b"PZR", message id, reply]`` to it.
+named in each request; servers send ``[b"PZR" + message id, reply]`` to it.
 
 No thread of its own reads it: a caller blocked in ``future.result()``
 becomes the *leader* and polls the socket itself, handing each reply to the
@@ -145,16 +145,17 @@ class ReplyWaiter:
                 frames = self._sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) != 4 or frames[1] != REPLY_MAGIC:
+            if len(frames) != 3 or not frames[1].startswith(REPLY_MAGIC):
                 LOG.warning("zmq: dropped a malformed message on the reply socket")
                 continue
+            key = frames[1][len(REPLY_MAGIC):]
             with self._lock:
-                future = self._pending.pop(frames[2], None)
+                future = self._pending.pop(key, None)
             if future is None:
                 LOG.info("zmq: reply to call %s came after the caller gave up",
-                         frames[2].decode(errors="replace"))
+                         key.decode(errors="replace"))
                 continue
-            self._resolve(future, frames[3])
+            self._resolve(future, frames[2])
 
     def _resolve(self, future: ReplyFuture, data: bytes) -> None:
         try:

@@ -5,11 +5,11 @@ multipart messages. Three conversations exist:
 
 **Sender -> receiver** (TCP, sender DEALER -> receiver ROUTER)::
 
-    [b"PZ1", header, bodies]
+    [b"PZ1" + header, bodies]
 
 One header routes one or more bodies (a batch), packed in one frame: each
-body preceded by its length (4 bytes, big-endian), so a batch costs one
-frame whatever its size. ``header`` is a JSON object:
+body preceded by its length (4 bytes, big-endian), so a batch costs two
+frames whatever its size. ``header`` is a JSON object:
 ``k`` kind (``"rpc"`` one server of the topic, or the server ``s`` when set;
 ``"fan"`` every server of the topic; ``"note"`` a notification of priority
 ``p`` for the pools ``pools``, ``null`` meaning every pool on that host),
@@ -22,7 +22,7 @@ null}``; a notification body is ``{"c": ctxt, "m": message}``.
 
 **Reply** (TCP, server DEALER -> the caller's reply ROUTER)::
 
-    [b"PZR", message id, {"r": result, "f": failure or null}]    (not packed)
+    [b"PZR" + message id, {"r": result, "f": failure or null}]    (not packed)
 
 **Receiver <-> local consumers** (IPC, one ROUTER per exchange and topic at
 ``<ipc_dir>/t/<exchange>/<topic>``; consumers connect a DEALER)::

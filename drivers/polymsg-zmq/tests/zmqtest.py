@@ -8,6 +8,7 @@ real TCP and IPC sockets.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -28,10 +29,21 @@ from polymsg.driver import Driver, Listener, OnMessage, Reply, SendOptions, Targ
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nothing listens on right now.
+
+    Picked below Linux's ephemeral range (32768-60999), so that no other
+    process's outgoing connection or port-0 bind takes it before the test's
+    receiver binds it.
+    """
+    for _ in range(100):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free TCP port between 20000 and 32000")
 
 
 def short_tmpdir() -> str:
@@ -74,10 +86,21 @@ class Host:
         return settings_from(overlay(cfg.ConfigOpts(), parsed), parsed)
 
     def start_receiver(self) -> Receiver:
+        """Start this host's receiver in the test process (on a new port should another
+        process have taken this one since it was picked)."""
         assert self.receiver is None
-        self.receiver = Receiver(self.settings())
-        self.receiver.start()
-        return self.receiver
+        for _ in range(5):
+            receiver = Receiver(self.settings())
+            try:
+                receiver.start()
+            except polymsg.MessageDeliveryFailure as exc:
+                if "cannot bind" not in str(exc):
+                    raise
+                self.port = free_port()
+                continue
+            self.receiver = receiver
+            return receiver
+        raise AssertionError(f"no free port for host {self.name}")
 
     def stop_receiver(self) -> None:
         if self.receiver is not None:
