@@ -3,13 +3,15 @@
 One ROUTER per transport, bound to an ephemeral TCP port of this host and
 named in each request; servers send ``[b"PZR" + message id, reply]`` to it.
 
-No thread of its own reads it: a caller blocked in ``future.result()``
-becomes the *leader* and polls the socket itself, handing each reply to the
-future it belongs to; other callers wait on their future and one of them
-takes over when the leader's own reply has come. A sequential caller thus
-gets its reply without a thread switch. A reply nobody waits for any more
-(the call timed out) is logged and dropped; with CURVE, the leader also
-answers the context's ZAP requests.
+A caller blocked in ``future.result()`` becomes the *leader* and polls the
+socket itself, handing each reply to the future it belongs to; other callers
+wait on their future and one of them takes over when the leader's own reply
+has come. A sequential caller thus gets its reply without a thread switch.
+A future waited for with ``add_done_callback`` (``asyncio.wrap_future``…)
+instead has a reader thread, started on first such use, poll for it
+whenever no caller leads. A reply nobody waits for any more (the call timed
+out) is logged and dropped; with CURVE, the leader also answers the
+context's ZAP requests.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import zmq
@@ -48,6 +51,11 @@ class ReplyFuture(Future[Reply]):
             self.waiter.wait(self, timeout)
         return super().result(0 if timeout is not None else None)
 
+    def add_done_callback(self, fn: Callable[[Future[Reply]], object]) -> None:
+        super().add_done_callback(fn)
+        if not self.done():
+            self.waiter.watch(self)
+
 
 class ReplyWaiter:
     """The reply socket of one transport and the calls waiting for replies."""
@@ -57,6 +65,8 @@ class ReplyWaiter:
         self._waiting: set[ReplyFuture] = set()
         self._lock = threading.Lock()
         self._leader = threading.Lock()
+        self._watched = threading.Condition(self._lock)
+        self._reader: threading.Thread | None = None
         self._closed = False
         self._zap = ZapHandler(context, settings.curve) if settings.curve else None
         sock: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
@@ -84,7 +94,7 @@ class ReplyWaiter:
             if self._closed:
                 raise MessageDeliveryFailure("zmq: the transport is closed")
             self._pending[key] = future
-        future.add_done_callback(self._forget)
+        Future.add_done_callback(future, self._forget)
         return future
 
     def _forget(self, future: Future[Reply]) -> None:
@@ -116,21 +126,61 @@ class ReplyWaiter:
         finally:
             with self._lock:
                 self._waiting.discard(future)
+                if self._reader is not None:
+                    self._watched.notify()  # replies others await may need the reader
 
     def _lead(self, future: ReplyFuture, deadline: float | None) -> None:
         while not future.done() and not self._closed:
             remaining = _POLL_SLICE if deadline is None else min(
                 _POLL_SLICE, deadline - time.monotonic())
-            if remaining <= 0:
+            if remaining <= 0 or not self._poll(remaining):
                 return
+
+    def _poll(self, timeout: float) -> bool:
+        """Read the socket for up to ``timeout`` seconds; False once it is closed."""
+        try:
+            events = dict(self._poller.poll(int(timeout * 1000) or 1))
+        except zmq.ZMQError:
+            return False
+        if self._zap is not None and self._zap.socket in events:
+            self._zap.handle()
+        if self._sock in events:
+            self._drain()
+        return True
+
+    def watch(self, future: ReplyFuture) -> None:
+        """``future`` is waited for without ``result()``: make sure someone reads."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._reader is None:
+                self._reader = threading.Thread(target=self._read, name="polymsg-zmq-replies",
+                                                daemon=True)
+                self._reader.start()
+            self._watched.notify()
+
+    def _orphans(self) -> bool:
+        """Replies are awaited and no caller reads the socket (lock held)."""
+        return bool(self._pending) and not self._waiting
+
+    def _read(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closed and not self._orphans():
+                    self._watched.wait()
+                if self._closed:
+                    return
+            if not self._leader.acquire(timeout=_POLL_SLICE):
+                continue  # a caller leads; it reads every reply
             try:
-                events = dict(self._poller.poll(int(remaining * 1000) or 1))
-            except zmq.ZMQError:
-                return
-            if self._zap is not None and self._zap.socket in events:
-                self._zap.handle()
-            if self._sock in events:
-                self._drain()
+                while True:
+                    with self._lock:
+                        if self._closed or not self._orphans():
+                            break
+                    self._poll(_POLL_SLICE)
+            finally:
+                self._leader.release()
+                self._pass_on()
 
     def _pass_on(self) -> None:
         """Wake a waiting caller so that it takes over reading the socket."""
@@ -172,14 +222,19 @@ class ReplyWaiter:
         future.wake.set()
 
     def close(self) -> None:
-        """Fail calls still waiting and close the socket once no caller reads it."""
+        """Fail calls still waiting, stop the reader thread and close the socket once no
+        caller reads it."""
         with self._lock:
             self._closed = True
+            self._watched.notify_all()
+            reader = self._reader
             pending, self._pending = list(self._pending.values()), {}
         for future in pending:
             if future.set_running_or_notify_cancel():
                 future.set_exception(MessageDeliveryFailure("zmq: the transport was closed"))
             future.wake.set()
+        if reader is not None:
+            reader.join()
         with self._leader:  # a leader polls for at most _POLL_SLICE more
             self._sock.close(linger=0)
             if self._zap is not None:

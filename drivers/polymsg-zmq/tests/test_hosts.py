@@ -205,3 +205,28 @@ def test_unreachable_redis_fails_sends_clearly_and_never_blocks_servers(
         assert any("matchmaker update failed" in r.getMessage() for r in caplog.records)
     finally:
         hosts.close()
+
+
+def test_call_futures_resolve_without_result_being_called(stack: Stack) -> None:
+    """A driver's call future completes for callbacks too (as asyncio.wrap_future uses)."""
+    import asyncio
+
+    from polymsg.driver import SendOptions
+
+    hosts = Hosts(["a"])
+    try:
+        transport = stack.transport(hosts[0].url())
+        stack.server(transport, "work", "server-a")
+        driver = transport._driver
+        target = polymsg.Target(topic="work", exchange="polymsg")
+        message = {"method": "echo", "args": {"value": "async"}, "namespace": None,
+                   "version": None}
+
+        async def call() -> Any:
+            future = driver.call(target, {}, message, SendOptions(timeout=10))
+            return await asyncio.wait_for(asyncio.wrap_future(future), 10)
+
+        replies = [asyncio.run(call()) for _ in range(3)]
+        assert [reply.result for reply in replies] == ["async"] * 3
+    finally:
+        hosts.close()
