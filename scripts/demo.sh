@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Run the polymsg demo: no server to install with the default memory:// transport.
+# Run the polymsg demo: no server to install with the default zmq:// transport
+# (brokerless: the driver starts its per-host receiver in-process).
 #
-#   scripts/demo.sh                      # memory://, in-process
+#   scripts/demo.sh                      # zmq://, brokerless
+#   scripts/demo.sh --url memory://      # in-process bus
 #   scripts/demo.sh --url rabbit://guest:guest@localhost:5672/
 #
 # Creates .venv in the checkout (with the current python3) on first use and
-# installs polymsg into it, then runs `polymsg demo`.
+# installs polymsg and its drivers into it, then runs `polymsg demo`.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,8 +19,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV" || {
     echo "demo: python3 -m venv failed; on Debian: apt-get install python3-venv" >&2; exit 1; }
 fi
-if ! "$VENV/bin/python" -c "import polymsg.cli" >/dev/null 2>&1; then
-  echo "demo: installing polymsg into $VENV" >&2
-  "$VENV/bin/python" -m pip install -qq -e "$ROOT" >&2
+if ! "$VENV/bin/python" -c "import polymsg.cli, polymsg_zmq, polymsg_kombu, polymsg_pika" \
+    >/dev/null 2>&1; then
+  echo "demo: installing polymsg and its drivers into $VENV" >&2
+  "$VENV/bin/python" -m pip install -qq -e "$ROOT" -e "$ROOT/drivers/polymsg-zmq" \
+    -e "$ROOT/drivers/polymsg-kombu" -e "$ROOT/drivers/polymsg-pika" >&2
 fi
-exec "$VENV/bin/polymsg" demo "$@"
+case " $* " in
+  *" --url "*|*" --url="*) exec "$VENV/bin/polymsg" demo "$@" ;;
+  *) exec "$VENV/bin/polymsg" demo --url zmq:// "$@" ;;
+esac
