@@ -1,7 +1,7 @@
 """Helper processes of the benchmark, and the parent's handle on one.
 
 A child runs one *role* (an RPC server, a raw consumer, a ping-pong loop…)
-in a fresh interpreter, ``python -m polymsg._bench._child ROLE ARGS_JSON``.
+in a fresh interpreter, ``python -m polymsg._bench ROLE ARGS_JSON``.
 It talks to the parent in JSON lines: it writes events on stdout (``ready``
 first, then whatever its role reports) and reads commands on stdin; end of
 stdin means "stop". Its stderr goes to a file the parent shows when the
@@ -47,7 +47,7 @@ class Child:
         self.role = role
         self._stderr = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 - closed by close()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "polymsg._bench._child", role, json.dumps(args)],
+            [sys.executable, "-m", "polymsg._bench", role, json.dumps(args)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
             text=True, bufsize=1)
         self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -192,6 +192,3 @@ def main(argv: list[str]) -> int:
         raise
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

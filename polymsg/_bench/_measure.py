@@ -29,13 +29,18 @@ __all__ = [
     "sequential_calls",
     "server_rss",
     "threaded_calls",
+    "threaded_casts",
+    "wait_for",
 ]
 
 #: Payload sizes measured: (figure suffix, bytes). The first is the default.
 SIZES: tuple[tuple[str, int], ...] = (("", 100), ("_10KiB", 10 * 1024), ("_1MiB", 1024 * 1024))
 
-#: Seconds the server side may take to catch up with what was sent.
-CATCH_UP_TIMEOUT = 180.0
+#: Seconds the server side may go without executing anything more before a
+#: measurement gives up waiting for it to catch up (messages were lost).
+STALL_TIMEOUT = 30.0
+#: Seconds one wait for the server lasts before checking it still makes progress.
+_WAIT_SLICE = 5.0
 
 
 class BenchError(RuntimeError):
@@ -168,6 +173,20 @@ def threaded_calls(subject: RpcSubject, threads: int, seconds: float) -> dict[st
     return {f"calls_{threads}t": sum(counts) / elapsed}
 
 
+def wait_for(subject: RpcSubject, casts: int, notes: int) -> tuple[int, int]:
+    """Wait until the server ran ``casts`` casts and ``notes`` notifications, or made no
+    progress for :data:`STALL_TIMEOUT` seconds; the counts it reached."""
+    last, stalled_since = (-1, -1), time.monotonic()
+    while True:
+        got = subject.wait_executed(casts, notes, _WAIT_SLICE)
+        if got[0] >= casts and got[1] >= notes:
+            return got
+        if got != last:
+            last, stalled_since = got, time.monotonic()
+        elif time.monotonic() - stalled_since > STALL_TIMEOUT:
+            return got
+
+
 def _end_to_end(subject: RpcSubject, send: Callable[[], None], seconds: float,
                 max_count: int, wait: Callable[[int], int]) -> float:
     subject.reset()
@@ -175,8 +194,8 @@ def _end_to_end(subject: RpcSubject, send: Callable[[], None], seconds: float,
     started = time.perf_counter() - elapsed
     executed = wait(len(sent))
     if executed < len(sent):
-        raise BenchError(f"only {executed} of {len(sent)} sent were executed "
-                         f"within {CATCH_UP_TIMEOUT:g} s")
+        raise BenchError(f"only {executed} of {len(sent)} sent were executed (nothing more "
+                         f"within {STALL_TIMEOUT:g} s)")
     return len(sent) / (time.perf_counter() - started)
 
 
@@ -185,15 +204,51 @@ def casts_end_to_end(subject: RpcSubject, size: int, seconds: float, max_count: 
     """Casts sent for ``seconds``, timed until the server executed the last: casts/s."""
     body = payload(size)
     rate = _end_to_end(subject, lambda: subject.cast(body), seconds, max_count,
-                       lambda n: subject.wait_executed(n, 0, CATCH_UP_TIMEOUT)[0])
+                       lambda n: wait_for(subject, n, 0)[0])
     return {f"casts{suffix}": rate}
+
+
+def threaded_casts(subject: RpcSubject, threads: int, seconds: float) -> dict[str, float]:
+    """``threads`` threads casting through one client for ``seconds``, timed until the
+    server executed the last: casts/s."""
+    body = payload(100)
+    counts = [0] * threads
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads + 1)
+
+    def worker(index: int) -> None:
+        start.wait()
+        deadline = time.perf_counter() + seconds
+        try:
+            while time.perf_counter() < deadline:
+                subject.cast(body)
+                counts[index] += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    subject.reset()
+    pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    start.wait()
+    started = time.perf_counter()
+    for thread in pool:
+        thread.join()
+    if errors:
+        raise errors[0]
+    sent = sum(counts)
+    executed = wait_for(subject, sent, 0)[0]
+    if executed < sent:
+        raise BenchError(f"only {executed} of {sent} casts were executed (nothing more "
+                         f"within {STALL_TIMEOUT:g} s)")
+    return {f"casts_{threads}t": sent / (time.perf_counter() - started)}
 
 
 def notifications_end_to_end(subject: RpcSubject, seconds: float) -> dict[str, float]:
     """Notifications sent for ``seconds``, timed until the listener had the last: per s."""
     body = payload(100)
     rate = _end_to_end(subject, lambda: subject.notify(body), seconds, 1 << 62,
-                       lambda n: subject.wait_executed(0, n, CATCH_UP_TIMEOUT)[1])
+                       lambda n: wait_for(subject, 0, n)[1])
     return {"notifications": rate}
 
 
@@ -227,9 +282,10 @@ def server_rss(subject: RpcSubject, batch: int, batches: int, senders: int = 8,
             thread.join()
         if errors:
             raise errors[0]
-        done = subject.wait_executed(n * batch, 0, CATCH_UP_TIMEOUT)[0]
+        done = wait_for(subject, n * batch, 0)[0]
         if done < n * batch:
-            raise BenchError(f"only {done} of {n * batch} casts ran")
+            raise BenchError(f"only {done} of {n * batch} casts ran (nothing more "
+                             f"within {STALL_TIMEOUT:g} s)")
         if n == 1:
             first = subject.server_rss() or 0
     last = subject.server_rss() or 0

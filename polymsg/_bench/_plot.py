@@ -21,8 +21,9 @@ DOCS_INCLUDE = Path("benchmarks_latest.inc")
 
 _PANELS: tuple[tuple[str, Sequence[tuple[str, str]], bool], ...] = (
     ("Calls per second, 100 B", (("calls", "sequential"), ("calls_16t", "16 threads")), True),
-    ("Per second end to end, 100 B",
-     (("casts", "casts"), ("notifications", "notifications")), True),
+    ("One-way per second end to end, 100 B",
+     (("casts", "casts"), ("casts_16t", "casts, 16 threads"), ("notifications", "notifications"),
+      ("casts_confirmed", "publish confirmed one by one")), True),
     ("Call latency, 100 B (microseconds)",
      (("call_median_us", "median"), ("call_p99_us", "p99")), True),
     ("Sequential calls per second by payload",
@@ -104,8 +105,7 @@ def rst_tables(results: dict[str, Any]) -> str:
              "calls_1MiB", "casts_1MiB")
     rows = []
     for found in results["subjects"]:
-        if found["status"] != "ok":
-            rows.append([found["label"], *([f"{found['status']}"] + ["-"] * (len(names) - 1))])
+        if not any(figure(results, found["key"], n) is not None for n in names):
             continue
         rows.append([found["label"], *(_num(figure(results, found["key"], n)) for n in names)])
     lines += _list_table(["", "calls/s", "median µs", "p99 µs", "16 threads calls/s",
@@ -119,11 +119,22 @@ def rst_tables(results: dict[str, Any]) -> str:
         lines += [f"Server RSS (MiB) after {first:,} and {last:,} casts:", ""]
         lines += _list_table(["", f"after {first:,}", f"after {last:,}", "growth"], rss)
     lines += _ratio_table(results)
+    notes = [f"* {s['label']}: {s['status']}: {_escape(s['note'])}"
+             for s in results["subjects"] if s["status"] != "ok"]
+    if notes:
+        lines += ["Not measured:", "", *notes, ""]
     goals = [[g["status"], g["subject"], g["goal"], _goal_value(g)] for g in results["goals"]]
     if goals:
         lines += ["Goals:", ""]
         lines += _list_table(["status", "driver", "goal", "measured"], goals)
     return "\n".join(lines)
+
+
+def _escape(text: str) -> str:
+    """``text`` with reStructuredText's markup characters escaped."""
+    for char in "\\`*_|":
+        text = text.replace(char, "\\" + char)
+    return text
 
 
 def _ratio_table(results: dict[str, Any]) -> list[str]:

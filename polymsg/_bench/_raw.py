@@ -67,6 +67,7 @@ class RawPika:
         self._conn = _pika_connect(self._params)
         self._channel = self._conn.channel()
         self._reply: bytes | None = None
+        self._confirming: Any = None
         self._ids = itertools.count()
         self._channel.basic_consume(DIRECT_REPLY_TO, self._on_reply, auto_ack=True)
 
@@ -101,22 +102,33 @@ class RawPika:
         return call_figures(*timed_loop(seconds, once), suffix=suffix)
 
     def casts(self, size: int, seconds: float, max_count: int = 1 << 62,
-              suffix: str = "") -> dict[str, float]:
+              suffix: str = "", channel: Any = None) -> dict[str, float]:
         """Unconfirmed publishes for ``seconds``, timed until the consumer had the last."""
+        channel = channel or self._channel
         consumer = next((c for c in self._children if c.role == "pika-consumer"), None)
         consumer = consumer or self._child("pika-consumer", self._consume_queue)
         body = payload(size).encode()
 
         def once() -> None:
-            self._channel.basic_publish("", self._consume_queue, body)
+            channel.basic_publish("", self._consume_queue, body)
 
         sent, elapsed = timed_loop(seconds, once, max_count)
         started = time.perf_counter() - elapsed
-        self._channel.basic_publish("", self._consume_queue, END)
+        channel.basic_publish("", self._consume_queue, END)
         got = consumer.expect("done", 180)
         if got["received"] != len(sent):
             raise BenchError(f"raw pika consumer got {got['received']} of {len(sent)}")
         return {f"casts{suffix}": len(sent) / (time.perf_counter() - started)}
+
+    def confirmed_casts(self, size: int, seconds: float) -> dict[str, float]:
+        """Publishes each waiting for the broker's confirm (on a channel of their own),
+        timed until the consumer had the last: what a broker-confirmed cast from one
+        thread can reach at best."""
+        if self._confirming is None:
+            self._confirming = self._conn.channel()
+            self._confirming.confirm_delivery()
+        figures = self.casts(size, seconds, channel=self._confirming)
+        return {"casts_confirmed": figures["casts"]}
 
     def close(self) -> None:
         """Close the connection and stop the children."""

@@ -7,9 +7,11 @@ A run's results are one JSON-ready dict::
      "status"}]}
 
 Figure names: ``calls`` (sequential calls/s), ``call_median_us``,
-``call_p99_us``, ``calls_16t``, ``casts`` and ``notifications`` (per second,
-end to end), the same call and cast figures with a ``_10KiB`` or ``_1MiB``
-suffix, and ``rss_first_MiB``, ``rss_last_MiB``, ``rss_growth_pct``.
+``call_p99_us``, ``calls_16t`` (16 threads), ``casts``, ``casts_16t`` and
+``notifications`` (per second, end to end), ``casts_confirmed`` (raw pika
+only: publishes each waiting for its confirm), the call and cast figures
+again with a ``_10KiB`` or ``_1MiB`` suffix, and ``rss_first_MiB``,
+``rss_last_MiB``, ``rss_growth_pct``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ RATIOS: tuple[tuple[str, str], ...] = (
     ("kombu", "oslo"), ("pika", "oslo"), ("kombu", "raw-pika"), ("pika", "raw-pika"),
     ("zmq", "raw-zmq"),
 )
-RATIO_FIGURES = ("calls", "calls_16t", "casts", "notifications",
+RATIO_FIGURES = ("calls", "calls_16t", "casts", "casts_16t", "notifications",
                  "calls_10KiB", "calls_1MiB", "casts_10KiB", "casts_1MiB")
 
 
@@ -150,28 +152,26 @@ def _table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]],
 
 def _figure_rows(results: dict[str, Any], columns: Sequence[tuple[str, str]],
                  ) -> list[list[str]]:
+    """One row per subject that has at least one of ``columns``."""
     rows = []
     for found in results["subjects"]:
         values = [found["figures"].get(name) for name, _ in columns]
-        if found["status"] != "ok" and not any(v is not None for v in values):
-            rows.append([found["label"], f"{found['status']}: {found['note']}"[:70]])
-            continue
-        if all(v is None for v in values):
-            continue
-        units = [unit for _, unit in columns]
-        rows.append([found["label"], *map(_fmt, values, units)])
+        if any(v is not None for v in values):
+            rows.append([found["label"], *map(_fmt, values, [unit for _, unit in columns])])
     return rows
 
 
-def _pad(rows: list[list[str]], width: int) -> list[list[str]]:
-    return [r if len(r) == width else [r[0], r[1], *[""] * (width - 2)] for r in rows]
+def _note_lines(results: dict[str, Any]) -> list[str]:
+    notes = [f"  {s['label']}: {s['status']}: {s['note']}"
+             for s in results["subjects"] if s["status"] != "ok"]
+    return ["", "Not measured", *notes] if notes else []
 
 
 def render(results: dict[str, Any]) -> str:
     """The results as text: figure tables, ratios and goals."""
     meta = results["meta"]
-    main = [("calls", ""), ("call_median_us", ""), ("call_p99_us", ""),
-            ("calls_16t", ""), ("casts", ""), ("notifications", "")]
+    calls = [("calls", ""), ("call_median_us", ""), ("call_p99_us", ""), ("calls_16t", "")]
+    oneway = [("casts", ""), ("casts_16t", ""), ("notifications", ""), ("casts_confirmed", "")]
     sized = [("calls_10KiB", ""), ("call_p99_us_10KiB", ""), ("calls_1MiB", ""),
              ("call_p99_us_1MiB", ""), ("casts_10KiB", ""), ("casts_1MiB", "")]
     first, last = meta.get("rss_casts", [0, 0])
@@ -180,17 +180,21 @@ def render(results: dict[str, Any]) -> str:
              f"load average {meta['loadavg_start'][0]:.2f} at start, "
              f"{meta.get('loadavg_end', [math.nan])[0]:.2f} at end"
              + (" (--quick: figures are not comparable)" if meta.get("quick") else "")]
-    lines += _table("100 B payload (rates per second, end to end; latency in microseconds)",
-                    ["", "seq calls/s", "median us", "p99 us", "16-thr calls/s", "casts/s",
-                     "notifications/s"], _pad(_figure_rows(results, main), 7))
+    lines += _table("Calls, 100 B payload (per second; latency in microseconds)",
+                    ["", "sequential/s", "median us", "p99 us", "16 threads/s"],
+                    _figure_rows(results, calls))
+    lines += _table("One-way, 100 B payload (per second, sent -> executed)",
+                    ["", "casts/s", "casts/s 16 threads", "notifications/s",
+                     "confirmed one by one/s"], _figure_rows(results, oneway))
     lines += _table("Payload sizes (per second; p99 in microseconds)",
                     ["", "calls 10KiB", "p99 10KiB", "calls 1MiB", "p99 1MiB", "casts 10KiB",
-                     "casts 1MiB"], _pad(_figure_rows(results, sized), 7))
+                     "casts 1MiB"], _figure_rows(results, sized))
     lines += _table(f"Server RSS (MiB) after {first:,} and {last:,} casts",
                     ["", f"after {first:,}", f"after {last:,}", "growth"],
-                    _pad(_figure_rows(results, rss), 4))
+                    _figure_rows(results, rss))
     lines += _ratio_lines(results)
     lines += _goal_lines(results.get("goals", []))
+    lines += _note_lines(results)
     return "\n".join(lines)
 
 
@@ -206,7 +210,7 @@ def _ratio_lines(results: dict[str, Any]) -> list[str]:
     if not rows:
         return []
     return _table("Ratios (rates; > 1x means polymsg is faster)",
-                  ["", "calls", "16-thr", "casts", "notes", "calls 10K", "calls 1M",
+                  ["", "calls", "16-thr", "casts", "16-thr", "notes", "calls 10K", "calls 1M",
                    "casts 10K", "casts 1M"], rows)
 
 

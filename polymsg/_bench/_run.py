@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib.metadata
 import importlib.util
@@ -12,6 +13,7 @@ import platform
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -49,6 +51,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "polymsg": ("memory", "zmq", "kombu", "pika"),
 }
 _RABBIT = frozenset(GROUPS["rabbit"])
+#: Seconds the in-process memory:// RSS run may take for each of its two reports.
+RSS_TIMEOUT = 600.0
+#: Seconds a subject has to answer one call after a measurement failed.
+HEALTH_TIMEOUT = 10.0
 _VERSIONS = ("polymsg", "polymsg-kombu", "polymsg-pika", "polymsg-zmq", "oslo.messaging",
              "kombu", "pika", "pyzmq")
 
@@ -127,17 +133,38 @@ class Options:
 class _Outcome:
     key: str
     figures: dict[str, float] = field(default_factory=dict)
-    status: str = "ok"
-    note: str = ""
+    skipped: str = ""
+    failures: list[str] = field(default_factory=list)
+
+    def fail(self, what: str, exc: BaseException) -> None:
+        self.failures.append(f"{what}: {_first_line(exc)}")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "label": SUBJECTS[self.key], "status": self.status,
-                "note": self.note, "figures": self.figures}
+        if self.skipped:
+            status, note = "skipped", self.skipped
+        else:
+            status = "ok" if not self.failures else "partial" if self.figures else "failed"
+            note = "; ".join(self.failures)
+        return {"key": self.key, "label": SUBJECTS[self.key], "status": status,
+                "note": note, "figures": self.figures}
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _answers(subject: m.RpcSubject) -> bool:
+    """Whether ``subject`` still answers a call within :data:`HEALTH_TIMEOUT` seconds."""
+    answered = threading.Event()
+
+    def ping() -> None:
+        with contextlib.suppress(Exception):
+            subject.call("ping")
+            answered.set()
+
+    threading.Thread(target=ping, name="bench-health", daemon=True).start()
+    return answered.wait(HEALTH_TIMEOUT)
 
 
 # -- what each subject runs ----------------------------------------------------------------
@@ -150,6 +177,8 @@ def _rpc_steps(subject: m.RpcSubject, budget: m.Budget) -> Iterator[Step]:
     yield (f"{budget.threads} threads calling, 100 B",
            lambda: m.threaded_calls(subject, budget.threads, budget.calls))
     yield "casts end to end, 100 B", lambda: m.casts_end_to_end(subject, 100, budget.calls)
+    yield (f"{budget.threads} threads casting, 100 B",
+           lambda: m.threaded_casts(subject, budget.threads, budget.calls))
     if subject.notify_supported:
         yield ("notifications end to end, 100 B",
                lambda: m.notifications_end_to_end(subject, budget.calls))
@@ -167,6 +196,9 @@ def _raw_steps(raw: _raw.RawPika | _raw.RawZmq, budget: m.Budget) -> Iterator[St
     call_label = "direct reply-to RPC" if isinstance(raw, _raw.RawPika) else "DEALER/ROUTER"
     yield f"{call_label}, 100 B", lambda: raw.calls(100, budget.calls)
     yield f"{cast_label}, 100 B", lambda: raw.casts(100, budget.calls)
+    if isinstance(raw, _raw.RawPika):
+        yield ("publish, confirmed one by one, 100 B",
+               lambda: raw.confirmed_casts(100, budget.calls))
     for suffix, size in m.SIZES[1:]:
         label = suffix.lstrip("_").replace("KiB", " KiB").replace("MiB", " MiB")
         cap = budget.max_sized_casts * (1 if size > 100_000 else 100)
@@ -183,18 +215,32 @@ class _Runner:
         self.progress = options.progress
         self.scratch = scratch
 
-    def steps(self, outcome: _Outcome, steps: Iterator[Step]) -> None:
+    def steps(self, outcome: _Outcome, steps: Iterator[Step],
+              healthy: Callable[[], bool] | None = None) -> None:
+        """Run ``steps``; after a failure go on only while ``healthy()`` says so."""
         for label, measure in steps:
-            with self.progress.step(label) as figures:
-                figures.update(measure())
+            try:
+                with self.progress.step(label) as figures:
+                    figures.update(measure())
+            except Exception as exc:
+                outcome.fail(label, exc)
+                self.progress.note(f"failed: {_first_line(exc)}")
+                if healthy is None or not healthy():
+                    self.progress.note("the rest of this subject is skipped")
+                    return
+                continue
             outcome.figures.update(figures)
 
     def rpc(self, outcome: _Outcome, factory: Callable[[], Any],
             rss: Callable[[], dict[str, float]] | None) -> None:
-        with factory() as subject:
-            m.timed_loop(self.budget.warmup, lambda: subject.call("warm-up"))
-            self.steps(outcome, _rpc_steps(subject, self.budget))
-        if rss is not None:
+        try:
+            with factory() as subject:
+                m.timed_loop(self.budget.warmup, lambda: subject.call("warm-up"))
+                self.steps(outcome, _rpc_steps(subject, self.budget), lambda: _answers(subject))
+        except Exception as exc:
+            outcome.fail("setup", exc)
+            self.progress.note(f"failed: {_first_line(exc)}")
+        if rss is not None:  # on a server of its own
             total = self.budget.rss_batch * self.budget.rss_batches
             self.steps(outcome, iter([(f"server RSS, {total:,} casts", rss)]))
 
@@ -207,8 +253,8 @@ class _Runner:
     def memory_rss(self) -> dict[str, float]:
         with Child("memory-rss", batch=self.budget.rss_batch, batches=self.budget.rss_batches,
                    payload=100) as child:
-            first = child.expect("rss", m.CATCH_UP_TIMEOUT)["rss"]
-            last = child.expect("rss", m.CATCH_UP_TIMEOUT * self.budget.rss_batches)["rss"]
+            first = child.expect("rss", RSS_TIMEOUT)["rss"]
+            last = child.expect("rss", RSS_TIMEOUT)["rss"]
         return m.rss_figures(first, last)
 
     def zmq_url(self) -> str:
@@ -313,14 +359,14 @@ def run(options: Options) -> dict[str, Any]:
             outcomes.append(outcome)
             reason = _unavailable(key, options)
             if reason is not None:
-                outcome.status, outcome.note = "skipped", reason
+                outcome.skipped = reason
                 options.progress.note(f"skipped: {reason}")
                 continue
             try:
                 runner.measure(key, outcome)
             except Exception as exc:
-                outcome.status, outcome.note = "failed", _first_line(exc)
-                options.progress.note(f"failed: {outcome.note}")
+                outcome.fail("setup", exc)
+                options.progress.note(f"failed: {_first_line(exc)}")
     meta["loadavg_end"] = list(os.getloadavg())
     meta["seconds"] = round(time.perf_counter() - started, 1)
     results: dict[str, Any] = {"format": 1, "meta": meta,

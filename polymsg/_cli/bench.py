@@ -59,8 +59,8 @@ def bench(quick: bool, only: str | None, url_rabbit: str | None, out_dir: Path, 
     if not no_save:
         for path in _bench.write_results(results, out_dir):
             click.echo(f"wrote {path}", err=True)
-    if any(s["status"] == "failed" for s in results["subjects"]):
-        raise CLIError("some subjects failed (see the notes above)")
+    if any(s["status"] in ("failed", "partial") for s in results["subjects"]):
+        raise CLIError("some measurements failed (see 'Not measured' above)")
     if strict and any(g["status"] == "MISS" for g in results["goals"]):
         raise CLIError("some goals were missed")
 
