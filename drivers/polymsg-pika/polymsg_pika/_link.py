@@ -13,6 +13,7 @@ trying for as long as it runs.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -28,6 +29,13 @@ __all__ = ["Link", "LinkUser"]
 LOG = logging.getLogger(__name__)
 
 IDLE, CONNECTING, OPEN, WAITING, CLOSED = "idle", "connecting", "open", "waiting", "closed"
+
+try:  # the plain TCP transport of pika 1.x, which Link.flush may write through at once
+    from pika.adapters.utils.io_services_utils import (
+        _AsyncPlaintextTransport as _PLAIN_TRANSPORT,
+    )
+except ImportError:  # another pika: Link.flush only joins frames
+    _PLAIN_TRANSPORT = None
 
 
 class LinkUser(Protocol):
@@ -62,6 +70,7 @@ class Link:
         self._host = 0
         self._timer: Any = None
         self._close_waiters: list[Callable[[], None]] = []
+        loop.after_batch.append(self.flush)
 
     @property
     def is_open(self) -> bool:
@@ -79,6 +88,29 @@ class Link:
         """Stop telling ``user`` about connection events."""
         if user in self._users:
             self._users.remove(user)
+
+    def flush(self) -> None:
+        """Send now what the last batch of work wrote, in one ``send()``.
+
+        pika's select transport queues each frame (a publish is three) and
+        sends them one ``send()`` each on the next turn of the loop, once the
+        socket reports writable. After a batch the driver joins the queued
+        frames and, on a plain TCP connection, hands them to the socket at
+        once: one system call and one loop turn less per batch. This reaches
+        into pika's transport (``_transport``, ``_tx_buffers``,
+        ``_on_socket_writable``, as in pika 1.x); when those are missing, pika
+        sends as it always does.
+        """
+        transport: Any = getattr(self.connection, "_transport", None)
+        buffers = getattr(transport, "_tx_buffers", None)
+        if not buffers or not isinstance(buffers, deque):
+            return
+        if len(buffers) > 1:
+            joined = b"".join(buffers)
+            buffers.clear()
+            buffers.append(joined)
+        if _PLAIN_TRANSPORT is not None and type(transport) is _PLAIN_TRANSPORT:
+            transport._on_socket_writable()
 
     def want(self) -> None:
         """Connect now unless connected, connecting or waiting to retry."""

@@ -4,7 +4,8 @@ Other threads never call pika; they hand work to the loop with
 :meth:`IOThread.submit`. Submissions are batched: one wake-up of pika's
 ``IOLoop`` (``add_callback_threadsafe``) drains every callable queued since,
 so a burst of publishes or acknowledgements from many threads costs one
-wake-up rather than one each.
+wake-up rather than one each. After each batch the ``after_batch`` hooks run
+(the links flush what the batch wrote, see :meth:`Link.flush`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class IOThread:
         self._scheduled = False
         self._closed = False
         self._thread: threading.Thread | None = None
+        #: Called on the I/O thread after each batch of submitted work.
+        self.after_batch: list[Callable[[], None]] = []
 
     # -- any thread ------------------------------------------------------------
     def submit(self, fn: Callable[[], None]) -> None:
@@ -118,6 +121,8 @@ class IOThread:
                 fn()
             except Exception:
                 LOG.exception("%s: unexpected error on the I/O thread", self.name)
+        for hook in self.after_batch:
+            hook()
 
     def _run(self) -> None:
         try:

@@ -304,3 +304,18 @@ def test_confirms_are_pipelined_across_threads(transport: polymsg.Transport,
     publisher = transport._driver._publisher  # type: ignore[attr-defined]
     # Casts of different threads waited for their confirms together, not in turn.
     assert publisher.most_in_flight > 1
+
+
+def test_the_installed_pika_has_what_link_flush_uses(transport: polymsg.Transport,
+                                                    topic: str) -> None:
+    from collections import deque
+
+    from polymsg_pika import _link
+
+    polymsg.RPCClient(transport, polymsg.Target(topic=topic)).cast({}, "echo", value=1)
+    link = transport._driver._send  # type: ignore[attr-defined]
+    # Without these the driver still works, one send() per frame: a pika
+    # upgrade that removes them should be noticed, not silently slower.
+    assert _link._PLAIN_TRANSPORT is not None
+    assert type(link.connection._transport) is _link._PLAIN_TRANSPORT
+    assert isinstance(link.connection._transport._tx_buffers, deque)
