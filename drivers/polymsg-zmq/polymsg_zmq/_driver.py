@@ -47,6 +47,7 @@ from polymsg.driver import (
     dumps,
 )
 from polymsg_zmq._consumer import Subscription, ZmqListener
+from polymsg_zmq._errors import translated
 from polymsg_zmq._matchmaker import Matchmaker, make_matchmaker
 from polymsg_zmq._options import GROUP, OPTS, Settings, settings_from
 from polymsg_zmq._peers import Peers
@@ -83,7 +84,8 @@ class ZmqDriver(Driver):
         super().__init__(url, options, conf)
         self.settings: Settings = settings_from(options.values, url)
         self.matchmaker: Matchmaker = make_matchmaker(self.settings)
-        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        with translated("creating a zmq context"):
+            self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.peers = Peers(self.context, self.settings)
         self._own_endpoint = self.settings.endpoint(self.settings.address)
         self._replies: ReplyWaiter | None = None
@@ -156,7 +158,11 @@ class ZmqDriver(Driver):
         """Send to ``host``'s receiver; ``post`` lets one-way messages be batched."""
         endpoint = self._endpoints.get(host)
         if endpoint is None:
-            endpoint = self._endpoints[host] = self.settings.endpoint(host)
+            try:
+                endpoint = self.settings.endpoint(host)
+            except ValueError as exc:
+                raise MessageDeliveryFailure(f"zmq: bad host address {host!r}: {exc}") from exc
+            self._endpoints[host] = endpoint
         peer = self.peers.get(endpoint)
         if (post and peer.post(frames)) or peer.try_send(frames):
             return
@@ -219,7 +225,8 @@ class ZmqDriver(Driver):
         header = self._header("rpc", target, options, ttl, unrouted)
         future = replies.expect(msg_id)
         try:
-            self._send(host, [header, body], options, deadline)
+            with translated("sending a call"):
+                self._send(host, [header, body], options, deadline)
         except BaseException:
             future.cancel()
             raise
@@ -293,7 +300,8 @@ class ZmqDriver(Driver):
             if self._closed:
                 raise MessageDeliveryFailure("zmq: the transport is closed")
             if self._replies is None:
-                self._replies = ReplyWaiter(self.context, self.settings)
+                with translated("opening the reply socket"):
+                    self._replies = ReplyWaiter(self.context, self.settings)
             return self._replies
 
     # -- listening -------------------------------------------------------------------------
@@ -325,8 +333,9 @@ class ZmqDriver(Driver):
         if self._closed:
             raise MessageDeliveryFailure("zmq: the transport is closed")
         self._first_use()
-        listener = ZmqListener(self, subs, on_message, pool)
-        listener.start()
+        with translated("subscribing to the local receiver"):
+            listener = ZmqListener(self, subs, on_message, pool)
+            listener.start()
         with self._lock:
             self._listeners.add(listener)
         return listener

@@ -100,12 +100,14 @@ class RingMatchmaker(Matchmaker):
         self._load()
 
     def _load(self) -> None:
+        """(Re-)read the file if it changed; a bad file is an error the first time, and
+        a logged warning (keeping the last good ring) afterwards."""
         try:
             mtime = os.stat(self.path).st_mtime
             if mtime == self._mtime:
                 return
             with open(self.path, encoding="utf-8") as handle:
-                data = json.load(handle)
+                ring = self._parse(json.load(handle))
         except (OSError, ValueError) as exc:
             if self._mtime is None:
                 raise InvalidTransportURL(f"zmq: cannot read ring file {self.path!r}: "
@@ -113,15 +115,16 @@ class RingMatchmaker(Matchmaker):
             LOG.warning("zmq: cannot re-read ring file %s, keeping the last one: %s",
                         self.path, exc)
             return
+        self._ring, self._mtime = ring, mtime
+
+    def _parse(self, data: object) -> dict[str, list[str]]:
         if not isinstance(data, dict) or not all(
                 isinstance(hosts, list) and all(isinstance(h, str) for h in hosts)
                 for hosts in data.values()):
-            raise InvalidTransportURL(f"zmq: ring file {self.path!r} must hold a JSON object "
-                                      "mapping topics to lists of host names")
+            raise ValueError("it must hold a JSON object mapping topics to lists of host names")
         port = self.settings.port
-        self._ring = {key: [join_address(*split_address(h, port)) for h in hosts]
-                      for key, hosts in data.items()}
-        self._mtime = mtime
+        return {str(key): [join_address(*split_address(h, port)) for h in hosts]
+                for key, hosts in data.items()}
 
     def _entry(self, *keys: str) -> list[str]:
         now = time.monotonic()

@@ -27,6 +27,7 @@ import zmq
 
 from polymsg import MessageDeliveryFailure, MessagingTimeout
 from polymsg_zmq._curve import make_client
+from polymsg_zmq._errors import translated
 from polymsg_zmq._options import Settings
 from polymsg_zmq._wire import MAGIC, message_ids
 
@@ -91,13 +92,8 @@ class Peer:
                 self._outbox.append(frames)
                 self._flusher.schedule(self)
                 return True
-            try:
-                self._sock.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.Again:
-                self.up = False
-                return False
-            self.up = True
-            return True
+            with translated(f"sending to {self.endpoint}"):
+                return self._send_now(frames)
 
     def send(self, frames: Frames, *, retry: int | None, interval: float,
              deadline: float | None = None) -> None:
@@ -289,7 +285,8 @@ class Peers:
             peer = self._peers.get(endpoint)
             if peer is None:
                 self._prune()
-                peer = Peer(self._context, endpoint, self._settings, self._flusher)
+                with translated(f"connecting to {endpoint}"):
+                    peer = Peer(self._context, endpoint, self._settings, self._flusher)
                 self._peers[endpoint] = peer
             return peer
 

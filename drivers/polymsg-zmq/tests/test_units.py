@@ -167,5 +167,8 @@ def test_bad_ring_file_is_reported() -> None:
         path = hosts.write_ring({"compute": "not-a-list"})  # type: ignore[dict-item]
         with pytest.raises(polymsg.InvalidTransportURL, match="JSON object"):
             polymsg.get_transport(hosts[0].url(ring_file=path))
+        path = hosts.write_ring({"compute": ["node:not-a-port"]})
+        with pytest.raises(polymsg.InvalidTransportURL, match="not-a-port"):
+            polymsg.get_transport(hosts[0].url(ring_file=path))
     finally:
         hosts.close()
