@@ -167,3 +167,22 @@ def test_remote_server_figures_and_rss_on_rabbitmq() -> None:
     assert calls["calls"] > 0 and calls["call_median_us"] > 0
     assert casts["casts"] > 0
     assert 5 < rss["rss_first_MiB"] < 2000 and rss["rss_last_MiB"] > 0
+
+
+def _failing() -> dict[str, float]:
+    raise RuntimeError("lost in the post")
+
+
+@pytest.mark.parametrize("healthy", [True, False])
+def test_a_failed_step_is_noted_and_the_subject_goes_on_while_healthy(healthy: bool) -> None:
+    lines: list[str] = []
+    options = _run.Options(quick=True, progress=_run.Progress(lines.append))
+    runner = _run._Runner(options, Path("."))
+    outcome = _run._Outcome("memory")
+    steps = iter([("first", _failing), ("second", lambda: {"casts": 5.0})])
+    runner.steps(outcome, steps, lambda: healthy)
+    record = outcome.as_dict()
+    assert record["note"] == "first: RuntimeError: lost in the post"
+    assert record["status"] == ("partial" if healthy else "failed")
+    assert record["figures"] == ({"casts": 5.0} if healthy else {})
+    assert any("FAILED (RuntimeError)" in line for line in lines)

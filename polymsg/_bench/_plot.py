@@ -56,7 +56,7 @@ def _panel(ax: Any, results: dict[str, Any], title: str,
         ax.set_xscale("log")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
 
 
 def plot(results: dict[str, Any], png: Path) -> Path:
@@ -67,7 +67,8 @@ def plot(results: dict[str, Any], png: Path) -> Path:
         _panel(ax, results, title, series, log)
     meta = results["meta"]
     fig.suptitle(f"polymsg bench {meta['started'][:10]}: Python {meta['python']}, "
-                 f"{meta['cpus']} CPUs, load average {meta['loadavg_start'][0]:.1f}",
+                 f"{meta['cpus']} CPUs, load average {meta['loadavg_start'][0]:.1f} at start, "
+                 f"{meta['loadavg_end'][0]:.1f} at end",
                  fontsize=11)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,7 @@ def plot(results: dict[str, Any], png: Path) -> Path:
 
 def _num(value: float | None, unit: str = "") -> str:
     if value is None:
-        return "-"
+        return ""  # an empty cell (a lone "-" would be a bullet list)
     if unit == "x":
         return f"{value:.2f}x"
     if unit == "%":
@@ -89,8 +90,8 @@ def _num(value: float | None, unit: str = "") -> str:
 def _list_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     out = [".. list-table::", "   :header-rows: 1", ""]
     for row in [headers, *rows]:
-        out.append(f"   * - {row[0]}")
-        out += [f"     - {cell}" for cell in row[1:]]
+        out.append(f"   * - {row[0]}".rstrip())
+        out += [f"     - {cell}".rstrip() for cell in row[1:]]
     return [*out, ""]
 
 
@@ -101,15 +102,16 @@ def rst_tables(results: dict[str, Any]) -> str:
              f"Run of {meta['started']}, Python {meta['python']}, {meta['cpus']} CPUs, "
              f"load average {meta['loadavg_start'][0]:.2f} at start and "
              f"{meta['loadavg_end'][0]:.2f} at end, {meta['seconds']:.0f} s in all.", ""]
-    names = ("calls", "call_median_us", "call_p99_us", "calls_16t", "casts", "notifications",
-             "calls_1MiB", "casts_1MiB")
+    names = ("calls", "call_median_us", "call_p99_us", "calls_16t", "casts", "casts_16t",
+             "notifications", "calls_1MiB", "casts_1MiB")
     rows = []
     for found in results["subjects"]:
         if not any(figure(results, found["key"], n) is not None for n in names):
             continue
         rows.append([found["label"], *(_num(figure(results, found["key"], n)) for n in names)])
-    lines += _list_table(["", "calls/s", "median µs", "p99 µs", "16 threads calls/s",
-                          "casts/s", "notifications/s", "calls/s 1 MiB", "casts/s 1 MiB"], rows)
+    lines += _list_table(["subject", "calls/s", "median µs", "p99 µs", "calls/s 16 threads",
+                          "casts/s", "casts/s 16 threads", "notifications/s", "calls/s 1 MiB",
+                          "casts/s 1 MiB"], rows)
     first, last = meta["rss_casts"]
     rss = [[s["label"], *(_num(figure(results, s["key"], n)) for n in
                           ("rss_first_MiB", "rss_last_MiB")),
@@ -117,7 +119,7 @@ def rst_tables(results: dict[str, Any]) -> str:
            for s in results["subjects"] if figure(results, s["key"], "rss_last_MiB")]
     if rss:
         lines += [f"Server RSS (MiB) after {first:,} and {last:,} casts:", ""]
-        lines += _list_table(["", f"after {first:,}", f"after {last:,}", "growth"], rss)
+        lines += _list_table(["subject", f"after {first:,}", f"after {last:,}", "growth"], rss)
     lines += _ratio_table(results)
     notes = [f"* {s['label']}: {s['status']}: {_escape(s['note'])}"
              for s in results["subjects"] if s["status"] != "ok"]
@@ -144,21 +146,22 @@ def _ratio_table(results: dict[str, Any]) -> list[str]:
         if mine is None or theirs is None:
             continue
         cells = []
-        for name in RATIO_FIGURES[:4]:
+        for name in RATIO_FIGURES[:5]:
             a, b = figure(results, key, name), figure(results, ref, name)
             cells.append(_num(a / b if a and b else None, "x"))
-        if any(c != "-" for c in cells):
+        if any(cells):
             rows.append([f"{mine['label']} / {theirs['label']}", *cells])
     if not rows:
         return []
     return ["Ratios of rates (above 1x polymsg is faster):", "",
-            *_list_table(["", "calls", "16 threads", "casts", "notifications"], rows)]
+            *_list_table(["", "calls", "calls, 16 threads", "casts", "casts, 16 threads",
+                          "notifications"], rows)]
 
 
 def _goal_value(goal: dict[str, Any]) -> str:
     unit = goal["unit"]
     if goal["measured"] is None:
-        return "-"
+        return ""
     if unit.startswith("x"):
         return _num(goal["measured"], "x")
     return _num(goal["measured"], "%" if unit == "%" else "") + ("/s" if unit == "/s" else "")
