@@ -70,14 +70,16 @@ class _RawEcho:
         self.sock.connect(endpoint)
         self.body = repr(PAYLOAD).encode()
 
-    def round_trips(self, n: int) -> float:
-        """Microseconds per DEALER->ROUTER->DEALER round trip."""
-        sock, body = self.sock, self.body
-        started = time.perf_counter()
+    def round_trips(self, n: int) -> list[float]:
+        """Microseconds of each of ``n`` DEALER->ROUTER->DEALER round trips."""
+        sock, body, clock = self.sock, self.body, time.perf_counter
+        times = []
         for _ in range(n):
+            started = clock()
             sock.send(body)
             sock.recv()
-        return (time.perf_counter() - started) / n * 1e6
+            times.append((clock() - started) * 1e6)
+        return times
 
     def close(self) -> None:
         self.sock.send(b"stop")
@@ -159,32 +161,35 @@ def _polymsg_pair(url: str, expected: int) -> tuple[Any, Any, Any, Any]:
     return child, done, stop, ready
 
 
-def round_trips(url: str, n: int, rounds: int) -> tuple[float, float]:
-    """Median microseconds per round trip: raw DEALER/ROUTER and RPCClient.call, measured
+def round_trips(url: str, n: int, rounds: int) -> tuple[list[float], list[float]]:
+    """Microseconds of each round trip, raw DEALER/ROUTER and RPCClient.call, measured
     in alternating rounds against long-lived servers (the machine's load varies)."""
     import polymsg
 
     raw = _RawEcho()
     child, _, stop, _ = _polymsg_pair(url, -1)
-    raw_times, zmq_times = [], []
+    raw_times: list[float] = []
+    zmq_times: list[float] = []
     with polymsg.get_transport(url) as transport:
         client = polymsg.RPCClient(transport, polymsg.Target(topic="bench"), timeout=30)
 
-        def calls(count: int) -> float:
-            started = time.perf_counter()
+        def calls(count: int) -> list[float]:
+            clock, times = time.perf_counter, []
             for _ in range(count):
+                started = clock()
                 client.call({}, "echo", value=PAYLOAD)
-            return (time.perf_counter() - started) / count * 1e6
+                times.append((clock() - started) * 1e6)
+            return times
 
         raw.round_trips(500)  # warm up both
         calls(500)
         for _ in range(rounds):
-            raw_times.append(raw.round_trips(n))
-            zmq_times.append(calls(n))
+            raw_times.extend(raw.round_trips(n))
+            zmq_times.extend(calls(n))
     stop.put(True)
     child.join()
     raw.close()
-    return statistics.median(raw_times), statistics.median(zmq_times)
+    return raw_times, zmq_times
 
 
 def polymsg_casts(url: str, n: int) -> float:
@@ -213,7 +218,7 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="pmz-bench-", dir="/tmp")
     try:
         url = f"zmq://127.0.0.1:{_free_port()}/?ipc_dir={os.path.join(root, 'ipc')}"
-        raw_rtt, zmq_rtt = round_trips(url, args.calls, args.rounds)
+        raw_times, zmq_times = round_trips(url, args.calls, args.rounds)
         raw_rates, zmq_rates = [], []
         for index in range(args.cast_rounds):
             raw_rates.append(raw_push_pull(args.casts))
@@ -222,11 +227,14 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     raw_rate, zmq_rate = statistics.median(raw_rates), statistics.median(zmq_rates)
-    print(f"medians of {args.rounds} rounds of {args.calls} calls, "
+    raw_p50, zmq_p50 = statistics.median(raw_times), statistics.median(zmq_times)
+    raw_mean, zmq_mean = statistics.fmean(raw_times), statistics.fmean(zmq_times)
+    print(f"{args.rounds} alternating rounds of {args.calls} calls, median of "
           f"{args.cast_rounds} rounds of {args.casts:,} casts (load {os.getloadavg()[0]:.1f})")
-    print(f"raw pyzmq DEALER/ROUTER round trip   {raw_rtt:10.1f} us")
-    print(f"polymsg-zmq call round trip          {zmq_rtt:10.1f} us"
-          f"   ratio {zmq_rtt / raw_rtt:.2f}x (goal <= 3x)")
+    print(f"raw pyzmq DEALER/ROUTER round trip   p50 {raw_p50:8.1f} us   mean {raw_mean:8.1f} us")
+    print(f"polymsg-zmq call round trip          p50 {zmq_p50:8.1f} us   mean {zmq_mean:8.1f} us"
+          f"   ratio p50 {zmq_p50 / raw_p50:.2f}x, mean {zmq_mean / raw_mean:.2f}x"
+          " (goal <= 3x)")
     print(f"raw pyzmq PUSH/PULL                  {raw_rate:10,.0f} msg/s")
     print(f"polymsg-zmq casts end to end         {zmq_rate:10,.0f} casts/s"
           f"   {zmq_rate / raw_rate:.2f} of raw (goal >= 100,000/s)")
