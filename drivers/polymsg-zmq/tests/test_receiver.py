@@ -193,3 +193,29 @@ def test_cli_rejects_a_bad_url(host: Hosts) -> None:
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "no_such_option" in result.stderr
+
+
+def test_cli_reads_a_config_file(host: Hosts) -> None:
+    config = os.path.join(host.root, "polymsg.conf")
+    with open(config, "w", encoding="utf-8") as handle:
+        handle.write(f"[polymsg_zmq]\nhost = 127.0.0.1\nreceiver_port = {host[0].port}\n"
+                     f"ipc_dir = {host[0].ipc_dir}\n")
+    process = subprocess.Popen([*_polymsg_command(), "zmq-receiver", "--config-file", config],
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        assert f"listening on tcp port {host[0].port}, IPC directory {host[0].ipc_dir}" \
+            in first, first
+        with polymsg.get_transport(host[0].url(start_receiver="false")) as transport:
+            server = _serve(transport)
+            client = polymsg.RPCClient(transport, polymsg.Target(topic="work"), timeout=10)
+            assert client.call({}, "echo", value="configured") == "configured"
+            server.stop()
+            server.wait()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
