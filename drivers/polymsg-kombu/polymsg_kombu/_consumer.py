@@ -1,4 +1,4 @@
-"""Consuming: one connection per driver carries the reply queue and every listener.
+"""Consuming: one connection per driver carries every RPC server's and listener's queues.
 
 Frame callbacks only queue deliveries; the link's I/O thread decodes them and
 hands them to the facade's callback (which only queues them) once it has
@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, InvalidStateError
 from functools import partial
 from typing import Any
 
@@ -26,7 +25,6 @@ from polymsg.driver import (
     Listener,
     MessageDeliveryFailure,
     OnMessage,
-    Reply,
     SerializationError,
     amqp,
 )
@@ -38,7 +36,6 @@ from polymsg_kombu._options import Settings
 __all__ = [
     "Consumer",
     "KombuListener",
-    "ReplyRouter",
     "Subscription",
     "notification_handler",
     "rpc_handler",
@@ -325,88 +322,3 @@ class KombuListener(Listener):
     def cleanup(self) -> None:
         owned, self._owned = self._owned, []
         self._consumer.delete_queues(owned)
-
-
-class ReplyRouter:
-    """The transport's reply queue: replies are matched to waiting calls by message id."""
-
-    def __init__(self, consumer: Consumer, layout: amqp.Layout) -> None:
-        self.queue = amqp.reply_queue_name()
-        self._consumer = consumer
-        self._sub = Subscription([layout.reply_route(self.queue)], lambda sub: self._handle,
-                                 no_ack=True)
-        self._start_lock = threading.Lock()
-        self._started = False
-        self._lock = threading.Lock()
-        self._waiting: dict[str, Future[Reply]] = {}
-        self._interim: dict[str, amqp.ReplyFrame] = {}
-
-    def start(self, retry: int | None) -> None:
-        """Consume the reply queue (once); ``retry`` bounds the first connection."""
-        if self._started:
-            return
-        with self._start_lock:
-            if not self._started:
-                self._consumer.subscribe(self._sub, retry)
-                self._started = True
-
-    def expect(self, msg_id: str) -> Future[Reply]:
-        """A future for the reply to ``msg_id``; cancelling it forgets the call."""
-        future: Future[Reply] = Future()
-        with self._lock:
-            self._waiting[msg_id] = future
-        future.add_done_callback(partial(self._forget, msg_id))
-        return future
-
-    def fail(self, msg_id: str, exc: BaseException) -> bool:
-        """Fail the call ``msg_id`` (its request could not be delivered); False
-        when no call of that id is waiting."""
-        with self._lock:
-            future = self._waiting.pop(msg_id, None)
-        if future is None:
-            return False
-        _settle(future, exc)
-        return True
-
-    def close(self) -> None:
-        """Fail every call still waiting: the transport is closing."""
-        with self._lock:
-            waiting, self._waiting = self._waiting, {}
-        for future in waiting.values():
-            _settle(future, MessageDeliveryFailure("the transport was cleaned up before "
-                                                   "the reply arrived"))
-
-    def _forget(self, msg_id: str, _future: Future[Reply]) -> None:
-        with self._lock:
-            self._waiting.pop(msg_id, None)
-            self._interim.pop(msg_id, None)
-
-    def _handle(self, consumer: Consumer, session: Session, message: Any) -> None:
-        try:
-            frame = amqp.decode_reply(message.body)
-        except SerializationError as exc:
-            LOG.warning("dropping a malformed reply: %s", exc)
-            return
-        with self._lock:
-            if not frame.ending:
-                if frame.result is not None or frame.failure is not None:
-                    self._interim[frame.msg_id] = frame  # the first half of an old-style reply
-                return  # else a call-monitor heartbeat
-            earlier = self._interim.pop(frame.msg_id, None)
-            future = self._waiting.pop(frame.msg_id, None)
-        if future is None:
-            LOG.debug("reply to %s arrived after its caller gave up", frame.msg_id)
-            return
-        if earlier is not None and frame.result is None and frame.failure is None:
-            frame = earlier
-        _settle(future, Reply(result=frame.result, failure=frame.failure))
-
-
-def _settle(future: Future[Reply], outcome: Reply | BaseException) -> None:
-    try:
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
-    except InvalidStateError:
-        pass  # cancelled by the caller meanwhile

@@ -26,7 +26,6 @@ from polymsg.driver import (
 from polymsg_kombu._consumer import (
     Consumer,
     KombuListener,
-    ReplyRouter,
     Subscription,
     notification_handler,
     rpc_handler,
@@ -34,6 +33,7 @@ from polymsg_kombu._consumer import (
 from polymsg_kombu._errors import translated
 from polymsg_kombu._options import GROUP, OPTS, Settings
 from polymsg_kombu._publisher import Publisher
+from polymsg_kombu._replies import ReplyRouter
 
 __all__ = ["KombuDriver"]
 
@@ -72,7 +72,7 @@ class KombuDriver(Driver):
                                           control_exchange=str(conf.control_exchange))
         self.publisher = Publisher(self.settings, on_return=self._returned)
         self.consumer = Consumer(self.settings)
-        self.replies = ReplyRouter(self.consumer, self.layout)
+        self.replies = ReplyRouter(self.settings, self.layout)
 
     def call(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
              options: SendOptions) -> Future[Reply]:
@@ -155,7 +155,7 @@ class KombuDriver(Driver):
         return KombuListener(self.consumer, sub)
 
     def cleanup(self) -> None:
-        """Close both connections and join their I/O threads. Idempotent."""
+        """Close the connections and join their I/O threads. Idempotent."""
         self.consumer.close()
         self.publisher.close()
         self.replies.close()

@@ -54,6 +54,10 @@ _CONNECT_ERRORS: tuple[type[BaseException], ...] = (*BACKEND_ERRORS, MessageDeli
 _KombuConnection: Any = kombu.connection.Connection
 
 
+def _always() -> bool:
+    return True
+
+
 class Op:
     """Something to write on a session (a publish, an ack), run under the lock by
     whichever thread holds it. ``run`` may only write, never wait for a
@@ -98,8 +102,11 @@ class Link:
 
     def __init__(self, name: str, settings: Settings, *,
                  on_open: Callable[[Session], None],
-                 on_lost: Callable[[Session], None]) -> None:
+                 on_lost: Callable[[Session], None],
+                 watch_socket: Callable[[], bool] | None = None) -> None:
         self.name = name
+        self._watch_socket = watch_socket or _always
+        self.watching = True
         self.settings = settings
         self.lock = threading.RLock()
         self.locked = _Locked(self)
@@ -156,6 +163,19 @@ class Link:
         """The live session if there is one, without waiting or connecting."""
         session = self._session
         return session if session is not None and session.broken is None else None
+
+    def read(self, session: Session) -> None:
+        """Read and handle the frames waiting on ``session`` (any thread)."""
+        with self.locked:
+            if session.broken is None:
+                try:
+                    self._read(session)
+                except BACKEND_ERRORS as exc:
+                    self.break_session(session, exc)
+
+    def wake(self) -> None:
+        """Interrupt the I/O thread's wait (it re-reads ``watch_socket``)."""
+        self._wake()
 
     def submit(self, op: Op) -> None:
         """Have ``op`` run under the lock: now by this thread if the lock is
@@ -336,16 +356,20 @@ class Link:
         self._dispatch()
 
     def _serve(self, session: Session) -> None:
-        poller = select.poll()
-        poller.register(session.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-        poller.register(self._wake_r, select.POLLIN)
-        tick = session.heartbeat / 4
+        # Two sets to wait on: the socket and the wake-up pipe, or the pipe
+        # alone while watch_socket() says another thread reads the socket.
+        watching, blind = select.poll(), select.poll()
+        watching.register(session.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        for poller in (watching, blind):
+            poller.register(self._wake_r, select.POLLIN)
+        tick = session.heartbeat / 4 or (5.0 if self._watch_socket is not _always else 0)
         next_tick = time.monotonic() + tick
         while not self._closing and session.broken is None:
-            readable = session.buffered()
+            self.watching = watch = self._watch_socket()
+            readable = watch and session.buffered()
             if not readable and not self._inbox and not self._ops:
                 wait_ms = max(0, int((next_tick - time.monotonic()) * 1000)) if tick else -1
-                events = poller.poll(wait_ms)
+                events = (watching if watch else blind).poll(wait_ms)
                 readable = any(fd != self._wake_r for fd, _ in events)
                 if any(fd == self._wake_r for fd, _ in events):
                     self._drain_wake()
@@ -356,7 +380,9 @@ class Link:
                     if readable:
                         self._read(session)
                     if tick and time.monotonic() >= next_tick:
-                        session.conn.heartbeat_check(rate=2)
+                        self._read(session)  # what nobody else read meanwhile
+                        if session.heartbeat:
+                            session.conn.heartbeat_check(rate=2)
                         next_tick = time.monotonic() + tick
                 except BACKEND_ERRORS as exc:
                     self.break_session(session, exc)

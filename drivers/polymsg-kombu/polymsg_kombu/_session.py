@@ -60,6 +60,8 @@ class Session:
         self._tls = isinstance(self.sock, ssl.SSLSocket)
         self._poller = select.poll()
         self._poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        self._leader_poller = select.poll()  # poll objects refuse concurrent use
+        self._leader_poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
         transport: Any = getattr(self.raw, "transport", None)
         recv = getattr(transport, "_quick_recv", None)
         self._transport: Any = None
@@ -101,6 +103,15 @@ class Session:
         if self._transport is not None and self._transport._read_buffer:
             return True
         return bool(self._tls and self.sock.pending())
+
+    def wait_readable(self, timeout: float) -> bool:
+        """Block until bytes can be read (or ``timeout`` s passed), without the lock.
+
+        For the one thread at a time that reads a connection other than through
+        its I/O thread (the caller leading the reply queue's reads)."""
+        if self.buffered():
+            return True
+        return bool(self._leader_poller.poll(max(0, int(timeout * 1000))))
 
     def readable(self) -> bool:
         """True when a frame (or part of one) can be read without waiting."""

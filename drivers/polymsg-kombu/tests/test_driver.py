@@ -152,10 +152,10 @@ def test_heartbeats_flow_while_an_endpoint_runs_long(rabbit_url: str, topic: str
         serve(server_side, topic, Slow())
         client = polymsg.RPCClient(client_side, polymsg.Target(topic=topic), timeout=30)
         assert client.call({}, "slow") == "done"
-        for transport in (server_side, client_side):
-            driver = transport._driver
-            assert driver.consumer.link.connects == 1, "the consumer connection was dropped"
-            assert driver.publisher.link.connects == 1, "the publisher connection was dropped"
+        server, client_driver = server_side._driver, client_side._driver
+        for link in (server.consumer.link, server.publisher.link,
+                     client_driver.publisher.link, client_driver.replies.link):
+            assert link.connects == 1, f"the {link.name} connection was dropped"
 
 
 # -- declarations -----------------------------------------------------------------

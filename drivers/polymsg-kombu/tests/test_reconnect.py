@@ -83,8 +83,6 @@ def test_casts_survive_the_broker_closing_all_connections(rabbit_url: str,
             assert executed.cond.wait_for(lambda: sent <= set(executed.items), WAIT), \
                 f"lost: {sorted(sent - set(executed.items))[:20]}"
         assert client.call({}, "echo", value="after") == "after"
-        for transport in (server_side, client_side):
-            driver = transport._driver
-            assert driver.publisher.link.connects >= 2 or driver.consumer.link.connects >= 2
+        # Both sides really lost (and re-established) their connections.
         assert client_side._driver.publisher.link.connects >= 2
         assert server_side._driver.consumer.link.connects >= 2
