@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +187,15 @@ def test_a_failed_step_is_noted_and_the_subject_goes_on_while_healthy(healthy: b
     assert record["status"] == ("partial" if healthy else "failed")
     assert record["figures"] == ({"casts": 5.0} if healthy else {})
     assert any("FAILED (RuntimeError)" in line for line in lines)
+
+
+def test_an_unreachable_rabbitmq_fails_fast_with_the_address() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    results = _run.run(_run.Options(quick=True, only=("pika", "raw-pika"),
+                                    url_rabbit=f"rabbit://guest:guest@127.0.0.1:{port}/",
+                                    progress=_run.Progress(lambda text: None)))
+    for found in results["subjects"]:
+        assert found["status"] == "failed"
+        assert f"RabbitMQ at 127.0.0.1:{port} does not answer" in found["note"]

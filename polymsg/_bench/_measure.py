@@ -252,7 +252,7 @@ def notifications_end_to_end(subject: RpcSubject, seconds: float) -> dict[str, f
     return {"notifications": rate}
 
 
-def server_rss(subject: RpcSubject, batch: int, batches: int, senders: int = 8,
+def server_rss(subject: RpcSubject, batch: int, batches: int, senders: int = 16,
                ) -> dict[str, float]:
     """Server RSS after ``batch`` casts and after ``batch * batches``.
 

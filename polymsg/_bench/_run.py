@@ -302,6 +302,19 @@ class _Runner:
             self.raw(outcome, lambda: _raw.RawPika(url))
 
 
+def _rabbit_unreachable(url: str) -> str | None:
+    """Why RabbitMQ at ``url`` cannot be reached (a TCP connect), or ``None``."""
+    try:
+        params = _raw.amqp_params(url)
+    except polymsg.InvalidTransportURL as exc:
+        return str(exc)
+    try:
+        with socket.create_connection((params["host"], params["port"]), timeout=5):
+            return None
+    except OSError as exc:
+        return f"RabbitMQ at {params['host']}:{params['port']} does not answer: {exc}"
+
+
 def _unavailable(key: str, options: Options) -> str | None:
     """Why ``key`` cannot run here, or ``None``."""
     if key in _RABBIT and not options.url_rabbit:
@@ -362,6 +375,12 @@ def run(options: Options) -> dict[str, Any]:
                 outcome.skipped = reason
                 options.progress.note(f"skipped: {reason}")
                 continue
+            if key in _RABBIT and options.url_rabbit:
+                broken = _rabbit_unreachable(options.url_rabbit)
+                if broken is not None:
+                    outcome.failures.append(f"setup: {broken}")
+                    options.progress.note(f"failed: {broken}")
+                    continue
             try:
                 runner.measure(key, outcome)
             except Exception as exc:
