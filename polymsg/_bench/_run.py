@@ -172,6 +172,13 @@ def _answers(subject: m.RpcSubject) -> bool:
 Step = tuple[str, Callable[[], dict[str, float]]]
 
 
+def _sizes(budget: m.Budget) -> Iterator[tuple[str, int, str, int]]:
+    """The larger payloads: figure suffix, bytes, label and the most casts to send."""
+    for suffix, size in m.SIZES[1:]:
+        label = suffix.lstrip("_").replace("KiB", " KiB").replace("MiB", " MiB")
+        yield suffix, size, label, budget.max_sized_casts * (1 if size > 100_000 else 100)
+
+
 def _rpc_steps(subject: m.RpcSubject, budget: m.Budget) -> Iterator[Step]:
     yield "sequential calls, 100 B", lambda: m.sequential_calls(subject, 100, budget.calls)
     yield (f"{budget.threads} threads calling, 100 B",
@@ -182,9 +189,7 @@ def _rpc_steps(subject: m.RpcSubject, budget: m.Budget) -> Iterator[Step]:
     if subject.notify_supported:
         yield ("notifications end to end, 100 B",
                lambda: m.notifications_end_to_end(subject, budget.calls))
-    for suffix, size in m.SIZES[1:]:
-        label = suffix.lstrip("_").replace("KiB", " KiB").replace("MiB", " MiB")
-        cap = budget.max_sized_casts * (1 if size > 100_000 else 100)
+    for suffix, size, label, cap in _sizes(budget):
         yield (f"sequential calls, {label}",
                partial(m.sequential_calls, subject, size, budget.sized, suffix))
         yield (f"casts end to end, {label}",
@@ -199,9 +204,7 @@ def _raw_steps(raw: _raw.RawPika | _raw.RawZmq, budget: m.Budget) -> Iterator[St
     if isinstance(raw, _raw.RawPika):
         yield ("publish, confirmed one by one, 100 B",
                lambda: raw.confirmed_casts(100, budget.calls))
-    for suffix, size in m.SIZES[1:]:
-        label = suffix.lstrip("_").replace("KiB", " KiB").replace("MiB", " MiB")
-        cap = budget.max_sized_casts * (1 if size > 100_000 else 100)
+    for suffix, size, label, cap in _sizes(budget):
         yield f"{call_label}, {label}", partial(raw.calls, size, budget.sized, suffix)
         yield f"{cast_label}, {label}", partial(raw.casts, size, budget.sized, cap, suffix)
 
@@ -238,7 +241,7 @@ class _Runner:
                 m.timed_loop(self.budget.warmup, lambda: subject.call("warm-up"))
                 self.steps(outcome, _rpc_steps(subject, self.budget), lambda: _answers(subject))
         except Exception as exc:
-            outcome.fail("setup", exc)
+            outcome.fail("start or stop", exc)
             self.progress.note(f"failed: {_first_line(exc)}")
         if rss is not None:  # on a server of its own
             total = self.budget.rss_batch * self.budget.rss_batches
