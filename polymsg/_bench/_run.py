@@ -217,6 +217,7 @@ class _Runner:
         self.budget = options.budget
         self.progress = options.progress
         self.scratch = scratch
+        self.deferred: list[tuple[_Outcome, Callable[[], dict[str, float]]]] = []
 
     def steps(self, outcome: _Outcome, steps: Iterator[Step],
               healthy: Callable[[], bool] | None = None) -> None:
@@ -243,9 +244,17 @@ class _Runner:
         except Exception as exc:
             outcome.fail("start or stop", exc)
             self.progress.note(f"failed: {_first_line(exc)}")
-        if rss is not None:  # on a server of its own
-            total = self.budget.rss_batch * self.budget.rss_batches
-            self.steps(outcome, iter([(f"server RSS, {total:,} casts", rss)]))
+        if rss is not None:  # on a server of its own, once every subject's rates are in
+            self.deferred.append((outcome, rss))
+
+    def run_deferred(self) -> None:
+        """The RSS measurements: long, so they come after the rates, which then are
+        taken close together in time (the machine's load drifts)."""
+        total = self.budget.rss_batch * self.budget.rss_batches
+        for index, (outcome, rss) in enumerate(self.deferred, 1):
+            self.progress.subject(index, len(self.deferred),
+                                  f"server RSS: {SUBJECTS[outcome.key]}")
+            self.steps(outcome, iter([(f"{total:,} casts", rss)]))
 
     def remote_rss(self, factory: Callable[[], Any]) -> Callable[[], dict[str, float]]:
         def measure() -> dict[str, float]:
@@ -389,6 +398,7 @@ def run(options: Options) -> dict[str, Any]:
             except Exception as exc:
                 outcome.fail("setup", exc)
                 options.progress.note(f"failed: {_first_line(exc)}")
+        runner.run_deferred()
     meta["loadavg_end"] = list(os.getloadavg())
     meta["seconds"] = round(time.perf_counter() - started, 1)
     results: dict[str, Any] = {"format": 1, "meta": meta,
