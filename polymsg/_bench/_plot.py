@@ -108,7 +108,8 @@ def rst_tables(results: dict[str, Any]) -> str:
     for found in results["subjects"]:
         if not any(figure(results, found["key"], n) is not None for n in names):
             continue
-        rows.append([found["label"], *(_num(figure(results, found["key"], n)) for n in names)])
+        rows.append([found["label"], *(_num(figure(results, found["key"], n)) for n in names),
+                     f"{found.get('loadavg', 0.0):.2f}"])
     lines += _list_table(["subject", "calls/s", "median µs", "p99 µs", "calls/s 16 threads",
                           "casts/s", "casts/s 16 threads", "notifications/s", "calls/s 1 MiB",
                           "casts/s 1 MiB"], rows)

@@ -130,6 +130,8 @@ def _fmt(value: float | None, unit: str = "") -> str:
         return f"{value:.2f}x"
     if unit == "%":
         return f"{value:+.1f}%"
+    if unit == "load":
+        return f"{value:.2f}"
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:.1f}"
@@ -155,8 +157,9 @@ def _figure_rows(results: dict[str, Any], columns: Sequence[tuple[str, str]],
     """One row per subject that has at least one of ``columns``."""
     rows = []
     for found in results["subjects"]:
-        values = [found["figures"].get(name) for name, _ in columns]
-        if any(v is not None for v in values):
+        values = [found["figures"].get(name, found.get(name)) for name, _ in columns]
+        if any(v is not None for (name, _), v in zip(columns, values, strict=True)
+               if name != "loadavg"):
             rows.append([found["label"], *map(_fmt, values, [unit for _, unit in columns])])
     return rows
 
@@ -170,7 +173,8 @@ def _note_lines(results: dict[str, Any]) -> list[str]:
 def render(results: dict[str, Any]) -> str:
     """The results as text: figure tables, ratios and goals."""
     meta = results["meta"]
-    calls = [("calls", ""), ("call_median_us", ""), ("call_p99_us", ""), ("calls_16t", "")]
+    calls = [("calls", ""), ("call_median_us", ""), ("call_p99_us", ""), ("calls_16t", ""),
+             ("loadavg", "load")]
     oneway = [("casts", ""), ("casts_16t", ""), ("notifications", ""), ("casts_confirmed", "")]
     sized = [("calls_10KiB", ""), ("call_p99_us_10KiB", ""), ("calls_1MiB", ""),
              ("call_p99_us_1MiB", ""), ("casts_10KiB", ""), ("casts_1MiB", "")]
@@ -181,7 +185,8 @@ def render(results: dict[str, Any]) -> str:
              f"{meta.get('loadavg_end', [math.nan])[0]:.2f} at end"
              + (" (--quick: figures are not comparable)" if meta.get("quick") else "")]
     lines += _table("Calls, 100 B payload (per second; latency in microseconds)",
-                    ["", "sequential/s", "median us", "p99 us", "16 threads/s"],
+                    ["", "sequential/s", "median us", "p99 us", "16 threads/s",
+                     "load average"],
                     _figure_rows(results, calls))
     lines += _table("One-way, 100 B payload (per second, sent -> executed)",
                     ["", "casts/s", "casts/s 16 threads", "notifications/s",

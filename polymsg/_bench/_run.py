@@ -83,7 +83,7 @@ class Progress:
 
     def subject(self, index: int, total: int, label: str) -> None:
         """A subject starts."""
-        self._write(f"[{index}/{total}] {label}\n")
+        self._write(f"[{index}/{total}] {label} (load average {os.getloadavg()[0]:.2f})\n")
 
     def note(self, text: str) -> None:
         """A line of its own (a skipped subject, a failure)."""
@@ -135,6 +135,7 @@ class _Outcome:
     figures: dict[str, float] = field(default_factory=dict)
     skipped: str = ""
     failures: list[str] = field(default_factory=list)
+    loadavg: float = field(default_factory=lambda: os.getloadavg()[0])
 
     def fail(self, what: str, exc: BaseException) -> None:
         self.failures.append(f"{what}: {_first_line(exc)}")
@@ -146,7 +147,7 @@ class _Outcome:
             status = "ok" if not self.failures else "partial" if self.figures else "failed"
             note = "; ".join(self.failures)
         return {"key": self.key, "label": SUBJECTS[self.key], "status": status,
-                "note": note, "figures": self.figures}
+                "note": note, "loadavg": round(self.loadavg, 2), "figures": self.figures}
 
 
 def _first_line(exc: BaseException) -> str:
