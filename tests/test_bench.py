@@ -75,6 +75,21 @@ def test_plot_draws_png_and_tables(quick_memory: tuple[Result, Path], tmp_path: 
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (tmp_path / "benchmarks_latest.inc").read_text()
     assert ".. list-table::" in table and "polymsg memory://" in table
+    assert_list_tables_are_rectangular(table)
+
+
+def assert_list_tables_are_rectangular(rst: str) -> None:
+    """Every row of every list-table has as many cells as its header row."""
+    for table in rst.split(".. list-table::")[1:]:
+        rows: list[int] = []
+        for line in table.splitlines():
+            if line.startswith("   * -"):
+                rows.append(1)
+            elif line.startswith("     -") and rows:
+                rows[-1] += 1
+            elif line and not line.startswith("   "):
+                break
+        assert rows and set(rows) == {rows[0]}, rows
 
 
 def test_plot_without_results_says_what_to_do(tmp_path: Path) -> None:

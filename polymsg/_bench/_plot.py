@@ -112,7 +112,7 @@ def rst_tables(results: dict[str, Any]) -> str:
                      f"{found.get('loadavg', 0.0):.2f}"])
     lines += _list_table(["subject", "calls/s", "median µs", "p99 µs", "calls/s 16 threads",
                           "casts/s", "casts/s 16 threads", "notifications/s", "calls/s 1 MiB",
-                          "casts/s 1 MiB"], rows)
+                          "casts/s 1 MiB", "load average"], rows)
     first, last = meta["rss_casts"]
     rss = [[s["label"], *(_num(figure(results, s["key"], n)) for n in
                           ("rss_first_MiB", "rss_last_MiB")),
