@@ -194,7 +194,7 @@ class Client:
         self.client.call({}, "reset")
 
     def wait_for_casts(self, n: int) -> None:
-        executed = self.client.call({}, "count", n=n, timeout=WAIT)
+        executed = self.client.call({}, "count", n=n, timeout=WAIT - 20)
         if executed < n:
             raise RuntimeError(f"only {executed} of {n} casts were executed")
 
