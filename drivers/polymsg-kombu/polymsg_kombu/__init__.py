@@ -6,24 +6,29 @@ each other and read each other's notifications.
 
 Threading model
 ===============
-A transport opens two connections, lazily: a *publisher* connection and a
-*consumer* connection. Each is owned by one I/O thread that connects
-(failing over between the URL's hosts, with backoff), reads incoming frames
-as they arrive and sends heartbeats, so heartbeats keep flowing however long
-endpoints run: endpoints run on the facade's worker threads, never on an I/O
-thread. kombu/py-amqp connections are not thread-safe, so every use of a
-connection (the I/O thread's reads, any thread's publish, acknowledgement
-or declaration) happens under that connection's lock, held only for the
-frames being written or read.
+A transport opens up to three connections, lazily: a *publisher* connection,
+a *consumer* connection (RPC servers' and listeners' queues) and a *reply*
+connection (the transport's reply queue, on the first call). Each is owned by
+one I/O thread that connects (failing over between the URL's hosts, with
+backoff), reads incoming frames as they arrive and sends heartbeats, so
+heartbeats keep flowing however long endpoints run: endpoints run on the
+facade's worker threads, never on an I/O thread. kombu/py-amqp connections
+are not thread-safe, so every use of a connection (reads, publishes,
+acknowledgements, declarations) happens under that connection's lock.
 
-* Publishing uses one channel in confirm mode. A cast or notification
-  returns when RabbitMQ confirmed it; concurrent senders share confirm round
-  trips (the broker acknowledges many messages at once).
-* The consumer connection carries the transport's single reply queue
-  (``reply_<hex>``, consumed without acks; replies are routed to waiting
-  calls by message id) and every RPC server's and notification listener's
-  queues. Deliveries are decoded on the I/O thread and queued for the
-  facade's workers, which acknowledge them later under the lock.
+* Publishes and acknowledgements are queued operations: the thread finding
+  the lock free writes every queued one with a single system call, so
+  sending threads never wait for each other's writes.
+* Casts and notifications go on a confirm-mode channel and return once
+  RabbitMQ confirmed them; concurrent senders share confirm round trips.
+  Calls' requests and replies go on a channel without confirms.
+* Deliveries are decoded by the consumer connection's I/O thread after it
+  released the lock, and queued for the facade's workers, which acknowledge
+  them later.
+* Replies come on the transport's single reply queue (``reply_<hex>``,
+  consumed without acks) and are routed to waiting calls by message id. A
+  call waiting alone reads its reply off the socket on its own thread;
+  several waiting calls are served by the reply connection's I/O thread.
 
 Delivery
 ========

@@ -231,6 +231,8 @@ class Link:
 
     def _run_ops(self) -> None:
         """Run every queued op on the live session, one write for all (under the lock)."""
+        if not self._ops:
+            return
         session = self._session
         if self._closing:
             self._fail_ops(MessageDeliveryFailure("the transport is closed"))

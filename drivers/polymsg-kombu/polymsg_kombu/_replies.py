@@ -1,14 +1,13 @@
-"""The transport's reply queue, read by the calling threads themselves.
+"""The transport's reply queue, read by a lone waiting caller itself.
 
 Replies have a connection of their own (opened on the first call), and the
-queue ``reply_<hex>`` is consumed without acknowledgements. While calls are
-waiting, the link's I/O thread leaves the socket alone: the callers read it
-(leader/follower). One waiting caller at a time, the leader, waits for the
-socket and reads it, handing every reply to the call it answers; when its
-own reply has come, it passes the lead to another waiting caller. A lone
-caller therefore gets its reply on its own thread, with no hand-over from an
-I/O thread. With no call waiting, the I/O thread watches the socket again
-(late replies, broker heartbeats); it sends heartbeats in both modes.
+queue ``reply_<hex>`` is consumed without acknowledgements. When a call is
+the only one waiting, its caller reads the socket itself (it "leads") and
+gets its reply on its own thread, with no hand-over from an I/O thread:
+sequential calls, the common case, avoid a thread switch each. While a
+caller leads, the link's I/O thread leaves the socket alone (it goes on
+sending heartbeats); whenever nobody leads -- several calls waiting at once,
+or none -- the I/O thread reads and wakes the callers whose replies came.
 
 This works through :meth:`_ReplyFuture.result`, which is how the facade
 waits for a reply.
@@ -19,13 +18,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from functools import partial
 from typing import Any
 
 from polymsg.driver import MessageDeliveryFailure, Reply, SerializationError, amqp
 from polymsg_kombu._declare import declare_route
+from polymsg_kombu._errors import BACKEND_ERRORS
 from polymsg_kombu._link import Link, Session
 from polymsg_kombu._options import Settings
 
@@ -71,9 +70,8 @@ class ReplyRouter:
         self._waiting: dict[str, _Waiter] = {}
         self._interim: dict[str, amqp.ReplyFrame] = {}
         self._leader: _Waiter | None = None
-        self._followers: deque[_Waiter] = deque()
         self.link = Link("reply", settings, on_open=self._on_open, on_lost=lambda s: None,
-                         watch_socket=lambda: not self._waiting)
+                         watch_socket=lambda: self._leader is None)
 
     def start(self, retry: int | None) -> None:
         """Wait until the reply queue is consumed; ``retry`` bounds the connection."""
@@ -100,10 +98,7 @@ class ReplyRouter:
         """A future for the reply to ``msg_id``; cancelling it forgets the call."""
         future = _ReplyFuture(self)
         with self._lock:
-            first = not self._waiting
             self._waiting[msg_id] = future.waiter
-        if first and self.link.watching:
-            self.link.wake()  # the I/O thread stops watching the socket
         future.add_done_callback(partial(self._forget, msg_id))
         return future
 
@@ -123,7 +118,7 @@ class ReplyRouter:
             self._interim.pop(msg_id, None)
 
     def wait(self, waiter: _Waiter, timeout: float | None) -> None:
-        """Wait for ``waiter``'s reply, leading the reads when nobody else does."""
+        """Wait for ``waiter``'s reply; read the socket itself when it is the only call."""
         deadline = None if timeout is None else time.monotonic() + timeout
         future = waiter.future
         try:
@@ -134,33 +129,30 @@ class ReplyRouter:
                 with self._lock:
                     if future.done():
                         return
-                    if self._leader is None:
+                    if self._leader is None and len(self._waiting) == 1:
                         self._leader = waiter
                     lead = self._leader is waiter
-                    if not lead and waiter not in self._followers:
-                        self._followers.append(waiter)
-                if lead:
-                    self._lead(waiter, deadline)
-                else:
+                    unread = self._leader is None and not self.link.watching
+                if not lead:
+                    if unread:
+                        self.link.wake()  # nobody reads: the I/O thread must watch again
                     waiter.wake.acquire(timeout=remaining)
+                    continue
+                if self.link.watching:
+                    self.link.wake()  # the I/O thread stops watching the socket
+                self._lead(waiter, deadline)
         finally:
             self._leave(waiter)
 
     def _leave(self, waiter: _Waiter) -> None:
-        """``waiter`` stops waiting; if it led, the lead passes to a follower."""
+        """``waiter`` stops waiting; calls still waiting go back to the I/O thread."""
         with self._lock:
-            if waiter in self._followers:
-                self._followers.remove(waiter)
             if self._leader is not waiter:
                 return
-            self._leader = successor = None
-            while self._followers:
-                candidate = self._followers.popleft()
-                if not candidate.future.done():
-                    self._leader = successor = candidate
-                    break
-        if successor is not None:
-            successor.wake.release()  # it wakes up leading
+            self._leader = None
+            others = bool(self._waiting)
+        if others:
+            self.link.wake()
 
     def _lead(self, waiter: _Waiter, deadline: float | None) -> None:
         future = waiter.future
@@ -173,7 +165,12 @@ class ReplyRouter:
                 waiter.wake.acquire(timeout=_LEAD_SLICE)
                 continue
             wait = _LEAD_SLICE if deadline is None else min(_LEAD_SLICE, deadline - now)
-            if session.wait_readable(wait):
+            try:
+                readable = session.wait_readable(wait)
+            except BACKEND_ERRORS as exc:  # the socket went away under us
+                self.link.break_session(session, exc)
+                continue
+            if readable:
                 self.link.read(session)
 
     # -- replies ----------------------------------------------------------------
