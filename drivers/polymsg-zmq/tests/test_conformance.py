@@ -5,9 +5,13 @@
 * ring file: the client on host A, every server on host B (``{"*": [B]}``);
 * Redis: the client on host A, servers and listeners spread over hosts B and C.
 
-For the last two each host runs its own receiver, and every transport the
-suite makes is a client on host A whose servers and listeners live on another
-host (see ``zmqtest.SplitDriver``), so each message crosses hosts over TCP.
+For the last two each host runs its own receiver — host B of the ring run and
+host C of the Redis run as ``python -m polymsg_zmq`` daemons (servers get
+their messages over IPC), the others inside the test process (handing
+messages straight to listeners) — and every transport the suite makes is a
+client on host A whose servers and listeners live on another host (see
+``zmqtest.SplitDriver``), so each message crosses hosts over TCP. The hosts
+live for the whole class; every test has its own topics.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from urllib.parse import urlencode
 
 import pytest
 from polymsg_zmq import ZmqDriver
-from zmqtest import Hosts, free_port, short_tmpdir, split_transport
+from zmqtest import Hosts, ReceiverProcess, free_port, short_tmpdir, split_transport
 
 import polymsg
 from polymsg.testing import ConformanceTests, Harness
@@ -72,17 +76,27 @@ class _SplitHarness(Harness):
 class _MultiHost(ConformanceTests):
     capabilities = ZmqDriver.capabilities
     listen_on: list[int] = [1]
+    daemons: list[int] = []
 
     def make_hosts(self) -> Hosts:
         raise NotImplementedError
 
-    @pytest.fixture
+    @pytest.fixture(scope="class")
     def zmq_hosts(self) -> Iterator[Hosts]:
         hosts = self.make_hosts()
+        processes = []
         try:
-            hosts.start_receivers()
+            for index, host in enumerate(hosts.hosts):
+                if index in self.daemons:
+                    processes.append(ReceiverProcess(host.url()))
+                else:
+                    host.start_receiver()
+            for process in processes:
+                process.wait_for_line("listening")
             yield hosts
         finally:
+            for process in processes:
+                process.stop()
             hosts.close()
 
     @pytest.fixture
@@ -100,7 +114,9 @@ class _MultiHost(ConformanceTests):
 
 
 class TestZmqRingConformance(_MultiHost):
-    """Client on host A, servers on host B, routed by a ring file."""
+    """Client on host A, servers on host B (a daemon receiver), routed by a ring file."""
+
+    daemons = [1]
 
     @pytest.fixture
     def transport_url(self, zmq_hosts: Hosts) -> str:
@@ -113,9 +129,11 @@ class TestZmqRingConformance(_MultiHost):
 
 
 class TestZmqRedisConformance(_MultiHost):
-    """Client on host A, servers spread over hosts B and C, found through Redis."""
+    """Client on host A, servers spread over hosts B and C (a daemon receiver), found
+    through Redis."""
 
     listen_on = [1, 2]
+    daemons = [2]
 
     def make_hosts(self) -> Hosts:
         hosts = Hosts(["a", "b", "c"], start_receiver="false")
