@@ -319,7 +319,11 @@ class Receiver:
         sock.router_mandatory = True
         sock.router_handover = True
         sock.sndhwm = 20000
-        sock.bind(ipc_endpoint(path))
+        try:
+            sock.bind(ipc_endpoint(path))
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise MessageDeliveryFailure(f"cannot bind {path}: {exc}") from exc
         state = TopicState(exchange, topic, sock, path, self.settings.max_held_messages)
         self._topics[(exchange, topic)] = state
         self._by_socket[sock] = state
