@@ -127,8 +127,11 @@ def raw_parameters(url: str) -> Any:
     user, _, password = creds.partition(":")
     hostport, _, vhost = hostpart.partition("/")
     host, _, port = hostport.partition(":")
+    # No heartbeats: a BlockingConnection only answers them while it is used,
+    # and the raw clients of other threads sit idle while other libraries run.
     return pika.ConnectionParameters(host or "127.0.0.1", int(port or 5672), vhost or "/",
-                                     pika.PlainCredentials(user or "guest", password or "guest"))
+                                     pika.PlainCredentials(user or "guest", password or "guest"),
+                                     heartbeat=0)
 
 
 def serve_raw(url: str, topic: str) -> None:
@@ -260,8 +263,13 @@ class RawClient:
             raise RuntimeError(f"the raw server did not count {n} casts")
 
     def close(self) -> None:
+        import contextlib
+
+        import pika
+
         for conn in self.opened:
-            conn.close()
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                conn.close()
 
 
 # -- measuring -------------------------------------------------------------------------------
