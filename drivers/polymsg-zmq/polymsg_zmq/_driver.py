@@ -156,6 +156,10 @@ class ZmqDriver(Driver):
     def _send(self, host: str, frames: list[bytes], options: SendOptions,
               deadline: float | None = None, post: bool = False) -> None:
         """Send to ``host``'s receiver; ``post`` lets one-way messages be batched."""
+        if len(frames[1]) > self.settings.max_message_size:
+            raise MessageDeliveryFailure(
+                f"zmq: the message is {len(frames[1]):,} bytes, more than receivers accept "
+                f"(max_message_size = {self.settings.max_message_size:,})")
         endpoint = self._endpoints.get(host)
         if endpoint is None:
             try:

@@ -37,6 +37,7 @@ LOG = logging.getLogger(__name__)
 
 _IDLE_CLOSE = 300.0
 _BATCH = 512
+_BATCH_BYTES = 1 << 20  # and well below any sane max_message_size
 _STALL_RETRY = 0.05
 _GIVE_UP = 10.0
 
@@ -56,6 +57,7 @@ class Peer:
         self.stalled_since: float | None = None
         self._outbox: deque[Frames] = deque()
         self._flusher = flusher
+        self._batch_bytes = min(_BATCH_BYTES, settings.max_message_size // 2)
         sock: zmq.Socket[bytes] = context.socket(zmq.DEALER)
         sock.immediate = True
         sock.linger = int(settings.linger * 1000)
@@ -153,9 +155,11 @@ class Peer:
             if len(first) != 2 or not first[0].startswith(MAGIC):
                 frames = list(first)
             else:
-                header = first[0]
+                header, size = first[0], len(first[1])
                 while outbox and len(batch) < _BATCH and len(outbox[0]) == 2 \
-                        and outbox[0][0] == header:
+                        and outbox[0][0] == header \
+                        and size + len(outbox[0][1]) <= self._batch_bytes:
+                    size += len(outbox[0][1])
                     batch.append(outbox.popleft())
                 frames = [header, b"".join(item[1] for item in batch)]
             try:

@@ -219,3 +219,30 @@ def test_cli_reads_a_config_file(host: Hosts) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_large_casts_in_a_burst_all_arrive_and_too_large_ones_fail(host: Hosts) -> None:
+    """Batches of posted casts stay under max_message_size (64 KiB here)."""
+    received: list[int] = []
+    done = threading.Event()
+
+    class Sink:
+        def take(self, ctxt: dict[str, Any], index: int, blob: str) -> None:
+            received.append(index)
+            if len(received) == 60:
+                done.set()
+
+    with polymsg.get_transport(host[0].url()) as transport:
+        server = polymsg.get_rpc_server(transport, polymsg.Target(topic="big", server="s"),
+                                        [Sink()])
+        server.start()
+        client = polymsg.RPCClient(transport, polymsg.Target(topic="big"), timeout=10)
+        blob = "x" * 20_000
+        for index in range(60):
+            client.cast({}, "take", index=index, blob=blob)
+        assert done.wait(20), f"{len(received)} of 60 casts arrived"
+        assert sorted(received) == list(range(60))
+        with pytest.raises(polymsg.MessageDeliveryFailure, match="max_message_size"):
+            client.cast({}, "take", index=-1, blob="x" * 70_000)
+        server.stop()
+        server.wait()
