@@ -23,7 +23,8 @@ import pytest
 # Before the test modules are imported, so pytest explains failing asserts.
 pytest.register_assert_rewrite(
     "polymsg.testing._capabilities", "polymsg.testing._delivery", "polymsg.testing._errors",
-    "polymsg.testing._fixtures", "polymsg.testing._lifecycle", "polymsg.testing._notifications",
+    "polymsg.testing._fixtures", "polymsg.testing._lifecycle", "polymsg.testing._multi_host",
+    "polymsg.testing._notifications",
     "polymsg.testing._rpc", "polymsg.testing._support", "polymsg.testing._versions",
 )
 
@@ -32,6 +33,7 @@ from polymsg.testing._delivery import DeliveryTests  # noqa: E402
 from polymsg.testing._errors import ErrorTests  # noqa: E402
 from polymsg.testing._fixtures import DriverFixtures, Harness  # noqa: E402
 from polymsg.testing._lifecycle import LifecycleTests  # noqa: E402
+from polymsg.testing._multi_host import MultiHostTests  # noqa: E402
 from polymsg.testing._notifications import NotificationTests  # noqa: E402
 from polymsg.testing._rpc import RPCTests  # noqa: E402
 from polymsg.testing._suite import ConformanceTests  # noqa: E402
@@ -53,6 +55,7 @@ __all__ = [
     "Harness",
     "Invocation",
     "LifecycleTests",
+    "MultiHostTests",
     "Notification",
     "NotificationEndpoint",
     "NotificationTests",

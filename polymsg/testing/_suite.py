@@ -6,6 +6,7 @@ from polymsg.testing._capabilities import CapabilityTests
 from polymsg.testing._delivery import DeliveryTests
 from polymsg.testing._errors import ErrorTests
 from polymsg.testing._lifecycle import LifecycleTests
+from polymsg.testing._multi_host import MultiHostTests
 from polymsg.testing._notifications import NotificationTests
 from polymsg.testing._rpc import RPCTests
 from polymsg.testing._versions import VersionTests
@@ -14,7 +15,7 @@ __all__ = ["ConformanceTests"]
 
 
 class ConformanceTests(CapabilityTests, RPCTests, ErrorTests, VersionTests, NotificationTests,
-                       DeliveryTests, LifecycleTests):
+                       DeliveryTests, LifecycleTests, MultiHostTests):
     """Every conformance test. A driver's test module subclasses it once::
 
         from polymsg.testing import ConformanceTests
