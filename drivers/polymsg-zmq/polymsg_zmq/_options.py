@@ -19,8 +19,8 @@ from oslo_config import cfg
 
 from polymsg import InvalidTransportURL, TransportURL
 
-__all__ = ["GROUP", "OPTS", "CurveKeys", "Settings", "default_ipc_dir", "list_opts",
-           "settings_from"]
+__all__ = ["GROUP", "OPTS", "CurveKeys", "Settings", "default_ipc_dir", "join_address",
+           "list_opts", "overlay", "settings_from", "split_address"]
 
 GROUP = "polymsg_zmq"
 
