@@ -60,9 +60,9 @@ from polymsg import InvalidTarget
 from polymsg.driver import SerializationError, dumps, loads
 
 __all__ = [
-    "MAGIC", "REPLY_MAGIC", "Header", "InvalidFrame", "decode_deadline", "decode_header", "encode_deadline",
-    "encode_header", "fanout_prefix", "ipc_endpoint", "ipc_path", "message_ids", "pack",
-    "prepare_dir", "split_packed", "unpack", "validate_name",
+    "MAGIC", "REPLY_MAGIC", "Header", "InvalidFrame", "decode_deadline", "decode_header",
+    "encode_deadline", "encode_header", "fanout_prefix", "ipc_endpoint", "ipc_path",
+    "message_ids", "pack", "prepare_dir", "split_packed", "unpack", "validate_name",
 ]
 
 MAGIC = b"PZ1"
