@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import rabbitmqctl
+from kombutest import rabbitmqctl
 
 import polymsg
 
