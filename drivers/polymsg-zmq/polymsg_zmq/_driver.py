@@ -61,6 +61,7 @@ LOG = logging.getLogger(__name__)
 
 #: Seconds messages keep following unrouted ones through our receiver once a host is known.
 _STICKY_GRACE = 1.0
+_NOT_STICKY = -1.0
 
 _DONE: Future[None] = Future()
 _DONE.set_result(None)
@@ -193,9 +194,9 @@ class ZmqDriver(Driver):
         if not self._unrouted:
             return False
         key = (target.exchange, target.topic)
-        if key not in self._unrouted:
+        until = self._unrouted.get(key, _NOT_STICKY)
+        if until is _NOT_STICKY:
             return False
-        until = self._unrouted[key]
         now = time.monotonic()
         if until is None:
             self._unrouted[key] = now + _STICKY_GRACE
