@@ -156,20 +156,22 @@ def test_retry_none_waits_for_the_broker(vhost: str, topic: str, served: Worker)
     proxy = Proxy((broker.hostname or "127.0.0.1", broker.port or 5672))
     proxied = url("rabbit+pika", vhost, FAST_RETRY).replace(
         f"{broker.hostname}:{broker.port}", f"127.0.0.1:{proxy.port}")
-    with polymsg.get_transport(proxied) as transport, ThreadPoolExecutor(1) as pool:
+    transport = polymsg.get_transport(proxied)
+    pool = ThreadPoolExecutor(1)
+    try:
         client = polymsg.RPCClient(transport, polymsg.Target(topic=topic), timeout=WAIT)
         pending = pool.submit(client.cast, {}, "record", value=7)
         # An absence: nothing can confirm the cast while no broker is reachable.
-        assert not served.values.events
         with pytest.raises(FutureTimeout):  # not the builtin TimeoutError before 3.11
             pending.result(0.5)
+        assert not served.values.events
         proxy.start()
-        try:
-            pending.result(WAIT)
-            assert served.values.wait_for_count(1, WAIT) == [7]
-        finally:
-            transport.cleanup()
-            proxy.stop()
+        pending.result(WAIT)
+        assert served.values.wait_for_count(1, WAIT) == [7]
+    finally:
+        transport.cleanup()  # fails a cast still waiting, so the pool can finish
+        pool.shutdown()
+        proxy.stop()
 
 
 def test_retry_n_gives_up_after_n_retries(caplog: pytest.LogCaptureFixture) -> None:
