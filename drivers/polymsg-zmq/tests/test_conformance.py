@@ -46,13 +46,17 @@ class TestZmqLocalConformance(ConformanceTests):
             shutil.rmtree(self.root, ignore_errors=True)
 
     def get_unreachable_url(self) -> str | None:
-        """A host whose ring file sends everything to a port nobody listens on."""
-        ring = os.path.join(self.root, "ring.json")
-        with open(ring, "w", encoding="utf-8") as handle:
-            json.dump({"*": [f"127.0.0.1:{free_port()}"]}, handle)
-        query = urlencode({"ipc_dir": os.path.join(self.root, "unreachable"),
-                           "matchmaker": "ring", "ring_file": ring, "retry_interval": "0.3"})
-        return f"zmq://127.0.0.1:{free_port()}/?{query}"
+        return _unreachable_url(self.root)
+
+
+def _unreachable_url(root: str) -> str:
+    """A host whose ring file sends everything to a port nobody listens on."""
+    ring = os.path.join(root, "unreachable-ring.json")
+    with open(ring, "w", encoding="utf-8") as handle:
+        json.dump({"*": [f"127.0.0.1:{free_port()}"]}, handle)
+    query = urlencode({"ipc_dir": os.path.join(root, "unreachable"), "matchmaker": "ring",
+                       "ring_file": ring, "retry_interval": "0.3"})
+    return f"zmq://127.0.0.1:{free_port()}/?{query}"
 
 
 class _SplitHarness(Harness):
@@ -101,10 +105,15 @@ class _MultiHost(ConformanceTests):
 
     @pytest.fixture
     def transport_url(self, zmq_hosts: Hosts) -> str:
+        self.root = zmq_hosts.root
         return zmq_hosts[0].url()
+
+    def get_unreachable_url(self) -> str | None:
+        return _unreachable_url(self.root)
 
     @pytest.fixture
     def harness(self, zmq_hosts: Hosts) -> Iterator[Harness]:
+        self.root = zmq_hosts.root
         harness = _SplitHarness(zmq_hosts, self.listen_on, conf_factory=self.make_conf,
                                 wait_timeout=self.wait_timeout)
         try:
@@ -120,6 +129,7 @@ class TestZmqRingConformance(_MultiHost):
 
     @pytest.fixture
     def transport_url(self, zmq_hosts: Hosts) -> str:
+        self.root = zmq_hosts.root
         return zmq_hosts[1].url()  # where the ring sends everything
 
     def make_hosts(self) -> Hosts:
