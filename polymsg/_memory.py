@@ -49,6 +49,11 @@ __all__ = ["MemoryDriver"]
 LOG = logging.getLogger(__name__)
 
 _PREFETCH = 64
+# Flow control: a sender waits (up to _FLOW_WAIT s per message) while a queue
+# that has consumers holds _HIGH_WATER messages, so a fast sender cannot grow
+# the process without bound. Queues without consumers store and forward freely.
+_HIGH_WATER = 1000
+_FLOW_WAIT = 1.0
 QueueKey = tuple[str, ...]
 _Stored = tuple[bytes, "float | None", str]  # body, expiry (monotonic), message id
 
@@ -64,7 +69,7 @@ class _Consumer:
 
 
 class _Queue:
-    __slots__ = ("consumers", "expires", "idle_since", "key", "messages", "next")
+    __slots__ = ("blocked", "consumers", "expires", "idle_since", "key", "messages", "next")
 
     def __init__(self, key: QueueKey, expires: float | None) -> None:
         self.key = key
@@ -72,6 +77,7 @@ class _Queue:
         self.messages: deque[_Stored] = deque()
         self.consumers: list[_Consumer] = []
         self.next = 0
+        self.blocked = 0  # senders waiting for room
         self.idle_since = time.monotonic()
 
     def expired(self, now: float) -> bool:
@@ -84,6 +90,7 @@ class _Bus:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.drained = threading.Condition(self.lock)
         self.queues: dict[QueueKey, _Queue] = {}
         self.bindings: dict[tuple[str, str], set[QueueKey]] = {}
         self.reply_routes: dict[str, MemoryDriver] = {}
@@ -120,9 +127,24 @@ class _Bus:
             queue = self.declare(key, queue_ttl) if declare else self.queues.get(key)
             if queue is None:
                 return
+            if queue.consumers and len(queue.messages) >= _HIGH_WATER:
+                self._wait_for_room(queue)
             queue.messages.append((body, expires_at, msg_id))
             ready = self._pick(queue)
         self._deliver(queue, ready)
+
+    def _wait_for_room(self, queue: _Queue) -> None:
+        """Block the sender until the queue drains (lock held; bounded wait, so an
+        endpoint casting to its own busy topic slows down but never deadlocks)."""
+        deadline = time.monotonic() + _FLOW_WAIT
+        queue.blocked += 1
+        try:
+            while queue.consumers and len(queue.messages) >= _HIGH_WATER:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self.drained.wait(remaining):
+                    return
+        finally:
+            queue.blocked -= 1
 
     def _pick(self, queue: _Queue) -> list[tuple[_Consumer, _Stored]]:
         """Pair waiting messages with consumers that have room (lock held)."""
@@ -147,6 +169,8 @@ class _Bus:
                     continue
             consumer.unacked += 1
             ready.append((consumer, item))
+        if ready and queue.blocked and len(queue.messages) < _HIGH_WATER:
+            self.drained.notify_all()
         return ready
 
     def _deliver(self, queue: _Queue, ready: list[tuple[_Consumer, _Stored]]) -> None:
@@ -279,7 +303,7 @@ class MemoryDriver(Driver):
 
     def cast(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
              options: SendOptions) -> Future[None]:
-        msg_id = uuid.uuid4().hex
+        msg_id = f"{self._reply_to}.{next(self._ids)}"
         body = dumps({"ctxt": ctxt, "message": message, "msg_id": msg_id})
         if target.fanout:
             self._fanout(target, body, options.message_ttl, msg_id)
