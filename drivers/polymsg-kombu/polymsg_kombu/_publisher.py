@@ -5,8 +5,9 @@ replies on a second channel without confirms (the reply, or its absence,
 tells the caller what it needs). A publish is an :class:`~polymsg_kombu._link.Op`:
 the thread finding the connection free writes every queued publish with one
 system call, so concurrent senders neither queue up behind each other nor
-pay a write each. Confirms are read by the link's I/O thread, which wakes the
-sender waiting for them; RabbitMQ acknowledges many messages at once.
+pay a write each. A sender waiting alone for its confirm reads it off the
+socket itself; when several wait, the link's I/O thread reads the confirms
+and wakes them (RabbitMQ acknowledges many messages at once).
 
 Routes are declared once per connection before their first publish. Requests
 and notifications are published ``mandatory``: when the broker returns one
@@ -44,6 +45,8 @@ _MAX_RETURNS = 2
 _MAX_CHANNEL_ERRORS = 2
 #: Longest a sender reading its own confirm waits on the socket at a time (seconds).
 _LEAD_SLICE = 1.0
+#: Confirmed sends in a row made while no other waited, before senders lead reads.
+_LEAD_AFTER = 3
 
 #: Told when RabbitMQ returns an unconfirmed message (a call's request or a
 #: reply): its correlation id (the call's message id), exchange, routing key.
@@ -184,6 +187,7 @@ class Publisher:
         self._on_return = on_return
         self._lead_lock = threading.Lock()
         self._leader: _Pending | None = None
+        self._alone = 0
 
     def close(self) -> None:
         """Close the connection (pending confirms fail as lost)."""
@@ -225,7 +229,9 @@ class Publisher:
         hand-over per cast; otherwise the I/O thread reads and wakes it."""
         with self._lead_lock:
             confirms: _Confirms = session.state["confirms"]
-            lead = self._leader is None and len(confirms.pending) <= 1
+            alone = len(confirms.pending) <= 1
+            self._alone = self._alone + 1 if alone else 0
+            lead = self._leader is None and alone and self._alone >= _LEAD_AFTER
             if lead:
                 self._leader = entry
             unread = self._leader is None and not self.link.watching

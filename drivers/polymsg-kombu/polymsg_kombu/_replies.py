@@ -1,13 +1,13 @@
 """The transport's reply queue, read by a lone waiting caller itself.
 
 Replies have a connection of their own (opened on the first call), and the
-queue ``reply_<hex>`` is consumed without acknowledgements. When a call is
-the only one waiting, its caller reads the socket itself (it "leads") and
-gets its reply on its own thread, with no hand-over from an I/O thread:
-sequential calls, the common case, avoid a thread switch each. While a
+queue ``reply_<hex>`` is consumed without acknowledgements. When calls are
+made one at a time, the caller reads the socket itself (it "leads") and gets
+its reply on its own thread, with no hand-over from an I/O thread. While a
 caller leads, the link's I/O thread leaves the socket alone (it goes on
 sending heartbeats); whenever nobody leads -- several calls waiting at once,
-or none -- the I/O thread reads and wakes the callers whose replies came.
+or none -- the I/O thread reads and completes the futures of the calls
+whose replies came.
 
 This works through :meth:`_ReplyFuture.result`, which is how the facade
 waits for a reply.
@@ -34,30 +34,28 @@ LOG = logging.getLogger(__name__)
 
 #: Longest the leader waits on the socket before looking around (seconds).
 _LEAD_SLICE = 1.0
-
-
-class _Waiter:
-    """One call waiting for its reply."""
-
-    __slots__ = ("future", "wake")
-
-    def __init__(self, future: _ReplyFuture) -> None:
-        self.future = future
-        self.wake = threading.Semaphore(0)
+#: Calls in a row made while no other call waited, before callers lead reads
+#: (switching the I/O thread in and out costs; concurrent callers do not lead).
+_LEAD_AFTER = 3
 
 
 class _ReplyFuture(Future[Reply]):
-    """A call's future; waiting on it takes part in reading the reply queue."""
+    """A call's future; waiting on it may mean reading the reply queue."""
 
     def __init__(self, router: ReplyRouter) -> None:
         super().__init__()
         self._router = router
-        self.waiter = _Waiter(self)
 
     def result(self, timeout: float | None = None) -> Reply:
-        if not self.done():
-            self._router.wait(self.waiter, timeout)
-        return super().result(0 if timeout is not None else None)
+        if not self.done() and self._router.take_lead(self):
+            deadline = None if timeout is None else time.monotonic() + timeout
+            try:
+                self._router.lead(self, deadline)
+            finally:
+                self._router.leave(self)
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
+        return super().result(timeout)
 
 
 class ReplyRouter:
@@ -67,9 +65,10 @@ class ReplyRouter:
         self.queue = amqp.reply_queue_name()
         self._route = layout.reply_route(self.queue)
         self._lock = threading.Lock()
-        self._waiting: dict[str, _Waiter] = {}
+        self._waiting: dict[str, _ReplyFuture] = {}
         self._interim: dict[str, amqp.ReplyFrame] = {}
-        self._leader: _Waiter | None = None
+        self._leader: _ReplyFuture | None = None
+        self._alone = 0
         self.link = Link("reply", settings, on_open=self._on_open, on_lost=lambda s: None,
                          watch_socket=lambda: self._leader is None)
 
@@ -83,8 +82,8 @@ class ReplyRouter:
         self.link.close()
         with self._lock:
             waiting, self._waiting = self._waiting, {}
-        for waiter in waiting.values():
-            _settle(waiter, MessageDeliveryFailure("the transport was cleaned up before "
+        for future in waiting.values():
+            _settle(future, MessageDeliveryFailure("the transport was cleaned up before "
                                                    "the reply arrived"))
 
     def _on_open(self, session: Session) -> None:
@@ -98,7 +97,8 @@ class ReplyRouter:
         """A future for the reply to ``msg_id``; cancelling it forgets the call."""
         future = _ReplyFuture(self)
         with self._lock:
-            self._waiting[msg_id] = future.waiter
+            self._alone = self._alone + 1 if not self._waiting else 0
+            self._waiting[msg_id] = future
         future.add_done_callback(partial(self._forget, msg_id))
         return future
 
@@ -106,10 +106,10 @@ class ReplyRouter:
         """Fail the call ``msg_id`` (its request could not be delivered); False
         when no call of that id is waiting."""
         with self._lock:
-            waiter = self._waiting.pop(msg_id, None)
-        if waiter is None:
+            future = self._waiting.pop(msg_id, None)
+        if future is None:
             return False
-        _settle(waiter, exc)
+        _settle(future, exc)
         return True
 
     def _forget(self, msg_id: str, _future: Future[Reply]) -> None:
@@ -117,59 +117,42 @@ class ReplyRouter:
             self._waiting.pop(msg_id, None)
             self._interim.pop(msg_id, None)
 
-    def wait(self, waiter: _Waiter, timeout: float | None) -> None:
-        """Wait for ``waiter``'s reply; read the socket itself when it is the only call."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        future = waiter.future
-        try:
-            while not future.done():
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return
-                with self._lock:
-                    if future.done():
-                        return
-                    if self._leader is None and len(self._waiting) == 1:
-                        self._leader = waiter
-                    lead = self._leader is waiter
-                    unread = self._leader is None and not self.link.watching
-                if not lead:
-                    if unread:
-                        self.link.wake()  # nobody reads: the I/O thread must watch again
-                    waiter.wake.acquire(timeout=remaining)
-                    continue
-                if self.link.watching:
-                    self.link.wake()  # the I/O thread stops watching the socket
-                self._lead(waiter, deadline)
-        finally:
-            self._leave(waiter)
-
-    def _leave(self, waiter: _Waiter) -> None:
-        """``waiter`` stops waiting; calls still waiting go back to the I/O thread."""
+    def take_lead(self, future: _ReplyFuture) -> bool:
+        """True when ``future``'s caller is to read the socket itself; otherwise
+        make sure the I/O thread does."""
         with self._lock:
-            if self._leader is not waiter:
-                return
+            lead = (self._leader is None and len(self._waiting) == 1
+                    and self._alone >= _LEAD_AFTER and not future.done())
+            if lead:
+                self._leader = future
+            unread = self._leader is None and not self.link.watching
+        if (lead and self.link.watching) or unread:
+            self.link.wake()  # the I/O thread re-reads watch_socket()
+        return lead
+
+    def leave(self, future: _ReplyFuture) -> None:
+        """The leader stops reading; calls still waiting go back to the I/O thread."""
+        with self._lock:
             self._leader = None
-            others = bool(self._waiting)
-        if others:
+            unread = not future.done() or any(f is not future for f in self._waiting.values())
+        if unread:
             self.link.wake()
 
-    def _lead(self, waiter: _Waiter, deadline: float | None) -> None:
-        future = waiter.future
+    def lead(self, future: _ReplyFuture, deadline: float | None) -> None:
+        """Read the reply queue until ``future`` is done or ``deadline`` passed."""
         while not future.done():
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 return
-            session = self.link.current()
-            if session is None:  # reconnecting: wait as a follower would
-                waiter.wake.acquire(timeout=_LEAD_SLICE)
-                continue
             wait = _LEAD_SLICE if deadline is None else min(_LEAD_SLICE, deadline - now)
+            session = self.link.current()
+            if session is None:  # reconnecting: the I/O thread will read
+                return
             try:
                 readable = session.wait_readable(wait)
             except BACKEND_ERRORS as exc:  # the socket went away under us
                 self.link.break_session(session, exc)
-                continue
+                return
             if readable:
                 self.link.read(session)
 
@@ -188,22 +171,20 @@ class ReplyRouter:
                     self._interim[frame.msg_id] = frame  # the first half of an old-style reply
                 return  # else a call-monitor heartbeat
             earlier = self._interim.pop(frame.msg_id, None)
-            waiter = self._waiting.pop(frame.msg_id, None)
-        if waiter is None:
+            future = self._waiting.pop(frame.msg_id, None)
+        if future is None:
             LOG.debug("reply to %s arrived after its caller gave up", frame.msg_id)
             return
         if earlier is not None and frame.result is None and frame.failure is None:
             frame = earlier
-        _settle(waiter, Reply(result=frame.result, failure=frame.failure))
+        _settle(future, Reply(result=frame.result, failure=frame.failure))
 
 
-def _settle(waiter: _Waiter, outcome: Reply | BaseException) -> None:
+def _settle(future: Future[Reply], outcome: Reply | BaseException) -> None:
     try:
         if isinstance(outcome, BaseException):
-            waiter.future.set_exception(outcome)
+            future.set_exception(outcome)
         else:
-            waiter.future.set_result(outcome)
+            future.set_result(outcome)
     except InvalidStateError:
-        return  # cancelled by the caller meanwhile
-    waiter.wake.release()
-
+        pass  # cancelled by the caller meanwhile
