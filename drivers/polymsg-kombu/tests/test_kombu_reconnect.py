@@ -86,3 +86,22 @@ def test_casts_survive_the_broker_closing_all_connections(rabbit_url: str,
         # Both sides really lost (and re-established) their connections.
         assert client_side._driver.publisher.link.connects >= 2
         assert server_side._driver.consumer.link.connects >= 2
+
+
+def test_calls_made_one_at_a_time_survive_lost_connections(rabbit_url: str,
+                                                           vhost: str | None) -> None:
+    # Callers calling one at a time read their replies themselves; the reply
+    # connection dropping under them must not strand a call.
+    if vhost is None:
+        pytest.skip("needs a virtual host of its own (set POLYMSG_TEST_RABBITMQCTL)")
+    with polymsg.get_transport(rabbit_url) as transport:
+        target = polymsg.Target(topic="reconnect-calls", server="s1")
+        polymsg.get_rpc_server(transport, target, [Endpoint(Counter())]).start()
+        client = polymsg.RPCClient(transport, polymsg.Target(topic="reconnect-calls"),
+                                   timeout=WAIT)
+        for value in range(10):
+            assert client.call({}, "echo", value=value) == value
+        rabbitmqctl("close_all_connections", "--vhost", vhost, "polymsg reconnect test")
+        for value in range(10):
+            assert client.call({}, "echo", value=value) == value
+        assert transport._driver.replies.link.connects >= 2
