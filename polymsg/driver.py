@@ -74,6 +74,8 @@ from oslo_config import cfg
 
 from polymsg import _amqp as amqp
 from polymsg._exceptions import (
+    InvalidTarget,
+    InvalidTransportURL,
     MessageDeliveryFailure,
     MessagingError,
     MessagingTimeout,
@@ -89,6 +91,8 @@ __all__ = [
     "Driver",
     "DriverOptions",
     "IncomingMessage",
+    "InvalidTarget",
+    "InvalidTransportURL",
     "Listener",
     "MessageDeliveryFailure",
     "MessagingError",

@@ -25,8 +25,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from polymsg import InvalidTransportURL
-from polymsg.driver import DriverOptions, TransportHost, TransportURL, amqp
+from polymsg.driver import DriverOptions, InvalidTransportURL, TransportHost, TransportURL, amqp
 
 __all__ = ["GROUP", "OPTS", "Settings", "list_opts"]
 
