@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
+from importlib.metadata import entry_points
 from typing import Any
 
 from stevedore import driver as stevedore_driver
-from stevedore.exception import NoMatches
 
 from polymsg._exceptions import DriverLoadFailure
 from polymsg.driver import Driver
@@ -34,21 +34,26 @@ def canonical_name(scheme: str) -> str:
     return ALIASES.get(scheme, scheme)
 
 
+def _advertised(name: str) -> bool:
+    """True when an installed distribution registers ``name`` (checked first, so
+    stevedore is only asked for drivers that exist and logs nothing)."""
+    return bool(entry_points(group=NAMESPACE, name=name))
+
+
 def load_driver(scheme: str) -> type[Driver]:
     """The Driver class for ``scheme``; :class:`DriverLoadFailure` says what to install."""
     name = canonical_name(scheme)
-    try:
-        manager: Any = stevedore_driver.DriverManager(
-            NAMESPACE, name, invoke_on_load=False, on_missing_entrypoints_callback=None)
-    except NoMatches as exc:
+    if not _advertised(name):
         dist = DISTRIBUTIONS.get(name)
         hint = (f"install the {dist!r} distribution (pip install {dist})" if dist
                 else f"install a distribution registering {name!r} on the "
                      f"{NAMESPACE!r} entry-point group")
-        raise DriverLoadFailure(f"no polymsg driver for {scheme!r}: {hint}") from exc
+        raise DriverLoadFailure(f"no polymsg driver for {scheme!r}: {hint}")
+    try:
+        manager: Any = stevedore_driver.DriverManager(NAMESPACE, name, invoke_on_load=False)
+        plugin = manager.driver
     except Exception as exc:  # an installed driver failed to import
         raise DriverLoadFailure(f"the polymsg driver for {scheme!r} failed to load: {exc}") from exc
-    plugin = manager.driver
     if not (isinstance(plugin, type) and issubclass(plugin, Driver)):
         raise DriverLoadFailure(f"entry point {name!r} is not a polymsg.driver.Driver subclass")
     return plugin

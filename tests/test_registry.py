@@ -121,6 +121,7 @@ def _fake_manager(plugin: Any) -> Any:
 
 def test_entry_point_that_is_not_a_driver(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(MANAGER, _fake_manager(_NotADriver))
+    monkeypatch.setattr(_registry, "_advertised", lambda name: True)
     with pytest.raises(polymsg.DriverLoadFailure, match=r"not a polymsg\.driver\.Driver"):
         _registry.load_driver("odd")
 
@@ -128,6 +129,7 @@ def test_entry_point_that_is_not_a_driver(monkeypatch: pytest.MonkeyPatch) -> No
 def test_driver_failing_to_import_is_wrapped(monkeypatch: pytest.MonkeyPatch) -> None:
     failure = ImportError("No module named 'fancybroker'")
     monkeypatch.setattr(MANAGER, _fake_manager(failure))
+    monkeypatch.setattr(_registry, "_advertised", lambda name: True)
     with pytest.raises(polymsg.DriverLoadFailure, match="fancybroker") as info:
         _registry.load_driver("fancy")
     assert info.value.__cause__ is failure
