@@ -102,9 +102,11 @@ __all__ = [
     "encode_request",
     "expiration",
     "fanout_queue_name",
+    "layout_from_options",
     "new_id",
     "properties",
     "queue_arguments",
+    "rabbit_opts",
     "reply_queue_name",
 ]
 
@@ -534,3 +536,7 @@ def _failure(value: Any) -> dict[str, Any] | None:
 def _unique_id(raw: Mapping[str, Any]) -> str | None:
     value = raw.get(_UNIQUE_ID)
     return value if isinstance(value, str) else None
+
+
+# Options and layout shared by the RabbitMQ drivers (kept in their own module).
+from polymsg._amqp_options import layout_from_options, rabbit_opts  # noqa: E402

@@ -31,44 +31,8 @@ __all__ = ["GROUP", "OPTS", "Settings", "list_opts"]
 
 GROUP = "polymsg_kombu"
 
-OPTS: list[cfg.Opt] = [
-    cfg.IntOpt("heartbeat", default=60, min=0,
-               help="AMQP heartbeat timeout in seconds (0 disables heartbeats). The driver's "
-                    "I/O threads keep heartbeats going while endpoints run."),
-    cfg.FloatOpt("connect_timeout", default=5.0, min=0.1,
-                 help="Seconds to wait for a TCP/TLS connection and the AMQP handshake."),
-    cfg.FloatOpt("retry_interval", default=1.0, min=0.0,
-                 help="Seconds to wait before the second connection attempt round."),
-    cfg.FloatOpt("retry_backoff", default=2.0, min=0.0,
-                 help="Seconds added to the wait after each failed connection round."),
-    cfg.FloatOpt("retry_interval_max", default=30.0, min=0.0,
-                 help="Longest wait between connection rounds."),
-    cfg.StrOpt("failover_strategy", default="round-robin", choices=("round-robin", "shuffle"),
-               help="Order in which the URL's hosts are tried after a failure."),
-    cfg.StrOpt("login_method", default="AMQPLAIN", choices=("PLAIN", "AMQPLAIN", "EXTERNAL"),
-               help="SASL mechanism used to log in to RabbitMQ."),
-    cfg.BoolOpt("ssl", default=False, help="Connect over TLS."),
-    cfg.StrOpt("ssl_ca_file", default="",
-               help="PEM file of CA certificates the broker's certificate is checked "
-                    "against (default: the system's trusted CAs)."),
-    cfg.StrOpt("ssl_cert_file", default="", help="PEM client certificate to present."),
-    cfg.StrOpt("ssl_key_file", default="", help="Private key of ssl_cert_file."),
-    cfg.BoolOpt("ssl_verify", default=True,
-                help="Verify the broker's certificate (turn off for tests only)."),
-    cfg.BoolOpt("ssl_verify_hostname", default=True,
-                help="Check that the broker's certificate names the host of the URL."),
-    cfg.IntOpt("prefetch_count", default=64, min=0,
-               help="Unacknowledged messages a consumer may hold (0: unlimited)."),
-    cfg.BoolOpt("amqp_durable_queues", default=False,
-                help="Declare exchanges and topic/notification queues durable. Must match "
-                     "every other service (oslo.messaging included) on the same exchange."),
-    cfg.BoolOpt("amqp_auto_delete", default=False,
-                help="Declare exchanges and topic/notification queues auto-delete. Must "
-                     "match every other service on the same exchange."),
-    cfg.IntOpt("transient_queues_ttl", default=1800, min=0,
-               help="Seconds without a consumer after which reply and fanout queues are "
-                    "removed by the broker (0: never)."),
-]
+#: The options both RabbitMQ drivers share (names and meanings as polymsg-pika's).
+OPTS: list[cfg.Opt] = amqp.rabbit_opts()
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
@@ -97,7 +61,6 @@ class Settings:
     def from_options(cls, url: TransportURL, options: DriverOptions) -> Settings:
         """Settings from a transport URL and the driver's option values."""
         hosts = url.hosts or (TransportHost(),)
-        ttl = int(options.get("transient_queues_ttl", 1800))
         return cls(
             hosts=tuple(hosts),
             virtual_host=url.virtual_host or "/",
@@ -110,11 +73,7 @@ class Settings:
             login_method=str(options.get("login_method", "AMQPLAIN")),
             ssl=ssl_options(options),
             prefetch_count=int(options.get("prefetch_count", 64)),
-            layout=amqp.Layout(
-                durable=bool(options.get("amqp_durable_queues", False)),
-                auto_delete=bool(options.get("amqp_auto_delete", False)),
-                transient_queue_ttl=float(ttl) if ttl > 0 else None,
-            ),
+            layout=amqp.layout_from_options(options),
         )
 
     def backoff(self, failed_rounds: int) -> float:

@@ -28,57 +28,15 @@ from typing import Any
 import pika
 from oslo_config import cfg
 
-from polymsg import InvalidTransportURL
-from polymsg.driver import DriverOptions, TransportHost, TransportURL, amqp
+from polymsg.driver import DriverOptions, InvalidTransportURL, TransportHost, TransportURL, amqp
 
 __all__ = ["GROUP", "OPTS", "Backoff", "connection_parameters", "layout", "list_opts",
            "ssl_context"]
 
 GROUP = "polymsg_pika"
 
-OPTS: list[cfg.Opt] = [
-    cfg.IntOpt("heartbeat", default=60, min=0,
-               help="AMQP heartbeat timeout in seconds proposed to the broker; 0 turns "
-                    "heartbeats off. The I/O thread answers heartbeats however long "
-                    "endpoints run."),
-    cfg.FloatOpt("connect_timeout", default=5.0, min=0.1,
-                 help="Seconds one connection attempt (TCP, TLS and AMQP handshake) may take."),
-    cfg.FloatOpt("retry_interval", default=1.0, min=0.0,
-                 help="Seconds to wait before the second round of connection attempts "
-                      "(one round tries every host of the URL once, without waiting)."),
-    cfg.FloatOpt("retry_backoff", default=2.0, min=0.0,
-                 help="Seconds added to the wait after each further failed round."),
-    cfg.FloatOpt("retry_interval_max", default=30.0, min=0.0,
-                 help="Longest wait between rounds of connection attempts, in seconds."),
-    cfg.StrOpt("failover_strategy", default="round-robin", choices=("round-robin", "shuffle"),
-               help="Order in which the URL's hosts are tried: as written, or shuffled "
-                    "once per transport (spreads clients over a cluster)."),
-    cfg.StrOpt("login_method", default="PLAIN", choices=("PLAIN", "AMQPLAIN", "EXTERNAL"),
-               help="How to log in: PLAIN (user name and password; AMQPLAIN is accepted "
-                    "as a synonym) or EXTERNAL (the TLS client certificate)."),
-    cfg.IntOpt("prefetch_count", default=64, min=0,
-               help="Unacknowledged messages a server or listener may hold per "
-                    "subscription (0 means no limit)."),
-    cfg.BoolOpt("amqp_durable_queues", default=False,
-                help="Declare exchanges and topic/notification queues durable. Must match "
-                     "every other service (oslo.messaging included) on the same exchange."),
-    cfg.BoolOpt("amqp_auto_delete", default=False,
-                help="Declare exchanges and topic/notification queues auto-delete. Must "
-                     "match every other service on the same exchange."),
-    cfg.IntOpt("transient_queues_ttl", default=1800, min=0,
-               help="Seconds without a consumer after which reply and fanout queues are "
-                    "removed by the broker (0: never)."),
-    cfg.BoolOpt("ssl", default=False, help="Connect with TLS (default port 5671)."),
-    cfg.StrOpt("ssl_ca_file", default="",
-               help="PEM file of CA certificates the broker's certificate is checked "
-                    "against (default: the system's trusted CAs)."),
-    cfg.StrOpt("ssl_cert_file", default="", help="PEM client certificate to present."),
-    cfg.StrOpt("ssl_key_file", default="", help="Private key of ssl_cert_file."),
-    cfg.BoolOpt("ssl_verify", default=True,
-                help="Verify the broker's certificate (turn off for tests only)."),
-    cfg.BoolOpt("ssl_verify_hostname", default=True,
-                help="Check that the broker's certificate names the host of the URL."),
-]
+#: The options both RabbitMQ drivers share (names and meanings as polymsg-kombu's).
+OPTS: list[cfg.Opt] = amqp.rabbit_opts()
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
@@ -116,16 +74,8 @@ class Backoff:
 
 
 def layout(options: DriverOptions, control_exchange: str) -> amqp.Layout:
-    """Declaration policy from the ``amqp_*`` and ``transient_queues_ttl`` options.
-
-    RPC names of targets on other exchanges than ``control_exchange`` are
-    scoped by their exchange (see :meth:`polymsg.driver.amqp.Layout.scoped`).
-    """
-    ttl = int(options.transient_queues_ttl)
-    return amqp.Layout(durable=bool(options.amqp_durable_queues),
-                       auto_delete=bool(options.amqp_auto_delete),
-                       transient_queue_ttl=float(ttl) if ttl > 0 else None,
-                       control_exchange=control_exchange)
+    """Declaration policy from the ``amqp_*`` and ``transient_queues_ttl`` options."""
+    return amqp.layout_from_options(options, control_exchange)
 
 
 def connection_parameters(url: TransportURL, options: DriverOptions,
