@@ -246,7 +246,10 @@ class Driver(abc.ABC):
         May block until the request is handed over. The future fails with
         :class:`~polymsg.MessageDeliveryFailure` if the request cannot be
         sent; the facade enforces ``options.timeout`` and cancels the future
-        on expiry, which MUST drop the driver's bookkeeping for it.
+        on expiry, which MUST drop the driver's bookkeeping for it. The
+        future may be a subclass whose ``result()`` does the waiting itself
+        (e.g. the caller reads its own reply); it MUST then also complete for
+        ``add_done_callback`` users (such as ``asyncio.wrap_future``).
         """
 
     @abc.abstractmethod
