@@ -99,9 +99,15 @@ class NotificationListener(Runner):
         self.pool = pool
         self.allow_requeue = allow_requeue
         self.serializer = serializer or NoOpSerializer()
-        self._endpoints = list(endpoints)
-        self.priorities = [p for p in PRIORITIES
-                           if any(_method_for(e, p) for e in self._endpoints)]
+        # priority -> [(endpoint, method, filter_rule)], resolved once, not per message
+        self._routes: dict[str, list[tuple[Any, Callable[..., Any], Any]]] = {}
+        for priority in PRIORITIES:
+            for endpoint in endpoints:
+                method = _method_for(endpoint, priority)
+                if method is not None:
+                    rule = getattr(endpoint, "filter_rule", None)
+                    self._routes.setdefault(priority, []).append((endpoint, method, rule))
+        self.priorities = list(self._routes)
         if not self.priorities:
             raise ValueError("no endpoint has a notification method "
                              f"({', '.join(PRIORITIES)})")
@@ -136,11 +142,7 @@ class NotificationListener(Runner):
         metadata = {"message_id": message.get("message_id"),
                     "timestamp": message.get("timestamp")}
         result = NotificationResult.HANDLED
-        for endpoint in self._endpoints:
-            method = _method_for(endpoint, priority)
-            if method is None:
-                continue
-            rule = getattr(endpoint, "filter_rule", None)
+        for endpoint, method, rule in self._routes.get(priority, ()):
             if rule is not None and not rule.match(incoming.ctxt, publisher_id, event_type,
                                                    payload):
                 continue

@@ -48,6 +48,7 @@ class Notifier:
         self.serializer = serializer or NoOpSerializer()
         self.retry = retry
         self.message_ttl = check_ttl("message_ttl", message_ttl)
+        self._options = SendOptions(retry=retry, message_ttl=self.message_ttl)
         exchange = transport.default_exchange
         try:
             self._targets = [Target(topic=t, exchange=exchange) for t in self.topics]
@@ -113,7 +114,6 @@ class Notifier:
             "payload": self.serializer.serialize_entity(wire_ctxt, payload),
             "timestamp": datetime.now(timezone.utc).replace(tzinfo=None).isoformat(),
         }
-        options = SendOptions(retry=self.retry, message_ttl=self.message_ttl)
-        driver = transport._driver
+        options, driver = self._options, transport._driver
         for target in self._targets:
             _result(_guard(lambda t=target: driver.notify(t, wire_ctxt, message, options)), None)

@@ -59,6 +59,8 @@ class RPCClient:
         self.serializer = serializer or NoOpSerializer()
         self.queue_ttl = check_ttl("queue_ttl", queue_ttl)
         self.message_ttl = check_ttl("message_ttl", message_ttl)
+        self._cast_options = SendOptions(retry=retry, queue_ttl=self.queue_ttl,
+                                         message_ttl=self.message_ttl)
         self._wire_target = target.replace(exchange=target.exchange or transport.default_exchange)
 
     def prepare(self, *, topic: str | None = _UNSET, server: str | None = _UNSET,
@@ -116,10 +118,8 @@ class RPCClient:
         if self.target.fanout:
             self.transport.require("fanout", "a fanout cast")
         wire_ctxt, message = self._prepare(ctxt, method, kwargs)
-        options = SendOptions(retry=self.retry, queue_ttl=self.queue_ttl,
-                              message_ttl=self.message_ttl)
         future = _guard(lambda: self.transport._driver.cast(
-            self._wire_target, wire_ctxt, message, options))
+            self._wire_target, wire_ctxt, message, self._cast_options))
         _result(future, None)
 
     def _prepare(self, ctxt: dict[str, Any] | None, method: str,
