@@ -35,6 +35,8 @@ import polymsg
 ENGINE_TOPIC = "murano-engine"
 AGENT_TOPIC = "murano-agent"
 PROGRESS_TOPIC = "murano-progress"
+PLAN_SENT = "murano.deployment.plan_sent"
+FINISHED = "murano.deployment.finished"
 
 
 class EngineEndpoint:
@@ -54,7 +56,7 @@ class EngineEndpoint:
         """A deployment task from the api: forward its plan to the agent."""
         self.agents.prepare(server=agent).cast(ctxt, "execute_plan", deployment=deployment,
                                                 plan=plan)
-        self.progress.info(ctxt, "murano.deployment.plan_sent",
+        self.progress.info(ctxt, PLAN_SENT,
                            {"deployment": deployment, "agent": agent, "engine": self.name})
 
     def process_result(self, ctxt: dict[str, Any], deployment: str, agent: str,
@@ -62,7 +64,7 @@ class EngineEndpoint:
         """An agent's result: report the deployment finished (or failed)."""
         payload = {"deployment": deployment, "agent": agent, "engine": self.name, **result}
         if result["ok"]:
-            self.progress.info(ctxt, "murano.deployment.finished", payload)
+            self.progress.info(ctxt, FINISHED, payload)
         else:
             self.progress.error(ctxt, "murano.deployment.failed", payload)
 
@@ -151,19 +153,22 @@ class Deployment:
         plan = {"steps": ["install packages", "configure", "start service"]}
         self.api.cast(ctxt, "handle_task", deployment=deployment, agent=agent, plan=plan)
 
-    def await_progress(self, event_type: str, deployments: set[str]) -> None:
-        """Wait until the api pool and the dashboard have both seen
-        ``event_type`` for every deployment."""
-        missing = {(who, d) for who in ("api", "dashboard") for d in deployments}
+    def await_progress(self, events: set[tuple[str, str]]) -> None:
+        """Wait until the api pool and the dashboard have both seen every
+        ``(event_type, deployment)`` in ``events``.
+
+        Listeners run their endpoints on worker threads, so two events
+        may arrive out of order: wait for each one by name, not only for
+        the last one sent."""
+        missing = {(who, *event) for who in ("api", "dashboard") for event in events}
         while missing:
             try:
                 name, seen_type, payload = self.progress.get(timeout=self.wait)
             except queue.Empty:
-                raise TimeoutError(f"no {event_type} for {sorted(missing)}") from None
+                raise TimeoutError(f"still waiting for {sorted(missing)}") from None
             self.note(name, seen_type, payload)
-            if seen_type == event_type:
-                who = "dashboard" if name == "dashboard" else "api"
-                missing.discard((who, payload["deployment"]))
+            who = "dashboard" if name == "dashboard" else "api"
+            missing.discard((who, seen_type, payload["deployment"]))
 
     def note(self, name: str, event_type: str, payload: dict[str, Any]) -> None:
         report = self.report
@@ -171,10 +176,10 @@ class Deployment:
             report.dashboard_events += 1
             return
         report.progress_by_api[name] = report.progress_by_api.get(name, 0) + 1
-        if event_type == "murano.deployment.plan_sent":
+        if event_type == PLAN_SENT:
             report.tasks_by_engine.setdefault(payload["engine"], []).append(
                 payload["deployment"])
-        elif event_type == "murano.deployment.finished":
+        elif event_type == FINISHED:
             report.finished[payload["deployment"]] = payload
 
     def stop(self) -> None:
@@ -196,13 +201,11 @@ def run(url: str, *, agent_queue_ttl: float = 2.0, wait: float = 10.0) -> Report
             # the agents' queues.
             for n in range(1, 5):
                 system.deploy(f"dep-{n}", f"agent-{n}")
-            system.await_progress("murano.deployment.plan_sent",
-                                  {f"dep-{n}" for n in range(1, 5)})
+            system.await_progress({(PLAN_SENT, f"dep-{n}") for n in range(1, 5)})
             # Three VMs boot: their agents find their plans waiting.
             for n in range(1, 4):
                 system.start_agent(f"agent-{n}")
-            system.await_progress("murano.deployment.finished",
-                                  {f"dep-{n}" for n in range(1, 4)})
+            system.await_progress({(FINISHED, f"dep-{n}") for n in range(1, 4)})
             # agent-4's VM was deleted before it booted. After agent_queue_ttl
             # seconds without a consumer its queue is gone, plan included.
             # (A TTL is a span of time: nothing signals its end, so wait.)
@@ -211,7 +214,7 @@ def run(url: str, *, agent_queue_ttl: float = 2.0, wait: float = 10.0) -> Report
             # runs dep-5 only; the expired dep-4 never executes.
             system.start_agent("agent-4")
             system.deploy("dep-5", "agent-4")
-            system.await_progress("murano.deployment.finished", {"dep-5"})
+            system.await_progress({(PLAN_SENT, "dep-5"), (FINISHED, "dep-5")})
         finally:
             system.stop()
         return system.report
