@@ -349,20 +349,25 @@ def _envelope(raw: dict[str, Any]) -> bytes:
     return dumps({_VERSION_KEY: ENVELOPE_VERSION, _MESSAGE_KEY: dumps_str(raw)})
 
 
-def _with_context(raw: dict[str, Any], ctxt: Mapping[str, Any]) -> dict[str, Any]:
+def _with_context(raw: dict[str, Any], ctxt: Mapping[str, Any],
+                  unique_id: str | None = None) -> dict[str, Any]:
     if not isinstance(ctxt, Mapping):
         raise SerializationError(f"the context must be a dict, not {type(ctxt).__name__}")
     for key, value in ctxt.items():
         if not isinstance(key, str):
             raise SerializationError(f"context keys must be strings, got {key!r}")
         raw[_CONTEXT_PREFIX + key] = value
-    raw[_UNIQUE_ID] = new_id()
+    raw[_UNIQUE_ID] = unique_id or new_id()
     return raw
 
 
 def encode_request(ctxt: Mapping[str, Any], message: Mapping[str, Any], *,
-                   msg_id: str | None = None, reply_q: str | None = None) -> bytes:
+                   msg_id: str | None = None, reply_q: str | None = None,
+                   unique_id: str | None = None) -> bytes:
     """The body of an RPC request; a call passes ``msg_id`` and ``reply_q``.
+
+    ``unique_id`` (default: a new one) lets a sender name the message in
+    its logs by the id receivers see.
 
     ``namespace`` and ``version`` are left out when ``None``, as
     oslo.messaging's servers read a missing version as ``"1.0"``.
@@ -375,13 +380,14 @@ def encode_request(ctxt: Mapping[str, Any], message: Mapping[str, Any], *,
         raw[_MSG_ID] = msg_id
         raw[_REPLY_Q] = reply_q
         raw[_TIMEOUT] = None
-    return _envelope(_with_context(raw, ctxt))
+    return _envelope(_with_context(raw, ctxt, unique_id))
 
 
-def encode_notification(ctxt: Mapping[str, Any], message: Mapping[str, Any]) -> bytes:
+def encode_notification(ctxt: Mapping[str, Any], message: Mapping[str, Any], *,
+                        unique_id: str | None = None) -> bytes:
     """The body of a notification (the message dict of the driver SPI)."""
     raw = {key: message.get(key) for key in _NOTIFICATION_FIELDS}
-    return _envelope(_with_context(raw, ctxt))
+    return _envelope(_with_context(raw, ctxt, unique_id))
 
 
 def encode_reply(msg_id: str, result: Any = None, failure: Mapping[str, Any] | None = None,

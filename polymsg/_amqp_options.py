@@ -66,6 +66,19 @@ def rabbit_opts() -> list[cfg.Opt]:
         cfg.BoolOpt("amqp_auto_delete", default=False,
                     help="Declare exchanges and topic/notification queues auto-delete. Must "
                          "match every other service on the same exchange."),
+        cfg.IntOpt("confirm_window", default=256, min=0,
+                   help="Casts and notifications a transport may have published but not yet "
+                        "seen confirmed by RabbitMQ. While fewer are unconfirmed, cast() and "
+                        "notify() return once the message is written on a live connection "
+                        "(connection errors past `retry` are still raised); the driver keeps "
+                        "each message until its confirm, publishes it again after a lost "
+                        "connection or a negative confirm, and logs a warning with its id if "
+                        "it finally cannot be delivered. 0: each cast and notification waits "
+                        "for its own confirm and raises its own failure."),
+        cfg.FloatOpt("confirm_flush_timeout", default=10.0, min=0.0,
+                     help="Seconds Transport.cleanup() waits for the confirms of casts and "
+                          "notifications still in the confirm window; those still "
+                          "unconfirmed then are logged with their ids."),
         cfg.IntOpt("transient_queues_ttl", default=1800, min=0,
                    help="Seconds without a consumer after which reply and fanout queues are "
                         "removed by the broker (0: never)."),
