@@ -105,26 +105,29 @@ class KombuDriver(Driver):
 
     def cast(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
              options: SendOptions) -> Future[None]:
-        """Publish a one-way request; returns once RabbitMQ confirmed it."""
-        what = f"the cast of {message.get('method')!r} to topic {target.topic!r}"
+        """Publish a one-way request (see :meth:`Publisher.publish` for when it returns)."""
+        unique_id = amqp.new_id()
+        what = (f"the cast of {message.get('method')!r} to topic {target.topic!r} "
+                f"(message {unique_id})")
         with translated(what):
-            body = amqp.encode_request(ctxt, message)
+            body = amqp.encode_request(ctxt, message, unique_id=unique_id)
             route = self.layout.send_route(target, options.queue_ttl)
             props = self.layout.message_properties(amqp.expiration(options.message_ttl))
-            self.publisher.send_confirmed(route, body, props, retry=options.retry,
+            self.publisher.publish(route, body, props, retry=options.retry,
                                           mandatory=not target.fanout, what=what)
         return _done()
 
     def notify(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
                options: SendOptions) -> Future[None]:
-        """Publish a notification on ``<topic>.<priority>``; returns once confirmed."""
+        """Publish a notification on ``<topic>.<priority>``."""
         priority = str(message.get("priority", "info"))
-        what = f"the notification {message.get('event_type')!r} on topic {target.topic!r}"
+        what = (f"the notification {message.get('event_type')!r} on topic {target.topic!r} "
+                f"(message {message.get('message_id')})")
         with translated(what):
             body = amqp.encode_notification(ctxt, message)
             route = self.layout.notification_route(target, priority, None, options.queue_ttl)
             props = self.layout.message_properties(amqp.expiration(options.message_ttl))
-            self.publisher.send_confirmed(route, body, props, retry=options.retry,
+            self.publisher.publish(route, body, props, retry=options.retry,
                                           mandatory=True, what=what)
         return _done()
 

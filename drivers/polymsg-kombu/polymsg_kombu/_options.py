@@ -56,6 +56,8 @@ class Settings:
     ssl: dict[str, Any] | None
     prefetch_count: int
     layout: amqp.Layout
+    confirm_window: int = 256
+    confirm_flush_timeout: float = 10.0
 
     @classmethod
     def from_options(cls, url: TransportURL, options: DriverOptions) -> Settings:
@@ -74,6 +76,8 @@ class Settings:
             ssl=ssl_options(options),
             prefetch_count=int(options.get("prefetch_count", 64)),
             layout=amqp.layout_from_options(options),
+            confirm_window=int(options.get("confirm_window", 256)),
+            confirm_flush_timeout=float(options.get("confirm_flush_timeout", 10.0)),
         )
 
     def backoff(self, failed_rounds: int) -> float:

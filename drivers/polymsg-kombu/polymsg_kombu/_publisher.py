@@ -32,6 +32,7 @@ from polymsg_kombu._declare import declare_route, forget_destination, needs_decl
 from polymsg_kombu._errors import BACKEND_ERRORS, RETRYABLE, SessionLost, describe
 from polymsg_kombu._link import Link, Op, Session
 from polymsg_kombu._options import Settings
+from polymsg_kombu._window import ConfirmWindow, Job
 
 __all__ = ["OnReturn", "Publisher"]
 
@@ -58,20 +59,24 @@ class _Undeclared(Exception):
 
 
 class _Pending:
-    """One confirmed publish: settled once by its confirm, or by its loss."""
+    """One confirmed publish: settled once by its confirm, or by its loss.
+    ``on_settle`` (a windowed send) is told whether it was confirmed."""
 
-    __slots__ = ("event", "outcome", "returned", "route")
+    __slots__ = ("event", "on_settle", "outcome", "returned", "route")
 
     def __init__(self, route: amqp.Route) -> None:
         self.route = route
         self.event = threading.Event()
         self.returned = False
         self.outcome: str | None = None
+        self.on_settle: Callable[[bool], None] | None = None
 
     def settle(self, outcome: str) -> None:
         if self.outcome is None:
             self.outcome = RETURNED if outcome == ACK and self.returned else outcome
             self.event.set()
+            if self.on_settle is not None:
+                self.on_settle(self.outcome == ACK)
 
     def wait(self) -> str:
         self.event.wait()
@@ -188,10 +193,21 @@ class Publisher:
         self._lead_lock = threading.Lock()
         self._leader: _Pending | None = None
         self._alone = 0
+        self.window = ConfirmWindow(settings.confirm_window, self._resend)
+        self._flush_timeout = settings.confirm_flush_timeout
 
     def close(self) -> None:
-        """Close the connection (pending confirms fail as lost)."""
+        """Wait for the confirm window to empty (``confirm_flush_timeout``), then
+        close the connection (pending confirms fail as lost)."""
+        if self.link.thread is not None:
+            left = self.window.flush(self._flush_timeout)
+            if left:
+                LOG.warning("%d casts and notifications were still unconfirmed after %.1f s "
+                            "when the transport closed; they may be lost: %s", len(left),
+                            self._flush_timeout, "; ".join(job.what for job in left))
+        self.window.close()
         self.link.close()
+        self.window.join()
 
     def _on_open(self, session: Session) -> None:
         channel = session.channel
@@ -287,6 +303,43 @@ class Publisher:
                 self.link.break_session(session, error)
                 lost += 1
                 _check_retry(what, retry, lost, error)
+
+    def publish(self, route: amqp.Route, body: bytes, properties: Mapping[str, Any], *,
+                retry: int | None, mandatory: bool, what: str) -> None:
+        """Publish a cast or notification: through the confirm window when it has
+        one (see :mod:`polymsg_kombu._window`), else as :meth:`send_confirmed`."""
+        if self.window.size == 0:
+            self.send_confirmed(route, body, properties, retry=retry, mandatory=mandatory,
+                                what=what)
+            return
+        job = Job(route, body, properties, retry, mandatory, what)
+        self.window.enter(job)
+        try:
+            if not self._submit_windowed(job):
+                # Not connected, or the route is new on this connection: the
+                # careful way, which waits (and raises) per its retry budget.
+                self._resend(job)
+                self.window.leave(job)
+        except BaseException:
+            self.window.leave(job)
+            raise
+
+    def _submit_windowed(self, job: Job) -> bool:
+        """Write ``job`` on the live session without waiting for its confirm;
+        False when that needs a connection or a declaration first."""
+        session = self.link.current()
+        if session is None or needs_declaring(session, job.route):
+            return False
+        op = _ConfirmedSend(job.route, job.body, job.properties, job.mandatory)
+        op.entry.on_settle = partial(self.window.settled, job)
+        self.link.submit(op)
+        if self._leader is None and not self.link.watching:
+            self.link.wake()  # the I/O thread must watch for the confirm
+        return True
+
+    def _resend(self, job: Job) -> None:
+        self.send_confirmed(job.route, job.body, job.properties, retry=job.retry,
+                            mandatory=job.mandatory, what=job.what)
 
     def send_confirmed(self, route: amqp.Route, body: bytes, properties: Mapping[str, Any], *,
                        retry: int | None, mandatory: bool, what: str) -> None:
