@@ -23,6 +23,8 @@ Everything else
 * wire format: oslo.messaging's, from :mod:`polymsg.driver.amqp` (shared with
   the kombu driver and interoperable with oslo.messaging services);
 * publishing with pipelined confirms: :mod:`polymsg_pika._publisher`;
+* the confirm window (``cast()`` and ``notify()`` return once published,
+  ``cleanup()`` waits for their confirms): :mod:`polymsg_pika._window`;
 * reply queue per transport: :mod:`polymsg_pika._replies`;
 * declarations and 406 handling: :mod:`polymsg_pika._declare`;
 * reconnection, failover and ``retry``: :mod:`polymsg_pika._link`;
@@ -64,6 +66,7 @@ from polymsg_pika._loop import IOThread
 from polymsg_pika._options import GROUP, OPTS, Backoff, connection_parameters, layout
 from polymsg_pika._publisher import CALL, CAST, REPLY, Outgoing, Publisher
 from polymsg_pika._replies import Replies
+from polymsg_pika._window import ConfirmWindow
 
 __all__ = ["PikaDriver"]
 
@@ -111,6 +114,9 @@ class PikaDriver(Driver):
         self._routes: dict[Hashable, amqp.Route] = {}
         self._id_prefix = f"{amqp.new_id()[:12]}."
         self._ids = itertools.count(1)
+        window = int(options.get("confirm_window", 256))
+        self._window = ConfirmWindow(window) if window > 0 else None
+        self._flush_timeout = float(options.get("confirm_flush_timeout", 10.0))
 
     # -- sending -------------------------------------------------------------------------------
     def call(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
@@ -135,10 +141,11 @@ class PikaDriver(Driver):
     def cast(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
              options: SendOptions) -> Future[None]:
         route = self._send_route(target, options)
-        body = amqp.encode_request(ctxt, message)
+        unique_id = amqp.new_id()
+        body = amqp.encode_request(ctxt, message, unique_id=unique_id)
         kind = "fanout cast" if target.fanout else "cast"
-        return self._publish(f"{kind} {message['method']!r}", route, body, options,
-                             fanout=target.fanout)
+        return self._publish(f"{kind} {message['method']!r} ({unique_id})", route, body,
+                             options, fanout=target.fanout)
 
     def notify(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
                options: SendOptions) -> Future[None]:
@@ -149,8 +156,10 @@ class PikaDriver(Driver):
             _check_names(target.topic, target.exchange, priority)
             route = self._remember(key, self._layout.notification_route(
                 target, priority, queue_ttl=options.queue_ttl))
-        body = amqp.encode_notification(ctxt, message)
-        label = f"notification {message.get('event_type')!r} ({message.get('message_id')})"
+        unique_id = amqp.new_id()
+        body = amqp.encode_notification(ctxt, message, unique_id=unique_id)
+        label = (f"notification {message.get('event_type')!r} ({unique_id}, message_id "
+                 f"{message.get('message_id')})")
         return self._publish(label, route, body, options)
 
     def _send_route(self, target: Target, options: SendOptions) -> amqp.Route:
@@ -172,11 +181,23 @@ class PikaDriver(Driver):
                  fanout: bool = False) -> Future[None]:
         message_id = self._new_message_id()
         future: Future[None] = Future()
+        window = self._window
         outgoing = Outgoing(
             CAST, f"{label} to {route.routing_key!r}", route.exchange_name, route.routing_key,
             body, self._properties(message_id, amqp.expiration(options.message_ttl)), message_id,
             future, route=route, remember=not fanout, retry=options.retry, fanout=fanout)
-        self._submit(lambda: self._publisher.send(outgoing))
+        if window is None:
+            self._submit(lambda: self._publisher.send(outgoing))
+            return future
+        if self._closed:
+            raise MessageDeliveryFailure(f"{self.name}: the transport was cleaned up")
+        window.enter()  # waits here, in the sender's thread, while the window is full
+        outgoing.early, outgoing.on_settled = True, window.leave
+        try:
+            self._submit(lambda: self._publisher.send(outgoing))
+        except BaseException:
+            outgoing.settle()
+            raise
         return future
 
     def _send_reply(self, reply_q: str, msg_id: str, body: bytes) -> None:
@@ -244,6 +265,7 @@ class PikaDriver(Driver):
                 return
             self._closed = True
             subscriptions = list(self._subscriptions)
+        self._flush()
         error = MessageDeliveryFailure(f"{self.name}: the transport was cleaned up")
         for subscription in subscriptions:
             subscription.fail(error)
@@ -260,6 +282,16 @@ class PikaDriver(Driver):
         except Exception:
             LOG.warning("%s: error while closing", self.name, exc_info=True)
         self._loop.close()
+
+    def _flush(self) -> None:
+        """Wait up to ``confirm_flush_timeout`` for the window's confirms (what is
+        still unconfirmed then is listed by ``Publisher.close``)."""
+        window = self._window
+        if window is None or not self._loop.started or self._loop.in_loop():
+            return
+        if not window.drain(self._flush_timeout):
+            LOG.debug("%s: %d message(s) still unconfirmed after %ss", self.name,
+                      window.in_flight, self._flush_timeout)
 
     def _shutdown(self, subscriptions: list[Subscription], error: BaseException,
                   done: Callable[[], None]) -> None:

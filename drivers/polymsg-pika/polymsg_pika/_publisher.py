@@ -22,7 +22,25 @@ Delivery on a lost connection: an unconfirmed cast or notification is
 published again after reconnecting (at least once) unless its ``retry``
 budget is spent; a call already published is never sent again (at most
 once): its caller gets the reply if the broker kept the request, or a
-timeout.
+timeout. One the broker refuses (``basic.nack``) is published again, up to
+three times in all.
+
+The confirm window
+==================
+A cast or notification's future resolves on its confirm when the transport
+has ``confirm_window = 0``. With a window (the default, 256; see
+:mod:`polymsg_pika._window`) the message is ``early``: its future resolves
+as soon as ``basic_publish`` was done on the open confirm channel, so one
+sending thread no longer waits one broker round trip per message; the
+window bounds how many such messages await their confirm. The publisher
+keeps an early message until its confirm exactly like any other (published
+again after a lost connection, a nack or a vanished queue) and makes it
+leave the window once settled. What fails before the message was ever
+published (no connection within ``retry``, a route that cannot be declared,
+a name pika refuses) still fails its future, so its sender sees the error;
+what fails later, when nobody waits any more, is logged as a WARNING naming
+the message by kind, method or event type and unique id, with the reason.
+``close()`` lists in one WARNING the early messages still unconfirmed.
 """
 
 from __future__ import annotations
@@ -32,6 +50,7 @@ import functools
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +68,7 @@ LOG = logging.getLogger(__name__)
 
 CAST, CALL, REPLY = "cast", "call", "reply"
 _MAX_CHANNEL_FAILURES = 3
+_MAX_NACKS = 3
 
 
 def resolve(future: Future[Any] | None, value: Any) -> None:
@@ -71,6 +91,9 @@ class Outgoing:
 
     ``route`` is declared first (``None``: publish as is, e.g. a reply).
     For calls ``future`` is the reply's, failed here only when sending fails.
+    An ``early`` message (a cast or notification under a confirm window)
+    resolves ``future`` once published; ``on_settled`` runs once when the
+    message is settled for good (confirmed, given up or dropped).
     """
 
     kind: str
@@ -89,6 +112,10 @@ class Outgoing:
     attempts: int = 0
     returns: int = 0
     channel_failures: int = 0
+    nacks: int = 0
+    early: bool = False
+    published: bool = False
+    on_settled: Callable[[], None] | None = field(default=None, repr=False)
     returned: str | None = field(default=None, repr=False)
 
     @property
@@ -99,6 +126,17 @@ class Outgoing:
     def abandoned(self) -> bool:
         """True when nobody waits any more (a call that timed out before sending)."""
         return self.kind == CALL and self.future is not None and self.future.done()
+
+    @property
+    def unwatched(self) -> bool:
+        """True when its sender no longer waits: an early message already published."""
+        return self.early and self.published
+
+    def settle(self) -> None:
+        """Run ``on_settled`` (once): the message needs nothing more."""
+        callback, self.on_settled = self.on_settled, None
+        if callback is not None:
+            callback()
 
 
 class _Lane:
@@ -128,15 +166,22 @@ class Publisher:
         self._calls: dict[str, Outgoing] = {}
         #: The most messages ever waiting for their confirm at once (diagnostics).
         self.most_in_flight = 0
+        self._closed = False
         link.add_user(self)
 
     def send(self, message: Outgoing) -> None:
         """Publish ``message`` as soon as the connection and its route are ready."""
+        if self._closed:  # handed over while the transport was closing
+            fail(message.future, delivery_failure(f"{message.label}: the transport is closed"))
+            message.settle()
+            return
         self._queue.append(message)
         self._pump()
 
     def close(self, error: BaseException) -> None:
-        """Fail everything not yet confirmed with ``error`` (the transport is closing)."""
+        """Fail everything not yet confirmed with ``error`` (the transport is closing);
+        early messages already published are listed in one warning."""
+        self._closed = True
         pending = [*self._queue, *itertools.chain(*self._waiting_routes.values()),
                    *self._unconfirmed.values()]
         self._queue.clear()
@@ -144,8 +189,14 @@ class Publisher:
         self._unconfirmed.clear()
         self._by_id.clear()
         self._calls.clear()
+        unconfirmed = [message.label for message in pending if message.unwatched]
+        if unconfirmed:
+            LOG.warning("%s: closing with %d cast(s) and notification(s) not confirmed by the "
+                        "broker, maybe lost: %s", self._link.name, len(unconfirmed),
+                        "; ".join(unconfirmed))
         for message in pending:
             fail(message.future, error)
+            message.settle()
 
     @property
     def _ready(self) -> bool:
@@ -294,6 +345,9 @@ class Publisher:
             self._unconfirmed[tag] = message
             self._by_id[message.message_id] = message
             self.most_in_flight = max(self.most_in_flight, len(self._unconfirmed))
+            if message.early and not message.published:
+                message.published = True
+                resolve(message.future, None)
         elif message.kind == CALL and message.future is not None:
             # Kept until answered, in case the broker returns it as unroutable.
             self._calls[message.message_id] = message
@@ -314,15 +368,26 @@ class Publisher:
             message = self._unconfirmed.pop(done)
             self._by_id.pop(message.message_id, None)
             self._settled(message, nack)
+        if nack:
+            self._pump()
 
     def _settled(self, message: Outgoing, nack: bool) -> None:
         if nack:
-            self._give_up(message, delivery_failure(
-                f"{message.label}: the broker refused to take it (basic.nack)"))
+            message.nacks += 1
+            if message.nacks < _MAX_NACKS:
+                LOG.info("%s: the broker refused to take it (basic.nack); sending it again",
+                         message.label)
+                message.returned = None
+                self._queue.append(message)
+            else:
+                self._give_up(message, delivery_failure(
+                    f"{message.label}: the broker refused to take it (basic.nack, "
+                    f"{message.nacks} times)"))
         elif message.returned is not None:
             self._on_returned(message)
         else:
             resolve(message.future, None)
+            message.settle()
 
     def _on_return(self, lane: _Lane, channel: Any, method: Any, properties: Any,
                    body: bytes) -> None:
@@ -352,6 +417,7 @@ class Publisher:
             LOG.info("%s reached no server: no queue is bound to %r", message.label,
                      message.exchange)
             resolve(message.future, None)
+            message.settle()
         elif message.returns == 0 and message.route is not None:
             LOG.info("%s: queue %r was missing (%s); declaring it and sending again",
                      message.label, message.routing_key, text)
@@ -365,9 +431,10 @@ class Publisher:
                 f"{message.label}: the broker could not route it to a queue ({text})"))
 
     def _give_up(self, message: Outgoing, error: BaseException) -> None:
-        if message.kind == REPLY:
+        if message.kind == REPLY or message.unwatched:
             LOG.warning("%s was not delivered: %s", message.label, error)
         fail(message.future, error)
+        message.settle()
         for waiting in self._waiting_routes.values():
             if message in waiting:
                 waiting.remove(message)

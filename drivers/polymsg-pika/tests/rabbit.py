@@ -72,6 +72,14 @@ def close_connections(vhost: str) -> None:
     ctl("close_all_connections", "--vhost", vhost, "polymsg-pika test: broker restart")
 
 
+def wait_confirmed(transport: polymsg.Transport, timeout: float) -> None:
+    """Wait until the broker confirmed every cast and notification ``transport`` sent
+    (they return once published, before their confirm: the confirm window)."""
+    window = transport._driver._window  # type: ignore[attr-defined]
+    if window is not None:
+        assert window.drain(timeout), f"{window.in_flight} message(s) still unconfirmed"
+
+
 def list_queues(vhost: str) -> dict[str, tuple[int, int]]:
     """``{queue: (messages, consumers)}`` in ``vhost``."""
     result = {}

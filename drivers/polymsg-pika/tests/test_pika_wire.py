@@ -13,7 +13,7 @@ from typing import Any
 
 import pika
 import pytest
-from rabbit import base_url, list_queues
+from rabbit import base_url, list_queues, wait_confirmed
 
 import polymsg
 from polymsg.testing import Recorder
@@ -184,6 +184,7 @@ def test_a_queue_deleted_behind_the_senders_back_is_declared_again(
     caplog.set_level(logging.INFO, logger="polymsg_pika")
     client = polymsg.RPCClient(transport, polymsg.Target(topic=topic), timeout=WAIT)
     client.cast({}, "echo", value="first")  # declares the queue, remembered
+    wait_confirmed(transport, WAIT)  # "first" is in the queue
     raw.queue_delete(topic)  # "first" goes with it
     client.cast({}, "echo", value="second")  # returned, declared again, sent again
     endpoint = Echo()
@@ -198,6 +199,7 @@ def test_fanout_to_nobody_is_logged_not_lost_silently(
     caplog.set_level(logging.INFO, logger="polymsg_pika")
     client = polymsg.RPCClient(transport, polymsg.Target(topic=topic, fanout=True))
     client.cast({}, "echo", value="anyone?")
+    wait_confirmed(transport, WAIT)  # returned before its confirm
     assert any("reached no server" in r.getMessage() for r in caplog.records)
 
 
