@@ -7,11 +7,11 @@ import ssl
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import amqp
 import pytest
+from kombutest import raw_channel
 from polymsg_kombu._options import Settings, ssl_options
 
 import polymsg
@@ -49,20 +49,6 @@ def serve(transport: polymsg.Transport, topic: str, endpoint: Any = None, **kwar
                                     [endpoint or Endpoint()], **kwargs)
     server.start()  # stopped by the transport's cleanup
     return server
-
-
-@contextmanager
-def raw_channel(rabbit_url: str) -> Iterator[Any]:
-    """A plain py-amqp channel on the test vhost, to do what polymsg would not."""
-    url = polymsg.TransportURL.parse(rabbit_url)
-    host = url.hosts[0]
-    conn = amqp.Connection(f"{host.hostname}:{host.port}", userid=host.username,
-                           password=host.password, virtual_host=url.virtual_host or "/")
-    conn.connect()
-    try:
-        yield conn.channel()
-    finally:
-        conn.close()
 
 
 # -- URL and options ------------------------------------------------------------
