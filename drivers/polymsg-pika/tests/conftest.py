@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+import pika
 import pytest
-from rabbit import FAST_RETRY, temporary_vhost, url
+from rabbit import FAST_RETRY, base_url, temporary_vhost, url
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +21,17 @@ def vhost() -> Iterator[str]:
 def pika_url(vhost: str) -> str:
     """``rabbit+pika://`` on the session's virtual host, reconnecting quickly."""
     return url("rabbit+pika", vhost, FAST_RETRY)
+
+
+@pytest.fixture
+def raw(vhost: str) -> Iterator[Any]:
+    """A plain pika channel on the session's virtual host, for publishing by hand."""
+    host = base_url().hosts[0]
+    params = pika.ConnectionParameters(
+        host.hostname or "127.0.0.1", host.port or 5672, vhost,
+        pika.PlainCredentials(host.username or "guest", host.password or "guest"))
+    connection = pika.BlockingConnection(params)
+    try:
+        yield connection.channel()
+    finally:
+        connection.close()

@@ -1,9 +1,10 @@
 """A TCP forwarder in front of the test broker, optionally terminating TLS.
 
 Tests use it to make the broker unreachable and reachable again on one
-address (``stop()``/``start()`` on the same port), and to put TLS in front of
-a RabbitMQ that listens in plain text. It runs real sockets on threads; no
-part of the driver is replaced.
+address (``stop()``/``start()`` on the same port), to freeze connections for
+a while (``hold()``/``release()``: bytes wait in the proxy, in both
+directions), and to put TLS in front of a RabbitMQ that listens in plain
+text. It runs real sockets on threads; no part of the driver is replaced.
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ class Proxy:
         self._threads: list[threading.Thread] = []
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
+
+    def hold(self) -> None:
+        """Keep what either side sends from here on inside the proxy until :meth:`release`."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        """Forward again, starting with what was held."""
+        self._flowing.set()
 
     def start(self) -> Proxy:
         """Listen (again) on ``port``."""
@@ -61,6 +72,7 @@ class Proxy:
 
     def stop(self) -> None:
         """Stop listening and cut every forwarded connection."""
+        self.release()
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(OSError):
@@ -116,6 +128,7 @@ class Proxy:
                     data = source.recv(65536)
                     if not data:
                         return
+                    self._flowing.wait()
                     key.data.sendall(data)
                     # TLS may hold decrypted bytes select() cannot see.
                     while isinstance(source, ssl.SSLSocket) and source.pending():

@@ -73,11 +73,11 @@ def _lost(caplog: pytest.LogCaptureFixture) -> list[str]:
             if r.name.startswith("polymsg_pika") and "connection lost" in r.getMessage()]
 
 
-def test_broker_restart_mid_stream_loses_nothing_confirmed(
+def test_broker_restart_mid_stream_loses_no_cast_that_returned(
         vhost: str, pika_url: str, topic: str, served: Worker,
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="polymsg_pika")
-    confirmed: list[int] = []
+    returned: list[int] = []  # casts whose cast() returned without error
     progress = threading.Condition()
     stop = threading.Event()
 
@@ -86,28 +86,28 @@ def test_broker_restart_mid_stream_loses_nothing_confirmed(
         while not stop.is_set():
             client.cast({}, "record", value=value)
             with progress:
-                confirmed.append(value)
+                returned.append(value)
                 progress.notify_all()
             value += 1
 
     def sent_at_least(count: int) -> None:
         with progress:
-            assert progress.wait_for(lambda: len(confirmed) >= count, WAIT), \
-                f"only {len(confirmed)} casts confirmed"
+            assert progress.wait_for(lambda: len(returned) >= count, WAIT), \
+                f"only {len(returned)} casts returned"
 
     with polymsg.get_transport(pika_url) as transport, ThreadPoolExecutor(1) as pool:
         client = polymsg.RPCClient(transport, polymsg.Target(topic=topic), timeout=WAIT)
         sender = pool.submit(send, client)
         sent_at_least(100)
         close_connections(vhost)
-        before = len(confirmed)
+        before = len(returned)
         sent_at_least(before + 200)  # the stream goes on by itself after the restart
         stop.set()
         sender.result(WAIT)
         assert client.call({}, "echo", value="after") == "after"
-    executed = served.values.wait_for(lambda seen: set(confirmed) <= set(seen), WAIT,
-                                      "every confirmed cast to run")
-    assert set(confirmed) <= set(executed)
+    executed = served.values.wait_for(lambda seen: set(returned) <= set(seen), WAIT,
+                                      "every cast that returned to run")
+    assert set(returned) <= set(executed)
     lost = _lost(caplog)
     assert any(" send:" in m for m in lost) and any(" receive:" in m for m in lost), \
         f"the broker did not drop the client's and the server's connections: {lost}"

@@ -129,7 +129,7 @@ def test_broker_restart_mid_stream(node: Node, caplog: pytest.LogCaptureFixture)
            f"?amqp_durable_queues=true&{FAST_RETRY}")
     topic = f"restart-{uuid.uuid4().hex[:8]}"
     worker = Worker()
-    confirmed: list[int] = []
+    returned: list[int] = []  # casts whose cast() returned without error
     progress = threading.Condition()
     stop = threading.Event()
 
@@ -138,12 +138,12 @@ def test_broker_restart_mid_stream(node: Node, caplog: pytest.LogCaptureFixture)
         while not stop.is_set():
             client.cast({}, "record", value=value)
             with progress:
-                confirmed.append(value)
+                returned.append(value)
                 progress.notify_all()
             value += 1
 
-    def confirmed_at_least(count: int) -> Callable[[], bool]:
-        return lambda: len(confirmed) >= count
+    def returned_at_least(count: int) -> Callable[[], bool]:
+        return lambda: len(returned) >= count
 
     with polymsg.get_transport(url) as server_transport, \
             polymsg.get_transport(url) as client_transport, ThreadPoolExecutor(1) as pool:
@@ -153,17 +153,17 @@ def test_broker_restart_mid_stream(node: Node, caplog: pytest.LogCaptureFixture)
         with server:
             sender = pool.submit(send, client)
             with progress:
-                assert progress.wait_for(confirmed_at_least(100), WAIT)
+                assert progress.wait_for(returned_at_least(100), WAIT)
             node.ctl("stop_app")
             node.ctl("start_app")
-            restarted_at = len(confirmed)
+            restarted_at = len(returned)
             with progress:  # the stream goes on by itself once the broker is back
-                assert progress.wait_for(confirmed_at_least(restarted_at + 100), WAIT), \
-                    f"only {len(confirmed) - restarted_at} casts confirmed after the restart"
+                assert progress.wait_for(returned_at_least(restarted_at + 100), WAIT), \
+                    f"only {len(returned) - restarted_at} casts returned after the restart"
             stop.set()
             sender.result(WAIT)
             assert client.call({}, "echo", value="after") == "after"
-            worker.values.wait_for(lambda seen: set(confirmed) <= set(seen), WAIT,
-                                   "every confirmed cast to run")
+            worker.values.wait_for(lambda seen: set(returned) <= set(seen), WAIT,
+                                   "every cast that returned to run")
     lost = [r.getMessage() for r in caplog.records if "connection lost" in r.getMessage()]
     assert any(" send:" in m for m in lost) and any(" receive:" in m for m in lost), lost

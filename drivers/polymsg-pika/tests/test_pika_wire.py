@@ -11,28 +11,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import pika
 import pytest
-from rabbit import base_url, list_queues, wait_confirmed
+from rabbit import list_queues, wait_confirmed
 
 import polymsg
 from polymsg.testing import Recorder
 
 WAIT = 20.0
-
-
-@pytest.fixture
-def raw(vhost: str) -> Iterator[Any]:
-    """A plain pika channel on the session's virtual host, for publishing by hand."""
-    host = base_url().hosts[0]
-    params = pika.ConnectionParameters(
-        host.hostname or "127.0.0.1", host.port or 5672, vhost,
-        pika.PlainCredentials(host.username or "guest", host.password or "guest"))
-    connection = pika.BlockingConnection(params)
-    try:
-        yield connection.channel()
-    finally:
-        connection.close()
 
 
 @pytest.fixture
