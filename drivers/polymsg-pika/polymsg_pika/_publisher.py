@@ -432,7 +432,8 @@ class Publisher:
 
     def _give_up(self, message: Outgoing, error: BaseException) -> None:
         if message.kind == REPLY or message.unwatched:
-            LOG.warning("%s was not delivered: %s", message.label, error)
+            LOG.warning("%s was not delivered: %s", message.label,
+                        str(error).removeprefix(f"{message.label}: "))
         fail(message.future, error)
         message.settle()
         for waiting in self._waiting_routes.values():
