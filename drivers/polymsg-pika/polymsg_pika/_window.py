@@ -7,8 +7,8 @@ fewer than N of its casts and notifications are unconfirmed. A sender
 thread (waiting there while N are in flight, never on the I/O thread), and
 the publisher makes the message *leave* once it is settled for good:
 confirmed, finally given up (logged with its id) or dropped by
-``cleanup()``. ``cleanup()`` first :meth:`ConfirmWindow.drain`\\ s the window
-for up to ``confirm_flush_timeout`` seconds.
+``cleanup()``, which first waits up to ``confirm_flush_timeout`` seconds for
+the window to empty (:meth:`ConfirmWindow.drain`).
 """
 
 from __future__ import annotations
