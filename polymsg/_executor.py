@@ -8,7 +8,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
-from polymsg._exceptions import NotSupported
+from polymsg._exceptions import NotSupported, SerializationError
 from polymsg._transport import Transport
 from polymsg._workers import WorkerPool
 from polymsg.driver import IncomingMessage, Listener
@@ -79,6 +79,9 @@ class Runner(abc.ABC):
     def _safe_process(self, incoming: IncomingMessage) -> None:
         try:
             self._process(incoming)
+        except SerializationError as exc:  # a driver decodes lazily: bad input on the wire
+            LOG.warning("dropped a message that cannot be decoded: %s", exc,
+                        exc_info=LOG.isEnabledFor(logging.DEBUG))
         except Exception:
             LOG.exception("unexpected error processing a message; it was dropped")
 

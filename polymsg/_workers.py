@@ -1,72 +1,196 @@
-"""A small worker pool for the threading executor: a queue and lazily started threads.
+"""A small worker pool for the threading executor: a deque and lazily started threads.
 
 Lighter than ``concurrent.futures.ThreadPoolExecutor`` on the per-message
-path (no Future per item): servers never need a result back from a worker.
+path: no Future per item (servers never need a result back from a worker)
+and no wake-up per item. An awake worker takes items one after the other
+until none is left; a submit wakes a worker only when none is awake.
+
+Python runs one thread at a time (the GIL), so more workers only help while
+the busy ones are *blocked* (I/O, sleeps, waiting for another message);
+while they compute, every extra runnable worker just contends for the GIL
+and for the handlers' own locks, and a backlog served by many workers gets
+slower, not faster. So when items wait and every awake worker is busy, one
+more worker becomes a *watchdog*: it sleeps a moment and joins in only when
+the busy ones look blocked, that is when the process hardly used the CPU
+while it slept (nobody was computing) or when nobody has taken an item for a
+while. Blocked handlers thus still get up to ``max_workers``
+threads (one more per ``_WATCH`` seconds), and a message that waits for
+another one to arrive in the same batch is never stuck behind it.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
-from queue import SimpleQueue
 from typing import Any
 
 __all__ = ["WorkerPool"]
 
-_STOP: Any = object()
+#: Seconds a watchdog sleeps between looks at the busy workers.
+_WATCH = 0.002
+#: The process used less CPU than this share of the watchdog's sleep: nothing was
+#: computing, so the busy workers are blocked.
+_IDLE_SHARE = 0.3
+#: Seconds without any item taken after which a watchdog joins regardless.
+_STALLED = 0.02
+
+
+class _Worker:
+    """A worker thread's parking lock (held while it runs) and its role when woken."""
+
+    __slots__ = ("lock", "watch")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.watch = False
 
 
 class WorkerPool:
-    """Runs ``handler(item)`` for each submitted item on up to ``max_workers`` threads."""
+    """Runs ``handler(item)`` for each submitted item on up to ``max_workers`` threads.
+
+    Items are taken in submission order; at most ``max_workers`` handlers run
+    at once. :meth:`shutdown` runs every item submitted before it.
+    """
 
     def __init__(self, max_workers: int, handler: Callable[[Any], None], name: str) -> None:
         self._max = max_workers
         self._handler = handler
         self._name = name
-        self._queue: SimpleQueue[Any] = SimpleQueue()
+        self._items: deque[Any] = deque()
+        # One token per awake worker that is not running a handler ("free"): such a
+        # worker takes the next item without being woken. deque.append/pop are atomic
+        # under the GIL, so tokens need no lock on the per-item path.
+        self._free: deque[None] = deque()
+        self._watching = False  # a watchdog is on duty (see the module docstring)
+        # Guarded by _lock:
+        self._parked: list[_Worker] = []
         self._threads: list[threading.Thread] = []
-        # One token per idle worker. deque.append/pop are atomic under the GIL:
-        # a lock-free non-blocking semaphore, far cheaper than threading.Semaphore.
-        self._idle: deque[None] = deque()
-        self._lock = threading.Lock()
         self._closed = False
+        self._lock = threading.Lock()
 
     def submit(self, item: Any) -> None:
-        """Queue ``item``; start a worker when none is idle and the pool is not full."""
+        """Queue ``item``; wake a worker if none is awake to take it."""
         if self._closed:
             raise RuntimeError("worker pool is shut down")
-        self._queue.put(item)
-        try:
-            self._idle.pop()
-        except IndexError:
-            if len(self._threads) < self._max:
-                self._spawn()
+        self._items.append(item)
+        if not self._free and not self._watching:
+            self._wake()
 
-    def _spawn(self) -> None:
+    def _wake(self) -> None:
+        """Items wait and no worker is free: wake (or start) one when none is awake,
+        else put a watchdog on duty."""
         with self._lock:
-            if len(self._threads) >= self._max or self._closed:
+            if self._free or self._watching or not self._items:
                 return
-            thread = threading.Thread(target=self._run, daemon=True,
-                                      name=f"{self._name}-{len(self._threads)}")
-            self._threads.append(thread)
-        thread.start()
+            watch = len(self._parked) < len(self._threads)  # some are awake, so busy
+            if self._parked:
+                worker = self._parked.pop()
+                self._enlist(worker, watch)
+                worker.lock.release()
+            elif len(self._threads) < self._max and not self._closed:
+                worker = _Worker()
+                self._enlist(worker, watch)
+                thread = threading.Thread(target=self._run, args=(worker,), daemon=True,
+                                          name=f"{self._name}-{len(self._threads)}")
+                self._threads.append(thread)
+                thread.start()
+            # else: all busy and no room for more; the first one done takes it
 
-    def _run(self) -> None:
-        get, handler, idle = self._queue.get, self._handler, self._idle.append
+    def _enlist(self, worker: _Worker, watch: bool) -> None:
+        """Give a worker about to run its role. Called with the lock held."""
+        worker.watch = watch
+        if watch:
+            self._watching = True
+        else:
+            self._free.append(None)
+
+    def _run(self, me: _Worker) -> None:
+        items, free, handler = self._items, self._free, self._handler
         while True:
-            item = get()
-            if item is _STOP:
-                return
-            handler(item)
-            idle(None)
+            if me.watch:
+                self._watch(me)
+                continue
+            try:
+                item = items.popleft()
+            except IndexError:
+                if not self._park(me):
+                    return
+                continue
+            free.pop()  # busy now
+            if items and not free and not self._watching:
+                self._wake()  # more wait and nobody is free: a watchdog looks after them
+            try:
+                handler(item)
+            except BaseException:  # the handler catches Exception: this ends the thread
+                self._retire()
+                raise
+            free.append(None)
+
+    def _park(self, me: _Worker) -> bool:
+        """Sleep until woken with a role; False when shut down with nothing left."""
+        with self._lock:
+            self._free.pop()
+            if self._items:  # submitted after our last look: it saw us free
+                self._free.append(None)
+                return True
+            if self._closed:
+                return False
+            self._parked.append(me)
+        me.lock.acquire()  # released by _wake or shutdown, who set our role
+        return True
+
+    def _watch(self, me: _Worker) -> None:
+        """Watchdog duty, until the busy workers look blocked (then join them as a free
+        worker), nothing waits or a free worker shows up (then park), or shutdown."""
+        items, clock, cpu = self._items, time.monotonic, time.process_time
+        head: Any = None
+        since = clock()
+        while True:
+            started, used = clock(), cpu()
+            time.sleep(_WATCH)
+            now = clock()
+            idle = cpu() - used < _IDLE_SHARE * (now - started)
+            try:
+                first = items[0]
+            except IndexError:
+                first = None
+            if first is not head:
+                head, since = first, now
+            with self._lock:
+                self._watching = False  # off duty, then look
+                if self._closed or (items and not self._free
+                                            and (idle or now - since >= _STALLED)):
+                    me.watch = False
+                    self._free.append(None)  # join (or help drain before shutdown)
+                    return
+                if items and not self._free:
+                    self._watching = True  # they compute: keep watching
+                    continue
+                me.watch = False
+                self._parked.append(me)
+            me.lock.acquire()  # parked: released by _wake or shutdown, who set our role
+            return
+
+    def _retire(self) -> None:
+        """The current worker dies: free its place and hand its work on."""
+        with self._lock:
+            self._threads.remove(threading.current_thread())
+        if self._items and not self._free:
+            self._wake()
 
     def shutdown(self) -> None:
-        """Finish every queued item, then stop and join the workers."""
+        """Run every item submitted so far, then stop and join the workers."""
         with self._lock:
             self._closed = True
-            threads = list(self._threads)
-        for _ in threads:
-            self._queue.put(_STOP)
+            parked, self._parked = self._parked, []
+            for worker in parked:
+                self._enlist(worker, False)
+                worker.lock.release()
+            threads = list(self._threads)  # a watchdog sees _closed within _WATCH
         for thread in threads:
             thread.join()
+        while self._items:  # only when submit raced with shutdown: run them here
+            self._handler(self._items.popleft())

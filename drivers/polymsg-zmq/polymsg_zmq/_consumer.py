@@ -20,13 +20,14 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from polymsg import MessageDeliveryFailure
-from polymsg.driver import IncomingMessage, Listener, OnMessage, dumps, loads
+from polymsg.driver import Listener, OnMessage, dumps, loads
+from polymsg_zmq._messages import Batch, NoteMessage, RpcMessage
 from polymsg_zmq._wire import (
     InvalidFrame,
     decode_deadline,
@@ -40,7 +41,7 @@ from polymsg_zmq._wire import (
 if TYPE_CHECKING:
     from polymsg_zmq._driver import ZmqDriver
 
-__all__ = ["NoteMessage", "RpcMessage", "Subscription", "ZmqListener"]
+__all__ = ["Subscription", "ZmqListener"]
 
 LOG = logging.getLogger(__name__)
 
@@ -49,60 +50,6 @@ _STOP_GRACE = 1.0
 #: Listeners of this process by consumer identity: a receiver running in the same
 #: process hands them messages directly instead of over IPC and another thread.
 IN_PROCESS: weakref.WeakValueDictionary[bytes, ZmqListener] = weakref.WeakValueDictionary()
-
-
-class RpcMessage(IncomingMessage):
-    """An RPC request; :meth:`reply` sends the outcome straight to the caller."""
-
-    __slots__ = ("_deadline", "_driver", "_header", "_id", "_reply_to", "ctxt", "message")
-
-    def __init__(self, driver: ZmqDriver, header: dict[str, Any], body: dict[str, Any],
-                 deadline: float | None) -> None:
-        self.ctxt = body["c"]
-        self.message = body["m"]
-        self._id: str = body["i"]
-        self._reply_to: str | None = body.get("r")
-        self._driver = driver
-        self._header = header
-        self._deadline = deadline
-
-    def acknowledge(self) -> None:
-        """Nothing to do: the receiver forgot the request when it handed it over."""
-
-    def requeue(self) -> None:
-        """Send the request again through this host's receiver."""
-        self._driver.resend(self._header, {"i": self._id, "c": self.ctxt, "m": self.message,
-                                           "r": self._reply_to}, self._deadline)
-
-    def reply(self, result: Any = None, failure: Mapping[str, Any] | None = None) -> None:
-        """Send the reply to the caller's reply socket (casts have none)."""
-        if self._reply_to is None:
-            return
-        payload = dumps({"r": result, "f": failure})  # SerializationError before sending
-        self._driver.send_reply(self._reply_to, self._id, payload)
-
-
-class NoteMessage(IncomingMessage):
-    """A notification; :meth:`requeue` hands it back to this listener's pool."""
-
-    __slots__ = ("_deadline", "_driver", "_header", "_pool", "ctxt", "message")
-
-    def __init__(self, driver: ZmqDriver, header: dict[str, Any], body: dict[str, Any],
-                 deadline: float | None, pool: str) -> None:
-        self.ctxt = body["c"]
-        self.message = body["m"]
-        self._driver = driver
-        self._header = header
-        self._deadline = deadline
-        self._pool = pool
-
-    def acknowledge(self) -> None:
-        """Nothing to do: delivery already removed it from the receiver."""
-
-    def requeue(self) -> None:
-        """Send the notification again, to this listener's pool on this host."""
-        header = dict(self._header, pools=[self._pool])
-        self._driver.resend(header, {"c": self.ctxt, "m": self.message}, self._deadline)
 
 
 class Subscription:
@@ -146,6 +93,7 @@ class ZmqListener(Listener):
         self._wake_lock = threading.Lock()
         self._sub: zmq.Socket[bytes] | None = None
         self._by_socket: dict[zmq.Socket[bytes], Subscription] = {}
+        self._headers: dict[bytes, dict[str, Any]] = {}
 
     def _socket(self, kind: int) -> zmq.Socket[bytes]:
         sock: zmq.Socket[bytes] = self._driver.context.socket(kind)
@@ -301,7 +249,7 @@ class ZmqListener(Listener):
             if len(frames) != 4:
                 raise InvalidFrame(f"{len(frames)} frames")
             deadline = decode_deadline(frames[1])
-            header = loads(frames[2])
+            header = self._header(frames[2])
             kind = header["k"]
             bodies = unpack(frames[3])
         except Exception as exc:
@@ -311,27 +259,26 @@ class ZmqListener(Listener):
             LOG.warning("zmq: dropped expired message(s) %s on topic %s",
                         message_ids(kind, frames[3]), header.get("t"))
             return
-        make = self._message_factory(kind, header, deadline)
+        batch = Batch(self._driver, header, deadline, self._pool)
+        make = NoteMessage if kind == "note" else RpcMessage
         on_message = self._on_message
-        for body in bodies:
+        for body in bodies:  # decoded by whoever handles them (see _messages)
             try:
-                incoming = make(loads(body))
-            except Exception as exc:
-                LOG.warning("zmq: dropped a malformed message on topic %s: %s",
-                            header.get("t"), exc)
-                continue
-            try:
-                on_message(incoming)
+                on_message(make(batch, body))
             except Exception:
                 LOG.exception("zmq: the listener callback failed")
 
-    def _message_factory(self, kind: str, header: dict[str, Any], deadline: float | None
-                         ) -> Callable[[dict[str, Any]], IncomingMessage]:
-        driver = self._driver
-        if kind == "note":
-            pool = self._pool
-            return lambda body: NoteMessage(driver, header, body, deadline, pool)
-        return lambda body: RpcMessage(driver, header, body, deadline)
+    def _header(self, raw: bytes) -> dict[str, Any]:
+        """The decoded routing header (the few distinct ones are cached)."""
+        header = self._headers.get(raw)
+        if header is None:
+            header = loads(raw)
+            if not isinstance(header, dict):
+                raise InvalidFrame("header is not a JSON object")
+            if len(self._headers) >= 64:
+                self._headers.clear()
+            self._headers[raw] = header
+        return header
 
     def _heartbeat(self, now: float) -> None:
         interval = self._settings.heartbeat_interval

@@ -53,7 +53,14 @@ from polymsg_zmq._options import GROUP, OPTS, Settings, settings_from
 from polymsg_zmq._peers import Peers
 from polymsg_zmq._receiver import Receiver, ReceiverRunning
 from polymsg_zmq._replies import ReplyWaiter
-from polymsg_zmq._wire import MAGIC, REPLY_MAGIC, encode_header, pack, validate_name
+from polymsg_zmq._wire import (
+    MAGIC,
+    REPLY_MAGIC,
+    encode_header,
+    message_ids,
+    pack,
+    validate_name,
+)
 
 __all__ = ["ZmqDriver"]
 
@@ -272,18 +279,18 @@ class ZmqDriver(Driver):
             self._send(host, [header, body], options, post=True)
         return _DONE
 
-    def resend(self, header: dict[str, Any], body: dict[str, Any],
+    def resend(self, header: dict[str, Any], body: bytes,
                deadline: float | None = None) -> None:
-        """Give a message back to this host's receiver (requeue), with what is left of
-        its TTL (``deadline`` is on this host's monotonic clock)."""
+        """Give a message (its encoded body) back to this host's receiver (requeue),
+        with what is left of its TTL (``deadline`` is on this host's monotonic clock)."""
         ttl = None if deadline is None else max(0.0, deadline - time.monotonic())
         fields = dict(header, u=False, s=header.get("s"), ttl=ttl)
-        frames = [MAGIC + encode_header(fields), pack(dumps(body))]
+        frames = [MAGIC + encode_header(fields), pack(body)]
         try:
             self._send(self.settings.address, frames, SendOptions(retry=2))
         except MessagingError as exc:
             LOG.warning("zmq: could not requeue message %s: %s",
-                        body.get("i") or body.get("m", {}).get("message_id"), exc)
+                        message_ids(str(header.get("k")), frames[1]), exc)
 
     def send_reply(self, endpoint: str, msg_id: str, payload: bytes) -> None:
         """Send a call's reply to the caller's reply socket; failures are logged."""

@@ -202,11 +202,10 @@ def _offsets(frame: bytes) -> list[int]:
     return starts
 
 
-def unpack(frame: bytes) -> list[memoryview]:
+def unpack(frame: bytes) -> list[bytes]:
     """The bodies of a packed frame; :class:`InvalidFrame` when it is malformed."""
-    view = memoryview(frame)
     starts = _offsets(frame)
-    return [view[s + 4:e] for s, e in itertools.pairwise([*starts, len(frame)])]
+    return [frame[s + 4:e] for s, e in itertools.pairwise([*starts, len(frame)])]
 
 
 def split_packed(frame: bytes, parts: int) -> list[bytes]:

@@ -82,7 +82,7 @@ def test_garbage_on_the_tcp_port_is_dropped_and_the_receiver_keeps_serving(
         assert [client.call({}, "echo", value=n) for n in range(5)] == list(range(5))
         logged = "\n".join(record.getMessage() for record in caplog.records)
         assert logged.count("dropped a malformed message on the TCP port") >= 5
-        assert logged.count("dropped a malformed message on topic work") == 2
+        assert logged.count("malformed message on topic work") == 2  # logged by the facade
         assert logged.count("dropped a malformed message from the receiver") == 1
         server.stop()
         server.wait()
