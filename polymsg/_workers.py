@@ -90,7 +90,7 @@ class WorkerPool:
                 worker = self._parked.pop()
                 self._enlist(worker, watch)
                 worker.lock.release()
-            elif len(self._threads) < self._max and not self._closed:
+            elif len(self._threads) < self._max:  # also while shutting down: items wait
                 worker = _Worker()
                 self._enlist(worker, watch)
                 thread = threading.Thread(target=self._run, args=(worker,), daemon=True,
@@ -189,8 +189,14 @@ class WorkerPool:
             for worker in parked:
                 self._enlist(worker, False)
                 worker.lock.release()
-            threads = list(self._threads)  # a watchdog sees _closed within _WATCH
-        for thread in threads:
-            thread.join()
+        joined: set[threading.Thread] = set()
+        while True:  # workers may start more workers for what is left
+            with self._lock:
+                threads = [t for t in self._threads if t not in joined]
+            if not threads:
+                break
+            for thread in threads:  # a watchdog sees _closed within _WATCH
+                thread.join()
+                joined.add(thread)
         while self._items:  # only when submit raced with shutdown: run them here
             self._handler(self._items.popleft())
