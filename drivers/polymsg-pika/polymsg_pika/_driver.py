@@ -64,7 +64,7 @@ from polymsg_pika._declare import Declarer
 from polymsg_pika._link import Link
 from polymsg_pika._loop import IOThread
 from polymsg_pika._options import GROUP, OPTS, Backoff, connection_parameters, layout
-from polymsg_pika._publisher import CALL, CAST, REPLY, Outgoing, Publisher
+from polymsg_pika._publisher import CALL, CAST, REPLY, Outgoing, Publisher, resolve
 from polymsg_pika._replies import Replies
 from polymsg_pika._window import ConfirmWindow
 
@@ -193,11 +193,18 @@ class PikaDriver(Driver):
             raise MessageDeliveryFailure(f"{self.name}: the transport was cleaned up")
         window.enter()  # waits here, in the sender's thread, while the window is full
         outgoing.early, outgoing.on_settled = True, window.leave
+        # With the channels open and the route declared, the I/O thread has
+        # nothing left to refuse but a lost connection, after which it sends
+        # the message again: the sender need not wait for the hand-over.
+        accepting = self._publisher.accepting(route)
         try:
             self._submit(lambda: self._publisher.send(outgoing))
         except BaseException:
             outgoing.settle()
             raise
+        if accepting:
+            outgoing.handed = True
+            resolve(future, None)
         return future
 
     def _send_reply(self, reply_q: str, msg_id: str, body: bytes) -> None:

@@ -30,8 +30,11 @@ The confirm window
 A cast or notification's future resolves on its confirm when the transport
 has ``confirm_window = 0``. With a window (the default, 256; see
 :mod:`polymsg_pika._window`) the message is ``early``: its future resolves
-as soon as ``basic_publish`` was done on the open confirm channel, so one
-sending thread no longer waits one broker round trip per message; the
+as soon as ``basic_publish`` was done on the open confirm channel -- or at
+once, in the sender's thread, when the channels are open and the route
+already declared (``handed``), since only a lost connection could stop it
+then and the message is sent again after one -- so one sending thread no
+longer waits one broker round trip, nor a thread hand-over, per message; the
 window bounds how many such messages await their confirm. The publisher
 keeps an early message until its confirm exactly like any other (published
 again after a lost connection, a nack or a vanished queue) and makes it
@@ -115,6 +118,7 @@ class Outgoing:
     nacks: int = 0
     early: bool = False
     published: bool = False
+    handed: bool = False
     on_settled: Callable[[], None] | None = field(default=None, repr=False)
     returned: str | None = field(default=None, repr=False)
 
@@ -129,8 +133,9 @@ class Outgoing:
 
     @property
     def unwatched(self) -> bool:
-        """True when its sender no longer waits: an early message already published."""
-        return self.early and self.published
+        """True when its sender no longer waits: an early message already published,
+        or handed over to a publisher ready for its route."""
+        return self.early and (self.published or self.handed)
 
     def settle(self) -> None:
         """Run ``on_settled`` (once): the message needs nothing more."""
@@ -197,6 +202,11 @@ class Publisher:
         for message in pending:
             fail(message.future, error)
             message.settle()
+
+    def accepting(self, route: amqp.Route) -> bool:
+        """True when a message for ``route`` would be published at once (both
+        channels open, the route declared). Read from other threads: a hint."""
+        return not self._closed and self._ready and self._declarer.known(route)
 
     @property
     def _ready(self) -> bool:

@@ -195,14 +195,15 @@ def test_retry_n_gives_up_after_n_retries(caplog: pytest.LogCaptureFixture) -> N
 def test_heartbeats_survive_long_running_endpoints(
         vhost: str, topic: str, method: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="polymsg_pika")
-    # The broker drops a connection that misses two 1 s heartbeats; the
-    # method runs 4 s, so only an I/O thread that keeps answering survives.
-    fast_heartbeat = url("rabbit+pika", vhost, f"heartbeat=1&{FAST_RETRY}")
+    # The broker drops a connection that misses two 2 s heartbeats; the
+    # method runs 6 s, so only an I/O thread that keeps answering survives.
+    # (Intervals of 2 s, not 1 s, leave room for a busy CI machine.)
+    fast_heartbeat = url("rabbit+pika", vhost, f"heartbeat=2&{FAST_RETRY}")
     with polymsg.get_transport(fast_heartbeat) as transport:
         server = polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s1"),
                                         [Worker()], max_workers=2)
         client = polymsg.RPCClient(transport, polymsg.Target(topic=topic), timeout=WAIT)
         with server:
-            assert client.call({}, method, seconds=4.0)
+            assert client.call({}, method, seconds=6.0)
             assert client.call({}, "echo", value="still connected") == "still connected"
     assert _lost(caplog) == [], "a connection missed its heartbeats"
