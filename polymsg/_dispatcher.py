@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from polymsg._exceptions import InvalidTarget, NoSuchMethod, UnsupportedVersion
-from polymsg._serializer import Serializer
+from polymsg._serializer import NoOpSerializer, Serializer
 from polymsg._target import Target, parse_version
 
 __all__ = ["RPCDispatcher", "expected_exceptions"]
@@ -50,16 +50,38 @@ class _Endpoint:
         self.version = parse_version(version) if version else _DEFAULT_VERSION
 
 
+#: Resolved (method, namespace, version) requests kept by a dispatcher; past that,
+#: the cache starts over (keys come from the wire).
+_CACHE_SIZE = 1024
+
+
 class RPCDispatcher:
     """Finds the endpoint method for a request and runs it."""
 
     def __init__(self, endpoints: Sequence[Any], serializer: Serializer) -> None:
         self._endpoints = [_Endpoint(e) for e in endpoints]
         self._serializer = serializer
+        # The default serializer changes nothing: skip its calls per argument.
+        self._no_op = type(serializer) is NoOpSerializer
+        # Which endpoint serves a request; its method is still looked up on every call,
+        # so an endpoint whose attributes change is called as it is now.
+        self._served_by: dict[tuple[Any, Any, Any], Any] = {}
 
     def find(self, method: str, namespace: str | None, version: str | None
              ) -> Callable[..., Any]:
         """The bound method serving ``method``, or NoSuchMethod / UnsupportedVersion."""
+        try:
+            obj = self._served_by.get((method, namespace, version))
+        except TypeError:  # unhashable junk from the wire: _resolve says what is wrong
+            obj = None
+        if obj is not None:
+            func = getattr(obj, method, None)
+            if func is not None and callable(func):
+                return func  # type: ignore[no-any-return]
+        return self._resolve(method, namespace, version)
+
+    def _resolve(self, method: str, namespace: str | None, version: str | None
+                 ) -> Callable[..., Any]:
         if not isinstance(method, str) or not method or method.startswith("_"):
             raise NoSuchMethod(f"Endpoint does not support RPC method {method!r}")
         try:
@@ -76,6 +98,9 @@ class RPCDispatcher:
             compatible = True
             func = getattr(endpoint.obj, method, None)
             if func is not None and callable(func):
+                if len(self._served_by) >= _CACHE_SIZE:
+                    self._served_by.clear()
+                self._served_by[(method, namespace, version)] = endpoint.obj
                 return func  # type: ignore[no-any-return]
         if compatible:
             raise NoSuchMethod(f"Endpoint does not support RPC method {method!r}")
@@ -88,10 +113,12 @@ class RPCDispatcher:
                message: dict[str, Any]) -> Any:
         """Run ``func`` for the request; returns the serialized result and raises
         whatever the method raises."""
-        serializer = self._serializer
-        user_ctxt = serializer.deserialize_context(ctxt)
         args = message.get("args") or {}
         if not isinstance(args, dict):
             raise TypeError(f"RPC arguments must be a JSON object, got {type(args).__name__}")
+        if self._no_op:
+            return func(ctxt, **args)
+        serializer = self._serializer
+        user_ctxt = serializer.deserialize_context(ctxt)
         kwargs = {k: serializer.deserialize_entity(user_ctxt, v) for k, v in args.items()}
         return serializer.serialize_entity(user_ctxt, func(user_ctxt, **kwargs))

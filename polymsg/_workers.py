@@ -76,7 +76,8 @@ class WorkerPool:
         if self._closed:
             raise RuntimeError("worker pool is shut down")
         self._items.append(item)
-        if not self._free and not self._watching:
+        if not self._free and not self._watching \
+                and (self._parked or len(self._threads) < self._max):
             self._wake()
 
     def _wake(self) -> None:
@@ -120,7 +121,8 @@ class WorkerPool:
                     return
                 continue
             free.pop()  # busy now
-            if items and not free and not self._watching:
+            if items and not free and not self._watching \
+                    and (self._parked or len(self._threads) < self._max):
                 self._wake()  # more wait and nobody is free: a watchdog looks after them
             try:
                 handler(item)

@@ -68,20 +68,20 @@ class _Lazy(IncomingMessage):
         self._ctxt = value
 
     def _decode(self) -> dict[str, Any]:
+        """Decode the body; :class:`SerializationError` when it is not a valid message."""
         try:
             body = loads(self._body)
             ctxt, message = body["c"], body["m"]
             if not isinstance(ctxt, dict) or not isinstance(message, dict):
                 raise ValueError("context and message must be JSON objects")
-            self._fields(body)
         except Exception as exc:
-            raise SerializationError(f"zmq: malformed message on topic "
-                                     f"{self._batch.topic}: {exc}") from None
+            raise self._malformed(exc) from None
         self._ctxt, self._message = ctxt, message
         return message
 
-    def _fields(self, body: dict[str, Any]) -> None:
-        """Take the kind's own fields from a decoded body."""
+    def _malformed(self, exc: Exception) -> SerializationError:
+        return SerializationError(f"zmq: malformed message on topic {self._batch.topic}: "
+                                  f"{exc}")
 
     def acknowledge(self) -> None:
         """Nothing to do: the receiver forgot the message when it handed it over."""
@@ -92,11 +92,18 @@ class RpcMessage(_Lazy):
 
     __slots__ = ("_id", "_reply_to")
 
-    def _fields(self, body: dict[str, Any]) -> None:
-        msg_id, reply_to = body["i"], body.get("r")
-        if not isinstance(msg_id, str) or not (reply_to is None or isinstance(reply_to, str)):
-            raise ValueError("bad message id or reply address")
-        self._id, self._reply_to = msg_id, reply_to
+    def _decode(self) -> dict[str, Any]:
+        try:
+            body = loads(self._body)
+            ctxt, message, msg_id, reply_to = body["c"], body["m"], body["i"], body.get("r")
+            if not isinstance(ctxt, dict) or not isinstance(message, dict) \
+                    or not isinstance(msg_id, str) \
+                    or not (reply_to is None or isinstance(reply_to, str)):
+                raise ValueError("bad context, message, id or reply address")
+        except Exception as exc:
+            raise self._malformed(exc) from None
+        self._ctxt, self._message, self._id, self._reply_to = ctxt, message, msg_id, reply_to
+        return message
 
     def requeue(self) -> None:
         """Send the request again through this host's receiver, as it came."""
