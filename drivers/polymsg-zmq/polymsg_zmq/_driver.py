@@ -70,7 +70,16 @@ LOG = logging.getLogger(__name__)
 _STICKY_GRACE = 1.0
 _NOT_STICKY = -1.0
 
-_DONE: Future[None] = Future()
+
+
+class _Accepted(Future[None]):
+    """What a one-way send returns: already resolved, so ``result()`` takes no lock."""
+
+    def result(self, timeout: float | None = None) -> None:
+        """None: the transport has accepted the message."""
+
+
+_DONE: Future[None] = _Accepted()
 _DONE.set_result(None)
 
 
@@ -105,6 +114,8 @@ class ZmqDriver(Driver):
         self._id_prefix = uuid.uuid4().hex[:12]
         self._turn = itertools.count()
         self._headers: dict[tuple[Any, ...], bytes] = {}
+        # (target, options, unrouted, header) of the last cast: clients reuse both
+        self._last_cast: tuple[Any, ...] = (None, None, None, b"")
         self._endpoints: dict[str, str] = {}
         self._unrouted: dict[tuple[str | None, str | None], float | None] = {}
         self._closed = False
@@ -137,9 +148,6 @@ class ZmqDriver(Driver):
             self._checked_receiver = True
 
     # -- sending ---------------------------------------------------------------------------
-
-    def _next_id(self) -> str:
-        return f"{self._id_prefix}.{next(self._ids)}"
 
     def _header(self, kind: str, target: Target, options: SendOptions, ttl: float | None,
                 unrouted: bool, priority: str | None = None,
@@ -187,8 +195,8 @@ class ZmqDriver(Driver):
         """The host to send an RPC message to, and whether it is unrouted."""
         hosts = self.matchmaker.rpc_hosts(str(target.exchange), str(target.topic),
                                           target.server)
-        if hosts and not self._sticky(target):
-            return hosts[next(self._turn) % len(hosts)], False
+        if hosts and (not self._unrouted or not self._sticky(target)):
+            return hosts[next(self._turn) % len(hosts)] if len(hosts) > 1 else hosts[0], False
         return self._no_host(target), True
 
     def _sticky(self, target: Target) -> bool:
@@ -198,8 +206,6 @@ class ZmqDriver(Driver):
         receiver (which forwards them in order) until a host has been known
         for a moment, so a topic's messages reach its new server in order.
         """
-        if not self._unrouted:
-            return False
         key = (target.exchange, target.topic)
         until = self._unrouted.get(key, _NOT_STICKY)
         if until is _NOT_STICKY:
@@ -231,7 +237,7 @@ class ZmqDriver(Driver):
         deadline = time.monotonic() + timeout if timeout is not None else None
         ttl = options.message_ttl if options.message_ttl is not None else timeout
         replies = self._reply_waiter()
-        msg_id = self._next_id()
+        msg_id = f"{self._id_prefix}.{next(self._ids)}"
         body = pack(dumps({"i": msg_id, "c": ctxt, "m": message, "r": replies.endpoint}))
         host, unrouted = self._rpc_route(target)
         header = self._header("rpc", target, options, ttl, unrouted)
@@ -247,8 +253,10 @@ class ZmqDriver(Driver):
     def cast(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
              options: SendOptions) -> Future[None]:
         """Send one-way; resolved once a receiver has taken the message."""
-        self._first_use()
-        body = pack(dumps({"i": self._next_id(), "c": ctxt, "m": message, "r": None}))
+        if not self._checked_receiver:
+            self._first_use()
+        body = pack(dumps({"i": f"{self._id_prefix}.{next(self._ids)}", "c": ctxt,
+                           "m": message, "r": None}))
         if target.fanout:
             hosts = self.matchmaker.rpc_hosts(str(target.exchange), str(target.topic))
             header = self._header("fan", target, options, options.message_ttl, False)
@@ -259,7 +267,12 @@ class ZmqDriver(Driver):
                 self._send(host, [header, body], options, post=True)
             return _DONE
         host, unrouted = self._rpc_route(target)
-        header = self._header("rpc", target, options, options.message_ttl, unrouted)
+        last = self._last_cast
+        if last[0] is target and last[1] is options and last[2] is unrouted:
+            header = last[3]
+        else:
+            header = self._header("rpc", target, options, options.message_ttl, unrouted)
+            self._last_cast = (target, options, unrouted, header)
         self._send(host, [header, body], options, post=True)
         return _DONE
 

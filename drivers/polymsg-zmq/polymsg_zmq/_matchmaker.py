@@ -80,8 +80,12 @@ class Matchmaker(abc.ABC):
 class LocalMatchmaker(Matchmaker):
     """Everything is served on this host."""
 
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._hosts = [settings.address]  # callers only read it
+
     def rpc_hosts(self, exchange: str, topic: str, server: str | None = None) -> list[str]:
-        return [self.settings.address]
+        return self._hosts
 
     def note_hosts(self, exchange: str, topic: str, priority: str) -> list[NoteRoute]:
         return [(self.settings.address, None)]

@@ -8,6 +8,7 @@ given (``zmq://node-1:9501/``), are this host's name and receiver port.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import tempfile
@@ -132,7 +133,7 @@ class Settings:
     linger: float
     curve: CurveKeys | None
 
-    @property
+    @functools.cached_property
     def address(self) -> str:
         """This host's address in the matchmaker: ``host:port``."""
         return join_address(self.host, self.port)
