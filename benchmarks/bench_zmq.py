@@ -134,6 +134,7 @@ class _Endpoint:
 
     def __init__(self) -> None:
         self.count = 0
+        self.wanted = 1 << 62
         self.cond = threading.Condition()
 
     def echo(self, ctxt: dict[str, Any], value: Any) -> Any:
@@ -142,11 +143,13 @@ class _Endpoint:
     def work(self, ctxt: dict[str, Any], value: Any) -> None:
         with self.cond:
             self.count += 1
-            self.cond.notify_all()
+            if self.count == self.wanted:  # the waiter wakes once, not per cast
+                self.cond.notify_all()
 
     def wait_for(self, n: int) -> float:
         """Block until ``n`` casts ran; the monotonic time (host-wide) the last one did."""
         with self.cond:
+            self.wanted = n
             self.cond.wait_for(lambda: self.count >= n)
         return time.monotonic()
 
