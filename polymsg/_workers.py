@@ -10,16 +10,17 @@ the busy ones are *blocked* (I/O, sleeps, waiting for another message);
 while they compute, every extra runnable worker just contends for the GIL
 and for the handlers' own locks, and a backlog served by many workers gets
 slower, not faster. So when items wait and every awake worker is busy, one
-more worker becomes a *watchdog*: it sleeps a moment and joins in only when
-the busy ones look blocked, that is when the process hardly used the CPU
-while it slept (nobody was computing) or when nobody has taken an item for a
-while. Blocked handlers thus still get up to ``max_workers``
-threads (one more per ``_WATCH`` seconds), and a message that waits for
-another one to arrive in the same batch is never stuck behind it.
+more worker becomes a *watchdog*: it takes short naps and joins in only when
+the busy ones look blocked, that is when it gets the GIL back at once after
+each of a few naps (nobody is computing), or when nobody has taken an item for
+a while. Blocked handlers thus still get up to ``max_workers`` threads (one
+more every few milliseconds), and a message that waits for another one to
+arrive in the same batch is never stuck behind it.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -28,13 +29,16 @@ from typing import Any
 
 __all__ = ["WorkerPool"]
 
-#: Seconds a watchdog sleeps between looks at the busy workers.
-_WATCH = 0.002
-#: The process used less CPU than this share of the watchdog's sleep: nothing was
-#: computing, so the busy workers are blocked.
-_IDLE_SHARE = 0.3
-#: Seconds without any item taken after which a watchdog joins regardless.
-_STALLED = 0.02
+#: Seconds a watchdog naps between looks at the busy workers.
+_WATCH = 0.001
+#: Waking from a nap takes the GIL back: within this many seconds means no thread
+#: was computing (one that computes keeps the GIL until the switch interval, 5 ms).
+_GIL_FREE = 0.001
+#: Naps in a row after which the GIL was free at once: the busy workers are blocked.
+_QUICK = 3
+#: Seconds without any item taken after which a watchdog joins regardless (a busy
+#: machine can make every nap slow).
+_STALLED = 0.05
 
 
 class _Worker:
@@ -147,14 +151,16 @@ class WorkerPool:
     def _watch(self, me: _Worker) -> None:
         """Watchdog duty, until the busy workers look blocked (then join them as a free
         worker), nothing waits or a free worker shows up (then park), or shutdown."""
-        items, clock, cpu = self._items, time.monotonic, time.process_time
+        items, clock = self._items, time.monotonic
         head: Any = None
         since = clock()
+        quick = 0  # consecutive naps after which the GIL was free at once
+        free_within = _WATCH + min(_GIL_FREE, sys.getswitchinterval() / 2)
         while True:
-            started, used = clock(), cpu()
+            started = clock()
             time.sleep(_WATCH)
             now = clock()
-            idle = cpu() - used < _IDLE_SHARE * (now - started)
+            quick = quick + 1 if now - started < free_within else 0
             try:
                 first = items[0]
             except IndexError:
@@ -164,7 +170,7 @@ class WorkerPool:
             with self._lock:
                 self._watching = False  # off duty, then look
                 if self._closed or (items and not self._free
-                                            and (idle or now - since >= _STALLED)):
+                                    and (quick >= _QUICK or now - since >= _STALLED)):
                     me.watch = False
                     self._free.append(None)  # join (or help drain before shutdown)
                     return

@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,13 @@ _STOP_GRACE = 1.0
 #: Listeners of this process by consumer identity: a receiver running in the same
 #: process hands them messages directly instead of over IPC and another thread.
 IN_PROCESS: weakref.WeakValueDictionary[bytes, ZmqListener] = weakref.WeakValueDictionary()
+
+#: Messages a listener may have handed to the facade that no worker has picked up
+#: yet. Past that it is *congested*: it takes nothing more until its backlog is
+#: down to half, so a server that cannot keep up makes senders wait instead of
+#: queueing without bound (memory, and garbage-collector time that grows with it):
+#: the receiver holds what comes meanwhile, as it does for a full IPC consumer.
+MAX_BACKLOG = 4096
 
 
 class Subscription:
@@ -94,6 +102,8 @@ class ZmqListener(Listener):
         self._sub: zmq.Socket[bytes] | None = None
         self._by_socket: dict[zmq.Socket[bytes], Subscription] = {}
         self._headers: dict[bytes, dict[str, Any]] = {}
+        self._backlog = 0  # handed over, minus picked up (below); under _delivering
+        self._picked: deque[None] = deque()  # one token per message a worker picked up
 
     def _socket(self, kind: int) -> zmq.Socket[bytes]:
         sock: zmq.Socket[bytes] = self._driver.context.socket(kind)
@@ -188,19 +198,30 @@ class ZmqListener(Listener):
     # -- thread ----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        poller = zmq.Poller()
+        poller, paused = zmq.Poller(), zmq.Poller()  # paused: not the topic sockets
         for sock in (*self._by_socket, self._control, self._wake_in):
             poller.register(sock, zmq.POLLIN)
+        for sock in (self._control, self._wake_in):
+            paused.register(sock, zmq.POLLIN)
         if self._sub is not None:
             poller.register(self._sub, zmq.POLLIN)
+            paused.register(self._sub, zmq.POLLIN)
         for frames in self._early:
             self._deliver(frames)
         self._early.clear()
         interval = self._settings.heartbeat_interval
         next_beat = time.monotonic() + interval
+        congested = False
         try:
             while not self._stopping.is_set():
-                for sock, _ in poller.poll(int(interval * 1000)):
+                congested = self.congested(resume=congested)
+                if congested:  # leave messages with the receiver until workers catch up
+                    events = paused.poll(1)
+                    for sub in self._subs:  # its answers wait in the sockets not read
+                        sub.last_ok = time.monotonic()
+                else:
+                    events = poller.poll(int(interval * 1000))
+                for sock, _ in events:
                     self._drain(sock)
                 now = time.monotonic()
                 if now >= next_beat:
@@ -227,6 +248,8 @@ class ZmqListener(Listener):
             elif sock in self._by_socket:
                 if frames[0] == b"M":
                     self._deliver(frames)
+                    if self.congested():
+                        return  # leave the rest with the receiver
                 elif frames[0] == b"ROK":
                     self._by_socket[sock].last_ok = time.monotonic()
 
@@ -259,14 +282,31 @@ class ZmqListener(Listener):
             LOG.warning("zmq: dropped expired message(s) %s on topic %s",
                         message_ids(kind, frames[3]), header.get("t"))
             return
-        batch = Batch(self._driver, header, deadline, self._pool)
+        batch = Batch(self._driver, header, deadline, self._pool, self._picked)
         make = NoteMessage if kind == "note" else RpcMessage
         on_message = self._on_message
+        handed = 0
         for body in bodies:  # decoded by whoever handles them (see _messages)
             try:
                 on_message(make(batch, body))
+                handed += 1
             except Exception:
                 LOG.exception("zmq: the listener callback failed")
+        self._backlog += handed
+
+    def congested(self, resume: bool = False) -> bool:
+        """True when the facade holds :data:`MAX_BACKLOG` of our messages that no worker
+        has picked up yet (with ``resume``: still half as many)."""
+        if self._backlog < (MAX_BACKLOG // 2 if resume else MAX_BACKLOG) \
+                or self._stopping.is_set():
+            return False  # _backlog less what was picked up is the real backlog
+        with self._delivering:
+            picked = self._picked
+            count = len(picked)
+            for _ in range(count):
+                picked.pop()
+            self._backlog -= count
+            return self._backlog >= (MAX_BACKLOG // 2 if resume else MAX_BACKLOG)
 
     def _header(self, raw: bytes) -> dict[str, Any]:
         """The decoded routing header (the few distinct ones are cached)."""

@@ -11,6 +11,7 @@ and drops it).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,14 +26,15 @@ __all__ = ["Batch", "NoteMessage", "RpcMessage"]
 class Batch:
     """What the messages of one batch share: where they came from and how to send back."""
 
-    __slots__ = ("deadline", "driver", "header", "pool", "topic")
+    __slots__ = ("deadline", "driver", "header", "picked", "pool", "topic")
 
     def __init__(self, driver: ZmqDriver, header: dict[str, Any], deadline: float | None,
-                 pool: str) -> None:
+                 pool: str, picked: deque[None]) -> None:
         self.driver = driver
         self.header = header
         self.deadline = deadline
         self.pool = pool
+        self.picked = picked  # the listener's count of messages a worker picked up
         self.topic = header.get("t")
 
 
@@ -68,7 +70,10 @@ class _Lazy(IncomingMessage):
         self._ctxt = value
 
     def _decode(self) -> dict[str, Any]:
-        """Decode the body; :class:`SerializationError` when it is not a valid message."""
+        """Decode the body; :class:`SerializationError` when it is not a valid message.
+        The first use is when a worker picks the message up: it no longer counts in the
+        listener's backlog."""
+        self._batch.picked.append(None)
         try:
             body = loads(self._body)
             ctxt, message = body["c"], body["m"]
@@ -93,6 +98,7 @@ class RpcMessage(_Lazy):
     __slots__ = ("_id", "_reply_to")
 
     def _decode(self) -> dict[str, Any]:
+        self._batch.picked.append(None)
         try:
             body = loads(self._body)
             ctxt, message, msg_id, reply_to = body["c"], body["m"], body["i"], body.get("r")

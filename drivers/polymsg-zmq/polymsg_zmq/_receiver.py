@@ -30,6 +30,7 @@ import zmq
 
 from polymsg import InvalidTarget, MessageDeliveryFailure, MessagingError
 from polymsg.driver import SerializationError, dumps, loads
+from polymsg_zmq._consumer import IN_PROCESS
 from polymsg_zmq._curve import ZapHandler, make_server
 from polymsg_zmq._matchmaker import Matchmaker, make_matchmaker
 from polymsg_zmq._options import Settings
@@ -85,6 +86,9 @@ class Receiver:
         self.malformed = 0
         self._next_sweep = 0.0
         self._probes: dict[tuple[int, bytes], tuple[TopicState, bytes, float]] = {}
+        #: In-process consumers whose workers lag (see _consumer.MAX_BACKLOG): messages
+        #: for them are held, and flushed as soon as they catch up.
+        self._congested: set[bytes] = set()
         self.bound_port: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -212,7 +216,9 @@ class Receiver:
         self._handlers = handlers
         next_route = time.monotonic()
         while not self._stopping.is_set():
-            timeout = _PROBE_TICK if self._probes else _TICK
+            if self._congested:
+                self._decongest()
+            timeout = _PROBE_TICK if self._probes or self._congested else _TICK
             try:
                 events = poller.poll(int(timeout * 1000))
             except zmq.ZMQError as exc:  # the context is going away
@@ -229,6 +235,16 @@ class Receiver:
             if now >= next_route:
                 next_route = now + _ROUTE_EVERY
                 self._housekeeping(now)
+
+    def _decongest(self) -> None:
+        """Flush what is held for in-process consumers whose workers caught up."""
+        done = [ident for ident in self._congested
+                if not ((listener := IN_PROCESS.get(ident)) and listener.congested(resume=True))]
+        if done:
+            self._congested.difference_update(done)
+            now = time.monotonic()
+            for state in list(self._topics.values()):
+                state.flush(now)
 
     def _on_wake(self, sock: zmq.Socket[bytes]) -> None:
         sock.recv(zmq.NOBLOCK)
@@ -324,7 +340,8 @@ class Receiver:
         except zmq.ZMQError as exc:
             sock.close(linger=0)
             raise MessageDeliveryFailure(f"cannot bind {path}: {exc}") from exc
-        state = TopicState(exchange, topic, sock, path, self.settings.max_held_messages)
+        state = TopicState(exchange, topic, sock, path, self.settings.max_held_messages,
+                           self._congested)
         self._topics[(exchange, topic)] = state
         self._by_socket[sock] = state
         self._handlers[sock] = self._on_consumer

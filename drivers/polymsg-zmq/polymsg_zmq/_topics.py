@@ -107,7 +107,7 @@ class TopicState:
     """One exchange/topic on this host. Used only by the receiver's thread."""
 
     def __init__(self, exchange: str, topic: str, sock: zmq.Socket[bytes], path: str,
-                 max_held: int) -> None:
+                 max_held: int, congested: set[bytes] | None = None) -> None:
         self.exchange = exchange
         self.topic = topic
         self.sock = sock
@@ -121,6 +121,9 @@ class TopicState:
         self.last_present: dict[str, float] = {}
         self.qttl_hint: dict[str, float] = {}
         self.touched = time.monotonic()
+        #: In-process consumers (of any topic) taking nothing until their workers catch
+        #: up; the receiver owns the set and flushes when one leaves it.
+        self.congested: set[bytes] = congested if congested is not None else set()
 
     # -- consumers -------------------------------------------------------------------------
 
@@ -152,6 +155,11 @@ class TopicState:
             return any(True for _ in self._pools_of(group))
         return group in self.groups
 
+    def _all_congested(self, group: str) -> bool:
+        """True when every consumer of ``group`` is congested (flushing is pointless)."""
+        members = self.groups.get(group)
+        return members is not None and all(m in self.congested for m in members)
+
     def _pools_of(self, any_group: str) -> Iterator[str]:
         prefix = any_group[:-len(ANY_POOL)]
         return (g for g in self.groups if g.startswith(prefix))
@@ -171,7 +179,7 @@ class TopicState:
                 item = Held(header, raw_header, part, deadline, group, now)
                 if self.held_count.get(group):
                     self._hold(item)
-                    if self.present(group):
+                    if self.present(group) and not self._all_congested(group):
                         self.flush(now)
                 elif not self._deliver(item, now):
                     self._hold(item)
@@ -225,7 +233,11 @@ class TopicState:
             ident = members[turn]
             local = IN_PROCESS.get(ident)
             if local is not None:
+                if ident in self.congested:
+                    continue
                 if local.deliver_direct(frames):
+                    if local.congested():
+                        self.congested.add(ident)
                     return True
                 continue
             try:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import zmq
+from polymsg_zmq import _consumer
 from polymsg_zmq._wire import MAGIC, pack
 from zmqtest import Hosts, ReceiverProcess, free_port, short_tmpdir
 
@@ -244,5 +245,73 @@ def test_large_casts_in_a_burst_all_arrive_and_too_large_ones_fail(host: Hosts) 
         assert sorted(received) == list(range(60))
         with pytest.raises(polymsg.MessageDeliveryFailure, match="max_message_size"):
             client.cast({}, "take", index=-1, blob="x" * 70_000)
+        server.stop()
+        server.wait()
+
+
+class Gate:
+    """Blocks on the first cast until opened; records every value, in order."""
+
+    def __init__(self, expected: int) -> None:
+        self.opened = threading.Event()
+        self.blocked = threading.Event()
+        self.all_done = threading.Event()
+        self.expected = expected
+        self.seen: list[int] = []
+
+    def work(self, ctxt: dict[str, Any], value: int) -> None:
+        if not self.seen:
+            self.blocked.set()
+            assert self.opened.wait(60)
+        self.seen.append(value)  # one worker: no lock needed
+        if len(self.seen) == self.expected:
+            self.all_done.set()
+
+
+def _wait_until(predicate: Any, timeout: float = 30.0) -> bool:
+    deadline = threading.Event()
+    timer = threading.Timer(timeout, deadline.set)
+    timer.start()
+    try:
+        while not predicate():
+            if deadline.wait(0.01):
+                return bool(predicate())
+        return True
+    finally:
+        timer.cancel()
+
+
+def test_a_consumer_whose_workers_lag_gets_no_more_until_they_catch_up(
+        host: Hosts, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_consumer, "MAX_BACKLOG", 64)
+    most = [0]
+    deliver = _consumer.ZmqListener._deliver_now
+
+    def watched(self: _consumer.ZmqListener, frames: list[bytes]) -> None:
+        deliver(self, frames)
+        most[0] = max(most[0], self._backlog)
+
+    monkeypatch.setattr(_consumer.ZmqListener, "_deliver_now", watched)
+    count = 3000
+    gate = Gate(count)
+    with polymsg.get_transport(host[0].url()) as transport:  # its own receiver, in-process
+        server = polymsg.get_rpc_server(transport, polymsg.Target(topic="gate", server="s"),
+                                        [gate], max_workers=1)
+        server.start()
+        try:
+            client = polymsg.RPCClient(transport, polymsg.Target(topic="gate"))
+            for n in range(count):
+                client.cast({}, "work", value=n)
+            assert gate.blocked.wait(30)
+            receiver = transport._driver._receiver  # type: ignore[attr-defined]
+            state = receiver._topics[("polymsg", "gate")]
+            # the receiver holds what the stuck consumer would not take...
+            assert _wait_until(lambda: len(state.held) > 0)
+        finally:
+            gate.opened.set()
+        # ...and hands all of it over, in order, once the worker catches up
+        assert gate.all_done.wait(60)
+        assert gate.seen == list(range(count))
+        assert 64 <= most[0] <= 64 + 1024  # a batch may overshoot, never the whole lot
         server.stop()
         server.wait()
