@@ -42,14 +42,16 @@ _STALLED = 0.05
 
 
 class _Worker:
-    """A worker thread's parking lock (held while it runs) and its role when woken."""
+    """A worker thread's parking lock (held while it runs), its role when woken, and
+    whether someone released the lock to cut a watchdog's nap short."""
 
-    __slots__ = ("lock", "watch")
+    __slots__ = ("lock", "poked", "watch")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.lock.acquire()
         self.watch = False
+        self.poked = False
 
 
 class WorkerPool:
@@ -70,6 +72,7 @@ class WorkerPool:
         self._free: deque[None] = deque()
         self._watching = False  # a watchdog is on duty (see the module docstring)
         # Guarded by _lock:
+        self._watcher: _Worker | None = None
         self._parked: list[_Worker] = []
         self._threads: list[threading.Thread] = []
         self._closed = False
@@ -84,17 +87,20 @@ class WorkerPool:
                 and (self._parked or len(self._threads) < self._max):
             self._wake()
 
+    def _busy(self) -> int:
+        """Workers running a handler (lock held)."""
+        return (len(self._threads) - len(self._parked) - len(self._free)
+                - (self._watcher is not None))
+
     def _wake(self) -> None:
-        """Items wait and no worker is free: wake (or start) one when none is awake,
+        """Items wait and no worker is free: wake (or start) one when none is busy,
         else put a watchdog on duty."""
         with self._lock:
             if self._free or self._watching or not self._items:
                 return
-            watch = len(self._parked) < len(self._threads)  # some are awake, so busy
+            watch = self._busy() > 0
             if self._parked:
-                worker = self._parked.pop()
-                self._enlist(worker, watch)
-                worker.lock.release()
+                self._unpark(self._parked.pop(), watch)
             elif len(self._threads) < self._max:  # also while shutting down: items wait
                 worker = _Worker()
                 self._enlist(worker, watch)
@@ -105,12 +111,32 @@ class WorkerPool:
             # else: all busy and no room for more; the first one done takes it
 
     def _enlist(self, worker: _Worker, watch: bool) -> None:
-        """Give a worker about to run its role. Called with the lock held."""
+        """Give a worker about to run its role (lock held)."""
         worker.watch = watch
         if watch:
-            self._watching = True
+            self._watching, self._watcher = True, worker
         else:
             self._free.append(None)
+
+    def _unpark(self, worker: _Worker, watch: bool) -> None:
+        """Wake a parked worker with a role (lock held). ``poked`` stays set until it has
+        the lock back, so that nobody releases it twice."""
+        self._enlist(worker, watch)
+        worker.poked = True
+        worker.lock.release()
+
+    def _parking(self, me: _Worker) -> None:
+        """Sleep until :meth:`_unpark` (lock not held)."""
+        me.lock.acquire()
+        with self._lock:
+            me.poked = False
+
+    def _poke(self) -> None:
+        """Cut the watchdog's nap short: things changed (lock held)."""
+        watcher = self._watcher
+        if watcher is not None and not watcher.poked:
+            watcher.poked = True
+            watcher.lock.release()
 
     def _run(self, me: _Worker) -> None:
         items, free, handler = self._items, self._free, self._handler
@@ -145,22 +171,23 @@ class WorkerPool:
             if self._closed:
                 return False
             self._parked.append(me)
-        me.lock.acquire()  # released by _wake or shutdown, who set our role
+            self._poke()  # maybe nobody is busy any more: no need to watch
+        self._parking(me)  # woken by _wake or shutdown, who set our role
         return True
 
     def _watch(self, me: _Worker) -> None:
-        """Watchdog duty, until the busy workers look blocked (then join them as a free
-        worker), nothing waits or a free worker shows up (then park), or shutdown."""
+        """Watchdog duty, until the busy workers look blocked or none is left (then
+        join as a free worker), nothing waits or a free worker shows up (then park),
+        or shutdown."""
         items, clock = self._items, time.monotonic
         head: Any = None
         since = clock()
-        quick = 0  # consecutive naps after which the GIL was free at once
+        quick = 0  # naps in a row after which the GIL was free at once
         free_within = _WATCH + min(_GIL_FREE, sys.getswitchinterval() / 2)
         while True:
             started = clock()
-            time.sleep(_WATCH)
+            woken = me.lock.acquire(timeout=_WATCH)  # a nap, unless poked
             now = clock()
-            quick = quick + 1 if now - started < free_within else 0
             try:
                 first = items[0]
             except IndexError:
@@ -168,24 +195,32 @@ class WorkerPool:
             if first is not head:
                 head, since = first, now
             with self._lock:
-                self._watching = False  # off duty, then look
-                if self._closed or (items and not self._free
-                                    and (quick >= _QUICK or now - since >= _STALLED)):
+                if me.poked:
+                    if not woken:  # poked after the nap ended: take the lock back
+                        me.lock.acquire()
+                    me.poked, woken = False, True
+                quick = 0 if woken or now - started >= free_within else quick + 1
+                idle = self._busy() == 0  # while we are the watchdog: not counting us
+                self._watching, self._watcher = False, None  # off duty, then look
+                waiting = bool(items) and not self._free
+                if self._closed or (waiting and (idle or quick >= _QUICK
+                                                 or now - since >= _STALLED)):
                     me.watch = False
                     self._free.append(None)  # join (or help drain before shutdown)
                     return
-                if items and not self._free:
-                    self._watching = True  # they compute: keep watching
+                if waiting:
+                    self._watching, self._watcher = True, me  # they compute: keep watching
                     continue
                 me.watch = False
                 self._parked.append(me)
-            me.lock.acquire()  # parked: released by _wake or shutdown, who set our role
+            self._parking(me)  # woken by _wake or shutdown, who set our role
             return
 
     def _retire(self) -> None:
         """The current worker dies: free its place and hand its work on."""
         with self._lock:
             self._threads.remove(threading.current_thread())
+            self._poke()
         if self._items and not self._free:
             self._wake()
 
@@ -195,15 +230,15 @@ class WorkerPool:
             self._closed = True
             parked, self._parked = self._parked, []
             for worker in parked:
-                self._enlist(worker, False)
-                worker.lock.release()
+                self._unpark(worker, False)
+            self._poke()
         joined: set[threading.Thread] = set()
         while True:  # workers may start more workers for what is left
             with self._lock:
                 threads = [t for t in self._threads if t not in joined]
             if not threads:
                 break
-            for thread in threads:  # a watchdog sees _closed within _WATCH
+            for thread in threads:
                 thread.join()
                 joined.add(thread)
         while self._items:  # only when submit raced with shutdown: run them here
