@@ -173,6 +173,12 @@ class IncomingMessage(abc.ABC):
     notification dict (see the module docstring). The facade calls exactly
     one of :meth:`acknowledge` or :meth:`requeue` per message, from any
     thread, and for RPC messages :meth:`reply` at most once.
+
+    A driver may decode lazily: reading ``ctxt`` or ``message`` (as
+    properties) may then raise :class:`~polymsg.SerializationError` for a
+    malformed body. The facade then logs a warning and drops the message,
+    whether or not it called :meth:`acknowledge` first, so a driver that
+    decodes lazily treats such a message as taken (``polymsg-zmq`` does).
     """
 
     ctxt: dict[str, Any]
