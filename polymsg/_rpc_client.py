@@ -36,7 +36,7 @@ class RPCClient:
     ``timeout`` (seconds) defaults to ``[DEFAULT] rpc_response_timeout``;
     ``retry`` ``None`` retries the connection forever, ``0`` never, ``N``
     times; ``version_cap`` refuses versions above it; ``queue_ttl`` and
-    ``message_ttl`` are the TTL hints (see API.md).
+    ``message_ttl`` are the TTL hints (docs: concepts, "Queue TTL hints").
     """
 
     def __init__(self, transport: Transport, target: Target, *, timeout: float | None = None,

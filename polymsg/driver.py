@@ -111,7 +111,7 @@ __all__ = [
     "loads",
 ]
 
-#: Every capability a driver may declare (see API.md, "Capabilities").
+#: Every capability a driver may declare (docs: concepts, "Capabilities").
 CAPABILITIES: frozenset[str] = frozenset({
     "rpc", "fanout", "notify", "pools", "requeue", "store_and_forward",
     "queue_ttl", "message_ttl", "multi_host",

@@ -11,7 +11,7 @@ import polymsg
 import polymsg.driver
 import polymsg.opts
 
-# What API.md promises at the top level; removing one is a breaking change.
+# The documented top-level API (docs/api.rst); removing a name is a breaking change.
 API_NAMES = {
     "get_transport", "TransportURL", "Target", "RPCClient", "get_rpc_server",
     "Notifier", "get_notification_listener", "NotificationResult", "NotificationFilter",
