@@ -171,6 +171,7 @@ export PATH="$VENV/bin:$PATH"
 
 run "ruff check" "$VENV/bin/ruff" check "$ROOT"
 run "mypy --strict polymsg" "$VENV/bin/mypy" --strict -p polymsg
+run "mypy --strict benchmarks" "$VENV/bin/mypy" --strict benchmarks
 for d in "${DRIVERS[@]}"; do
   pkgs=()
   for p in $(driver_packages "$d"); do pkgs+=(-p "$p"); done
@@ -180,6 +181,7 @@ for d in "${DRIVERS[@]}"; do
 done
 
 pytest_run core "$ROOT" tests
+pytest_run benchmarks "$ROOT" benchmarks/tests  # the harness (repository only)
 for d in "${DRIVERS[@]}"; do
   if [ -d "$d/tests" ]; then
     pytest_run "$(basename "$d")" "$d" tests allow-empty

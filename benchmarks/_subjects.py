@@ -11,11 +11,11 @@ import importlib
 import logging
 import uuid
 import warnings
-from typing import Any
+from typing import Any, TypeVar
 
 import polymsg
-from polymsg._bench._child import Child
-from polymsg._bench._servers import (
+from benchmarks._child import Child
+from benchmarks._servers import (
     EVENT_TYPE,
     Counters,
     NotifyEndpoint,
@@ -44,13 +44,16 @@ def _topic() -> str:
     return f"bench-{uuid.uuid4().hex[:10]}"
 
 
+_S = TypeVar("_S", bound="_Subject")
+
+
 class _Subject:
     """Context manager plumbing shared by the subjects."""
 
     def close(self) -> None:
         """Release everything the subject holds."""
 
-    def __enter__(self) -> _Subject:
+    def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -107,6 +110,9 @@ class PolymsgLocal(_PolymsgClient):
     def server_rss(self) -> int | None:
         return None
 
+    def server_cpu(self) -> float | None:
+        return None
+
     def close(self) -> None:
         for runner in self._runners:
             runner.stop()
@@ -137,6 +143,9 @@ class PolymsgRemote(_PolymsgClient):
 
     def server_rss(self) -> int | None:
         return self._child.rss()
+
+    def server_cpu(self) -> float | None:
+        return self._child.cpu()
 
     def close(self) -> None:
         try:
@@ -185,6 +194,9 @@ class OsloRemote(_Subject):
 
     def server_rss(self) -> int | None:
         return self._child.rss()
+
+    def server_cpu(self) -> float | None:
+        return self._child.cpu()
 
     def close(self) -> None:
         try:

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import polymsg
-from polymsg._bench import _measure as m
-from polymsg._bench import _raw
-from polymsg._bench._child import Child
-from polymsg._bench._report import evaluate_goals
-from polymsg._bench._subjects import OsloRemote, PolymsgLocal, PolymsgRemote
+from benchmarks import _measure as m
+from benchmarks import _raw
+from benchmarks._child import Child
+from benchmarks._report import evaluate_goals
+from benchmarks._subjects import OsloRemote, PolymsgLocal, PolymsgRemote
 from polymsg._registry import load_driver
 
 __all__ = ["SUBJECTS", "Options", "Progress", "expand_only", "run", "write_results"]
@@ -107,6 +107,8 @@ class Progress:
 def _show(name: str, value: float) -> str:
     if name.startswith(("call_median", "call_p99")):
         return f"{name.split('_')[1]} {value:,.0f} us"
+    if name.startswith("cast_cpu_us"):
+        return f"server CPU {value:,.1f} us/cast"
     if name.startswith("rss_growth"):
         return f"growth {value:+.1f}%"
     if name.startswith("rss"):
