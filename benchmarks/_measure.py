@@ -23,6 +23,7 @@ __all__ = [
     "RpcSubject",
     "call_figures",
     "casts_end_to_end",
+    "in_threads",
     "notifications_end_to_end",
     "payload",
     "percentile",
@@ -145,9 +146,10 @@ def sequential_calls(subject: RpcSubject, size: int, seconds: float,
     return call_figures(*timed_loop(seconds, once), suffix=suffix)
 
 
-def threaded_calls(subject: RpcSubject, threads: int, seconds: float) -> dict[str, float]:
-    """``threads`` threads calling at once through one client: calls/s."""
-    body = payload(100)
+def in_threads(threads: int, seconds: float, once: Callable[[], None]) -> tuple[int, float]:
+    """Run ``once`` in a loop on ``threads`` threads for ``seconds``, started together;
+    how many times it ran in all, and the ``perf_counter`` time they started at. The
+    first error of any thread is raised once all have stopped."""
     counts = [0] * threads
     errors: list[BaseException] = []
     start = threading.Barrier(threads + 1)
@@ -157,8 +159,7 @@ def threaded_calls(subject: RpcSubject, threads: int, seconds: float) -> dict[st
         deadline = time.perf_counter() + seconds
         try:
             while time.perf_counter() < deadline:
-                if subject.call(body) != body:
-                    raise BenchError("a call returned something other than its payload")
+                once()
                 counts[index] += 1
         except BaseException as exc:
             errors.append(exc)
@@ -170,10 +171,21 @@ def threaded_calls(subject: RpcSubject, threads: int, seconds: float) -> dict[st
     started = time.perf_counter()
     for thread in pool:
         thread.join()
-    elapsed = time.perf_counter() - started
     if errors:
         raise errors[0]
-    return {f"calls_{threads}t": sum(counts) / elapsed}
+    return sum(counts), started
+
+
+def threaded_calls(subject: RpcSubject, threads: int, seconds: float) -> dict[str, float]:
+    """``threads`` threads calling at once through one client: calls/s."""
+    body = payload(100)
+
+    def once() -> None:
+        if subject.call(body) != body:
+            raise BenchError("a call returned something other than its payload")
+
+    done, started = in_threads(threads, seconds, once)
+    return {f"calls_{threads}t": done / (time.perf_counter() - started)}
 
 
 def wait_for(subject: RpcSubject, casts: int, notes: int) -> tuple[int, int]:
@@ -229,31 +241,8 @@ def threaded_casts(subject: RpcSubject, threads: int, seconds: float) -> dict[st
     """``threads`` threads casting through one client for ``seconds``, timed until the
     server executed the last: casts/s."""
     body = payload(100)
-    counts = [0] * threads
-    errors: list[BaseException] = []
-    start = threading.Barrier(threads + 1)
-
-    def worker(index: int) -> None:
-        start.wait()
-        deadline = time.perf_counter() + seconds
-        try:
-            while time.perf_counter() < deadline:
-                subject.cast(body)
-                counts[index] += 1
-        except BaseException as exc:
-            errors.append(exc)
-
     subject.reset()
-    pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    start.wait()
-    started = time.perf_counter()
-    for thread in pool:
-        thread.join()
-    if errors:
-        raise errors[0]
-    sent = sum(counts)
+    sent, started = in_threads(threads, seconds, lambda: subject.cast(body))
     executed = wait_for(subject, sent, 0)[0]
     if executed < sent:
         raise BenchError(f"only {executed} of {sent} casts were executed (nothing more "

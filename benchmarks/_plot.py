@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks._report import RATIO_FIGURES, RATIOS, figure, subject
+from benchmarks._report import RATIO_FIGURES, figure, ratio_rows
 
 __all__ = ["DOCS_INCLUDE", "DOCS_PNG", "plot", "rst_tables", "write_docs"]
 
@@ -142,17 +142,8 @@ def _escape(text: str) -> str:
 
 
 def _ratio_table(results: dict[str, Any]) -> list[str]:
-    rows = []
-    for key, ref in RATIOS:
-        mine, theirs = subject(results, key), subject(results, ref)
-        if mine is None or theirs is None:
-            continue
-        cells = []
-        for name in RATIO_FIGURES[:5]:
-            a, b = figure(results, key, name), figure(results, ref, name)
-            cells.append(_num(a / b if a and b else None, "x"))
-        if any(cells):
-            rows.append([f"{mine['label']} / {theirs['label']}", *cells])
+    rows = [[label, *(_num(v, "x") for v in values)]
+            for label, values in ratio_rows(results, RATIO_FIGURES[:5])]
     if not rows:
         return []
     return ["Ratios of rates (above 1x polymsg is faster):", "",

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GOALS", "RATIOS", "evaluate_goals", "figure", "render", "subject"]
+__all__ = ["GOALS", "RATIOS", "evaluate_goals", "figure", "ratio_rows", "render", "subject"]
 
 #: Each polymsg subject and the references it is compared with.
 RATIOS: tuple[tuple[str, str], ...] = (
@@ -207,15 +207,23 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _ratio_lines(results: dict[str, Any]) -> list[str]:
+def ratio_rows(results: dict[str, Any], names: Sequence[str] = RATIO_FIGURES,
+               ) -> list[tuple[str, list[float | None]]]:
+    """Each pair of :data:`RATIOS` that was run with a figure of ``names`` in common:
+    its label, and ``mine / theirs`` for each name (``None`` where one is missing)."""
     rows = []
     for key, ref in RATIOS:
         mine, theirs = subject(results, key), subject(results, ref)
         if mine is None or theirs is None:
             continue
-        cells = [_fmt(_ratio(key, name, ref)(results), "x") for name in RATIO_FIGURES]
-        if any(c != "-" for c in cells):
-            rows.append([f"{mine['label']} / {theirs['label']}", *cells])
+        values = [_ratio(key, name, ref)(results) for name in names]
+        if any(value is not None for value in values):
+            rows.append((f"{mine['label']} / {theirs['label']}", values))
+    return rows
+
+
+def _ratio_lines(results: dict[str, Any]) -> list[str]:
+    rows = [[label, *(_fmt(v, "x") for v in values)] for label, values in ratio_rows(results)]
     if not rows:
         return []
     return _table("Ratios (rates; > 1x means polymsg is faster)",

@@ -121,17 +121,13 @@ class PolymsgLocal(_PolymsgClient):
         super().close()
 
 
-class PolymsgRemote(_PolymsgClient):
-    """polymsg with its server and listener in a child process."""
+class _RemoteServer(_Subject):
+    """A subject whose server runs in ``_child``: its counters are asked over RPC
+    (polymsg's and oslo.messaging's clients take the same calls), its figures
+    read from ``/proc``."""
 
-    def __init__(self, url: str) -> None:
-        topic = _topic()
-        self._child = Child("serve", library="polymsg", url=url, topic=topic)
-        try:
-            super().__init__(url, topic)
-        except BaseException:
-            self._child.close()
-            raise
+    _child: Child
+    client: Any
 
     def reset(self) -> None:
         self.client.call({}, "reset")
@@ -147,6 +143,19 @@ class PolymsgRemote(_PolymsgClient):
     def server_cpu(self) -> float | None:
         return self._child.cpu()
 
+
+class PolymsgRemote(_PolymsgClient, _RemoteServer):
+    """polymsg with its server and listener in a child process."""
+
+    def __init__(self, url: str) -> None:
+        topic = _topic()
+        self._child = Child("serve", library="polymsg", url=url, topic=topic)
+        try:
+            super().__init__(url, topic)
+        except BaseException:
+            self._child.close()
+            raise
+
     def close(self) -> None:
         try:
             super().close()
@@ -154,7 +163,7 @@ class PolymsgRemote(_PolymsgClient):
             self._child.close()
 
 
-class OsloRemote(_Subject):
+class OsloRemote(_RemoteServer):
     """oslo.messaging on RabbitMQ, its server and listener in a child process."""
 
     notify_supported = True
@@ -167,8 +176,8 @@ class OsloRemote(_Subject):
             conf = oslo_conf()
             self._transport = om.get_rpc_transport(conf, url=url)
             self._notes = om.get_notification_transport(conf, url=url)
-            self._client = om.get_rpc_client(self._transport, om.Target(topic=topic),
-                                             timeout=CALL_TIMEOUT)
+            self.client = om.get_rpc_client(self._transport, om.Target(topic=topic),
+                                            timeout=CALL_TIMEOUT)
             self._notifier = om.Notifier(self._notes, publisher_id="bench", driver="messaging",
                                          topics=[f"{topic}-notifications"])
         except BaseException:
@@ -176,27 +185,13 @@ class OsloRemote(_Subject):
             raise
 
     def call(self, payload: str) -> Any:
-        return self._client.call({}, "echo", payload=payload)
+        return self.client.call({}, "echo", payload=payload)
 
     def cast(self, payload: str) -> None:
-        self._client.cast({}, "tick", payload=payload)
+        self.client.cast({}, "tick", payload=payload)
 
     def notify(self, payload: str) -> None:
         self._notifier.info({}, EVENT_TYPE, payload)
-
-    def reset(self) -> None:
-        self._client.call({}, "reset")
-
-    def wait_executed(self, casts: int, notes: int, timeout: float) -> tuple[int, int]:
-        done = self._client.prepare(timeout=timeout + CALL_TIMEOUT).call(
-            {}, "wait_executed", casts=casts, notes=notes, timeout=timeout)
-        return int(done[0]), int(done[1])
-
-    def server_rss(self) -> int | None:
-        return self._child.rss()
-
-    def server_cpu(self) -> float | None:
-        return self._child.cpu()
 
     def close(self) -> None:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, distribution
 from typing import Any, ClassVar
 
@@ -15,14 +15,6 @@ import polymsg
 from polymsg import _registry, _transport
 from polymsg._memory import MemoryDriver
 from polymsg.driver import Driver, DriverOptions
-
-
-@pytest.fixture
-def transports() -> Iterator[list[polymsg.Transport]]:
-    made: list[polymsg.Transport] = []
-    yield made
-    for transport in made:
-        transport.cleanup()
 
 
 def installed(dist: str) -> bool:
