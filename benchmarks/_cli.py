@@ -29,6 +29,9 @@ _ONLY_HELP = ("Comma-separated subjects: memory, pingpong, pingpong-1core, zmq, 
 @click.option("--url-rabbit", metavar="URL", envvar="POLYMSG_TEST_RABBIT_URL",
               show_envvar=True, help="RabbitMQ for kombu, pika, oslo and raw-pika "
               "(rabbit://user:pass@host:port/vhost).")
+@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Measure every subject's rates N times, the subjects taking turns; "
+              "keep each figure's best round (steadier on a busy machine).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=_HERE / "results", show_default=True,
               help="Directory for the JSON results (latest.json unless --quick).")
@@ -42,9 +45,9 @@ _ONLY_HELP = ("Comma-separated subjects: memory, pingpong, pingpong-1core, zmq, 
 @click.option("--docs", "docs_dir", type=click.Path(file_okay=False, path_type=Path),
               default=_HERE.parent / "docs", show_default=True,
               help="Docs directory for --plot.")
-def bench(quick: bool, only: str | None, url_rabbit: str | None, out_dir: Path, no_save: bool,
-          as_json: bool, strict: bool, plot_only: bool, results_file: Path | None,
-          docs_dir: Path) -> None:
+def bench(quick: bool, only: str | None, url_rabbit: str | None, rounds: int, out_dir: Path,
+          no_save: bool, as_json: bool, strict: bool, plot_only: bool,
+          results_file: Path | None, docs_dir: Path) -> None:
     """Measure polymsg on every installed driver next to oslo.messaging, raw pika,
     raw pyzmq and a thread ping-pong; print figures, ratios and goals.
 
@@ -58,7 +61,7 @@ def bench(quick: bool, only: str | None, url_rabbit: str | None, out_dir: Path, 
         subjects = expand_only(only)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--only") from exc
-    results = run(Options(quick=quick, only=subjects, url_rabbit=url_rabbit))
+    results = run(Options(quick=quick, only=subjects, url_rabbit=url_rabbit, rounds=rounds))
     click.echo(json.dumps(results, indent=2) if as_json else render(results))
     if not no_save:
         for path in write_results(results, out_dir):

@@ -186,6 +186,7 @@ def render(results: dict[str, Any]) -> str:
     lines = [f"polymsg benchmarks, {meta['started']}: Python {meta['python']}, "
              f"{meta['cpus']} CPUs, load average {meta['loadavg_start'][0]:.2f} at start, "
              f"{meta.get('loadavg_end', [math.nan])[0]:.2f} at end"
+             + (f", best of {meta['rounds']} rounds" if meta.get("rounds", 1) > 1 else "")
              + (" (--quick: figures are not comparable)" if meta.get("quick") else "")]
     lines += _table("Calls, 100 B payload (per second; latency in microseconds)",
                     ["", "sequential/s", "median us", "p99 us", "16 threads/s",

@@ -219,3 +219,32 @@ def test_an_unreachable_rabbitmq_fails_fast_with_the_address() -> None:
     for found in results["subjects"]:
         assert found["status"] == "failed"
         assert f"RabbitMQ at 127.0.0.1:{port} does not answer" in found["note"]
+
+
+def test_rounds_keep_each_figures_best() -> None:
+    outcome = _run._Outcome("kombu")
+    outcome.figures.update(calls=900.0, call_median_us=700.0, cast_cpu_us=60.0, casts=5000.0)
+    later = _run._Outcome("kombu")
+    later.figures.update(calls=1000.0, call_median_us=800.0, cast_cpu_us=50.0, casts=4000.0,
+                         calls_16t=2000.0)
+    later.fail("casts end to end, 1 MiB", RuntimeError("lost"))
+    outcome.merge(later)
+    assert outcome.figures == {"calls": 1000.0, "call_median_us": 700.0, "cast_cpu_us": 50.0,
+                               "casts": 5000.0, "calls_16t": 2000.0}
+    assert outcome.failures == ["casts end to end, 1 MiB: RuntimeError: lost"]
+
+
+def test_rounds_take_turns_and_measure_rss_once() -> None:
+    lines: list[str] = []
+    results = _run.run(_run.Options(quick=True, only=("memory", "pingpong"), rounds=2,
+                                    progress=_run.Progress(lines.append)))
+    subjects = [line.split("] ", 1)[1].split(" (load")[0] for line in lines
+                if line.startswith("[")]
+    assert subjects == ["polymsg memory://, round 1 of 2", "thread ping-pong, round 1 of 2",
+                        "polymsg memory://, round 2 of 2", "thread ping-pong, round 2 of 2",
+                        "server RSS: polymsg memory://"]
+    assert results["meta"]["rounds"] == 2
+    memory = _report.subject(results, "memory")
+    assert memory is not None and memory["status"] == "ok"
+    assert memory["figures"]["calls"] > 0 and memory["figures"]["rss_last_MiB"] > 0
+    assert "best of 2 rounds" in _report.render(results).splitlines()[0]
