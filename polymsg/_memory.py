@@ -32,6 +32,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from polymsg._json import dumps, loads
+from polymsg._target import check_context
 from polymsg.driver import (
     Driver,
     DriverOptions,
@@ -293,7 +294,7 @@ class MemoryDriver(Driver):
     def call(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
              options: SendOptions) -> Future[Reply]:
         msg_id = f"{self._reply_to}.{next(self._ids)}"
-        body = dumps({"ctxt": ctxt, "message": message, "reply_to": self._reply_to,
+        body = dumps({"ctxt": check_context(ctxt), "message": message, "reply_to": self._reply_to,
                       "msg_id": msg_id})
         future: Future[Reply] = Future()
         self._waiters[msg_id] = future
@@ -304,7 +305,7 @@ class MemoryDriver(Driver):
     def cast(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
              options: SendOptions) -> Future[None]:
         msg_id = f"{self._reply_to}.{next(self._ids)}"
-        body = dumps({"ctxt": ctxt, "message": message, "msg_id": msg_id})
+        body = dumps({"ctxt": check_context(ctxt), "message": message, "msg_id": msg_id})
         if target.fanout:
             self._fanout(target, body, options.message_ttl, msg_id)
         else:
@@ -314,7 +315,7 @@ class MemoryDriver(Driver):
 
     def notify(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
                options: SendOptions) -> Future[None]:
-        body = dumps({"ctxt": ctxt, "message": message})
+        body = dumps({"ctxt": check_context(ctxt), "message": message})
         assert target.exchange is not None and target.topic is not None
         routing_key = f"{target.topic}.{str(message['priority']).lower()}"
         bus = self._bus

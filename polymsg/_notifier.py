@@ -10,7 +10,7 @@ from typing import Any
 from polymsg._exceptions import InvalidTarget
 from polymsg._rpc_client import _guard, _result
 from polymsg._serializer import NoOpSerializer, Serializer
-from polymsg._target import Target, check_ttl
+from polymsg._target import Target, check_context, check_name, check_routing_size, check_ttl
 from polymsg._transport import Transport
 from polymsg.driver import SendOptions
 
@@ -40,8 +40,7 @@ class Notifier:
                  message_ttl: float | None = None) -> None:
         if isinstance(topics, str):
             topics = (topics,)
-        if not isinstance(publisher_id, str):
-            raise InvalidTarget(f"publisher_id must be a string, got {publisher_id!r}")
+        check_name("publisher_id", publisher_id)
         self.transport = transport
         self.publisher_id = publisher_id
         self.topics = tuple(topics)
@@ -52,6 +51,8 @@ class Notifier:
         exchange = transport.default_exchange
         try:
             self._targets = [Target(topic=t, exchange=exchange) for t in self.topics]
+            for target in self._targets:
+                check_routing_size(target, exchange)
         except InvalidTarget as exc:
             raise InvalidTarget(f"invalid notification topic: {exc}") from None
 
@@ -105,7 +106,7 @@ class Notifier:
             transport.require("message_ttl", "message_ttl")
         if not isinstance(event_type, str) or not event_type:
             raise InvalidTarget(f"event_type must be a non-empty string, got {event_type!r}")
-        wire_ctxt = self.serializer.serialize_context({} if ctxt is None else ctxt)
+        wire_ctxt = check_context(self.serializer.serialize_context({} if ctxt is None else ctxt))
         message = {
             "message_id": str(uuid.uuid4()),
             "publisher_id": self.publisher_id,

@@ -16,7 +16,15 @@ from polymsg._exceptions import (
 )
 from polymsg._remote import exception_from_failure
 from polymsg._serializer import NoOpSerializer, Serializer
-from polymsg._target import Target, check_ttl, parse_version, version_is_compatible
+from polymsg._target import (
+    Target,
+    check_context,
+    check_routing_size,
+    check_timeout,
+    check_ttl,
+    parse_version,
+    version_is_compatible,
+)
 from polymsg._transport import Transport
 from polymsg.driver import Reply, SendOptions
 
@@ -49,8 +57,7 @@ class RPCClient:
             parse_version(version_cap)
         if retry is not None and (not isinstance(retry, int) or retry < 0):
             raise ValueError(f"retry must be None or a non-negative int, got {retry!r}")
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
-            raise ValueError(f"timeout must be None or a non-negative number, got {timeout!r}")
+        check_timeout("timeout", timeout)
         self.transport = transport
         self.target = target
         self.timeout = timeout
@@ -61,6 +68,7 @@ class RPCClient:
         self.message_ttl = check_ttl("message_ttl", message_ttl)
         self._cast_options = SendOptions(retry=retry, queue_ttl=self.queue_ttl,
                                          message_ttl=self.message_ttl)
+        check_routing_size(target, transport.default_exchange)
         self._wire_target = target.replace(exchange=target.exchange or transport.default_exchange)
 
     def prepare(self, *, topic: str | None = _UNSET, server: str | None = _UNSET,
@@ -139,7 +147,7 @@ class RPCClient:
             raise RPCVersionCapError(
                 f"requested version {version} is above the version cap {self.version_cap}")
         serializer = self.serializer
-        wire_ctxt = serializer.serialize_context({} if ctxt is None else ctxt)
+        wire_ctxt = check_context(serializer.serialize_context({} if ctxt is None else ctxt))
         args = {k: serializer.serialize_entity(wire_ctxt, v) for k, v in kwargs.items()}
         message = {"method": method, "args": args, "namespace": target.namespace,
                    "version": version}

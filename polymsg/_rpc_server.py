@@ -16,7 +16,7 @@ from polymsg._exceptions import (
 from polymsg._executor import Runner
 from polymsg._remote import failure_from_exception
 from polymsg._serializer import NoOpSerializer, Serializer
-from polymsg._target import Target, check_ttl
+from polymsg._target import Target, check_routing_size, check_ttl
 from polymsg._transport import Transport
 from polymsg.driver import IncomingMessage, Listener
 
@@ -38,6 +38,7 @@ class RPCServer(Runner):
             raise InvalidTarget(f"an RPC server needs a topic and a server: {target}")
         if target.fanout:
             raise InvalidTarget(f"an RPC server target cannot be fanout: {target}")
+        check_routing_size(target, transport.default_exchange)
         self.target = target.replace(exchange=target.exchange or transport.default_exchange)
         self.queue_ttl = check_ttl("queue_ttl", queue_ttl)
         self._dispatcher = RPCDispatcher(endpoints, serializer or NoOpSerializer())

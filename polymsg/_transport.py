@@ -14,7 +14,8 @@ from oslo_config import cfg
 from polymsg._config import DEFAULT_OPTS, register_opts
 from polymsg._exceptions import InvalidTransportURL, NotSupported
 from polymsg._registry import load_driver
-from polymsg._url import TransportURL
+from polymsg._secrets import warn_readable_secrets
+from polymsg._url import TransportURL, mask_value
 from polymsg.driver import Driver, DriverOptions
 
 __all__ = ["Transport", "get_transport"]
@@ -112,6 +113,7 @@ def get_transport(url: str | TransportURL | None = None, *, conf: cfg.ConfigOpts
     if len(parsed.hosts) > 1 and "multi_host" not in driver_cls.capabilities:
         raise NotSupported(f"the {parsed.transport!r} driver does not support several hosts")
     options = _driver_options(driver_cls, parsed, conf)
+    warn_readable_secrets(conf, driver_cls.options_group, driver_cls.list_opts(), options.values)
     driver = driver_cls(parsed, options, conf)
     return Transport(driver, conf, parsed, allowed_remote_exmods)
 
@@ -135,7 +137,8 @@ def _driver_options(driver_cls: type[Driver], url: TransportURL,
         try:
             values[key] = opt.type(text)
         except (ValueError, TypeError) as exc:
-            raise InvalidTransportURL(
-                f"invalid value {text!r} for option {key!r} in transport URL: {exc}"
-            ) from exc
+            # A secret's value (or its parse error, which may quote it) is not shown.
+            shown = "****" if opt.secret else mask_value(key, text)
+            detail = f"{shown!r} for option {key!r}" + (f": {exc}" if shown == text else "")
+            raise InvalidTransportURL(f"invalid value {detail} in transport URL") from exc
     return DriverOptions(values)

@@ -103,6 +103,7 @@ def test_describe_digs_out_the_cause() -> None:
 
 def test_names_too_long_for_rabbitmq_are_refused_before_sending() -> None:
     with polymsg.get_transport("rabbit+pika://192.0.2.1/") as transport:
-        client = polymsg.RPCClient(transport, polymsg.Target(topic="t" * 300))
         with pytest.raises(polymsg.InvalidTarget, match="too long"):
-            client.cast({}, "m")
+            polymsg.RPCClient(transport, polymsg.Target(topic="t" * 300))
+        with pytest.raises(polymsg.InvalidTarget, match="too long"):
+            polymsg.RPCClient(transport, polymsg.Target(topic="t" * 200, server="s" * 100))

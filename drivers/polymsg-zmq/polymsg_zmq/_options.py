@@ -227,6 +227,8 @@ def overlay(conf: cfg.ConfigOpts, url: TransportURL | None) -> dict[str, Any]:
         try:
             values[key] = opt.type(text)
         except (ValueError, TypeError) as exc:
-            raise InvalidTransportURL(f"invalid value {text!r} for zmq option {key!r}: "
-                                      f"{exc}") from exc
+            shown = "****" if opt.secret else text  # a secret (or its parse error) is not shown
+            detail = f": {exc}" if shown == text else ""
+            raise InvalidTransportURL(f"invalid value {shown!r} for zmq option {key!r}"
+                                      f"{detail}") from exc
     return values
