@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from polymsg._exceptions import InvalidTarget
+from polymsg._json import to_primitive
 from polymsg._rpc_client import _guard, _result
 from polymsg._serializer import NoOpSerializer, Serializer
 from polymsg._target import Target, check_ttl
@@ -23,6 +24,13 @@ PRIORITIES = {
 }
 
 _UNSET: Any = object()
+
+
+def timestamp() -> str:
+    """Now, in UTC, as notifications carry it: ``"2026-01-01 12:00:00.123456"``
+    (oslo.messaging's form: a space between date and time, no offset, the
+    microseconds left out when they are zero)."""
+    return str(datetime.now(timezone.utc).replace(tzinfo=None))
 
 
 class Notifier:
@@ -105,14 +113,16 @@ class Notifier:
             transport.require("message_ttl", "message_ttl")
         if not isinstance(event_type, str) or not event_type:
             raise InvalidTarget(f"event_type must be a non-empty string, got {event_type!r}")
-        wire_ctxt = self.serializer.serialize_context({} if ctxt is None else ctxt)
+        wire_ctxt = to_primitive(self.serializer.serialize_context({} if ctxt is None else ctxt),
+                                 "context")
         message = {
             "message_id": str(uuid.uuid4()),
             "publisher_id": self.publisher_id,
             "event_type": event_type,
             "priority": priority,
-            "payload": self.serializer.serialize_entity(wire_ctxt, payload),
-            "timestamp": datetime.now(timezone.utc).replace(tzinfo=None).isoformat(),
+            "payload": to_primitive(self.serializer.serialize_entity(wire_ctxt, payload),
+                                    "payload"),
+            "timestamp": timestamp(),
         }
         options, driver = self._options, transport._driver
         for target in self._targets:

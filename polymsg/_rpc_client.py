@@ -14,6 +14,7 @@ from polymsg._exceptions import (
     MessagingTimeout,
     RPCVersionCapError,
 )
+from polymsg._json import to_primitive
 from polymsg._remote import exception_from_failure
 from polymsg._serializer import NoOpSerializer, Serializer
 from polymsg._target import Target, check_ttl, parse_version, version_is_compatible
@@ -139,8 +140,13 @@ class RPCClient:
             raise RPCVersionCapError(
                 f"requested version {version} is above the version cap {self.version_cap}")
         serializer = self.serializer
-        wire_ctxt = serializer.serialize_context({} if ctxt is None else ctxt)
-        args = {k: serializer.serialize_entity(wire_ctxt, v) for k, v in kwargs.items()}
+        wire_ctxt = to_primitive(serializer.serialize_context({} if ctxt is None else ctxt),
+                                 "context")
+        if type(serializer) is NoOpSerializer:
+            args = to_primitive(kwargs, "args")
+        else:
+            args = to_primitive({k: serializer.serialize_entity(wire_ctxt, v)
+                                 for k, v in kwargs.items()}, "args")
         message = {"method": method, "args": args, "namespace": target.namespace,
                    "version": version}
         return wire_ctxt, message

@@ -14,6 +14,7 @@ from polymsg._exceptions import (
     UnsupportedVersion,
 )
 from polymsg._executor import Runner
+from polymsg._json import to_primitive
 from polymsg._remote import failure_from_exception
 from polymsg._serializer import NoOpSerializer, Serializer
 from polymsg._target import Target, check_ttl
@@ -64,7 +65,7 @@ class RPCServer(Runner):
             incoming.reply(failure=failure_from_exception(exc))
             return
         try:
-            incoming.reply(result=result)
+            incoming.reply(result=to_primitive(result, "result"))
         except SerializationError as exc:
             LOG.warning("result of %s is not JSON-serializable: %s", _name(incoming), exc)
             incoming.reply(failure=failure_from_exception(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from polymsg.testing._capabilities import CapabilityTests
+from polymsg.testing._conversions import ConversionTests
 from polymsg.testing._delivery import DeliveryTests
 from polymsg.testing._errors import ErrorTests
 from polymsg.testing._lifecycle import LifecycleTests
@@ -15,7 +16,8 @@ __all__ = ["ConformanceTests"]
 
 
 class ConformanceTests(CapabilityTests, RPCTests, ErrorTests, VersionTests, NotificationTests,
-                       DeliveryTests, LifecycleTests, MultiHostTests):
+                       DeliveryTests, LifecycleTests, MultiHostTests,
+                       ConversionTests):
     """Every conformance test. A driver's test module subclasses it once::
 
         from polymsg.testing import ConformanceTests
