@@ -7,6 +7,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
+from polymsg._config import value
 from polymsg._exceptions import (
     InvalidTarget,
     MessageDeliveryFailure,
@@ -93,7 +94,7 @@ class RPCClient:
         """Invoke ``method`` on one server and return its result (or raise its error)."""
         timeout = self.timeout
         if timeout is None:
-            timeout = float(self.transport.conf.rpc_response_timeout)
+            timeout = float(value(self.transport.conf, "rpc_response_timeout"))
         if self.target.fanout:
             raise InvalidTarget(f"a fanout target cannot be called, only cast to: {self.target}")
         wire_ctxt, message = self._prepare(ctxt, method, kwargs)
