@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import traceback
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -15,7 +18,7 @@ from polymsg._target import Target, check_ttl
 from polymsg._transport import Transport
 from polymsg.driver import SendOptions
 
-__all__ = ["PRIORITIES", "Notifier"]
+__all__ = ["PRIORITIES", "LoggingNotificationHandler", "Notifier", "timestamp"]
 
 #: Listener method name -> priority on the wire.
 PRIORITIES = {
@@ -127,3 +130,59 @@ class Notifier:
         options, driver = self._options, transport._driver
         for target in self._targets:
             _result(_guard(lambda t=target: driver.notify(t, wire_ctxt, message, options)), None)
+
+
+class LoggingNotificationHandler(logging.Handler):
+    """A :mod:`logging` handler sending each record as a notification.
+
+    A record at level ``ERROR`` goes out as ``notifier.error(ctxt={},
+    event_type="logrecord", payload)``, and so on for every level that has a
+    :class:`Notifier` method (``CRITICAL``, ``ERROR``, ``WARNING``, ``INFO``,
+    ``DEBUG``); records of other levels are skipped. The payload is
+    oslo.messaging's: ``name``, ``levelno``, ``levelname``, ``exc_info``
+    (the formatted traceback, or ``None``), ``pathname``, ``lineno``,
+    ``msg`` (the formatted message), ``funcName``, ``thread``,
+    ``processName``, ``process`` and ``extra`` (the record's ``extra``
+    attribute, if any).
+
+    Records logged while a notification is being sent by this handler (by
+    the transport itself) are not sent again. A failure to send is reported
+    through :meth:`logging.Handler.handleError`, never raised into the code
+    that logged.
+    """
+
+    def __init__(self, notifier: Notifier, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.notifier = notifier
+        self._sending = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        method = getattr(self.notifier, record.levelname.lower(), None)
+        if method is None or getattr(self._sending, "active", False):
+            return
+        self._sending.active = True
+        try:
+            method({}, "logrecord", self._payload(record))
+        except Exception:
+            self.handleError(record)
+        finally:
+            self._sending.active = False
+
+    def _payload(self, record: logging.LogRecord) -> dict[str, Any]:
+        exc_info = None
+        if record.exc_info:
+            exc_info = "".join(traceback.format_exception(*record.exc_info))
+        return {
+            "name": record.name,
+            "levelno": record.levelno,
+            "levelname": record.levelname,
+            "exc_info": exc_info,
+            "pathname": record.pathname,
+            "lineno": record.lineno,
+            "msg": record.getMessage(),
+            "funcName": record.funcName,
+            "thread": record.thread,
+            "processName": record.processName,
+            "process": record.process,
+            "extra": getattr(record, "extra", None),
+        }

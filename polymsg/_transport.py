@@ -59,6 +59,15 @@ class Transport:
                 f"{self.url.transport!r} driver does not declare"
             )
 
+    def require_send_feature(self, feature: str, what: str) -> None:
+        """Raise :class:`NotSupported` unless the driver lists ``feature`` in its
+        ``send_features``."""
+        if feature not in type(self._driver).send_features:
+            raise NotSupported(
+                f"{what} needs the {feature!r} send feature, which the "
+                f"{self.url.transport!r} driver does not implement"
+            )
+
     def _track(self, runner: _Runner) -> None:
         with self._lock:
             self._runners.add(runner)

@@ -9,6 +9,7 @@ from polymsg.testing._errors import ErrorTests
 from polymsg.testing._lifecycle import LifecycleTests
 from polymsg.testing._multi_host import MultiHostTests
 from polymsg.testing._notifications import NotificationTests
+from polymsg.testing._oslo_behaviours import OsloBehaviourTests
 from polymsg.testing._rpc import RPCTests
 from polymsg.testing._versions import VersionTests
 
@@ -17,7 +18,7 @@ __all__ = ["ConformanceTests"]
 
 class ConformanceTests(CapabilityTests, RPCTests, ErrorTests, VersionTests, NotificationTests,
                        DeliveryTests, LifecycleTests, MultiHostTests,
-                       ConversionTests):
+                       ConversionTests, OsloBehaviourTests):
     """Every conformance test. A driver's test module subclasses it once::
 
         from polymsg.testing import ConformanceTests
