@@ -19,6 +19,7 @@ API_NAMES = {
     "MessagingError", "MessagingTimeout", "MessageDeliveryFailure", "InvalidTarget",
     "InvalidTransportURL", "DriverLoadFailure", "NotSupported", "SerializationError",
     "RemoteError", "NoSuchMethod", "UnsupportedVersion", "RPCVersionCapError",
+    "get_batch_notification_listener",
 }
 
 
@@ -66,7 +67,7 @@ def test_exceptions_share_one_root() -> None:
     errors = [getattr(polymsg, n) for n in polymsg.__all__
               if isinstance(getattr(polymsg, n), type)
               and issubclass(getattr(polymsg, n), BaseException)]
-    assert len(errors) == 12
+    assert len(errors) == 13
     assert all(issubclass(e, polymsg.MessagingError) for e in errors)
 
 

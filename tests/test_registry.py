@@ -212,3 +212,29 @@ def test_import_scans_no_entry_points_and_loads_no_cli() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_fake_is_memory(transports: list[polymsg.Transport]) -> None:
+    # oslo.messaging's unit tests write fake://; it is polymsg's in-process bus.
+    assert _registry.load_driver("fake") is MemoryDriver
+    transport = polymsg.get_transport("fake://")
+    transports.append(transport)
+    with polymsg.get_rpc_server(transport, polymsg.Target(topic="t", server="s"),
+                                [_Echo()]):
+        client = polymsg.RPCClient(transport, polymsg.Target(topic="t"), timeout=30)
+        assert client.call({}, "echo", value=3) == 3
+
+
+class _Echo:
+    def echo(self, ctxt: Any, value: Any) -> Any:
+        return value
+
+
+def test_missing_first_party_driver_says_how_to_install_from_a_checkout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_registry, "_advertised", lambda name: False)
+    with pytest.raises(polymsg.DriverLoadFailure) as info:
+        _registry.load_driver("rabbit")
+    message = str(info.value)
+    assert "pip install ./drivers/polymsg-kombu" in message
+    assert "memory://" in message
