@@ -9,13 +9,14 @@ from polymsg.testing._lifecycle import LifecycleTests
 from polymsg.testing._multi_host import MultiHostTests
 from polymsg.testing._notifications import NotificationTests
 from polymsg.testing._rpc import RPCTests
+from polymsg.testing._spread import SpreadTests
 from polymsg.testing._versions import VersionTests
 
 __all__ = ["ConformanceTests"]
 
 
 class ConformanceTests(CapabilityTests, RPCTests, ErrorTests, VersionTests, NotificationTests,
-                       DeliveryTests, LifecycleTests, MultiHostTests):
+                       DeliveryTests, LifecycleTests, MultiHostTests, SpreadTests):
     """Every conformance test. A driver's test module subclasses it once::
 
         from polymsg.testing import ConformanceTests

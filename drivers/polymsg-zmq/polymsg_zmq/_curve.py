@@ -15,11 +15,27 @@ from zmq.utils import z85
 
 from polymsg_zmq._options import CurveKeys
 
-__all__ = ["ZapHandler", "make_client", "make_server"]
+__all__ = ["ZapHandler", "keypair", "make_client", "make_server"]
 
 LOG = logging.getLogger(__name__)
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+
+
+#: Z85 characters a key must not contain: oslo.config reads ``$`` as the start of a
+#: variable (``$name`` or ``${name}``), so such a key would not read back as written.
+_AWKWARD = frozenset("$")
+
+
+def keypair() -> tuple[str, str]:
+    """A new CURVE key pair ``(public, secret)`` in Z85, neither containing ``$``.
+
+    About 38% of pairs hold a ``$`` somewhere; those are drawn again.
+    """
+    while True:
+        public, secret = (key.decode("ascii") for key in zmq.curve_keypair())
+        if not _AWKWARD.intersection(public + secret):
+            return public, secret
 
 
 def make_server(sock: zmq.Socket[bytes], keys: CurveKeys | None) -> None:

@@ -75,7 +75,10 @@ class ReplyWaiter:
         sock.maxmsgsize = settings.max_message_size
         make_server(sock, settings.curve)
         try:
-            port = sock.bind_to_random_port(f"tcp://{settings.bind_address}")
+            port = sock.bind_to_random_port(f"tcp://{settings.bind_interface()}")
+        except MessageDeliveryFailure:
+            sock.close()
+            raise
         except zmq.ZMQError as exc:
             sock.close()
             raise MessageDeliveryFailure(f"zmq: cannot bind a reply socket: {exc}") from exc
