@@ -14,10 +14,12 @@ import zmq
 from zmq.utils import z85
 
 from polymsg_zmq._options import CurveKeys
+from polymsg_zmq._ratelog import RateLimited, clip
 
 __all__ = ["ZapHandler", "keypair", "make_client", "make_server"]
 
 LOG = logging.getLogger(__name__)
+_REFUSED = RateLimited(LOG, "zmq: connections refused by CURVE")
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 
@@ -77,16 +79,15 @@ class ZapHandler:
             except zmq.Again:
                 return
             if len(frames) < 6:
-                LOG.warning("zmq: malformed ZAP request ignored")
+                _REFUSED.log("zmq: malformed ZAP request ignored")
                 self.socket.send_multipart([b"1.0", b"", b"500", b"malformed", b"", b""])
                 continue
             request_id, address, mechanism = frames[1], frames[3], frames[5]
             key = frames[6] if len(frames) > 6 else b""
             allowed = mechanism == b"CURVE" and key in self._authorized
             if not allowed:
-                LOG.warning("zmq: refused a %s connection from %s: key not authorized",
-                            mechanism.decode(errors="replace"),
-                            address.decode(errors="replace"))
+                _REFUSED.log("zmq: refused a %s connection from %s: key not authorized",
+                             clip(mechanism), clip(address))
             status = (b"200", b"OK") if allowed else (b"400", b"not authorized")
             self.socket.send_multipart([b"1.0", request_id, *status, b"", b""])
 

@@ -348,21 +348,22 @@ class Receiver:
                 back.append(item)
         state.restore(back)
 
-    def _topic(self, exchange: str, topic: str) -> TopicState:
+    def _topic(self, exchange: str, topic: str, local: bool = False) -> TopicState:
         """The state of ``exchange``/``topic``, made on first use (no socket yet).
 
-        At most ``max_topics`` exist: past that, topics nobody uses are
-        forgotten first, and a message for yet another topic is refused
-        (:class:`MessageDeliveryFailure`).
+        At most ``max_topics`` exist for messages from the network: past that,
+        topics nobody uses are forgotten first, and a message for yet another
+        topic is refused (:class:`MessageDeliveryFailure`). A local consumer
+        (``local``) always gets its topic: services on this host can start.
         """
         state = self._topics.get((exchange, topic))
         if state is not None:
             return state
         path = ipc_path(self.settings.ipc_dir, exchange, topic)
-        if len(self._topics) >= self.settings.max_topics:
-            for unused in [s for s in self._topics.values() if s.idle(0.0, -1.0)]:
+        if not local and len(self._topics) >= self.settings.max_topics:
+            for unused in [s for s in self._topics.values() if s.idle(float("inf"), 0.0)]:
                 self._close_topic(unused)
-            if len(self._topics) >= self.settings.max_topics:
+            if not local and len(self._topics) >= self.settings.max_topics:
                 raise MessageDeliveryFailure(
                     f"the receiver serves max_topics ({self.settings.max_topics}) topics")
         state = TopicState(exchange, topic, path, self.settings.max_held_messages,
@@ -372,7 +373,7 @@ class Receiver:
 
     def _open_topic(self, exchange: str, topic: str) -> TopicState:
         """The state of a topic a local consumer asked for, its IPC socket bound."""
-        state = self._topic(exchange, topic)
+        state = self._topic(exchange, topic, local=True)
         if state.sock is not None:
             return state
         try:
