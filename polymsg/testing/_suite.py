@@ -12,6 +12,7 @@ from polymsg.testing._notifications import NotificationTests
 from polymsg.testing._oslo_behaviours import OsloBehaviourTests
 from polymsg.testing._rpc import RPCTests
 from polymsg.testing._security import SecurityTests
+from polymsg.testing._spread import SpreadTests
 from polymsg.testing._versions import VersionTests
 
 __all__ = ["ConformanceTests"]
@@ -19,7 +20,7 @@ __all__ = ["ConformanceTests"]
 
 class ConformanceTests(CapabilityTests, RPCTests, ErrorTests, VersionTests, NotificationTests,
                        DeliveryTests, LifecycleTests, MultiHostTests, SecurityTests,
-                       ConversionTests, OsloBehaviourTests):
+                       ConversionTests, OsloBehaviourTests, SpreadTests):
     """Every conformance test. A driver's test module subclasses it once::
 
         from polymsg.testing import ConformanceTests
