@@ -5,6 +5,8 @@
 #   scripts/rabbit4.sh start NAME PORT [CONF] start node NAME on 127.0.0.1:PORT
 #   scripts/rabbit4.sh stop NAME             stop it (rabbitmqctl stop)
 #   scripts/rabbit4.sh kill NAME             kill -9 it (its beam process only)
+#   scripts/rabbit4.sh join NAME SEED        make node NAME a member of SEED's cluster
+#   scripts/rabbit4.sh forget NAME           delete node NAME's data (it must be stopped)
 #   scripts/rabbit4.sh ctl NAME ARGS...      rabbitmqctl against it
 #   scripts/rabbit4.sh ctl-command NAME      print a shell command that runs rabbitmqctl against it
 #   scripts/rabbit4.sh version               print the RabbitMQ version the nodes run
@@ -191,6 +193,22 @@ case "${1:-}" in
     pid=$(node_pid "$2")
     [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true ;;
   ctl) name=$2; shift 2; run_in "$name" rabbitmqctl "$@" ;;
+  join)
+    # A node that just booted sometimes fails start_app after the join
+    # (failed_to_deny_deprecated_features); a reset and a second try succeed.
+    for attempt in 1 2 3; do
+      run_in "$2" rabbitmqctl -q stop_app
+      run_in "$2" rabbitmqctl -q reset
+      if run_in "$2" rabbitmqctl -q join_cluster "$3@localhost" \
+          && run_in "$2" rabbitmqctl -q start_app \
+          && run_in "$2" rabbitmqctl -q await_startup --timeout 60; then
+        exit 0
+      fi
+      echo "rabbit4: joining $2 to $3 failed (attempt $attempt)" >&2
+      sleep 2
+    done
+    die "could not join $2 to $3" ;;
+  forget) rm -rf "$(host_state "$2")" ;;
   ctl-command) printf 'bash %q ctl %q' "$(cd "$(dirname "$0")" && pwd)/rabbit4.sh" "$2" ;;
   *) sed -n '2,10p' "$0" >&2; exit 2 ;;
 esac
