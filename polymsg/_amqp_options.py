@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from oslo_config import cfg
 
 from polymsg._amqp import Layout
+from polymsg._amqp_topology import layout_from_topology, topology_opts
 
 if TYPE_CHECKING:  # polymsg.driver imports this module through polymsg._amqp
     from polymsg.driver import DriverOptions
@@ -82,6 +83,7 @@ def rabbit_opts() -> list[cfg.Opt]:
         cfg.IntOpt("transient_queues_ttl", default=1800, min=0,
                    help="Seconds without a consumer after which reply and fanout queues are "
                         "removed by the broker (0: never)."),
+        *topology_opts(),
     ]
 
 
@@ -92,7 +94,8 @@ def layout_from_options(options: DriverOptions, control_exchange: str | None = N
     scoped by their exchange (see :meth:`Layout.scoped`).
     """
     ttl = int(options.get("transient_queues_ttl", 1800))
-    return Layout(durable=bool(options.get("amqp_durable_queues", False)),
+    base = Layout(durable=bool(options.get("amqp_durable_queues", False)),
                   auto_delete=bool(options.get("amqp_auto_delete", False)),
                   transient_queue_ttl=float(ttl) if ttl > 0 else None,
                   control_exchange=control_exchange)
+    return layout_from_topology(options, base)

@@ -62,7 +62,7 @@ class ReplyRouter:
     """Matches replies to waiting calls by message id; see the module docstring."""
 
     def __init__(self, settings: Settings, layout: amqp.Layout) -> None:
-        self.queue = amqp.reply_queue_name()
+        self.queue = layout.reply_queue_name()
         self._route = layout.reply_route(self.queue)
         self._lock = threading.Lock()
         self._waiting: dict[str, _ReplyFuture] = {}

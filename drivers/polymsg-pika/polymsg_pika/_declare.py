@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from polymsg.driver import amqp
+from polymsg.driver import MessageDeliveryFailure, amqp
 from polymsg_pika._errors import PRECONDITION_FAILED, delivery_failure, describe, reply_code
 from polymsg_pika._link import Link
 
@@ -208,6 +208,12 @@ class Declarer:
 
     def _refused(self, job: _Job, error: BaseException) -> None:
         step = job.steps[job.index]
+        if reply_code(error) == PRECONDITION_FAILED and step.kind == "queue" \
+                and not step.passive and step.queue is not None:
+            fatal = amqp.conflict_error(step.queue, describe(error))
+            if fatal is not None:  # another queue type: what was asked for cannot hold
+                self._finish(job, MessageDeliveryFailure(fatal))
+                return
         if reply_code(error) == PRECONDITION_FAILED and step.kind in ("exchange", "queue") \
                 and not step.passive:
             spec = step.exchange if step.kind == "exchange" else step.queue

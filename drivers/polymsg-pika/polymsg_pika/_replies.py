@@ -33,7 +33,7 @@ class Replies:
 
     def __init__(self, link: Link, declarer: Declarer, publisher: Publisher,
                  layout: amqp.Layout) -> None:
-        self.queue = amqp.reply_queue_name()
+        self.queue = layout.reply_queue_name()
         self._link = link
         self._declarer = declarer
         self._publisher = publisher
