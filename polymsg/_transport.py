@@ -124,8 +124,11 @@ def _driver_options(driver_cls: type[Driver], url: TransportURL,
     if opts and group:
         register_opts(conf, list(opts.values()), group=group)
         values = {name: conf[group][name] for name in opts}
+    # An option's deprecated names (a renamed option) still work as query keys.
+    aliases = {old.name.replace("-", "_"): opt for opt in opts.values()
+               for old in opt.deprecated_opts if old.name}
     for key, text in url.query.items():
-        opt = opts.get(key)
+        opt = opts.get(key) or aliases.get(key)
         if opt is None:
             known = ", ".join(sorted(opts)) or "none"
             raise InvalidTransportURL(
@@ -133,7 +136,7 @@ def _driver_options(driver_cls: type[Driver], url: TransportURL,
                 f"(known options: {known})"
             )
         try:
-            values[key] = opt.type(text)
+            values[opt.dest] = opt.type(text)
         except (ValueError, TypeError) as exc:
             raise InvalidTransportURL(
                 f"invalid value {text!r} for option {key!r} in transport URL: {exc}"
