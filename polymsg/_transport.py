@@ -136,8 +136,11 @@ def _driver_options(driver_cls: type[Driver], url: TransportURL,
         register_opts(conf, list(opts.values()), group=group)
         warn_unknown_keys(conf, group, opts.values())
         values = {name: conf[group][name] for name in opts}
+    # An option's deprecated names (a renamed option) still work as query keys.
+    aliases = {old.name.replace("-", "_"): opt for opt in opts.values()
+               for old in opt.deprecated_opts if old.name}
     for key, text in url.query.items():
-        opt = opts.get(key)
+        opt = opts.get(key) or aliases.get(key)
         if opt is None:
             known = ", ".join(sorted(opts)) or "none"
             raise InvalidTransportURL(
@@ -145,7 +148,7 @@ def _driver_options(driver_cls: type[Driver], url: TransportURL,
                 f"(known options: {known})"
             )
         try:
-            values[key] = opt.type(text)
+            values[opt.dest] = opt.type(text)
         except (ValueError, TypeError) as exc:
             # A secret's value (or its parse error, which may quote it) is not shown.
             shown = "****" if opt.secret else mask_value(key, text)

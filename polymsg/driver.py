@@ -72,7 +72,6 @@ from typing import Any, ClassVar
 
 from oslo_config import cfg
 
-from polymsg import _amqp as amqp
 from polymsg._exceptions import (
     InvalidTarget,
     InvalidTransportURL,
@@ -107,7 +106,6 @@ __all__ = [
     "Target",
     "TransportHost",
     "TransportURL",
-    "amqp",
     "dumps",
     "dumps_str",
     "loads",
