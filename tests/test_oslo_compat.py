@@ -43,6 +43,21 @@ class _Running:
             runner.stop()
         for runner in self.runners:
             runner.wait()
+        for runner in self.runners:
+            runner.transport.cleanup()
+
+
+class _Cleanup:
+    """A transport to clean up with the runners."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+
+    def stop(self) -> None:
+        pass
+
+    def wait(self) -> None:
+        pass
 
 
 @pytest.fixture
@@ -61,7 +76,9 @@ def test_example_service_runs_unchanged(kind: str, conf: cfg.ConfigOpts,
         host1 = running.add(*example.start_compute(conf, "host1", url, exchange=exchange))
         host2 = running.add(*example.start_compute(conf, "host2", url, exchange=exchange))
         audit = running.add(*example.start_audit(conf, url))
-        api = example.ComputeAPI(messaging.get_rpc_transport(conf, url=url), exchange=exchange)
+        client_transport = messaging.get_rpc_transport(conf, url=url)
+        running.runners.append(_Cleanup(client_transport))
+        api = example.ComputeAPI(client_transport, exchange=exchange)
         ctxt = {"request_id": "req-1", "user": "alice"}
 
         created = api.create_instance(ctxt, "host1", "vm-1")
