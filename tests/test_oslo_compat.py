@@ -280,3 +280,46 @@ def test_layout_names_with_and_without_exchange_scoping() -> None:
     fanout = target.replace(server=None, fanout=True)
     assert scoped.send_route(fanout).exchange_name == "cells/compute_fanout"
     assert oslo_names.send_route(fanout).exchange_name == "compute_fanout"
+
+
+@pytest.mark.parametrize("scheme", ["rabbit", "rabbit+pika"])
+def test_nan_from_an_oslo_client_is_read_and_never_sent_back(scheme: str,
+                                                             running: _Running) -> None:
+    if not installed("polymsg-kombu" if scheme == "rabbit" else "polymsg-pika"):
+        pytest.skip(f"the driver of {scheme}:// is not installed")
+    oslo_messaging = pytest.importorskip("oslo_messaging")
+    from oslo_messaging._metrics import client as metrics
+    from oslo_messaging._tracing import client as tracing
+
+    conf = cfg.ConfigOpts()
+    conf([])
+    conf.register_opts(tracing.oslo_messaging_tracing, group="oslo_messaging_tracing")
+    conf.register_opts(metrics.oslo_messaging_metrics, group="oslo_messaging_metrics")
+    url = rabbit_url("rabbit")
+    from polymsg._config import register_defaults
+    register_defaults(conf)
+    conf.set_override("control_exchange", "nan-interop")
+    oslo_transport = oslo_messaging.get_rpc_transport(conf, url=url)
+    running.runners.append(_Cleanup(oslo_transport))
+    got: list[float] = []
+
+    class Endpoint:
+        def is_nan(self, ctxt: Any, value: float) -> bool:
+            got.append(value)
+            return value != value
+
+        def echo(self, ctxt: Any, value: float) -> float:
+            return value
+
+    topic = f"nan-{time.monotonic_ns()}"
+    transport = polymsg.get_transport(rabbit_url(scheme), conf=conf)
+    server = polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s"),
+                                    [Endpoint()])
+    running.add(server, None)
+    server.start()
+    client = oslo_messaging.get_rpc_client(oslo_transport, oslo_messaging.Target(topic=topic),
+                                           timeout=WAIT)
+    assert client.call({}, "is_nan", value=float("nan")) is True  # oslo sends the NaN token
+    with pytest.raises(oslo_messaging.RemoteError) as refused:
+        client.call({}, "echo", value=float("inf"))
+    assert refused.value.exc_type == "SerializationError"
