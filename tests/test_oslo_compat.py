@@ -208,12 +208,12 @@ def test_rabbit_group_values_reach_the_driver(tmp_path: Path,
                     "rabbit_retry_interval = 3\nrabbit_ha_queues = true\n")
     conf = cfg.ConfigOpts()
     conf(["--config-file", str(path)])
-    url = "rabbit://guest:guest@127.0.0.1:1/?retry_interval=4"
+    url = "rabbit://guest:guest@127.0.0.1:1/?rabbit_retry_interval=4"
     with caplog.at_level(logging.WARNING, logger="polymsg.compat"):
         rewritten = _options.url_with_twins(conf, url)
     query = polymsg.TransportURL.parse(rewritten).query
-    assert query["heartbeat"] == "17"
-    assert query["retry_interval"] == "4"  # the URL wins
+    assert query["heartbeat_timeout_threshold"] == "17"
+    assert query["rabbit_retry_interval"] == "4"  # the URL wins
     assert any("rabbit_ha_queues" in r.getMessage() for r in caplog.records)
 
 
