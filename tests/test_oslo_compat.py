@@ -231,7 +231,8 @@ def test_interop_with_oslo_messaging(scheme: str, exchange: str, direction: str,
     oslo = load_example(real_oslo=True)
     compat = load_example()
     oslo_url = rabbit_url("rabbit")
-    polymsg_url = rabbit_url(scheme, exchange_scoped_names="false")
+    # Queues durable on both sides (polymsg never declares transient shared queues).
+    polymsg_url = rabbit_url(scheme, exchange_scoped_names="false", amqp_durable_queues="true")
     conf = cfg.ConfigOpts()
     conf([])
     # As a deployment would: one control exchange, set, for both libraries.
@@ -245,6 +246,7 @@ def test_interop_with_oslo_messaging(scheme: str, exchange: str, direction: str,
     conf.register_opts(tracing.oslo_messaging_tracing, group="oslo_messaging_tracing")
     conf.register_opts(metrics.oslo_messaging_metrics, group="oslo_messaging_metrics")
     oslo_messaging.get_rpc_transport(conf, url=oslo_url).cleanup()  # registers its options
+    conf.set_override("amqp_durable_queues", True, group="oslo_messaging_rabbit")
     conf.set_override("control_exchange", "compute")
     host = f"host-{direction}-{exchange}"
     manager = running.add(*server_side.start_compute(conf, host, server_url, exchange=exchange))
@@ -299,6 +301,8 @@ def test_nan_from_an_oslo_client_is_read_and_never_sent_back(scheme: str,
     from polymsg._config import register_defaults
     register_defaults(conf)
     conf.set_override("control_exchange", "nan-interop")
+    oslo_messaging.get_rpc_transport(conf, url=url).cleanup()  # registers its options
+    conf.set_override("amqp_durable_queues", True, group="oslo_messaging_rabbit")
     oslo_transport = oslo_messaging.get_rpc_transport(conf, url=url)
     running.runners.append(_Cleanup(oslo_transport))
     got: list[float] = []
@@ -312,7 +316,7 @@ def test_nan_from_an_oslo_client_is_read_and_never_sent_back(scheme: str,
             return value
 
     topic = f"nan-{time.monotonic_ns()}"
-    transport = polymsg.get_transport(rabbit_url(scheme), conf=conf)
+    transport = polymsg.get_transport(rabbit_url(scheme, amqp_durable_queues="true"), conf=conf)
     server = polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s"),
                                     [Endpoint()])
     running.add(server, None)
