@@ -30,6 +30,7 @@ from polymsg_zmq._curve import make_client
 from polymsg_zmq._errors import translated
 from polymsg_zmq._options import Settings
 from polymsg_zmq._ratelog import RateLimited
+from polymsg_zmq._watch import WINDOW, Recent, Watcher
 from polymsg_zmq._wire import MAGIC, REPLY_MAGIC, message_ids
 
 __all__ = ["Peer", "Peers"]
@@ -57,7 +58,8 @@ class Peer:
     """A connection to one endpoint; thread-safe (a lock guards the socket)."""
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], endpoint: str,
-                 settings: Settings, flusher: Flusher) -> None:
+                 settings: Settings, flusher: Flusher, watcher: Watcher | None = None
+                 ) -> None:
         self.endpoint = endpoint
         self.lock = threading.Lock()
         self.last_used = time.monotonic()
@@ -76,9 +78,14 @@ class Peer:
         sock.heartbeat_ivl = 2000
         sock.heartbeat_timeout = 6000
         make_client(sock, settings.curve)
-        sock.connect(endpoint)
         self._sock = sock
         self._closed = False
+        #: What went out lately, reported if the connection drops (receivers only).
+        self.recent: Recent | None = None
+        if watcher is not None:
+            self.recent = Recent()
+            watcher.watch(sock, self._connection_lost, lambda: self._closed)
+        sock.connect(endpoint)
 
     def post(self, frames: Frames) -> bool:
         """Queue a one-way message for the flusher; False when the connection is not
@@ -173,7 +180,19 @@ class Peer:
             self.up = False
             return False
         self.up = True
+        if self.recent is not None:
+            self.recent.add(frames)
         return True
+
+    def _connection_lost(self) -> None:
+        """The connection dropped: name what was sent on it lately (it may be lost)."""
+        with self.lock:
+            batches = self.recent.take() if self.recent is not None else []
+        ids = [i for batch in batches for i in message_ids("rpc", batch, limit=0)]
+        if ids:
+            LOG.warning("zmq: the connection to %s was lost; %d message(s) sent on it in "
+                        "the last %gs may not have been delivered: ids %s",
+                        self.endpoint, len(ids), WINDOW, " ".join(ids))
 
     def _drain(self) -> bool:
         """Send queued messages, batching runs with one header; True when all went.
@@ -198,6 +217,8 @@ class Peer:
                 outbox.extendleft(reversed(batch))
                 self.up = False
                 return False
+            if self.recent is not None:
+                self.recent.add(frames)
         self.up = True
         return True
 
@@ -315,9 +336,11 @@ class Peers:
         self._pruned = time.monotonic()
         self._closed = False
         self._flusher = Flusher()
+        self._watcher = Watcher()
 
-    def get(self, endpoint: str) -> Peer:
-        """The peer for ``endpoint``."""
+    def get(self, endpoint: str, watch: bool = False) -> Peer:
+        """The peer for ``endpoint``; ``watch`` (a receiver's): report what may be lost
+        when its connection drops."""
         peer = self._peers.get(endpoint)
         if peer is not None:
             return peer
@@ -330,7 +353,8 @@ class Peers:
                 if len(self._peers) >= MAX_PEERS:
                     self._evict()
                 with translated(f"connecting to {endpoint}"):
-                    peer = Peer(self._context, endpoint, self._settings, self._flusher)
+                    peer = Peer(self._context, endpoint, self._settings, self._flusher,
+                                self._watcher if watch else None)
                 self._peers[endpoint] = peer
             return peer
 
@@ -363,5 +387,6 @@ class Peers:
             self._closed = True
             peers, self._peers = list(self._peers.values()), {}
         self._flusher.stop(peers)
+        self._watcher.stop()  # closing our own connections loses nothing to report
         for peer in peers:
             peer.close()

@@ -571,7 +571,7 @@ class Receiver:
             if header["k"] == "note":
                 header["pools"] = pools
             frames = [MAGIC + encode_header(header), item.bodies]
-            if not self._peers.get(self.settings.endpoint(host)).try_send(frames):
+            if not self._peers.get(self.settings.endpoint(host), watch=True).try_send(frames):
                 LOG.info("zmq receiver: host %s cannot take %s yet; holding", host,
                          item.ids())
                 return False

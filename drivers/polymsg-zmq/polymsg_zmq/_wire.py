@@ -224,16 +224,18 @@ _DEADLINE = struct.Struct("!d")
 _LOGGED_IDS = 20
 
 
-def message_ids(kind: str, packed: bytes) -> list[str]:
-    """The message ids in a packed batch (for log lines); garbage yields ``"?"``."""
+def message_ids(kind: str, packed: bytes, limit: int | None = None) -> list[str]:
+    """The message ids in a packed batch (for log lines; the first 20 unless ``limit``
+    says otherwise, ``0`` for all); garbage yields ``"?"``."""
     try:
         bodies = unpack(packed)
     except InvalidFrame:
         return ["?"]
     ids = []
-    if len(bodies) > _LOGGED_IDS:
-        ids.append(f"(the first {_LOGGED_IDS} of {len(bodies)})")
-    for body in bodies[:_LOGGED_IDS]:
+    limit = _LOGGED_IDS if limit is None else limit or len(bodies)
+    if len(bodies) > limit:
+        ids.append(f"(the first {limit} of {len(bodies)})")
+    for body in bodies[:limit]:
         try:
             data = loads(body)
             ids.append(str(data["i"] if kind != "note" else data["m"]["message_id"])[:64])
