@@ -86,21 +86,29 @@ class HeldBudget:
     topic costs that topic, not the others).
     """
 
+    #: Drops between two searches for the largest holder (a search visits every topic).
+    RESCAN = 64
+
     def __init__(self, max_bytes: int, topics: Callable[[], Iterable[TopicState]]) -> None:
         self.max_bytes = max_bytes
         self.used = 0
         self._topics = topics
+        self._victim: TopicState | None = None
+        self._drops = 0
 
     def make_room(self, size: int) -> bool:
         """Drop held messages until ``size`` more bytes fit; False if they never can."""
         if size > self.max_bytes:
             return False
         while self.used + size > self.max_bytes:
-            largest = max(self._topics(), key=lambda state: state.held_bytes, default=None)
-            if largest is None or not largest.held:
+            victim = self._victim
+            if victim is None or not victim.held or self._drops >= self.RESCAN:
+                victim = max(self._topics(), key=lambda state: state.held_bytes, default=None)
+                self._victim, self._drops = victim, 0
+            if victim is None or not victim.held:
                 return False
-            largest.drop_oldest(f"the receiver holds max_held_bytes "
-                                f"({self.max_bytes:,} bytes)")
+            self._drops += 1
+            victim.drop_oldest(f"the receiver holds max_held_bytes ({self.max_bytes:,} bytes)")
         return True
 
 
