@@ -158,6 +158,9 @@ def test_ring_file_rules_and_reload() -> None:
         os.utime(path, (1, 1))  # a different mtime, whatever the clock's resolution
         assert ring.rpc_hosts("x", "compute") == [f"h3:{port}"]
         assert ring.rpc_hosts("x", "unlisted") == []
+        # replies go to hosts the ring names (any entry) and to this host only
+        assert ring.knows_host("h3") and ring.knows_host("127.0.0.1")
+        assert not ring.knows_host("h1") and not ring.knows_host("192.0.2.1")
     finally:
         hosts.close()
 
