@@ -20,7 +20,7 @@ from typing import Any
 import zmq
 
 from polymsg_zmq._local import InProcess
-from polymsg_zmq._ratelog import RateLimited
+from polymsg_zmq._ratelog import RateLimited, clip
 from polymsg_zmq._wire import (
     Header,
     InvalidFrame,
@@ -73,9 +73,14 @@ class Held:
         """``[b"M", deadline, header, body...]`` for a consumer."""
         return [b"M", encode_deadline(self.deadline), self.raw_header, self.bodies]
 
-    def ids(self) -> list[str]:
-        """Message ids, for log lines."""
-        return message_ids(str(self.header.get("k")), self.bodies)
+    def ids(self, limit: int | None = None) -> list[str]:
+        """Message ids, for log lines (see :func:`message_ids` for ``limit``)."""
+        return message_ids(str(self.header.get("k")), self.bodies, limit)
+
+
+def _ids_of(items: Iterable[Held]) -> list[str]:
+    """Every message id of ``items``, for one log line."""
+    return [i for item in items for i in item.ids(0)]
 
 
 class HeldBudget:
@@ -356,7 +361,11 @@ class TopicState:
 
     def _log_drop(self, item: Held, why: str) -> None:
         self.dropped.log("zmq receiver: dropped held message(s) %s on topic %s: %s",
-                         item.ids(), self.topic, why)
+                         item.ids(), clip(self.topic), why)
+
+    def _log_drops(self, items: list[Held], why: str) -> None:
+        self.dropped.log("zmq receiver: dropped held message(s) %s on topic %s: %s",
+                         " ".join(_ids_of(items)), clip(self.topic), why)
 
     def _count(self, item: Held, delta: int) -> None:
         group = item.group
@@ -418,12 +427,15 @@ class TopicState:
             return
         held = self.held
         self._take_all()
+        expired: dict[str, list[Held]] = {}
         for item in held:
             reason = self._expired(item, now)
             if reason:
-                self._log_drop(item, reason)
+                expired.setdefault(reason, []).append(item)
             else:
                 self._keep(item)
+        for reason, items in expired.items():  # one line per reason, every id in it
+            self._log_drops(items, reason)
 
     def _expired(self, item: Held, now: float) -> str | None:
         if item.deadline is not None and now >= item.deadline:
@@ -444,5 +456,7 @@ class TopicState:
         """Forget everything held (the topic is closed), logging what is dropped."""
         held = self.held
         self._take_all()
-        for item in held:
-            self._log_drop(item, "the receiver stopped")
+        if held:  # once, at the end: every id, not rate-limited
+            ids = _ids_of(held)
+            LOG.warning("zmq receiver: dropped %d held message(s) on topic %s: the "
+                        "receiver stopped; ids %s", len(ids), clip(self.topic), " ".join(ids))
