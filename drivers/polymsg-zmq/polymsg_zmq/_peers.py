@@ -45,6 +45,10 @@ _IDLE_CLOSE = 300.0
 _BATCH = 512
 _BATCH_BYTES = 1 << 20  # and well below any sane max_message_size
 _STALL_RETRY = 0.05
+#: The first moments of a stall (a connection still being made: a caller's first
+#: reply) are retried sooner.
+_FRESH_STALL = 0.1
+_FRESH_RETRY = 0.005
 _GIVE_UP = 10.0
 #: Connections one transport keeps; past that the least useful are closed first.
 MAX_PEERS = 512
@@ -288,13 +292,21 @@ class Flusher:
         while True:
             with self._cond:
                 while not self._ready and not self._stopping:
-                    if not self._cond.wait(_STALL_RETRY if self._stalled else None):
+                    if not self._cond.wait(self._retry_in()):
                         break
                 if self._stopping and not self._ready:
                     return
                 ready, self._ready = self._ready, deque()
             for peer in {*ready, *self._stalled}:
                 self._flush(peer)
+
+    def _retry_in(self) -> float | None:
+        """Seconds until stalled peers are tried again (None: none is stalled)."""
+        if not self._stalled:
+            return None
+        now = time.monotonic()
+        fresh = any(now - (peer.stalled_since or now) < _FRESH_STALL for peer in self._stalled)
+        return _FRESH_RETRY if fresh else _STALL_RETRY
 
     def _flush(self, peer: Peer) -> None:
         peer.scheduled = False
