@@ -186,6 +186,8 @@ class TopicState:
         self.last_present: dict[str, float] = {}
         self.qttl_hint: dict[str, float] = {}
         self.touched = time.monotonic()
+        #: When the receiver may next look for a host for unrouted messages.
+        self.next_route = 0.0
         #: In-process consumers (of any topic) taking nothing until their workers catch
         #: up; the receiver owns the set and flushes when one leaves it.
         self.congested: set[bytes] = congested if congested is not None else set()
@@ -270,8 +272,7 @@ class TopicState:
         messages), each consumer getting its share as one batch, in order.
         """
         if item.deadline is not None and now >= item.deadline:
-            LOG.warning("zmq receiver: dropped expired message(s) %s on topic %s "
-                        "(message_ttl passed)", item.ids(), self.topic)
+            self._log_drop(item, "message_ttl passed")
             return []
         group = item.group
         if group.endswith(":" + ANY_POOL) and group.startswith("n:"):
