@@ -70,6 +70,8 @@ MAGIC = b"PZ1"
 REPLY_MAGIC = b"PZR"
 
 KINDS = frozenset({"rpc", "fan", "note"})
+#: Pools one notification may name (each becomes a copy on the receiving host).
+MAX_POOLS = 256
 
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 _MAX_IPC_PATH = 107
@@ -176,9 +178,9 @@ def decode_header(data: bytes) -> Header:
         if not isinstance(header.get("p"), str):
             raise InvalidFrame("a notification needs a priority")
         pools = header.get("pools")
-        if pools is not None and not (isinstance(pools, list)
+        if pools is not None and not (isinstance(pools, list) and len(pools) <= MAX_POOLS
                                       and all(isinstance(p, str) for p in pools)):
-            raise InvalidFrame("pools must be a list of strings")
+            raise InvalidFrame(f"pools must be a list of at most {MAX_POOLS} strings")
     return header
 
 

@@ -106,6 +106,8 @@ def test_ipc_paths_stay_inside_the_directory_and_short_enough() -> None:
     b'{"k":"rpc","x":"..","t":"t"}', b'{"k":"rpc","x":"e","t":"t","ttl":-1}',
     b'{"k":"rpc","x":"e","t":"t","ttl":true}', b'{"k":"rpc","x":"e","t":"t","s":5}',
     b'{"k":"note","x":"e","t":"t"}', b'{"k":"note","x":"e","t":"t","p":"info","pools":[1]}',
+    b'{"k":"note","x":"e","t":"t","p":"info","pools":[' + b",".join(b'"p%d"' % n
+                                                            for n in range(257)) + b"]}",
 ])
 def test_bad_headers_are_invalid_frames(raw: bytes) -> None:
     with pytest.raises(InvalidFrame):
