@@ -13,13 +13,13 @@ longer than that window are not covered; see the README.
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from polymsg_zmq._wire import MAGIC
 
@@ -31,6 +31,7 @@ LOG = logging.getLogger(__name__)
 WINDOW = 1.0
 WINDOW_BYTES = 1 << 20
 _POLL = 0.2
+_EVENT = struct.Struct("=H")
 
 
 class Recent:
@@ -115,10 +116,12 @@ class Watcher:
     def _read(monitor: zmq.Socket[bytes], lost: Callable[[], None]) -> None:
         while True:
             try:
-                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+                frames = monitor.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if event["event"] == zmq.EVENT_DISCONNECTED:
+            # [event id (uint16) + value (uint32), endpoint], native byte order
+            if len(frames[0]) >= 2 and _EVENT.unpack_from(frames[0])[0] \
+                    == zmq.EVENT_DISCONNECTED:
                 try:
                     lost()
                 except Exception:
