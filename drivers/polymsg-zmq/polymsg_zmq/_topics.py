@@ -3,8 +3,9 @@
 Consumers belong to *groups*: every RPC server is in ``*`` (any server of
 the topic) and in ``s:<server>``; a notification listener is in
 ``n:<priority>:<pool>`` for each priority it takes (pool ``""`` when none).
-A message targets one group and goes to one of its consumers, round robin;
-a notification for every pool becomes one copy per group. A message no
+A message targets one group and goes to one of its consumers, round robin
+message by message (a batch is dealt over the group's consumers); a
+notification for every pool becomes one copy per group. A message no
 consumer can take is held, in arrival order, until one comes, its
 ``message_ttl`` passes, or its group has had no consumer for ``queue_ttl``.
 """
