@@ -12,8 +12,8 @@ from typing import Any
 from polymsg._exceptions import InvalidTarget, SerializationError
 
 __all__ = [
-    "MAX_NAME_BYTES", "Target", "check_context", "check_name", "check_routing_size",
-    "check_timeout", "check_ttl", "parse_version", "version_is_compatible",
+    "MAX_NAME_BYTES", "Target", "check_context", "check_name", "check_notification_size",
+    "check_routing_size", "check_timeout", "check_ttl", "parse_version", "version_is_compatible",
 ]
 
 _VERSION = re.compile(r"^\d+\.\d+$")
@@ -29,6 +29,8 @@ _SYNTAX = {
 }
 #: Bytes a server's fanout queue adds to its topic: ``_fanout_`` and 32 hex digits.
 _FANOUT_SUFFIX = 40
+#: Bytes a notification's routing key adds to its topic: ``.`` and the longest priority.
+_PRIORITY_SUFFIX = 1 + len("critical")
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,16 @@ def check_routing_size(target: Target, default_exchange: str) -> None:
             f"name a target "
             f"derives ([exchange/]topic.server, or topic plus {_FANOUT_SUFFIX} bytes of fanout "
             f"queue suffix) must fit in {MAX_NAME_BYTES} bytes")
+
+
+def check_notification_size(topic: str) -> None:
+    """Refuse a notification topic whose routing key (``<topic>.<priority>``,
+    at most 9 bytes longer) would exceed 255 bytes."""
+    size = len(topic.encode("utf-8")) + _PRIORITY_SUFFIX
+    if size > MAX_NAME_BYTES:
+        raise InvalidTarget(
+            f"notification topic {_shorten(topic)} is too long: its routing key "
+            f"<topic>.<priority> takes up to {size} bytes, more than {MAX_NAME_BYTES}")
 
 
 def check_timeout(name: str, value: object) -> float | None:
