@@ -27,6 +27,8 @@ _SYNTAX = {
     "/": "a path and key separator (zmq IPC paths, matchmaker keys, scoped queue names)",
     "\\": "a path separator on Windows",
 }
+#: Fields that name an AMQP queue or exchange by themselves (``amq.`` is reserved there).
+_QUEUE_NAMES = frozenset({"topic", "exchange", "pool"})
 #: Bytes a server's fanout queue adds to its topic: ``_fanout_`` and 32 hex digits.
 _FANOUT_SUFFIX = 40
 #: Bytes a notification's routing key adds to its topic: ``.`` and the longest priority.
@@ -102,7 +104,8 @@ def check_name(field: str, value: object) -> str:
 
     The same rules hold on every transport: a non-empty string of at most
     :data:`MAX_NAME_BYTES` bytes of UTF-8, without ``#``, ``*``, ``/`` or
-    ``\\``, whitespace or control characters, and not ``.`` or ``..``.
+    ``\\``, whitespace or control characters, and not ``.`` or ``..``; a
+    topic, exchange or pool does not start with ``amq.`` (reserved by RabbitMQ).
     Dots, dashes, ``@`` and ``:`` are fine (``compute``, ``host.example.com``,
     ``host@backend``). Raises :class:`InvalidTarget` naming the field and the
     character.
@@ -120,6 +123,9 @@ def check_name(field: str, value: object) -> str:
         if reason is not None:
             raise InvalidTarget(f"{field} {_shorten(value)} contains {char!r} at position "
                                 f"{index}: {reason}, so it cannot be part of a name")
+    if field in _QUEUE_NAMES and value.startswith("amq."):
+        raise InvalidTarget(f"{field} {_shorten(value)} starts with 'amq.', which RabbitMQ "
+                            "reserves for its own queues and exchanges")
     if value in (".", ".."):
         raise InvalidTarget(f"{field} cannot be {value!r}: it names a directory on the zmq "
                             "transport")

@@ -55,6 +55,16 @@ def test_non_string_names_are_refused(value: Any) -> None:
         polymsg.Target(topic=value)
 
 
+@pytest.mark.parametrize("field", ["topic", "exchange"])
+def test_amqp_reserved_prefix_is_refused_where_it_names_a_queue(field: str) -> None:
+    with pytest.raises(polymsg.InvalidTarget, match="amq"):
+        polymsg.Target(**{field: "amq.direct"})
+    with pytest.raises(polymsg.InvalidTarget, match="amq"):
+        check_name("pool", "amq.pool")
+    # A server's queue is <topic>.<server>: a server may be called amq.example.com.
+    assert polymsg.Target(server="amq.example.com", topic="amqp.compute").server
+
+
 def test_replace_and_prepare_validate_too() -> None:
     target = polymsg.Target(topic="compute")
     with pytest.raises(polymsg.InvalidTarget, match="server"):

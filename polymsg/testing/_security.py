@@ -36,6 +36,9 @@ HOSTILE_NAMES: list[tuple[str, str]] = [
     ("too long in utf-8", "\u00e9" * 128),
 ]
 
+#: Names every transport accepts even though some look close to the refused ones.
+ACCEPTED_SERVERS = ["amq.example.com", "host-1.example.com@backend-1", "node:5672"]
+
 #: Timeouts no driver can honour.
 BAD_TIMEOUTS: list[Any] = [math.nan, math.inf, -math.inf, -1, "5", True]
 
@@ -107,6 +110,23 @@ class SecurityTests(DriverFixtures):
             harness.client(topic=topic, server=server)
         with pytest.raises(polymsg.InvalidTarget):
             harness.client(topic="t" * 250)
+
+    def test_reserved_amqp_prefix_is_refused_everywhere(self, harness: Harness) -> None:
+        self.require(harness.transport, "rpc")
+        harness.rpc_server("server-1")
+        for topic in ["amq.gen-1", "amq.rabbitmq.reply-to"]:
+            with pytest.raises(polymsg.InvalidTarget, match="amq"):
+                harness.rpc_server("server-2", topic=topic)
+        with pytest.raises(polymsg.InvalidTarget, match="amq"):
+            harness.client(exchange="amq.topic")
+        assert harness.client().call({}, "echo", value="ok") == "ok"
+
+    @pytest.mark.parametrize("server", ACCEPTED_SERVERS)
+    def test_server_names_with_dots_and_at_signs_work(self, harness: Harness,
+                                                      server: str) -> None:
+        self.require(harness.transport, "rpc")
+        harness.rpc_server(server)
+        assert harness.client(server=server).call({}, "whoami") == server
 
     def test_oslo_style_names_work(self, harness: Harness) -> None:
         self.require(harness.transport, "rpc")
