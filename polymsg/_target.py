@@ -44,6 +44,12 @@ class Target:
     ``topic`` and ``server``. ``exchange`` isolates (``None`` means the
     configured ``control_exchange``); ``namespace`` and ``version``
     (``"MAJOR.MINOR"``) select endpoints.
+
+    ``topic``, ``server`` and ``exchange`` are checked at once, the same way
+    for every transport (the security page has the rules): at most 255 bytes,
+    no ``#``, ``*``, ``/``, ``\\``, whitespace or control characters;
+    anything else raises :class:`~polymsg.InvalidTarget` naming the field
+    and the character.
     """
 
     topic: str | None = None
