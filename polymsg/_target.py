@@ -1,4 +1,5 @@
-"""Target: where a message goes, or what a server listens to."""
+"""Target (where a message goes, or what a server listens to) and the facade's checks of
+names, timeouts and contexts, the same for every transport."""
 
 from __future__ import annotations
 
