@@ -192,7 +192,7 @@ class SecurityTests(DriverFixtures):
         assert client.call({}, "echo", value="ok") == "ok"
         assert [inv.method for inv in harness.calls.events] == ["echo"]
 
-    @pytest.mark.parametrize("ctxt", [["a", "list"], "text", 42, {1: "int key"}], ids=repr)
+    @pytest.mark.parametrize("ctxt", [["a", "list"], "text", 42, ("a", "tuple")], ids=repr)
     def test_context_that_is_not_a_dict_is_refused(self, harness: Harness, ctxt: Any) -> None:
         self.require(harness.transport, "rpc")
         harness.rpc_server()
