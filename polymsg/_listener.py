@@ -125,7 +125,11 @@ class NotificationListener(Runner):
                                                                self._on_message)
 
     def _process(self, incoming: IncomingMessage) -> None:
-        if self._dispatch(incoming) is NotificationResult.REQUEUE:
+        self._settle(incoming, self._dispatch(incoming))
+
+    def _settle(self, incoming: IncomingMessage, result: NotificationResult) -> None:
+        """Acknowledge, or requeue when asked to and allowed."""
+        if result is NotificationResult.REQUEUE:
             if self.allow_requeue:
                 incoming.requeue()
                 return
@@ -134,6 +138,20 @@ class NotificationListener(Runner):
         incoming.acknowledge()
 
     def _dispatch(self, incoming: IncomingMessage) -> NotificationResult:
+        result = NotificationResult.HANDLED
+        for endpoint, method, args in self._deliveries(incoming):
+            try:
+                outcome = method(*args)
+            except Exception:
+                _log_endpoint_failure(endpoint, args)
+                continue
+            if outcome == NotificationResult.REQUEUE:
+                result = NotificationResult.REQUEUE
+        return result
+
+    def _deliveries(self, incoming: IncomingMessage
+                    ) -> list[tuple[Any, Callable[..., Any], tuple[Any, ...]]]:
+        """(endpoint, method, arguments) for each endpoint whose filter takes the message."""
         message = incoming.message
         priority = str(message.get("priority", "")).lower()
         ctxt = self.serializer.deserialize_context(incoming.ctxt)
@@ -141,20 +159,14 @@ class NotificationListener(Runner):
         payload = self.serializer.deserialize_entity(ctxt, message.get("payload"))
         metadata = {"message_id": message.get("message_id"),
                     "timestamp": message.get("timestamp")}
-        result = NotificationResult.HANDLED
-        for endpoint, method, rule in self._routes.get(priority, ()):
-            if rule is not None and not rule.match(incoming.ctxt, publisher_id, event_type,
-                                                   payload):
-                continue
-            try:
-                outcome = method(ctxt, publisher_id, event_type, payload, metadata)
-            except Exception:
-                LOG.exception("notification endpoint %r failed on %s", endpoint,
-                              metadata["message_id"])
-                continue
-            if outcome == NotificationResult.REQUEUE:
-                result = NotificationResult.REQUEUE
-        return result
+        args = (ctxt, publisher_id, event_type, payload, metadata)
+        routes = self._routes.get(priority, ())
+        return [(endpoint, method, args) for endpoint, method, rule in routes
+                if rule is None or rule.match(incoming.ctxt, publisher_id, event_type, payload)]
+
+
+def _log_endpoint_failure(endpoint: Any, args: tuple[Any, ...]) -> None:
+    LOG.exception("notification endpoint %r failed on %s", endpoint, args[-1]["message_id"])
 
 
 def get_notification_listener(transport: Transport, targets: Sequence[Target],

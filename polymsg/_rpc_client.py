@@ -90,6 +90,23 @@ class RPCClient:
 
     def call(self, ctxt: dict[str, Any] | None, method: str, **kwargs: Any) -> Any:
         """Invoke ``method`` on one server and return its result (or raise its error)."""
+        future, wire_ctxt, timeout = self._start_call(ctxt, method, kwargs)
+        try:
+            reply = _result(future, timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise self._timed_out(method, timeout) from None
+        return self._outcome(reply, wire_ctxt)
+
+    def cast(self, ctxt: dict[str, Any] | None, method: str, **kwargs: Any) -> None:
+        """Send ``method`` one-way: to one server, the named server, or all (fanout).
+        Returns once the transport has accepted the message."""
+        _result(self._start_cast(ctxt, method, kwargs), None)
+
+    def _start_call(self, ctxt: dict[str, Any] | None, method: str, kwargs: dict[str, Any]
+                    ) -> tuple[Future[Reply], dict[str, Any], float]:
+        """Send a call's request: the future of its reply, the wire context and the
+        timeout (the waiting is the caller's, sync or async)."""
         timeout = self.timeout
         if timeout is None:
             timeout = float(self.transport.conf.rpc_response_timeout)
@@ -101,26 +118,26 @@ class RPCClient:
                               message_ttl=ttl)
         future = _guard(lambda: self.transport._driver.call(
             self._wire_target, wire_ctxt, message, options))
-        try:
-            reply = _result(future, timeout)
-        except FutureTimeout:
-            future.cancel()
-            raise MessagingTimeout(
-                f"timed out after {timeout:g}s waiting for a reply to {method!r} "
-                f"on topic {self.target.topic!r}") from None
+        return future, wire_ctxt, timeout
+
+    def _timed_out(self, method: str, timeout: float) -> MessagingTimeout:
+        return MessagingTimeout(
+            f"timed out after {timeout:g}s waiting for a reply to {method!r} "
+            f"on topic {self.target.topic!r}")
+
+    def _outcome(self, reply: Reply, wire_ctxt: dict[str, Any]) -> Any:
+        """The call's result, or its remote error raised."""
         if reply.failure is not None:
             raise exception_from_failure(reply.failure, self.transport.allowed_remote_exmods)
         return self.serializer.deserialize_entity(wire_ctxt, reply.result)
 
-    def cast(self, ctxt: dict[str, Any] | None, method: str, **kwargs: Any) -> None:
-        """Send ``method`` one-way: to one server, the named server, or all (fanout).
-        Returns once the transport has accepted the message."""
+    def _start_cast(self, ctxt: dict[str, Any] | None, method: str, kwargs: dict[str, Any]
+                    ) -> Future[None]:
         if self.target.fanout:
             self.transport.require("fanout", "a fanout cast")
         wire_ctxt, message = self._prepare(ctxt, method, kwargs)
-        future = _guard(lambda: self.transport._driver.cast(
+        return _guard(lambda: self.transport._driver.cast(
             self._wire_target, wire_ctxt, message, self._cast_options))
-        _result(future, None)
 
     def _prepare(self, ctxt: dict[str, Any] | None, method: str,
                  kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

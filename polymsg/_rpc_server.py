@@ -60,14 +60,24 @@ class RPCServer(Runner):
                                          message.get("namespace"), message.get("version"))
             result = self._dispatcher.invoke(func, incoming.ctxt, message)
         except Exception as exc:
-            _log_failure(incoming, func, exc)
-            incoming.reply(failure=failure_from_exception(exc))
+            reply_failure(incoming, func, exc)
             return
-        try:
-            incoming.reply(result=result)
-        except SerializationError as exc:
-            LOG.warning("result of %s is not JSON-serializable: %s", _name(incoming), exc)
-            incoming.reply(failure=failure_from_exception(exc))
+        reply_result(incoming, result)
+
+
+def reply_failure(incoming: IncomingMessage, func: Any, exc: Exception) -> None:
+    """Log an endpoint's (or the dispatch's) exception as it deserves and send it back."""
+    _log_failure(incoming, func, exc)
+    incoming.reply(failure=failure_from_exception(exc))
+
+
+def reply_result(incoming: IncomingMessage, result: Any) -> None:
+    """Send a call's result back, or the error saying it is not JSON."""
+    try:
+        incoming.reply(result=result)
+    except SerializationError as exc:
+        LOG.warning("result of %s is not JSON-serializable: %s", _name(incoming), exc)
+        incoming.reply(failure=failure_from_exception(exc))
 
 
 def _log_failure(incoming: IncomingMessage, func: Any, exc: Exception) -> None:
