@@ -8,9 +8,11 @@ which settles an asyncio future. The timeout is a loop timer, not a task.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import weakref
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from typing import Any, TypeVar
 
 from polymsg._exceptions import MessageDeliveryFailure, MessagingError, MessagingTimeout
@@ -33,13 +35,10 @@ async def wait_future(future: Future[T], timeout: float | None = None,
         return _outcome(future)
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[T] = loop.create_future()
-
-    def completed(done: Future[T]) -> None:
-        # a closed loop: nobody waits for this any more
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_settle, waiter, done)
-
-    future.add_done_callback(completed)
+    inbox = _INBOXES.get(loop)
+    if inbox is None:
+        inbox = _INBOXES[loop] = _Inbox(loop)
+    future.add_done_callback(partial(inbox.put, waiter))
     timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
     try:
         return await waiter
@@ -53,6 +52,40 @@ async def wait_future(future: Future[T], timeout: float | None = None,
     finally:
         if timer is not None:
             timer.cancel()
+
+
+class _Inbox:
+    """Driver futures completed for one loop, handed to it in bursts: the driver's
+    thread wakes the loop once for all the replies that came while it was busy."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)  # the inbox must not keep its loop alive
+        self._items: deque[tuple[asyncio.Future[Any], Future[Any]]] = deque()
+        self._scheduled = False
+
+    def put(self, waiter: asyncio.Future[Any], done: Future[Any]) -> None:
+        """A done callback, on whatever thread completed ``done``."""
+        self._items.append((waiter, done))
+        if self._scheduled:
+            return
+        self._scheduled = True
+        loop = self._loop()
+        try:
+            if loop is None:
+                raise RuntimeError("the loop is gone")
+            loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: nobody waits for these any more
+            self._items.clear()
+
+    def _drain(self) -> None:
+        self._scheduled = False  # before reading: what comes from now on wakes us again
+        items = self._items
+        while items:
+            _settle(*items.popleft())
+
+
+_INBOXES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = (
+    weakref.WeakKeyDictionary())
 
 
 def _settle(waiter: asyncio.Future[T], done: Future[T]) -> None:
