@@ -62,7 +62,7 @@ async def serve_faststream(url: str, topic: str, ready: Callable[[], None],
                            done: Awaitable[Any]) -> None:
     from faststream.rabbit import RabbitBroker
 
-    broker = RabbitBroker(url, log_level=30)
+    broker = RabbitBroker(url, logger=None)
 
     @broker.subscriber(topic)
     async def echo(body: dict[str, Any]) -> dict[str, Any]:
@@ -76,11 +76,13 @@ async def serve_faststream(url: str, topic: str, ready: Callable[[], None],
 
 def child(kind: str, url: str, topic: str) -> None:
     """Serve until stdin closes (the child process)."""
+    out, sys.stdout = sys.stdout, sys.stderr  # stdout says "ready", nothing else
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         done = loop.run_in_executor(None, sys.stdin.read)
         serve = serve_faststream if kind == "faststream" else serve_polymsg
-        await serve(url, topic, lambda: print("ready", flush=True), done)
+        await serve(url, topic, lambda: print("ready", file=out, flush=True), done)
     asyncio.run(main())
 
 
@@ -104,9 +106,10 @@ class Server:
             [sys.executable, __file__, "--serve", kind, url, topic],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if line.strip() != "ready":
-            raise SystemExit(f"the {kind} server did not start: {line!r}")
+        for line in self.proc.stdout:  # faststream logs its start on stdout first
+            if line.strip() == "ready":
+                return
+        raise SystemExit(f"the {kind} server did not start")
 
     def close(self) -> None:
         if self.thread is not None:
@@ -183,7 +186,7 @@ async def faststream_round(url: str, topic: str, total: int,
                            inflight: int) -> dict[str, float]:
     from faststream.rabbit import RabbitBroker
 
-    async with RabbitBroker(url, log_level=30) as broker:
+    async with RabbitBroker(url, logger=None) as broker:
         async def call() -> Any:
             reply = await broker.request({"x": 1}, topic, timeout=120)
             return await reply.decode()
