@@ -44,6 +44,11 @@ class Echo:
         return x
 
 
+class PlainEcho:
+    def echo(self, ctxt: Any, x: Any) -> Any:
+        return x
+
+
 # -- servers -----------------------------------------------------------------
 
 async def serve_polymsg(url: str, topic: str, ready: Callable[[], None],
@@ -51,9 +56,14 @@ async def serve_polymsg(url: str, topic: str, ready: Callable[[], None],
     import polymsg
     from polymsg import aio
 
+    target = polymsg.Target(topic=topic, server="bench")
     with polymsg.get_transport(url) as transport:
-        async with aio.get_rpc_server(transport, polymsg.Target(topic=topic, server="bench"),
-                                      [Echo()]):
+        if os.environ.get("BENCH_AIO_SERVER", "aio") == "sync":
+            with polymsg.get_rpc_server(transport, target, [PlainEcho()]):
+                ready()
+                await done
+            return
+        async with aio.get_rpc_server(transport, target, [Echo()]):
             ready()
             await done
 
@@ -243,12 +253,15 @@ def main() -> None:
     parser.add_argument("--inflight", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--server", choices=("aio", "sync"), default="aio",
+                        help="the polymsg server: aio (async def echo) or sync (threads)")
     parser.add_argument("--only", default=",".join(TRANSPORTS),
                         type=lambda text: set(text.split(",")))
     args = parser.parse_args()
     if args.serve:
         child(*args.serve)
         return
+    os.environ["BENCH_AIO_SERVER"] = args.server  # the server processes inherit it
     tmp = tempfile.mkdtemp(prefix="bench-aio", dir="/tmp")
     try:
         print(f"{'transport':12s}{'client':>12s}{'calls/s':>12s}{'p50 ms':>10s}{'p99 ms':>10s}")
