@@ -173,7 +173,10 @@ class _ListenerCore(_SyncListener):
     owner: NotificationListener
 
     def _on_message(self, incoming: IncomingMessage) -> None:
-        self.owner._deliver(incoming)
+        if self.owner._on_loop:
+            self.owner._deliver(incoming)
+        else:  # no coroutine method at all: straight to the worker pool
+            super()._on_message(incoming)
 
 
 class NotificationListener(_Server):
