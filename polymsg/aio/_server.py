@@ -132,6 +132,8 @@ class _RPCCore(_SyncServer):
 class RPCServer(_Server):
     """Serves ``endpoints`` for ``target`` on an event loop (see :func:`get_rpc_server`)."""
 
+    _core: _RPCCore
+
     def __init__(self, transport: Transport, target: Target, endpoints: Sequence[Any], *,
                  serializer: Serializer | None = None, queue_ttl: float | None = None,
                  max_workers: int | None = None) -> None:
@@ -143,19 +145,19 @@ class RPCServer(_Server):
     @property
     def target(self) -> Target:
         """The target served (``exchange`` filled in)."""
-        return self._core.target  # type: ignore[attr-defined,no-any-return]
+        return self._core.target
 
     def _handler(self, incoming: IncomingMessage) -> Any:
         message = incoming.message
         try:
-            func = self._core._dispatcher.find(  # type: ignore[attr-defined]
-                message.get("method"), message.get("namespace"), message.get("version"))
+            func = self._core._dispatcher.find(
+                message["method"], message.get("namespace"), message.get("version"))
         except Exception:  # NoSuchMethod...: the worker path replies with it
             return None
         return func if inspect.iscoroutinefunction(func) else None
 
     async def _run(self, handler: Any, incoming: IncomingMessage) -> None:
-        dispatcher = self._core._dispatcher  # type: ignore[attr-defined]
+        dispatcher = self._core._dispatcher
         try:
             incoming.acknowledge()  # at most once: taken before it runs
             try:
@@ -183,6 +185,8 @@ class NotificationListener(_Server):
     """Delivers notifications on ``targets`` to ``endpoints`` on an event loop
     (see :func:`get_notification_listener`)."""
 
+    _core: _ListenerCore
+
     def __init__(self, transport: Transport, targets: Sequence[Target], endpoints: Sequence[Any],
                  *, pool: str | None = None, allow_requeue: bool = False,
                  serializer: Serializer | None = None, max_workers: int | None = None) -> None:
@@ -198,19 +202,19 @@ class NotificationListener(_Server):
     @property
     def targets(self) -> list[Target]:
         """The targets listened to (``exchange`` filled in)."""
-        return self._core.targets  # type: ignore[attr-defined,no-any-return]
+        return self._core.targets
 
     @property
     def pool(self) -> str | None:
         """The listener pool (``None``: the shared one)."""
-        return self._core.pool  # type: ignore[attr-defined,no-any-return]
+        return self._core.pool
 
     def _handler(self, incoming: IncomingMessage) -> Any:
         priority = str(incoming.message.get("priority", "")).lower()
         return True if priority in self._on_loop else None
 
     async def _run(self, handler: Any, incoming: IncomingMessage) -> None:
-        core: _ListenerCore = self._core  # type: ignore[assignment]
+        core = self._core
         try:
             result = NotificationResult.HANDLED
             for endpoint, method, args in core._deliveries(incoming):
