@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
+import inspect
 import logging
 import os
 import shutil
@@ -27,6 +28,7 @@ import pytest
 
 import polymsg
 from polymsg import aio
+from polymsg.testing import AsyncConformance, DriverFixtures, Harness
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 RABBIT = os.environ.get("POLYMSG_TEST_RABBIT_URL")
@@ -293,3 +295,19 @@ def test_aio_exports_the_api() -> None:
         aio.__all__)
     for name in aio.__all__:
         assert getattr(aio, name).__doc__, name
+
+
+class TestAsyncConformanceRunner(AsyncConformance, DriverFixtures):
+    """The async runner really drives the scenarios through polymsg.aio."""
+
+    url = "memory://"
+
+    def test_harness_makes_aio_objects_with_async_endpoints(self, harness: Harness) -> None:
+        server = harness.rpc_server()
+        client = harness.client()
+        assert isinstance(server._runner, aio.RPCServer)
+        assert isinstance(client._client, aio.RPCClient)
+        assert isinstance(harness.notifier()._notifier, aio.Notifier)
+        endpoint = server._runner._core._dispatcher._endpoints[0].obj
+        assert inspect.iscoroutinefunction(endpoint.echo)
+        assert client.call({}, "echo", value=[1, "a"]) == [1, "a"]
