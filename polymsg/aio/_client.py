@@ -67,6 +67,21 @@ class RPCClient:
         """The highest version this client sends."""
         return self._client.version_cap
 
+    @property
+    def serializer(self) -> Serializer:
+        """Turns arguments and results into JSON types and back."""
+        return self._client.serializer
+
+    @property
+    def queue_ttl(self) -> float | None:
+        """The ``queue_ttl`` hint (seconds), if any."""
+        return self._client.queue_ttl
+
+    @property
+    def message_ttl(self) -> float | None:
+        """The ``message_ttl`` hint (seconds), if any."""
+        return self._client.message_ttl
+
     def prepare(self, **changes: Any) -> RPCClient:
         """A client like this one with target fields and options changed (the
         keywords of :meth:`polymsg.RPCClient.prepare`)."""

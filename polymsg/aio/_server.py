@@ -89,10 +89,10 @@ class _Server:
         if self._scheduled:
             return
         self._scheduled = True
-        loop = self._loop
         try:
-            assert loop is not None  # set before the driver subscription exists
-            loop.call_soon_threadsafe(self._drain)
+            if self._loop is None:  # cannot happen: set before the subscription exists
+                raise RuntimeError("no loop")
+            self._loop.call_soon_threadsafe(self._drain)
         except RuntimeError:  # the loop is closed: let the transport keep them
             self._scheduled = False
             while self._inbox:
@@ -110,7 +110,7 @@ class _Server:
             if handler is None:
                 Runner._on_message(self._core, incoming)  # the bounded worker pool
             else:
-                task = asyncio.get_running_loop().create_task(self._run(handler, incoming))
+                task = asyncio.ensure_future(self._run(handler, incoming), loop=self._loop)
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
