@@ -40,7 +40,8 @@ what                      exchange (type)                            queue (rout
 RPC to a topic            ``<exchange>`` (topic)                     ``<topic>`` (``<topic>``)
 RPC to one server         ``<exchange>`` (topic)                     ``<topic>.<server>`` (same)
 fanout cast               ``<topic>_fanout`` (fanout, auto-delete)   ``<topic>_fanout_<hex>`` (one
-                                                                     per server, ``x-expires``)
+                                                                     per server, ``x-expires``), or
+                                                                     the stream ``<topic>_fanout``
 reply                     the default exchange ``""``                ``reply_<hex>`` (one per
                                                                      transport, ``x-expires``)
 notification              ``<exchange>`` (topic)                     ``<topic>.<priority>``, or the
@@ -55,10 +56,16 @@ control exchange, where the names above apply unchanged. Notification queues
 keep oslo.messaging's names on every exchange, so a listener can collect the
 notifications other services publish on their own exchanges.
 
-Exchanges and the topic and notification queues are neither durable nor
-auto-delete unless a :class:`Layout` says otherwise (oslo.messaging's
-``amqp_durable_queues`` and ``amqp_auto_delete``); reply and fanout queues
-expire after :attr:`Layout.transient_queue_ttl` without a consumer.
+Every queue is durable and none exclusive: RabbitMQ 4.3 refuses
+non-durable non-exclusive queues, and an exclusive queue dies with its
+connection (a reply in flight would be lost, a fast reconnect would meet
+``RESOURCE_LOCKED``). Reply and fanout queues expire after
+:attr:`Layout.transient_queue_ttl` without a consumer; topic, server and
+notification queues store messages until a consumer takes them. Which queue
+type each role gets under oslo.messaging's ``rabbit_quorum_queue``,
+``rabbit_transient_quorum_queue`` and ``rabbit_stream_fanout`` is in
+:class:`Layout`; ``use_queue_manager`` names reply and fanout queues
+``reply_<host>:<process>:<n>`` and ``<topic>_fanout_<host>:<process>:<n>``.
 
 Garbage on the wire
 ===================
@@ -73,7 +80,7 @@ import itertools
 import math
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +101,7 @@ __all__ = [
     "ReplyFrame",
     "Request",
     "Route",
+    "conflict_error",
     "decode_notification",
     "decode_reply",
     "decode_request",
@@ -141,12 +149,21 @@ class ExchangeSpec:
 
 @dataclass(frozen=True)
 class QueueSpec:
-    """A queue to declare; ``arguments`` are its ``x-`` arguments (``x-expires``…)."""
+    """A queue to declare; ``arguments`` are its ``x-`` arguments (``x-expires``…).
+
+    ``role`` is ``"shared"`` (topic, server, notification, pool),
+    ``"transient"`` (reply, fanout) or ``"stream"`` (stream fanout): it names
+    the option that decides the queue's type in errors. ``consume_arguments``
+    go with ``basic.consume`` (a stream's ``x-stream-offset``).
+    """
 
     name: str
     durable: bool = False
     auto_delete: bool = False
     arguments: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    role: str = field(default="shared", compare=False)
+    consume_arguments: Mapping[str, Any] = field(default_factory=dict, hash=False,
+                                                 compare=False)
 
 
 @dataclass(frozen=True)
@@ -172,27 +189,64 @@ class Route:
 
 @dataclass(frozen=True)
 class Layout:
-    """Declaration policy: durability of exchanges and queues, transient queue expiry.
+    """Declaration policy: queue types and durability per role, transient queue expiry.
 
-    The defaults are oslo.messaging's (non-durable, not auto-delete, reply and
-    fanout queues expiring after 1800 s unused), which a polymsg service must
-    share with any oslo.messaging service on the same exchange: RabbitMQ
-    refuses to redeclare an exchange or queue with other properties.
+    No queue is ever declared both non-durable and non-exclusive (RabbitMQ
+    4.3 refuses such queues and closes the connection): every queue below is
+    durable, and none is exclusive, so reply and fanout queues outlive a
+    lost connection (replies in flight wait for the reconnected caller) and
+    disappear through ``x-expires`` once unused.
+
+    =================  ======================  ===========================  =======================
+    role               default (classic)       ``rabbit_quorum_queue`` /    ``rabbit_stream_fanout``
+                                               ``..._transient_quorum_...``
+    =================  ======================  ===========================  =======================
+    topic, server,     durable classic         quorum (``x-delivery-limit``  (unchanged)
+    notification       (``auto_delete`` as     and memory bounds when set)
+                       ``amqp_auto_delete``)
+    reply              durable classic,        quorum, ``x-expires``        (unchanged)
+                       ``x-expires``
+    fanout             durable classic per     quorum per server,           one stream per topic
+                       server, ``x-expires``   ``x-expires``                ``<topic>_fanout``,
+                                                                            ``x-max-age``
+    =================  ======================  ===========================  =======================
+
+    Exchanges are durable when ``durable`` (``amqp_durable_queues``) or
+    ``quorum`` is set, as oslo.messaging declares them; fanout exchanges are
+    auto-delete, durable with transient quorum queues. Messages are
+    persistent when exchanges are durable. The defaults match
+    oslo.messaging's options; an oslo.messaging service configured with the
+    same options shares every queue, except that oslo.messaging on its
+    defaults declares non-durable classic queues (polymsg uses such a queue
+    as it is when it finds one, see :func:`polymsg._amqp_topology.conflict_error`).
     """
 
     durable: bool = False
     auto_delete: bool = False
     transient_queue_ttl: float | None = 1800.0
     control_exchange: str | None = None
+    quorum: bool = False
+    transient_quorum: bool = False
+    quorum_delivery_limit: int = 0
+    quorum_max_memory_length: int = 0
+    quorum_max_memory_bytes: int = 0
+    stream_fanout: bool = False
+    #: Names reply and fanout queues (``use_queue_manager``); ``None``: random names.
+    namer: Callable[[], str] | None = field(default=None, compare=False)
+
+    @property
+    def durable_exchanges(self) -> bool:
+        """Topic exchanges and persistent messages: ``amqp_durable_queues`` or quorum."""
+        return self.durable or self.quorum
 
     def exchange(self, name: str) -> ExchangeSpec:
         """The topic exchange ``name`` (a target's exchange)."""
-        return ExchangeSpec(name, "topic", self.durable, self.auto_delete)
+        return ExchangeSpec(name, "topic", self.durable_exchanges, self.auto_delete)
 
     def fanout_exchange(self, topic: str, exchange: str | None = None) -> ExchangeSpec:
         """The fanout exchange of ``topic`` (for a target on ``exchange``)."""
         name = self.scoped(exchange, f"{topic}_fanout")
-        return ExchangeSpec(name, "fanout", durable=False, auto_delete=True)
+        return ExchangeSpec(name, "fanout", durable=self.transient_quorum, auto_delete=True)
 
     def scoped(self, exchange: str | None, name: str) -> str:
         """``name`` for an RPC queue or fanout exchange of a target on ``exchange``.
@@ -207,14 +261,58 @@ class Layout:
             return name
         return f"{exchange}/{name}"
 
+    def _quorum_arguments(self) -> dict[str, Any]:
+        args: dict[str, Any] = {"x-queue-type": "quorum"}
+        if self.quorum_delivery_limit:
+            args["x-delivery-limit"] = self.quorum_delivery_limit
+        if self.quorum_max_memory_length:
+            args["x-max-in-memory-length"] = self.quorum_max_memory_length
+        if self.quorum_max_memory_bytes:
+            args["x-max-in-memory-bytes"] = self.quorum_max_memory_bytes
+        return args
+
     def shared_queue(self, name: str, queue_ttl: float | None = None) -> QueueSpec:
-        """A topic, server or notification queue; ``queue_ttl`` becomes ``x-expires``."""
-        return QueueSpec(name, self.durable, self.auto_delete, queue_arguments(queue_ttl))
+        """A topic, server or notification queue; ``queue_ttl`` becomes ``x-expires``.
+
+        Durable whatever ``amqp_durable_queues`` says (that option makes
+        exchanges durable and messages persistent); quorum queues cannot be
+        auto-delete, so ``amqp_auto_delete`` applies to classic ones only.
+        """
+        args = queue_arguments(queue_ttl)
+        if self.quorum:
+            return QueueSpec(name, True, False, {**self._quorum_arguments(), **args}, "shared")
+        return QueueSpec(name, True, self.auto_delete, args, "shared")
 
     def transient_queue(self, name: str, queue_ttl: float | None = None) -> QueueSpec:
         """A reply or fanout queue: expires after ``queue_ttl`` (default: the layout's)."""
         ttl = queue_ttl if queue_ttl is not None else self.transient_queue_ttl
-        return QueueSpec(name, durable=False, auto_delete=False, arguments=queue_arguments(ttl))
+        args = queue_arguments(ttl)
+        if self.transient_quorum:
+            args = {**self._quorum_arguments(), **args}
+        return QueueSpec(name, durable=True, auto_delete=False, arguments=args, role="transient")
+
+    def stream_queue(self, name: str) -> QueueSpec:
+        """The fanout stream of a topic: messages kept ``transient_queue_ttl`` seconds.
+
+        A consumer starts at the next message published (``x-stream-offset``
+        ``next``), not at what the stream already holds.
+        """
+        args: dict[str, Any] = {"x-queue-type": "stream"}
+        if self.transient_queue_ttl:
+            args["x-max-age"] = f"{math.ceil(self.transient_queue_ttl)}s"
+        return QueueSpec(name, durable=True, auto_delete=False, arguments=args, role="stream",
+                         consume_arguments={"x-stream-offset": "next"})
+
+    def reply_queue_name(self) -> str:
+        """A reply queue name: ``reply_<hex>``, or stable with ``use_queue_manager``."""
+        return f"reply_{self.namer()}" if self.namer is not None else reply_queue_name()
+
+    def fanout_queue_name(self, topic: str) -> str:
+        """A fanout queue name for one server of ``topic`` (stable with the queue manager)."""
+        if self.stream_fanout:
+            return f"{topic}_fanout"
+        return f"{topic}_fanout_{self.namer()}" if self.namer is not None else \
+            fanout_queue_name(topic)
 
     def send_route(self, target: Target, queue_ttl: float | None = None) -> Route:
         """Where a call or cast to ``target`` is published.
@@ -238,12 +336,13 @@ class Layout:
         name = _exchange_of(target)
         exchange = self.exchange(name)
         key = f"{topic}.{server}"
-        fanout_queue = self.scoped(name, fanout_queue_name(topic))
+        fanout_queue = self.scoped(name, self.fanout_queue_name(topic))
+        fanout = (self.stream_queue(fanout_queue) if self.stream_fanout
+                  else self.transient_queue(fanout_queue, queue_ttl))
         return [
             Route(exchange, topic, self.shared_queue(self.scoped(name, topic), queue_ttl)),
             Route(exchange, key, self.shared_queue(self.scoped(name, key), queue_ttl)),
-            Route(self.fanout_exchange(topic, name), topic,
-                  self.transient_queue(fanout_queue, queue_ttl)),
+            Route(self.fanout_exchange(topic, name), topic, fanout),
         ]
 
     def notification_route(self, target: Target, priority: str, pool: str | None = None,
@@ -260,9 +359,9 @@ class Layout:
         return Route(self.exchange(_exchange_of(target)), key, queue)
 
     def message_properties(self, ttl: str | None = None) -> dict[str, Any]:
-        """Properties of a request or notification: persistent only when queues are
-        durable (persisting into a transient queue costs the broker for nothing)."""
-        return properties(ttl=ttl, persistent=self.durable)
+        """Properties of a request or notification: persistent only when exchanges are
+        durable (``amqp_durable_queues`` or quorum), as oslo.messaging sends them."""
+        return properties(ttl=ttl, persistent=self.durable_exchanges)
 
     def reply_route(self, queue: str) -> Route:
         """Replies go through the default exchange, keyed by the reply queue's name."""
@@ -546,3 +645,4 @@ def _unique_id(raw: Mapping[str, Any]) -> str | None:
 
 # Options and layout shared by the RabbitMQ drivers (kept in their own module).
 from polymsg._amqp_options import layout_from_options, rabbit_opts  # noqa: E402
+from polymsg._amqp_topology import conflict_error  # noqa: E402

@@ -4,7 +4,14 @@
 #   scripts/services.sh start   install (Debian packages, when missing) and start both
 #   scripts/services.sh stop    stop what `start` started
 #   scripts/services.sh env     print the environment the tests read
+#   scripts/services.sh env rabbit4   the same, pointing the tests at the RabbitMQ 4.x node
 #   scripts/services.sh status  exit 0 when both answer (RabbitMQ: this checkout's node)
+#
+# `start` also starts a RabbitMQ 4.x node (scripts/rabbit4.sh: the system's
+# rabbitmq-server when it is 4.x, else one in a cached Debian 13 tree) with
+# RabbitMQ 4.3's denials on (no transient non-exclusive queues, no global
+# QoS), on POLYMSG_RABBIT4_PORT (default: the RabbitMQ port + 100), unless
+# POLYMSG_RABBIT4=0.
 #
 # Both listen on loopback only, on their own ports, with their data under
 # .run/ in the checkout, so they never touch a system broker. Ports come from
@@ -18,6 +25,9 @@ RABBIT_PORT=${POLYMSG_RABBIT_PORT:-5673}
 RABBIT_BIN=/usr/lib/rabbitmq/bin   # the real scripts; /usr/sbin wrappers switch user
 REDIS_PORT=${POLYMSG_REDIS_PORT:-6380}
 if [ "$RABBIT_PORT" = 5673 ]; then NODE=polymsg@localhost; else NODE="polymsg$RABBIT_PORT@localhost"; fi
+RABBIT4_PORT=${POLYMSG_RABBIT4_PORT:-$((RABBIT_PORT + 100))}
+RABBIT4_NODE="polymsg4_$RABBIT4_PORT"
+RABBIT4="$ROOT/scripts/rabbit4.sh"
 
 # True when something accepts TCP connections on 127.0.0.1:$1.
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -98,23 +108,44 @@ stop_redis() {
   redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
 }
 
+start_rabbit4() {
+  [ "${POLYMSG_RABBIT4:-1}" = 0 ] && return 0
+  bash "$RABBIT4" start "$RABBIT4_NODE" "$RABBIT4_PORT"
+}
+
+stop_rabbit4() {
+  bash "$RABBIT4" stop "$RABBIT4_NODE" 2>/dev/null || true
+}
+
 case "${1:-}" in
-  start) install_missing; start_rabbit; start_redis ;;
-  stop) stop_rabbit; stop_redis ;;
+  start) install_missing; start_rabbit; start_rabbit4; start_redis ;;
+  stop) stop_rabbit; stop_rabbit4; stop_redis ;;
   status)
     rc=0
     if (rabbit_env; "$RABBIT_BIN/rabbitmq-diagnostics" -q ping >/dev/null 2>&1); then
       echo "services: RabbitMQ running on 127.0.0.1:$RABBIT_PORT"
     else echo "services: RabbitMQ not running on 127.0.0.1:$RABBIT_PORT"; rc=1; fi
+    if [ "${POLYMSG_RABBIT4:-1}" != 0 ]; then
+      if bash "$RABBIT4" ctl "$RABBIT4_NODE" -q status >/dev/null 2>&1; then
+        echo "services: RabbitMQ 4 running on 127.0.0.1:$RABBIT4_PORT"
+      else echo "services: RabbitMQ 4 not running on 127.0.0.1:$RABBIT4_PORT"; rc=1; fi
+    fi
     if redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
       echo "services: Redis running on 127.0.0.1:$REDIS_PORT"
     else echo "services: Redis not running on 127.0.0.1:$REDIS_PORT"; rc=1; fi
     exit $rc
     ;;
   env)
+    if [ "${2:-}" = rabbit4 ]; then
+      echo "export POLYMSG_TEST_RABBIT_URL=rabbit://guest:guest@127.0.0.1:$RABBIT4_PORT/"
+      echo "export POLYMSG_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
+      echo "export POLYMSG_TEST_RABBITMQCTL='$(bash "$RABBIT4" ctl-command "$RABBIT4_NODE")'"
+      echo "export POLYMSG_TEST_RABBIT_VERSION=$(bash "$RABBIT4" version 2>/dev/null | head -1)"
+      exit 0
+    fi
     echo "export POLYMSG_TEST_RABBIT_URL=rabbit://guest:guest@127.0.0.1:$RABBIT_PORT/"
     echo "export POLYMSG_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
     echo "export POLYMSG_TEST_RABBITMQCTL='env HOME=$RUN/rabbitmq RABBITMQ_NODENAME=$NODE $RABBIT_BIN/rabbitmqctl'"
     ;;
-  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|env [rabbit4]" >&2; exit 2 ;;
 esac

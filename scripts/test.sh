@@ -4,7 +4,8 @@
 #   scripts/test.sh
 #
 # It starts RabbitMQ and Redis (scripts/services.sh; installs them from Debian
-# packages when missing), creates .venv with the current python3, installs
+# packages when missing; a RabbitMQ 4.x node beside the system's, see
+# scripts/rabbit4.sh), creates .venv with the current python3, installs
 # polymsg and every driver under drivers/*/ (editable), then runs ruff, mypy
 # --strict, the core tests, each driver's tests and the Sphinx docs build
 # (-W). It exits non-zero when any step fails and ends with a line
@@ -15,6 +16,8 @@
 #   POLYMSG_VENV         virtualenv directory (default: .venv in the checkout)
 #   POLYMSG_RABBIT_PORT  RabbitMQ port (default 5673, or a free one if taken)
 #   POLYMSG_REDIS_PORT   Redis port (default 6380, or a free one if taken)
+#   POLYMSG_RABBIT4_PORT RabbitMQ 4.x node's port (default: the RabbitMQ port + 100)
+#   POLYMSG_RABBIT4=0    no RabbitMQ 4.x node (its suites are skipped)
 #   POLYMSG_KEEP_SERVICES=1   leave the services running afterwards
 #   POLYMSG_SKIP_INSTALL=1    reuse the virtualenv as it is (fast re-runs)
 set -uo pipefail
@@ -171,6 +174,7 @@ export PATH="$VENV/bin:$PATH"
 
 run "ruff check" "$VENV/bin/ruff" check "$ROOT"
 run "mypy --strict polymsg" "$VENV/bin/mypy" --strict -p polymsg
+run "mypy --strict benchmarks" "$VENV/bin/mypy" --strict benchmarks
 for d in "${DRIVERS[@]}"; do
   pkgs=()
   for p in $(driver_packages "$d"); do pkgs+=(-p "$p"); done
@@ -180,11 +184,29 @@ for d in "${DRIVERS[@]}"; do
 done
 
 pytest_run core "$ROOT" tests
+pytest_run benchmarks "$ROOT" benchmarks/tests  # the harness (repository only)
 for d in "${DRIVERS[@]}"; do
   if [ -d "$d/tests" ]; then
     pytest_run "$(basename "$d")" "$d" tests allow-empty
   fi
 done
+
+# The RabbitMQ driver suites again, on the RabbitMQ 4.x node with 4.3's
+# denials (scripts/services.sh started it), then polymsg's RabbitMQ 4 tests
+# (quorum queues, oslo.messaging interop, the three-node cluster).
+if [ "${POLYMSG_RABBIT4:-1}" != 0 ]; then
+  saved_env=$(scripts/services.sh env)
+  eval "$(scripts/services.sh env rabbit4)"
+  say "RabbitMQ 4.x node: $POLYMSG_TEST_RABBIT_URL (RabbitMQ $POLYMSG_TEST_RABBIT_VERSION)"
+  for d in "${DRIVERS[@]}"; do
+    grep -rqs POLYMSG_TEST_RABBIT_URL "$d/tests" && pytest_run "$(basename "$d")@rabbit4" "$d" tests
+  done
+  for t in "$ROOT"/tests/amqp "$ROOT"/tests/rabbit4; do
+    [ -d "$t" ] && pytest_run "$(basename "$t")@rabbit4" "$ROOT" "$t"
+  done
+  eval "$saved_env"
+  unset POLYMSG_TEST_RABBIT_VERSION
+fi
 
 run "sphinx docs (-W)" "$VENV/bin/sphinx-build" -q -W --keep-going -b html \
   "$ROOT/docs" "$ROOT/docs/_build/html"

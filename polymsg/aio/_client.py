@@ -19,7 +19,9 @@ class RPCClient:
     """Sends requests to the servers of ``target`` from an event loop.
 
     Arguments, validation and behaviour are those of :class:`polymsg.RPCClient`
-    (extra keyword ``options`` go to it too); ``call`` and ``cast`` are
+    (extra keyword ``options``, such as ``transport_options``, go to it too);
+    ``call_monitor_timeout`` fails a call whose server stopped sending
+    heartbeats for that long. ``call`` and ``cast`` are
     coroutines. Any number of tasks may share one client, and a sync and an
     async client may share one transport.
 
@@ -31,10 +33,12 @@ class RPCClient:
     def __init__(self, transport: Transport, target: Target, *, timeout: float | None = None,
                  retry: int | None = None, version_cap: str | None = None,
                  serializer: Serializer | None = None, queue_ttl: float | None = None,
-                 message_ttl: float | None = None, **options: Any) -> None:
+                 message_ttl: float | None = None, call_monitor_timeout: float | None = None,
+                 **options: Any) -> None:
         self._client = _SyncClient(transport, target, timeout=timeout, retry=retry,
                                    version_cap=version_cap, serializer=serializer,
-                                   queue_ttl=queue_ttl, message_ttl=message_ttl, **options)
+                                   queue_ttl=queue_ttl, message_ttl=message_ttl,
+                                   call_monitor_timeout=call_monitor_timeout, **options)
 
     @classmethod
     def _wrap(cls, client: _SyncClient) -> RPCClient:
@@ -68,6 +72,11 @@ class RPCClient:
         return self._client.version_cap
 
     @property
+    def call_monitor_timeout(self) -> float | None:
+        """Seconds without a server heartbeat before a call fails, if set."""
+        return self._client.call_monitor_timeout
+
+    @property
     def serializer(self) -> Serializer:
         """Turns arguments and results into JSON types and back."""
         return self._client.serializer
@@ -94,8 +103,11 @@ class RPCClient:
     async def call(self, ctxt: dict[str, Any] | None, method: str, **kwargs: Any) -> Any:
         """Invoke ``method`` on one server and return its result (or raise its error)."""
         client = self._client
-        future, wire_ctxt, timeout = client._start_call(ctxt, method, kwargs)
-        reply = await wait_future(future, timeout, lambda: client._timed_out(method, timeout))
+        future, wire_ctxt, timeout, beats = client._start_call(ctxt, method, kwargs)
+        monitor = client.call_monitor_timeout
+        reply = await wait_future(
+            future, timeout, lambda silent: client._timed_out(method, timeout, silent),
+            None if monitor is None else (monitor, lambda: beats.last))
         return client._outcome(reply, wire_ctxt)
 
     async def cast(self, ctxt: dict[str, Any] | None, method: str, **kwargs: Any) -> None:

@@ -8,6 +8,7 @@ which settles an asyncio future. The timeout is a loop timer, not a task.
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -23,14 +24,28 @@ T = TypeVar("T")
 
 
 class _Expired(Exception):
-    """The loop timer fired before the driver's future completed."""
+    """A loop timer fired before the driver's future completed."""
+
+    def __init__(self, silent: bool) -> None:
+        super().__init__()
+        self.silent = silent
+
+
+#: ``(seconds, last)``: expire when ``last()`` (a ``time.monotonic()`` reading: the
+#: latest call-monitor heartbeat) is older than that.
+Silence = tuple[float, Callable[[], float]]
 
 
 async def wait_future(future: Future[T], timeout: float | None = None,
-                      timed_out: Callable[[], MessagingTimeout] | None = None) -> T:
-    """The result of ``future``, awaited; on ``timeout`` it is cancelled (the driver
-    drops its bookkeeping) and ``timed_out()`` raised. Cancelling the awaiting task
-    cancels ``future`` too, so a late reply is dropped by the driver."""
+                      timed_out: Callable[[bool], MessagingTimeout] | None = None,
+                      silence: Silence | None = None) -> T:
+    """The result of ``future``, awaited.
+
+    After ``timeout`` seconds, or once ``silence`` says the heartbeats stopped,
+    ``future`` is cancelled (the driver drops its bookkeeping) and
+    ``timed_out(silent)`` raised. Cancelling the awaiting task cancels
+    ``future`` too, so a late reply is dropped by the driver.
+    """
     if future.done():
         return _outcome(future)
     loop = asyncio.get_running_loop()
@@ -39,19 +54,55 @@ async def wait_future(future: Future[T], timeout: float | None = None,
     if inbox is None:
         inbox = _INBOXES[loop] = _Inbox(loop)
     future.add_done_callback(partial(inbox.put, waiter))
-    timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
+    timer = _Timer(loop, waiter, timeout, silence)
     try:
         return await waiter
-    except _Expired:
+    except _Expired as expired:
         future.cancel()
-        raise (timed_out() if timed_out else MessagingTimeout(
-            f"timed out after {timeout:g}s")) from None
+        if timed_out is not None:
+            raise timed_out(expired.silent) from None
+        raise MessagingTimeout(f"timed out after {timeout:g}s") from None
     except asyncio.CancelledError:
         future.cancel()
         raise
     finally:
-        if timer is not None:
-            timer.cancel()
+        timer.cancel()
+
+
+class _Timer:
+    """Fails ``waiter`` with :class:`_Expired` at the deadline or once silent."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Any],
+                 timeout: float | None, silence: Silence | None) -> None:
+        self._loop = loop
+        self._waiter = waiter
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._silence = silence
+        self._handle: asyncio.TimerHandle | None = None
+        self._check()
+
+    def _check(self) -> None:
+        now = time.monotonic()
+        wake_at = self._deadline
+        if wake_at is not None and now >= wake_at:
+            return self._expire(silent=False)
+        if self._silence is not None:
+            seconds, last = self._silence
+            quiet_until = last() + seconds
+            if now >= quiet_until:
+                return self._expire(silent=True)
+            wake_at = quiet_until if wake_at is None else min(wake_at, quiet_until)
+        if wake_at is not None:
+            self._handle = self._loop.call_later(wake_at - now, self._check)
+        return None
+
+    def _expire(self, silent: bool) -> None:
+        if not self._waiter.done():
+            self._waiter.set_exception(_Expired(silent))
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
 
 
 class _Inbox:
@@ -95,11 +146,6 @@ def _settle(waiter: asyncio.Future[T], done: Future[T]) -> None:
         waiter.set_result(_outcome(done))
     except Exception as exc:  # handed to the awaiting task
         waiter.set_exception(exc)
-
-
-def _expire(waiter: asyncio.Future[Any]) -> None:
-    if not waiter.done():
-        waiter.set_exception(_Expired())
 
 
 def _outcome(future: Future[T]) -> T:

@@ -21,7 +21,7 @@ from polymsg._executor import Runner
 from polymsg._listener import NotificationListener as _SyncListener
 from polymsg._listener import NotificationResult, _log_endpoint_failure
 from polymsg._rpc_server import RPCServer as _SyncServer
-from polymsg._rpc_server import reply_failure, reply_result
+from polymsg._rpc_server import _CallMonitor, reply_failure, reply_result
 from polymsg._serializer import Serializer
 from polymsg._target import Target
 from polymsg._transport import Transport
@@ -160,13 +160,14 @@ class RPCServer(_Server):
         dispatcher = self._core._dispatcher
         try:
             incoming.acknowledge()  # at most once: taken before it runs
+            monitor = _CallMonitor.start(incoming)
             try:
                 user_ctxt, kwargs = dispatcher.arguments(incoming.ctxt, incoming.message)
                 result = dispatcher.result(user_ctxt, await handler(user_ctxt, **kwargs))
             except Exception as exc:
-                reply_failure(incoming, handler, exc)
+                reply_failure(incoming, handler, exc, monitor)
                 return
-            reply_result(incoming, result)
+            reply_result(incoming, result, monitor)
         except Exception:
             LOG.exception("unexpected error processing a message; it was dropped")
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import amqp.exceptions as amqp_errors
 
-from polymsg.driver import MessageDeliveryFailure, amqp
+from polymsg import amqp
+from polymsg.driver import MessageDeliveryFailure
 from polymsg_kombu._errors import describe, is_precondition_failed
 from polymsg_kombu._session import Session
 
@@ -97,6 +98,9 @@ def _queue(session: Session, queue: amqp.QueueSpec, *, consumer: bool) -> None:
               durable=queue.durable, auto_delete=queue.auto_delete,
               arguments=dict(queue.arguments) or None)
     except _Mismatch as exc:
+        fatal = amqp.conflict_error(queue, str(exc))
+        if fatal is not None:  # another queue type: what was asked for cannot hold
+            raise MessageDeliveryFailure(fatal) from exc
         if queue.arguments or consumer:
             LOG.warning("queue %r already exists with other properties or arguments than "
                         "requested (%s); %s it as it is, so a TTL hint given here does not "

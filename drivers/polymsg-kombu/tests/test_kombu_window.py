@@ -80,8 +80,8 @@ def test_a_refused_cast_is_logged_with_its_id(rabbit_url: str, topic: str,
     # negatively. (polymsg, finding the queue declared with other arguments,
     # warns and uses it as it is.)
     with raw_channel(rabbit_url) as channel:
-        channel.queue_declare(topic, arguments={"x-max-length": 1,
-                                                "x-overflow": "reject-publish"})
+        channel.queue_declare(topic, durable=True, arguments={"x-max-length": 1,
+                                                              "x-overflow": "reject-publish"})
     caplog.set_level(logging.WARNING, logger="polymsg_kombu")
     try:
         with polymsg.get_transport(rabbit_url) as windowed, \

@@ -22,7 +22,7 @@ from proxy import Proxy
 from rabbit import FAST_RETRY, base_url, url, wait_confirmed
 
 import polymsg
-from polymsg.driver import amqp
+from polymsg import amqp
 from polymsg.testing import Recorder
 
 WAIT = 30.0
@@ -254,7 +254,8 @@ def test_a_message_refused_for_good_is_logged_with_its_unique_id(
     refused = warnings_about("was not delivered")
     # A queue that takes nothing: the broker answers every publish with basic.nack.
     queue = topic if kind == "cast" else f"{topic}.info"
-    raw.queue_declare(queue, arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
+    raw.queue_declare(queue, durable=True,
+                      arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
     try:
         with polymsg.get_transport(pika_url) as sending:
             _sender(sending, topic, kind)(1)  # returns: the refusal comes later
@@ -268,7 +269,8 @@ def test_a_message_refused_for_good_is_logged_with_its_unique_id(
 
 
 def test_window_zero_raises_the_refusal(pika_url: str, raw: Any, topic: str) -> None:
-    raw.queue_declare(topic, arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
+    raw.queue_declare(topic, durable=True,
+                      arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
     try:
         with polymsg.get_transport(f"{pika_url}&confirm_window=0") as sending, \
                 pytest.raises(polymsg.MessageDeliveryFailure, match=r"basic\.nack"):

@@ -1,0 +1,78 @@
+"""Fixtures of the RabbitMQ 4 tests: a virtual host of their own on the test broker.
+
+They run where ``scripts/services.sh env rabbit4`` points (the RabbitMQ 4.x
+node with 4.3's denials; ``scripts/test.sh`` runs them there) and on any
+broker ``$POLYMSG_TEST_RABBIT_URL`` names with ``$POLYMSG_TEST_RABBITMQCTL``
+set; without them they are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+import polymsg
+
+RABBIT_URL = os.environ.get("POLYMSG_TEST_RABBIT_URL")
+RABBITMQCTL = os.environ.get("POLYMSG_TEST_RABBITMQCTL")
+
+#: Option sets every RabbitMQ 4 test runs under (URL query strings).
+OPTION_SETS = {
+    "classic": "",
+    "quorum": "rabbit_quorum_queue=true&rabbit_transient_quorum_queue=true",
+    "quorum+stream": "rabbit_quorum_queue=true&rabbit_transient_quorum_queue=true"
+                     "&rabbit_stream_fanout=true",
+}
+DRIVERS = ("rabbit+kombu", "rabbit+pika")
+FAST_RETRY = "retry_interval=0.2&retry_backoff=0.3&retry_interval_max=1"
+
+
+def ctl(*args: str) -> str:
+    """``rabbitmqctl`` against the test broker."""
+    assert RABBITMQCTL
+    done = subprocess.run([*shlex.split(RABBITMQCTL), "-q", *args], capture_output=True,
+                          text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr or done.stdout}")
+    return done.stdout
+
+
+def broker_url(scheme: str, vhost: str, query: str = "") -> str:
+    """A ``scheme`` URL of the test broker on ``vhost`` with ``query``."""
+    assert RABBIT_URL
+    base = polymsg.TransportURL.parse(RABBIT_URL)
+    rendered = polymsg.TransportURL(transport=scheme, hosts=base.hosts,
+                                    virtual_host=vhost).render(hide_password=False)
+    return f"{rendered}?{query}" if query else rendered
+
+
+@pytest.fixture(scope="session")
+def vhost() -> Iterator[str]:
+    if not RABBIT_URL or not RABBITMQCTL:
+        pytest.skip("needs POLYMSG_TEST_RABBIT_URL and POLYMSG_TEST_RABBITMQCTL "
+                    "(eval \"$(scripts/services.sh env rabbit4)\")")
+    name = f"polymsg-rabbit4-{uuid.uuid4().hex[:8]}"
+    ctl("add_vhost", name)
+    ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    try:
+        yield name
+    finally:
+        ctl("delete_vhost", name)
+
+
+def list_queues(vhost: str) -> dict[str, dict[str, str]]:
+    """Queues of ``vhost``: name -> durable, exclusive, type, arguments (as rabbitmqctl prints)."""
+    out = ctl("list_queues", "-p", vhost, "--no-table-headers", "name", "durable",
+              "exclusive", "type", "arguments")
+    result = {}
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 4:
+            result[parts[0]] = {"durable": parts[1], "exclusive": parts[2], "type": parts[3],
+                                "arguments": parts[4] if len(parts) > 4 else ""}
+    return result

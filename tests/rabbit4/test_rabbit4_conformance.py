@@ -1,0 +1,45 @@
+"""polymsg's conformance suite on both RabbitMQ drivers under each queue-type option set."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from polymsg_pika import PikaDriver
+
+from polymsg.driver import CAPABILITIES
+from polymsg.testing import ConformanceTests
+
+from .conftest import FAST_RETRY, OPTION_SETS, broker_url
+
+
+def _url(scheme: str, vhost: str, options: str) -> str:
+    return broker_url(scheme, vhost, "&".join(q for q in (options, FAST_RETRY) if q))
+
+
+class TestKombuOptionSets(ConformanceTests):
+    capabilities = CAPABILITIES
+    # RabbitMQ removes an expired quorum queue up to ~5 s after its x-expires.
+    ttl_grace = 6.0
+
+    @pytest.fixture(params=list(OPTION_SETS))
+    def transport_url(self, request: pytest.FixtureRequest, vhost: str) -> str:
+        return _url("rabbit+kombu", vhost, OPTION_SETS[request.param])
+
+    def get_unreachable_url(self) -> str:
+        return "rabbit+kombu://guest:guest@127.0.0.1:1/?retry_interval=0.05&retry_backoff=0"
+
+
+class TestPikaOptionSets(ConformanceTests):
+    capabilities = PikaDriver.capabilities
+    ttl_grace = 6.0
+
+    @pytest.fixture(params=list(OPTION_SETS))
+    def transport_url(self, request: pytest.FixtureRequest, vhost: str) -> str:
+        return _url("rabbit+pika", vhost, OPTION_SETS[request.param])
+
+    def get_unreachable_url(self) -> str:
+        return "rabbit+pika://guest:guest@127.0.0.1:1/?retry_interval=0.1"
+
+    def thread_may_linger(self, thread: threading.Thread) -> bool:
+        return False
