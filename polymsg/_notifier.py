@@ -125,8 +125,8 @@ class Notifier:
             transport.require("message_ttl", "message_ttl")
         if not isinstance(event_type, str) or not event_type:
             raise InvalidTarget(f"event_type must be a non-empty string, got {event_type!r}")
-        wire_ctxt = check_context(to_primitive(
-            self.serializer.serialize_context({} if ctxt is None else ctxt), "context"))
+        wire_ctxt = to_primitive(check_context(
+            self.serializer.serialize_context({} if ctxt is None else ctxt)), "context")
         message = {
             "message_id": str(uuid.uuid4()),
             "publisher_id": self.publisher_id,

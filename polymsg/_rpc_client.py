@@ -211,8 +211,8 @@ class RPCClient:
             raise RPCVersionCapError(
                 f"requested version {version} is above the version cap {self.version_cap}")
         serializer = self.serializer
-        wire_ctxt = check_context(to_primitive(
-            serializer.serialize_context({} if ctxt is None else ctxt), "context"))
+        wire_ctxt = to_primitive(check_context(
+            serializer.serialize_context({} if ctxt is None else ctxt)), "context")
         if type(serializer) is NoOpSerializer:
             args = to_primitive(kwargs, "args")
         else:
