@@ -248,6 +248,38 @@ async def test_many_calls_in_flight_use_no_thread_each(transport: polymsg.Transp
         assert threading.active_count() <= before + 4
 
 
+class Slow:
+    async def slow(self, ctxt: Any, seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "done"
+
+
+def _require_call_monitor(transport: polymsg.Transport) -> None:
+    if "call_monitor" not in type(transport._driver).send_features:
+        pytest.skip("the driver does not implement call_monitor")
+
+
+@run_in_loop
+async def test_call_monitor_keeps_a_long_async_call_alive(transport: polymsg.Transport,
+                                                          topic: str) -> None:
+    _require_call_monitor(transport)
+    async with _server(transport, topic, Slow()):
+        client = _client(transport, topic, call_monitor_timeout=0.4)
+        # three times the monitor timeout: only the heartbeats keep it going
+        assert await client.call({}, "slow", seconds=1.2) == "done"
+
+
+@run_in_loop
+async def test_call_monitor_fails_a_silent_call_early(transport: polymsg.Transport,
+                                                      topic: str) -> None:
+    _require_call_monitor(transport)
+    client = _client(transport, topic, timeout=30, call_monitor_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(polymsg.MessagingTimeout, match="heartbeat"):
+        await client.call({}, "slow", seconds=0)  # nobody serves the topic
+    assert 0.45 <= time.monotonic() - started < 0.5 + 3.0
+
+
 class Listener:
     def __init__(self, requeue_first: bool = False) -> None:
         self.seen: list[tuple[str, Any, str]] = []
