@@ -29,7 +29,7 @@ _ONLY_HELP = ("Comma-separated subjects: memory, pingpong, pingpong-1core, zmq, 
 @click.option("--url-rabbit", metavar="URL", envvar="POLYMSG_TEST_RABBIT_URL",
               show_envvar=True, help="RabbitMQ for kombu, pika, oslo and raw-pika "
               "(rabbit://user:pass@host:port/vhost).")
-@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--rounds", metavar="N", type=click.IntRange(min=1), default=1, show_default=True,
               help="Measure every subject's rates N times, the subjects taking turns; "
               "keep each figure's best round (steadier on a busy machine).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),

@@ -48,7 +48,20 @@ _S = TypeVar("_S", bound="_Subject")
 
 
 class _Subject:
-    """Context manager plumbing shared by the subjects."""
+    """What every subject does with its ``client`` and ``notifier`` (polymsg's and
+    oslo.messaging's take the same calls), and context manager plumbing."""
+
+    client: Any
+    notifier: Any
+
+    def call(self, payload: str) -> Any:
+        return self.client.call({}, "echo", payload=payload)
+
+    def cast(self, payload: str) -> None:
+        self.client.cast({}, "tick", payload=payload)
+
+    def notify(self, payload: str) -> None:
+        self.notifier.info({}, EVENT_TYPE, payload)
 
     def close(self) -> None:
         """Release everything the subject holds."""
@@ -70,15 +83,6 @@ class _PolymsgClient(_Subject):
                                         timeout=CALL_TIMEOUT)
         self.notifier = polymsg.Notifier(self.transport, "bench",
                                          topics=(f"{topic}-notifications",))
-
-    def call(self, payload: str) -> Any:
-        return self.client.call({}, "echo", payload=payload)
-
-    def cast(self, payload: str) -> None:
-        self.client.cast({}, "tick", payload=payload)
-
-    def notify(self, payload: str) -> None:
-        self.notifier.info({}, EVENT_TYPE, payload)
 
     def close(self) -> None:
         self.transport.cleanup()
@@ -127,7 +131,6 @@ class _RemoteServer(_Subject):
     read from ``/proc``."""
 
     _child: Child
-    client: Any
 
     def reset(self) -> None:
         self.client.call({}, "reset")
@@ -178,20 +181,11 @@ class OsloRemote(_RemoteServer):
             self._notes = om.get_notification_transport(conf, url=url)
             self.client = om.get_rpc_client(self._transport, om.Target(topic=topic),
                                             timeout=CALL_TIMEOUT)
-            self._notifier = om.Notifier(self._notes, publisher_id="bench", driver="messaging",
-                                         topics=[f"{topic}-notifications"])
+            self.notifier = om.Notifier(self._notes, publisher_id="bench", driver="messaging",
+                                        topics=[f"{topic}-notifications"])
         except BaseException:
             self._child.close()
             raise
-
-    def call(self, payload: str) -> Any:
-        return self.client.call({}, "echo", payload=payload)
-
-    def cast(self, payload: str) -> None:
-        self.client.cast({}, "tick", payload=payload)
-
-    def notify(self, payload: str) -> None:
-        self._notifier.info({}, EVENT_TYPE, payload)
 
     def close(self) -> None:
         try:

@@ -72,7 +72,7 @@ def test_quorum_arguments_are_oslo_messagings() -> None:
 
 
 def test_transient_quorum_queues_expire() -> None:
-    layout = _layout(rabbit_transient_quorum_queue=True, transient_queues_ttl=60)
+    layout = _layout(rabbit_transient_quorum_queue=True, rabbit_transient_queues_ttl=60)
     reply = layout.reply_route("reply_x").queue
     assert reply is not None
     assert dict(reply.arguments) == {"x-queue-type": "quorum", "x-expires": 60_000}

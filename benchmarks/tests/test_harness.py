@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from benchmarks import _measure, _report, _run
 from benchmarks._child import Child, ChildFailed, cpu_seconds
 from benchmarks._cli import bench as bench_command
-from benchmarks._subjects import PolymsgRemote
+from benchmarks._subjects import OsloRemote, PolymsgRemote
 
 
 def bench(*args: str) -> Result:
@@ -188,6 +188,18 @@ def test_remote_server_figures_and_rss_on_rabbitmq() -> None:
     assert calls["calls"] > 0 and calls["call_median_us"] > 0
     assert casts["casts"] > 0 and casts["cast_cpu_us"] > 0
     assert 5 < rss["rss_first_MiB"] < 2000 and rss["rss_last_MiB"] > 0
+
+
+def test_oslo_messaging_subject_on_rabbitmq() -> None:
+    """The reference: oslo.messaging's server in a child process, the same figures."""
+    if importlib.util.find_spec("oslo_messaging") is None:
+        pytest.skip("oslo.messaging is not installed (pip install -r benchmarks/requirements.txt)")
+    with OsloRemote(rabbit_url()) as subject:
+        calls = _measure.sequential_calls(subject, 100, 0.2)
+        casts = _measure.casts_end_to_end(subject, 100, 0.2)
+        notes = _measure.notifications_end_to_end(subject, 0.2)
+    assert calls["calls"] > 0 and casts["casts"] > 0 and casts["cast_cpu_us"] > 0
+    assert notes["notifications"] > 0
 
 
 def _failing() -> dict[str, float]:
