@@ -6,7 +6,8 @@ import logging
 import threading
 import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from datetime import datetime, timezone
 from typing import Any
 
@@ -117,6 +118,13 @@ class Notifier:
 
     def _notify(self, ctxt: dict[str, Any] | None, event_type: str, payload: Any,
                 priority: str) -> None:
+        for future in self._send(ctxt, event_type, payload, priority):
+            _result(future, None)
+
+    def _send(self, ctxt: dict[str, Any] | None, event_type: str, payload: Any,
+              priority: str) -> Iterator[Future[None]]:
+        """Publish on each topic in turn, yielding each send's future; the caller
+        waits for it (sync or async) before asking for the next."""
         transport = self.transport
         transport.require("notify", "a notifier")
         if self.message_ttl is not None:
@@ -136,7 +144,7 @@ class Notifier:
         }
         options, driver = self._options, transport._driver
         for target in self._targets:
-            _result(_guard(lambda t=target: driver.notify(t, wire_ctxt, message, options)), None)
+            yield _guard(lambda t=target: driver.notify(t, wire_ctxt, message, options))
 
 
 class LoggingNotificationHandler(logging.Handler):

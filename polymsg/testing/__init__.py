@@ -22,14 +22,15 @@ import pytest
 
 # Before the test modules are imported, so pytest explains failing asserts.
 pytest.register_assert_rewrite(
-    "polymsg.testing._capabilities", "polymsg.testing._delivery", "polymsg.testing._errors",
-    "polymsg.testing._conversions", "polymsg.testing._oslo_behaviours",
+    "polymsg.testing._aio", "polymsg.testing._capabilities", "polymsg.testing._delivery",
+    "polymsg.testing._errors", "polymsg.testing._conversions", "polymsg.testing._oslo_behaviours",
     "polymsg.testing._fixtures", "polymsg.testing._lifecycle", "polymsg.testing._multi_host",
     "polymsg.testing._notifications",
     "polymsg.testing._rpc", "polymsg.testing._security", "polymsg.testing._spread",
     "polymsg.testing._support", "polymsg.testing._versions",
 )
 
+from polymsg.testing._aio import AsyncConformance  # noqa: E402
 from polymsg.testing._capabilities import CapabilityTests  # noqa: E402
 from polymsg.testing._conversions import ConversionTests  # noqa: E402
 from polymsg.testing._delivery import DeliveryTests  # noqa: E402
@@ -53,6 +54,7 @@ from polymsg.testing._support import (  # noqa: E402
 from polymsg.testing._versions import VersionTests  # noqa: E402
 
 __all__ = [
+    "AsyncConformance",
     "CapabilityTests",
     "ConformanceTests",
     "ConversionTests",

@@ -29,7 +29,7 @@ from polymsg_zmq import ZmqDriver
 from zmqtest import Hosts, ReceiverProcess, free_port, short_tmpdir, split_transport
 
 import polymsg
-from polymsg.testing import ConformanceTests, Harness
+from polymsg.testing import AsyncConformance, ConformanceTests, Harness
 
 
 class TestZmqLocalConformance(ConformanceTests):
@@ -153,3 +153,7 @@ class TestZmqRedisConformance(_MultiHost):
         hosts = Hosts(["a", "b", "c"], start_receiver="false")
         hosts.use_redis()
         return hosts
+
+
+class TestZmqLocalAioConformance(AsyncConformance, TestZmqLocalConformance):
+    """The same scenarios through polymsg.aio."""
