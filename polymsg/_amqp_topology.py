@@ -16,6 +16,8 @@ import re
 import socket
 import sys
 import threading
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from oslo_config import cfg
@@ -25,7 +27,8 @@ from polymsg._amqp import Layout, QueueSpec
 if TYPE_CHECKING:
     from polymsg.driver import DriverOptions
 
-__all__ = ["QueueNamer", "conflict_error", "layout_from_topology", "topology_opts"]
+__all__ = ["QueueNamer", "broker_major", "conflict_error", "for_broker", "layout_from_topology",
+           "topology_opts"]
 
 
 def topology_opts() -> list[cfg.Opt]:
@@ -71,8 +74,6 @@ def layout_from_topology(options: DriverOptions, base: Layout) -> Layout:
     cannot serve (stream fanout without transient quorum queues or without a
     prefetch bound).
     """
-    from dataclasses import replace
-
     from polymsg._exceptions import InvalidTransportURL
 
     stream = bool(options.get("rabbit_stream_fanout", False))
@@ -118,6 +119,32 @@ class QueueNamer:
         with self._lock:
             self._count += 1
             return f"{self.prefix}:{self._count}"
+
+
+def broker_major(server_properties: Mapping[str, Any] | None) -> int | None:
+    """RabbitMQ's major version from a connection's server properties (``None``: unknown)."""
+    version = (server_properties or {}).get("version")
+    if isinstance(version, (bytes, bytearray)):
+        version = bytes(version).decode("ascii", "replace")
+    found = re.match(r"\s*(\d+)\.", version) if isinstance(version, str) else None
+    return int(found.group(1)) if found else None
+
+
+def for_broker(queue: QueueSpec, server_properties: Mapping[str, Any] | None) -> QueueSpec:
+    """``queue`` as it is declared on the broker whose ``server_properties`` are given.
+
+    RabbitMQ 4 and later (and a broker of unknown version) get ``queue`` as
+    it is: durable. On RabbitMQ 3 a classic topic, server or notification
+    queue keeps the durability oslo.messaging gives it
+    (``amqp_durable_queues``), so a polymsg service and an oslo.messaging
+    service on its defaults declare one queue alike.
+    """
+    if queue.legacy_durable is None or queue.legacy_durable == queue.durable:
+        return queue
+    major = broker_major(server_properties)
+    if major is None or major >= 4:
+        return queue
+    return replace(queue, durable=queue.legacy_durable)
 
 
 _INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'")

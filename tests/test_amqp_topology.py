@@ -151,3 +151,23 @@ def test_harmless_conflicts_are_not_errors() -> None:
     assert conflict_error(classic, "PRECONDITION_FAILED - inequivalent arg 'durable' for "
                                    "queue 'compute'") is None
     assert conflict_error(classic, "PRECONDITION_FAILED - inequivalent arg 'x-expires'") is None
+
+
+@pytest.mark.parametrize(("version", "durable"), [
+    ("3.10.8", False), (b"3.13.7", False), ("4.0.5", True), ("4.3.0", True), (None, True),
+])
+def test_rabbitmq_3_keeps_oslo_messagings_durability_of_classic_shared_queues(
+        version: str | bytes | None, durable: bool) -> None:
+    from polymsg._amqp_topology import for_broker
+
+    props = {"version": version} if version is not None else {}
+    topic = _layout().send_route(TARGET).queue
+    assert topic is not None
+    assert for_broker(topic, props).durable is durable
+    # Quorum queues, queues made durable by amqp_durable_queues and transient
+    # queues are durable on every broker.
+    for layout in (_layout(rabbit_quorum_queue=True), _layout(amqp_durable_queues=True)):
+        queue = layout.send_route(TARGET).queue
+        assert queue is not None and for_broker(queue, props).durable
+    reply = _layout().reply_route("reply_x").queue
+    assert reply is not None and for_broker(reply, props).durable
