@@ -102,6 +102,7 @@ __all__ = [
     "Request",
     "Route",
     "conflict_error",
+    "consume_arguments",
     "decode_notification",
     "decode_reply",
     "decode_request",
@@ -113,6 +114,7 @@ __all__ = [
     "for_broker",
     "layout_from_options",
     "new_id",
+    "next_stream_offset",
     "properties",
     "queue_arguments",
     "rabbit_opts",
@@ -653,4 +655,9 @@ def _unique_id(raw: Mapping[str, Any]) -> str | None:
 
 # Options and layout shared by the RabbitMQ drivers (kept in their own module).
 from polymsg._amqp_options import layout_from_options, rabbit_opts  # noqa: E402
-from polymsg._amqp_topology import conflict_error, for_broker  # noqa: E402
+from polymsg._amqp_topology import (  # noqa: E402
+    conflict_error,
+    consume_arguments,
+    for_broker,
+    next_stream_offset,
+)

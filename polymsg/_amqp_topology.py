@@ -27,8 +27,8 @@ from polymsg._amqp import Layout, QueueSpec
 if TYPE_CHECKING:
     from polymsg.driver import DriverOptions
 
-__all__ = ["QueueNamer", "broker_major", "conflict_error", "for_broker", "layout_from_topology",
-           "topology_opts"]
+__all__ = ["QueueNamer", "broker_major", "conflict_error", "consume_arguments", "for_broker",
+           "layout_from_topology", "next_stream_offset", "topology_opts"]
 
 
 def topology_opts() -> list[cfg.Opt]:
@@ -145,6 +145,28 @@ def for_broker(queue: QueueSpec, server_properties: Mapping[str, Any] | None) ->
     if major is None or major >= 4:
         return queue
     return replace(queue, durable=queue.legacy_durable)
+
+
+def consume_arguments(queue: QueueSpec, next_offset: int | None = None) -> dict[str, Any] | None:
+    """The ``basic.consume`` arguments for ``queue`` (``None``: none).
+
+    A stream consumer starts at the next message published; one that read
+    the stream before (``next_offset``, from :func:`next_stream_offset`)
+    resumes right after the last message it was given, so a reconnect
+    misses nothing the stream still holds.
+    """
+    args = dict(queue.consume_arguments)
+    if next_offset is not None and "x-stream-offset" in args:
+        args["x-stream-offset"] = next_offset
+    return args or None
+
+
+def next_stream_offset(headers: Mapping[str, Any] | None) -> int | None:
+    """The offset after a stream delivery's ``x-stream-offset`` header (``None``: no offset)."""
+    value = (headers or {}).get("x-stream-offset")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value + 1
+    return None
 
 
 _INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'")

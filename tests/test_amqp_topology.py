@@ -171,3 +171,18 @@ def test_rabbitmq_3_keeps_oslo_messagings_durability_of_classic_shared_queues(
         assert queue is not None and for_broker(queue, props).durable
     reply = _layout().reply_route("reply_x").queue
     assert reply is not None and for_broker(reply, props).durable
+
+
+def test_stream_consumers_start_at_next_and_resume_after_their_last_message() -> None:
+    from polymsg._amqp_topology import consume_arguments, next_stream_offset
+
+    stream = _layout(**COMBINATIONS["quorum + stream"]).server_routes(TARGET)[2].queue
+    assert stream is not None
+    assert consume_arguments(stream) == {"x-stream-offset": "next"}
+    assert next_stream_offset({"x-stream-offset": 41}) == 42
+    assert consume_arguments(stream, 42) == {"x-stream-offset": 42}
+    for garbage in ({}, None, {"x-stream-offset": "41"}, {"x-stream-offset": True},
+                    {"x-stream-offset": -1}):
+        assert next_stream_offset(garbage) is None
+    classic = _layout().send_route(TARGET).queue
+    assert classic is not None and consume_arguments(classic, 42) is None

@@ -44,6 +44,7 @@ CALL_TIMEOUT = 5.0
 #: A call may end this long after its timeout (a connection attempt under way, a busy machine).
 CALL_SLACK = 10.0
 CASTS = 300
+MAX_CASTS = 3000
 EXECUTE_DEADLINE = 90.0
 
 pytestmark = pytest.mark.skipif(
@@ -186,6 +187,7 @@ def _run(driver: str, nodes: list[Node], scenario: str,
     returned: set[int] = set()
     call_times: list[tuple[float, float, bool]] = []  # (start, took, ok)
     half_sent = threading.Event()
+    disrupted = threading.Event()
     done = threading.Event()
     url = _url(driver, nodes)
     with polymsg.get_transport(url) as server_transport, \
@@ -198,16 +200,19 @@ def _run(driver: str, nodes: list[Node], scenario: str,
         assert client.call({}, "echo", value=0) == 0  # queues declared, server consuming
 
         def caster() -> None:
-            for i in range(CASTS):
+            # At least CASTS casts, and on until the disruption is over (at most MAX_CASTS).
+            i = 0
+            while i < CASTS or (not disrupted.is_set() and i < MAX_CASTS):
                 figures.casts_sent += 1
                 try:
                     client.cast({}, "note", value=i)
                     returned.add(i)
-                except polymsg.MessagingException as exc:
+                except polymsg.MessagingError as exc:
                     figures.casts_raised += 1
                     figures.notes.append(f"cast {i}: {exc}")
                 if i == CASTS // 3:
                     half_sent.set()
+                i += 1
                 time.sleep(0.02)  # pacing of the stream, not synchronisation
             done.set()
 
@@ -216,14 +221,17 @@ def _run(driver: str, nodes: list[Node], scenario: str,
                 start = time.monotonic()
                 try:
                     ok = client.call({}, "echo", value=1) == 1
-                except polymsg.MessagingException:
+                except polymsg.MessagingError:
                     ok = False
                 call_times.append((start, time.monotonic() - start, ok))
 
         threads = [threading.Thread(target=caster), threading.Thread(target=caller)]
         for thread in threads:
             thread.start()
-        disrupted_at = disrupt(topic, half_sent)
+        try:
+            disrupted_at = disrupt(topic, half_sent)
+        finally:
+            disrupted.set()
         for thread in threads:
             thread.join(timeout=600)
         recorder.wait_for(returned, time.monotonic() + EXECUTE_DEADLINE)
@@ -232,14 +240,19 @@ def _run(driver: str, nodes: list[Node], scenario: str,
     with recorder.lock:
         seen = dict(recorder.seen)
     figures.casts_returned = len(returned)
-    figures.executed = len(set(seen) & set(range(CASTS)))
+    figures.executed = len(set(seen) & set(range(figures.casts_sent)))
     figures.lost = len(returned - set(seen))
     figures.duplicated = sum(count - 1 for count in seen.values() if count > 1)
     figures.calls = len(call_times)
     figures.calls_failed = sum(1 for _, _, ok in call_times if not ok)
     figures.longest_call = round(max((took for _, took, _ in call_times), default=0.0), 2)
     if disrupted_at is not None:
-        after = [start + took for start, took, ok in call_times if ok and start >= disrupted_at]
+        # From the disruption to the end of the first successful call that
+        # started after the disruption and after the last failed call.
+        failed_end = max((start + took for start, took, ok in call_times if not ok),
+                         default=disrupted_at)
+        since = max(disrupted_at, failed_end)
+        after = [start + took for start, took, ok in call_times if ok and start >= since]
         figures.seconds_to_resume = round(min(after) - disrupted_at, 2) if after else None
     _report(figures)
     return figures

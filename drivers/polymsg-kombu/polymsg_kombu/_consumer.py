@@ -63,6 +63,7 @@ class Subscription:
         self.no_ack = no_ack
         self.generation = 0
         self.tags: list[str] = []
+        self.stream_offsets: dict[str, int] = {}  # stream queue -> offset to resume at
         self._state = threading.Condition()
         self._active = True
         self._running = 0
@@ -81,13 +82,17 @@ class Subscription:
             declare_route(session, route, consumer=True)
         tags = []
         post = consumer.link.post
+        specs = {r.queue.name: r.queue for r in reversed(self.routes) if r.queue is not None}
         for name in self.queues():
-            tag = f"polymsg-{amqp.new_id()}"
+            queue, tag = specs[name], f"polymsg-{amqp.new_id()}"
             deliver = partial(self.handler, consumer, session)
+            if queue.consume_arguments:  # a stream: resume after what it was given
+                deliver = partial(_stream_delivery, self.stream_offsets, name, deliver)
             session.channel.basic_consume(
                 queue=name, consumer_tag=tag, no_ack=self.no_ack,
                 callback=lambda message, deliver=deliver: post(partial(deliver, message)),
-                on_cancel=partial(_cancelled, consumer.link, session, name))
+                on_cancel=partial(_cancelled, consumer.link, session, name),
+                arguments=amqp.consume_arguments(queue, self.stream_offsets.get(name)))
             tags.append(tag)
         self.generation, self.tags = session.generation, tags
 
@@ -116,6 +121,14 @@ class Subscription:
         with self._state:
             self._active = False
             self._state.wait_for(lambda: self._running == 0)
+
+
+def _stream_delivery(offsets: dict[str, int], queue: str, deliver: Callable[[Any], None],
+                     message: Any) -> None:
+    offset = amqp.next_stream_offset(getattr(message, "headers", None))
+    if offset is not None:
+        offsets[queue] = offset
+    deliver(message)
 
 
 def _cancelled(link: Link, session: Session, queue: str, tag: str) -> None:

@@ -111,6 +111,8 @@ class Subscription(Listener):
         self._consuming: dict[str, amqp.Route] = {}
         self._consume_oks: set[str] = set()
         self._failures = 0
+        self._cancels = 0  # broker cancels since the last consume-ok (backoff)
+        self._stream_offsets: dict[str, int] = {}  # stream queue -> offset to resume at
         self._started = threading.Event()
         self._error: BaseException | None = None
 
@@ -229,7 +231,10 @@ class Subscription(Listener):
             self._setup_failed(error)
             return
         assert route.queue is not None
+        arguments = amqp.consume_arguments(route.queue,
+                                           self._stream_offsets.get(route.queue.name))
         tag = channel.basic_consume(route.queue.name, self._on_message, auto_ack=self._auto_ack,
+                                    arguments=arguments,
                                     callback=lambda frame: self._consume_ok(generation, frame))
         self._consuming[tag] = route
 
@@ -240,6 +245,7 @@ class Subscription(Listener):
         if len(self._consume_oks & set(self._consuming)) < len(self.routes):
             return
         self._failures = 0
+        self._cancels = 0
         if not self._ever_ready:
             self._ever_ready = True
             self._started.set()
@@ -278,16 +284,32 @@ class Subscription(Listener):
         route = self._consuming.pop(frame.method.consumer_tag, None)
         if route is None or not self._active or self._channel is None:
             return
-        LOG.warning("%s: the broker cancelled consuming %r (queue deleted?); declaring it again",
-                    self.link.name, route.queue.name if route.queue else "?")
-        self._declarer.ensure(route, functools.partial(self._declared, self._generation,
-                                                       self._channel, route), remember=False)
+        # Queue deleted, leader moved, consumer timeout: subscribe again, backing
+        # off while the broker keeps cancelling.
+        delay = min(_MAX_REOPEN_DELAY, 0.05 * 2 ** self._cancels)
+        self._cancels += 1
+        LOG.warning("%s: the broker cancelled consuming %r (queue deleted, leader moved?); "
+                    "declaring it again in %.2fs", self.link.name,
+                    route.queue.name if route.queue else "?", delay)
+        self.loop.call_later(delay, functools.partial(self._resubscribe, self._generation,
+                                                      self._channel, route))
+
+    def _resubscribe(self, generation: int, channel: Any, route: amqp.Route) -> None:
+        if generation != self._generation or not self._active or channel is not self._channel:
+            return
+        self._declarer.ensure(route, functools.partial(self._declared, generation, channel,
+                                                       route), remember=False)
 
     def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         if not self._active or channel is not self._channel:
             if not self._auto_ack and channel.is_open:
                 channel.basic_reject(method.delivery_tag, requeue=True)
             return
+        route = self._consuming.get(method.consumer_tag)
+        if route is not None and route.queue is not None and route.queue.consume_arguments:
+            offset = amqp.next_stream_offset(properties.headers)
+            if offset is not None:
+                self._stream_offsets[route.queue.name] = offset
         try:
             self._deliver(self, channel, method, properties, body)
         except Exception:
