@@ -46,6 +46,7 @@ CALL_SLACK = 10.0
 CASTS = 300
 MAX_CASTS = 3000
 EXECUTE_DEADLINE = 90.0
+RESUME_DEADLINE = 60.0
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("POLYMSG_TEST_RABBIT_VERSION", "").startswith("4") or os.geteuid() != 0,
@@ -217,13 +218,22 @@ def _run(driver: str, nodes: list[Node], scenario: str,
             done.set()
 
         def caller() -> None:
-            while not done.is_set():
+            # Calls go on while casts do, and then until one succeeds after the
+            # last failure (at most RESUME_DEADLINE seconds more).
+            recovered = True
+            give_up = None
+            while not done.is_set() or not recovered:
+                if done.is_set():
+                    give_up = give_up or time.monotonic() + RESUME_DEADLINE
+                    if time.monotonic() > give_up:
+                        break
                 start = time.monotonic()
                 try:
                     ok = client.call({}, "echo", value=1) == 1
                 except polymsg.MessagingError:
                     ok = False
                 call_times.append((start, time.monotonic() - start, ok))
+                recovered = ok
 
         threads = [threading.Thread(target=caster), threading.Thread(target=caller)]
         for thread in threads:
