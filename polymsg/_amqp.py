@@ -119,6 +119,7 @@ __all__ = [
     "queue_arguments",
     "rabbit_opts",
     "reply_queue_name",
+    "requeue_warning",
 ]
 
 ENVELOPE_VERSION = "2.0"
@@ -660,4 +661,5 @@ from polymsg._amqp_topology import (  # noqa: E402
     consume_arguments,
     for_broker,
     next_stream_offset,
+    requeue_warning,
 )

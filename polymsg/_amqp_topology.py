@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from polymsg.driver import DriverOptions
 
 __all__ = ["QueueNamer", "broker_major", "conflict_error", "consume_arguments", "for_broker",
-           "layout_from_topology", "next_stream_offset", "topology_opts"]
+           "layout_from_topology", "next_stream_offset", "requeue_warning", "topology_opts"]
 
 
 def topology_opts() -> list[cfg.Opt]:
@@ -167,6 +167,41 @@ def next_stream_offset(headers: Mapping[str, Any] | None) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value + 1
     return None
+
+
+#: The delivery limit RabbitMQ 4 gives a quorum queue that sets none.
+DEFAULT_DELIVERY_LIMIT = 20
+
+
+def requeue_warning(queue: QueueSpec, headers: Mapping[str, Any] | None,
+                    body: bytes | bytearray | memoryview | str) -> str | None:
+    """What to log when requeueing this delivery takes it past its queue's delivery limit.
+
+    A quorum queue counts the deliveries a processing failure returns
+    (``basic.reject``; since RabbitMQ 4.3 ``basic.nack`` is not counted) in
+    the ``x-delivery-count`` header, and drops the message, or dead-letters
+    it where a policy names a dead-letter exchange, once the count passes
+    ``x-delivery-limit`` (RabbitMQ 4's default: 20). ``None`` for other
+    queues and for deliveries below the limit.
+    """
+    if queue.arguments.get("x-queue-type") != "quorum":
+        return None
+    count = (headers or {}).get("x-delivery-count", 0)
+    if not isinstance(count, int) or isinstance(count, bool):
+        return None
+    limit = int(queue.arguments.get("x-delivery-limit") or DEFAULT_DELIVERY_LIMIT)
+    if count + 1 <= limit:
+        return None
+    from polymsg._amqp import _open  # the envelope reader; the id is all this needs
+
+    try:
+        raw = _open(body)
+        unique_id = raw.get("_unique_id") or raw.get("message_id") or "?"
+    except Exception:  # a message that cannot be read is named by its queue alone
+        unique_id = "?"
+    return (f"message {unique_id} on queue {queue.name!r} was returned {count + 1} times, past "
+            f"the queue's delivery limit of {limit}: RabbitMQ drops it, or dead-letters it "
+            f"where a policy names a dead-letter exchange")
 
 
 _INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'")

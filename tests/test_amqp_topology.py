@@ -186,3 +186,26 @@ def test_stream_consumers_start_at_next_and_resume_after_their_last_message() ->
         assert next_stream_offset(garbage) is None
     classic = _layout().send_route(TARGET).queue
     assert classic is not None and consume_arguments(classic, 42) is None
+
+
+def test_requeue_warning_names_the_message_past_the_delivery_limit() -> None:
+    from polymsg._amqp import encode_notification
+    from polymsg._amqp_topology import requeue_warning
+
+    body = encode_notification({}, {"publisher_id": "p", "event_type": "e", "payload": 1,
+                                    "priority": "INFO"}, unique_id="abc123")
+    quorum = _layout(rabbit_quorum_queue=True, rabbit_quorum_delivery_limit=3)
+    queue = quorum.notification_route(TARGET, "info").queue
+    assert queue is not None
+    assert requeue_warning(queue, {"x-delivery-count": 2}, body) is None
+    text = requeue_warning(queue, {"x-delivery-count": 3}, body)
+    assert text is not None and "abc123" in text and "'compute.info'" in text and " 3" in text
+    # RabbitMQ 4's default limit of 20 where the option sets none.
+    default = _layout(rabbit_quorum_queue=True).notification_route(TARGET, "info").queue
+    assert default is not None
+    assert requeue_warning(default, {"x-delivery-count": 19}, body) is None
+    assert requeue_warning(default, {"x-delivery-count": 20}, body) is not None
+    # Garbage is named by its queue; classic queues have no limit.
+    assert "message ?" in (requeue_warning(queue, {"x-delivery-count": 9}, b"\xff") or "")
+    classic = _layout().notification_route(TARGET, "info").queue
+    assert classic is not None and requeue_warning(classic, {"x-delivery-count": 99}, body) is None

@@ -88,6 +88,8 @@ class Subscription:
             deliver = partial(self.handler, consumer, session)
             if queue.consume_arguments:  # a stream: resume after what it was given
                 deliver = partial(_stream_delivery, self.stream_offsets, name, deliver)
+            elif queue.arguments.get("x-queue-type") == "quorum" and not self.no_ack:
+                deliver = partial(_watch_limit, consumer.near_limit, session, queue, deliver)
             session.channel.basic_consume(
                 queue=name, consumer_tag=tag, no_ack=self.no_ack,
                 callback=lambda message, deliver=deliver: post(partial(deliver, message)),
@@ -131,6 +133,14 @@ def _stream_delivery(offsets: dict[str, int], queue: str, deliver: Callable[[Any
     deliver(message)
 
 
+def _watch_limit(near_limit: dict[tuple[int, int], str], session: Session,
+                 queue: amqp.QueueSpec, deliver: Callable[[Any], None], message: Any) -> None:
+    note = amqp.requeue_warning(queue, getattr(message, "headers", None), message.body)
+    if note is not None:
+        near_limit[(session.generation, message.delivery_tag)] = note
+    deliver(message)
+
+
 def _cancelled(link: Link, session: Session, queue: str, tag: str) -> None:
     # The broker cancels a consumer when its queue is deleted: start over on a
     # new connection, which declares the queue again.
@@ -144,12 +154,15 @@ class Consumer:
         self.settings = settings
         self.link = Link("consumer", settings, on_open=self._on_open, on_lost=lambda s: None)
         self._subscriptions: list[Subscription] = []
+        #: (session generation, delivery tag) -> what a requeue of it would log.
+        self.near_limit: dict[tuple[int, int], str] = {}
 
     def close(self) -> None:
         """Close the connection; unacknowledged messages go back to their queues."""
         self.link.close()
 
     def _on_open(self, session: Session) -> None:
+        self.near_limit.clear()  # deliveries of a lost connection come again
         session.channel.basic_qos(0, self.settings.prefetch_count, False)
         for sub in list(self._subscriptions):
             try:
@@ -210,7 +223,14 @@ class Consumer:
                     return
 
     def settle(self, session: Session, delivery_tag: int, *, ack: bool, requeue: bool) -> None:
-        """Acknowledge (``ack``) or reject a delivery, from any thread, without waiting."""
+        """Acknowledge (``ack``) or reject a delivery, from any thread, without waiting.
+
+        A requeue is ``basic.reject``: a processing failure, which RabbitMQ
+        4.3 counts towards a quorum queue's delivery limit.
+        """
+        note = self.near_limit.pop((session.generation, delivery_tag), None)
+        if note is not None and requeue and not ack:
+            LOG.warning("%s", note)
         self.link.submit(_Settle(session, delivery_tag, ack, requeue))
 
 

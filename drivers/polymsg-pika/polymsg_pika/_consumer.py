@@ -113,6 +113,7 @@ class Subscription(Listener):
         self._failures = 0
         self._cancels = 0  # broker cancels since the last consume-ok (backoff)
         self._stream_offsets: dict[str, int] = {}  # stream queue -> offset to resume at
+        self._near_limit: dict[int, str] = {}  # delivery tag -> what its requeue would log
         self._started = threading.Event()
         self._error: BaseException | None = None
 
@@ -197,6 +198,7 @@ class Subscription(Listener):
     def link_lost(self, error: BaseException | None) -> None:
         self._channel = None
         self._consuming.clear()
+        self._near_limit.clear()
 
     def attempt_failed(self, error: BaseException | None) -> None:
         """A subscription keeps trying while it is needed."""
@@ -302,10 +304,14 @@ class Subscription(Listener):
 
     def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         if not self._active or channel is not self._channel:
-            if not self._auto_ack and channel.is_open:
-                channel.basic_reject(method.delivery_tag, requeue=True)
+            if not self._auto_ack and channel.is_open:  # never handed over: not counted
+                channel.basic_nack(method.delivery_tag, requeue=True)
             return
         route = self._consuming.get(method.consumer_tag)
+        if route is not None and route.queue is not None and not self._auto_ack:
+            note = amqp.requeue_warning(route.queue, properties.headers, body)
+            if note is not None:
+                self._near_limit[method.delivery_tag] = note
         if route is not None and route.queue is not None and route.queue.consume_arguments:
             offset = amqp.next_stream_offset(properties.headers)
             if offset is not None:
@@ -315,16 +321,22 @@ class Subscription(Listener):
         except Exception:
             LOG.exception("%s: error handing over a message; it goes back to the queue",
                           self.link.name)
+            self._near_limit.pop(method.delivery_tag, None)
             if not self._auto_ack and channel.is_open:
-                channel.basic_reject(method.delivery_tag, requeue=True)
+                channel.basic_nack(method.delivery_tag, requeue=True)
 
     def _settle(self, channel: Any, tag: int, requeue: bool) -> None:
         if channel is not self._channel or not channel.is_open:
             LOG.debug("%s: delivery %s belongs to a closed channel; the broker redelivers it",
                       self.link.name, tag)
             return
+        note = self._near_limit.pop(tag, None)
         if requeue:
-            channel.basic_nack(tag, requeue=True)
+            # A requeue the endpoint asked for is a processing failure: basic.reject,
+            # which RabbitMQ 4.3 counts towards a quorum queue's delivery limit.
+            if note is not None:
+                LOG.warning("%s: %s", self.link.name, note)
+            channel.basic_reject(tag, requeue=True)
         else:
             channel.basic_ack(tag)
 
