@@ -1,9 +1,6 @@
-"""``python -m benchmarks [OPTIONS]``: the same as ``polymsg bench [OPTIONS]``.
+"""``python -m benchmarks [OPTIONS]`` from the repository root; ``--help`` lists the options."""
 
-Run from the repository root; ``python -m benchmarks --help`` lists the options.
-"""
-
-from polymsg._cli.bench import bench
+from benchmarks._cli import bench
 
 if __name__ == "__main__":
     bench(prog_name="python -m benchmarks")

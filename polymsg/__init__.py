@@ -11,6 +11,7 @@ from polymsg._exceptions import (
     InvalidTarget,
     InvalidTransportURL,
     MessageDeliveryFailure,
+    MessageUndeliverable,
     MessagingError,
     MessagingTimeout,
     NoSuchMethod,
@@ -21,13 +22,15 @@ from polymsg._exceptions import (
     UnsupportedVersion,
 )
 from polymsg._listener import (
+    BatchNotificationListener,
     NotificationFilter,
     NotificationListener,
     NotificationResult,
+    get_batch_notification_listener,
     get_notification_listener,
 )
-from polymsg._notifier import Notifier
-from polymsg._rpc_client import RPCClient
+from polymsg._notifier import LoggingNotificationHandler, Notifier
+from polymsg._rpc_client import RPCClient, TransportOptions
 from polymsg._rpc_server import RPCServer, get_rpc_server
 from polymsg._serializer import NoOpSerializer, Serializer
 from polymsg._target import Target
@@ -37,10 +40,13 @@ from polymsg._url import TransportHost, TransportURL
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchNotificationListener",
     "DriverLoadFailure",
     "InvalidTarget",
     "InvalidTransportURL",
+    "LoggingNotificationHandler",
     "MessageDeliveryFailure",
+    "MessageUndeliverable",
     "MessagingError",
     "MessagingTimeout",
     "NoOpSerializer",
@@ -59,9 +65,11 @@ __all__ = [
     "Target",
     "Transport",
     "TransportHost",
+    "TransportOptions",
     "TransportURL",
     "UnsupportedVersion",
     "expected_exceptions",
+    "get_batch_notification_listener",
     "get_notification_listener",
     "get_rpc_server",
     "get_transport",

@@ -1,15 +1,31 @@
-"""Options both RabbitMQ drivers share, and the declaration layout they describe.
+"""The RabbitMQ options, one group for both drivers, and the layout they describe.
 
-``rabbit+kombu`` and ``rabbit+pika`` read the same option names with the same
-meanings, so a URL (``?heartbeat=30&ssl=true``) or a config section works
-unchanged with either driver. Each driver registers its own copy in its own
-group (``[polymsg_kombu]``, ``[polymsg_pika]``) and turns the values into its
-library's connection parameters. Drivers reach this as
-``polymsg.driver.amqp.rabbit_opts`` and ``polymsg.driver.amqp.layout_from_options``.
+``rabbit+kombu`` and ``rabbit+pika`` read the same options from the same
+group, ``[polymsg_rabbit]``, so switching ``rabbit://`` to ``rabbit+pika://``
+keeps every setting. Each option may be overridden per transport by a URL
+query key of the same name (``?heartbeat_timeout_threshold=30&ssl=true``).
+Where oslo.messaging's ``[oslo_messaging_rabbit]`` has the same option,
+the name and default are oslo.messaging's.
+
+Older polymsg releases registered these options twice, in
+``[polymsg_kombu]`` and ``[polymsg_pika]``, some under other names; those
+groups and names are still read (with oslo.config's deprecation warning),
+and the old names still work as URL query keys (:data:`RENAMED`).
+
+Drivers reach this module as ``polymsg.driver.amqp`` (``rabbit_opts``,
+``RABBIT_GROUP``, ``layout_from_options``).
+
+Adding an option
+================
+Append it to the list of the function for its topic below
+(:func:`_connection_opts`, :func:`_delivery_opts`, :func:`_queue_opts`);
+:func:`rabbit_opts` concatenates them. A renamed option lists its old name
+in :data:`RENAMED`.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from oslo_config import cfg
@@ -20,54 +36,93 @@ from polymsg._amqp_topology import layout_from_topology, topology_opts
 if TYPE_CHECKING:  # polymsg.driver imports this module through polymsg._amqp
     from polymsg.driver import DriverOptions
 
-__all__ = ["layout_from_options", "rabbit_opts"]
+__all__ = ["RABBIT_GROUP", "RENAMED", "layout_from_options", "list_opts", "rabbit_opts"]
+
+#: The configuration group both RabbitMQ drivers read.
+RABBIT_GROUP = "polymsg_rabbit"
+
+#: Old option names (polymsg 0.x, ``[polymsg_kombu]``/``[polymsg_pika]``) -> new ones.
+RENAMED: dict[str, str] = {
+    "heartbeat": "heartbeat_timeout_threshold",
+    "retry_interval": "rabbit_retry_interval",
+    "retry_backoff": "rabbit_retry_backoff",
+    "retry_interval_max": "rabbit_interval_max",
+    "failover_strategy": "kombu_failover_strategy",
+    "login_method": "rabbit_login_method",
+    "prefetch_count": "rabbit_qos_prefetch_count",
+    "transient_queues_ttl": "rabbit_transient_queues_ttl",
+    "ssl_verify_hostname": "ssl_enforce_hostname_verification",
+}
+
+_OLD_GROUPS = ("polymsg_kombu", "polymsg_pika")
 
 
-def rabbit_opts() -> list[cfg.Opt]:
-    """A fresh list of the RabbitMQ options (one list per driver group)."""
+def _old(name: str) -> list[cfg.DeprecatedOpt]:
+    """Where an option used to be read: the old drivers' groups, under its old name."""
+    old = next((key for key, new in RENAMED.items() if new == name), name)
+    return [cfg.DeprecatedOpt(old, group=group) for group in _OLD_GROUPS]
+
+
+def _connection_opts() -> list[cfg.Opt]:
     return [
-        cfg.IntOpt("heartbeat", default=60, min=0,
-                   help="AMQP heartbeat timeout in seconds proposed to the broker (0 turns "
-                        "heartbeats off). The driver keeps heartbeats going however long "
-                        "endpoints run."),
+        cfg.IntOpt("heartbeat_timeout_threshold", default=60, min=0,
+                   deprecated_opts=_old("heartbeat_timeout_threshold"),
+                   help="Seconds after which a silent broker connection counts as dead; "
+                        "proposed to the broker as the AMQP heartbeat (0 turns heartbeats "
+                        "off). Heartbeats keep flowing however long endpoints run."),
         cfg.FloatOpt("connect_timeout", default=5.0, min=0.1,
+                     deprecated_opts=_old("connect_timeout"),
                      help="Seconds one connection attempt (TCP, TLS and AMQP handshake) "
                           "may take."),
-        cfg.FloatOpt("retry_interval", default=1.0, min=0.0,
+        cfg.FloatOpt("rabbit_retry_interval", default=1.0, min=0.0,
+                     deprecated_opts=_old("rabbit_retry_interval"),
                      help="Seconds to wait before the second round of connection attempts "
                           "(one round tries every host of the URL once, without waiting)."),
-        cfg.FloatOpt("retry_backoff", default=2.0, min=0.0,
-                     help="Seconds added to the wait after each further failed round."),
-        cfg.FloatOpt("retry_interval_max", default=30.0, min=0.0,
+        cfg.FloatOpt("rabbit_retry_backoff", default=2.0, min=0.0,
+                     deprecated_opts=_old("rabbit_retry_backoff"),
+                     help="Seconds added to the wait after each further failed round "
+                          "(up to a fifth less at random)."),
+        cfg.FloatOpt("rabbit_interval_max", default=30.0, min=0.0,
+                     deprecated_opts=_old("rabbit_interval_max"),
                      help="Longest wait between rounds of connection attempts, in seconds."),
-        cfg.StrOpt("failover_strategy", default="round-robin",
+        cfg.StrOpt("kombu_failover_strategy", default="round-robin",
                    choices=("round-robin", "shuffle"),
+                   deprecated_opts=_old("kombu_failover_strategy"),
                    help="Order in which the URL's hosts are tried: as written, or shuffled "
                         "(spreads clients over a cluster)."),
-        cfg.StrOpt("login_method", default="AMQPLAIN",
+        cfg.StrOpt("rabbit_login_method", default="AMQPLAIN",
                    choices=("PLAIN", "AMQPLAIN", "EXTERNAL"),
+                   deprecated_opts=_old("rabbit_login_method"),
                    help="How to log in: PLAIN or AMQPLAIN (user name and password) or "
                         "EXTERNAL (the TLS client certificate)."),
-        cfg.BoolOpt("ssl", default=False, help="Connect over TLS (default port 5671)."),
-        cfg.StrOpt("ssl_ca_file", default="",
+        cfg.IntOpt("listen_retry", default=3, min=0,
+                   help="Failed rounds of connection attempts after which starting an RPC "
+                        "server or notification listener raises MessageDeliveryFailure "
+                        "(a refused login or virtual host raises at once)."),
+        cfg.BoolOpt("ssl", default=False, deprecated_opts=_old("ssl"),
+                    help="Connect over TLS (default port 5671)."),
+        cfg.StrOpt("ssl_ca_file", default="", deprecated_opts=_old("ssl_ca_file"),
                    help="PEM file of CA certificates the broker's certificate is checked "
                         "against (default: the system's trusted CAs)."),
-        cfg.StrOpt("ssl_cert_file", default="", help="PEM client certificate to present."),
-        cfg.StrOpt("ssl_key_file", default="", help="Private key of ssl_cert_file."),
-        cfg.BoolOpt("ssl_verify", default=True,
+        cfg.StrOpt("ssl_cert_file", default="", deprecated_opts=_old("ssl_cert_file"),
+                   help="PEM client certificate to present."),
+        cfg.StrOpt("ssl_key_file", default="", deprecated_opts=_old("ssl_key_file"),
+                   help="Private key of ssl_cert_file."),
+        cfg.BoolOpt("ssl_verify", default=True, deprecated_opts=_old("ssl_verify"),
                     help="Verify the broker's certificate (turn off for tests only)."),
-        cfg.BoolOpt("ssl_verify_hostname", default=True,
+        cfg.BoolOpt("ssl_enforce_hostname_verification", default=True,
+                    deprecated_opts=_old("ssl_enforce_hostname_verification"),
                     help="Check that the broker's certificate names the host of the URL."),
-        cfg.IntOpt("prefetch_count", default=64, min=0,
+    ]
+
+
+def _delivery_opts() -> list[cfg.Opt]:
+    return [
+        cfg.IntOpt("rabbit_qos_prefetch_count", default=0, min=0,
+                   deprecated_opts=_old("rabbit_qos_prefetch_count"),
                    help="Unacknowledged messages a server or listener may hold per "
                         "subscription (0: no limit)."),
-        cfg.BoolOpt("amqp_durable_queues", default=False,
-                    help="Declare exchanges and topic/notification queues durable. Must match "
-                         "every other service (oslo.messaging included) on the same exchange."),
-        cfg.BoolOpt("amqp_auto_delete", default=False,
-                    help="Declare exchanges and topic/notification queues auto-delete. Must "
-                         "match every other service on the same exchange."),
-        cfg.IntOpt("confirm_window", default=256, min=0,
+        cfg.IntOpt("confirm_window", default=256, min=0, deprecated_opts=_old("confirm_window"),
                    help="Casts and notifications a transport may have published but not yet "
                         "seen confirmed by RabbitMQ. While fewer are unconfirmed, cast() and "
                         "notify() return once the message is written on a live connection "
@@ -77,23 +132,56 @@ def rabbit_opts() -> list[cfg.Opt]:
                         "it finally cannot be delivered. 0: each cast and notification waits "
                         "for its own confirm and raises its own failure."),
         cfg.FloatOpt("confirm_flush_timeout", default=10.0, min=0.0,
+                     deprecated_opts=_old("confirm_flush_timeout"),
                      help="Seconds Transport.cleanup() waits for the confirms of casts and "
                           "notifications still in the confirm window; those still "
                           "unconfirmed then are logged with their ids."),
-        cfg.IntOpt("transient_queues_ttl", default=1800, min=0,
+    ]
+
+
+def _queue_opts() -> list[cfg.Opt]:
+    """Declaration options (durability, expiry; quorum and stream queues go here)."""
+    return [
+        cfg.BoolOpt("amqp_durable_queues", default=False,
+                    deprecated_opts=_old("amqp_durable_queues"),
+                    help="Declare exchanges and topic/notification queues durable. Must match "
+                         "every other service (oslo.messaging included) on the same exchange."),
+        cfg.BoolOpt("amqp_auto_delete", default=False, deprecated_opts=_old("amqp_auto_delete"),
+                    help="Declare exchanges and topic/notification queues auto-delete. Must "
+                         "match every other service on the same exchange."),
+        cfg.IntOpt("rabbit_transient_queues_ttl", default=1800, min=0,
+                   deprecated_opts=_old("rabbit_transient_queues_ttl"),
                    help="Seconds without a consumer after which reply and fanout queues are "
                         "removed by the broker (0: never)."),
         *topology_opts(),
     ]
 
 
+@functools.cache
+def _all_opts() -> tuple[cfg.Opt, ...]:
+    # One set of objects: both drivers register these in one group, and
+    # oslo.config accepts a second registration only of an equal option.
+    return (*_connection_opts(), *_delivery_opts(), *_queue_opts())
+
+
+def rabbit_opts() -> list[cfg.Opt]:
+    """The RabbitMQ options of the ``[polymsg_rabbit]`` group (both drivers)."""
+    return list(_all_opts())
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """``[("polymsg_rabbit", [opts])]`` for ``oslo-config-generator``."""
+    return [(RABBIT_GROUP, rabbit_opts())]
+
+
 def layout_from_options(options: DriverOptions, control_exchange: str | None = None) -> Layout:
-    """The declaration policy the ``amqp_*`` and ``transient_queues_ttl`` options describe.
+    """The declaration policy the ``amqp_*`` and ``rabbit_transient_queues_ttl``
+    options describe.
 
     RPC names of targets on exchanges other than ``control_exchange`` are
     scoped by their exchange (see :meth:`Layout.scoped`).
     """
-    ttl = int(options.get("transient_queues_ttl", 1800))
+    ttl = int(options.get("rabbit_transient_queues_ttl", 1800))
     base = Layout(durable=bool(options.get("amqp_durable_queues", False)),
                   auto_delete=bool(options.get("amqp_auto_delete", False)),
                   transient_queue_ttl=float(ttl) if ttl > 0 else None,

@@ -37,13 +37,19 @@ def is_expected(method: Callable[..., Any], exc: BaseException) -> bool:
     return isinstance(exc, expected) if expected else False
 
 
+class EndpointTargetError(InvalidTarget, TypeError):
+    """An endpoint's ``target`` attribute is not a Target: an InvalidTarget, and a
+    TypeError as oslo.messaging raises there."""
+
+
 class _Endpoint:
     __slots__ = ("namespace", "obj", "version")
 
     def __init__(self, obj: Any) -> None:
         target = getattr(obj, "target", None)
         if target is not None and not isinstance(target, Target):
-            raise InvalidTarget(f"endpoint {obj!r} has a 'target' that is not a polymsg.Target")
+            raise EndpointTargetError(
+                f"endpoint {obj!r} has a 'target' that is not a polymsg.Target: {target!r}")
         self.obj = obj
         self.namespace = target.namespace if target is not None else None
         version = target.version if target is not None else None

@@ -5,14 +5,15 @@ Every error polymsg raises derives from :class:`MessagingError`::
     MessagingError
     ├── MessagingTimeout
     ├── MessageDeliveryFailure
+    │   └── MessageUndeliverable
     ├── InvalidTarget               (also ValueError)
     ├── InvalidTransportURL         (also ValueError)
     ├── DriverLoadFailure
     ├── NotSupported
     ├── SerializationError          (also TypeError)
     ├── RemoteError
-    ├── NoSuchMethod                (also AttributeError)
-    ├── UnsupportedVersion
+    │   ├── NoSuchMethod            (also AttributeError)
+    │   └── UnsupportedVersion
     └── RPCVersionCapError
 
 Each class takes the human-readable message as its first argument, so an
@@ -34,6 +35,18 @@ class MessagingTimeout(MessagingError):
 
 class MessageDeliveryFailure(MessagingError):
     """The transport could not accept a message (retries exhausted, broker refusal)."""
+
+
+class MessageUndeliverable(MessageDeliveryFailure):
+    """No queue took the message (a send with ``TransportOptions(at_least_once=True)``
+    to a topic or server nobody has subscribed to). ``exchange`` and
+    ``routing_key`` say where it was sent, when the transport knows."""
+
+    def __init__(self, message: str = "", exchange: str | None = None,
+                 routing_key: str | None = None) -> None:
+        super().__init__(message)
+        self.exchange = exchange
+        self.routing_key = routing_key
 
 
 class InvalidTarget(MessagingError, ValueError):
@@ -73,11 +86,33 @@ class RemoteError(MessagingError):
         return f"Remote error: {self.exc_type} {self.value}\n{self.traceback}".rstrip()
 
 
-class NoSuchMethod(MessagingError, AttributeError):
+class _DispatchError(RemoteError):
+    """A request the server could not dispatch. Raised by the server, seen by the
+    caller: also a :class:`RemoteError` (``exc_type`` is the class name), as
+    oslo.messaging callers catch it."""
+
+    def __init__(self, message: str = "", *args: object) -> None:
+        Exception.__init__(self, message, *args)
+        self.exc_type = type(self).__name__
+        self.value = str(message)
+
+    @property
+    def traceback(self) -> str:  # the server's, once rebuilt by the caller
+        return str(getattr(self, "remote_traceback", "") or "")
+
+    @traceback.setter
+    def traceback(self, text: str) -> None:
+        self.remote_traceback = text
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class NoSuchMethod(_DispatchError, AttributeError):
     """The server's endpoints expose no method of that name (or it is private)."""
 
 
-class UnsupportedVersion(MessagingError):
+class UnsupportedVersion(_DispatchError):
     """No endpoint of the requested namespace is compatible with the requested version."""
 
 

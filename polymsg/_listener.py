@@ -5,21 +5,24 @@ from __future__ import annotations
 import enum
 import logging
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from polymsg._exceptions import InvalidTarget
+from polymsg._exceptions import InvalidTarget, SerializationError
 from polymsg._executor import Runner
 from polymsg._notifier import PRIORITIES
 from polymsg._serializer import NoOpSerializer, Serializer
-from polymsg._target import Target
+from polymsg._target import Target, check_name, check_routing_size, check_ttl
 from polymsg._transport import Transport
 from polymsg.driver import IncomingMessage, Listener
 
 __all__ = [
+    "BatchNotificationListener",
     "NotificationFilter",
     "NotificationListener",
     "NotificationResult",
+    "get_batch_notification_listener",
     "get_notification_listener",
 ]
 
@@ -92,8 +95,9 @@ class NotificationListener(Runner):
         for target in targets:
             if not isinstance(target, Target) or not target.topic:
                 raise InvalidTarget(f"a notification target needs a topic: {target!r}")
-        if pool is not None and (not isinstance(pool, str) or not pool):
-            raise InvalidTarget(f"pool must be None or a non-empty string, got {pool!r}")
+            check_routing_size(target, transport.default_exchange)
+        if pool is not None:
+            check_name("pool", pool)
         self.targets = [t.replace(exchange=t.exchange or transport.default_exchange)
                         for t in targets]
         self.pool = pool
@@ -133,14 +137,23 @@ class NotificationListener(Runner):
                         "is off; acknowledging it", incoming.message.get("message_id"))
         incoming.acknowledge()
 
-    def _dispatch(self, incoming: IncomingMessage) -> NotificationResult:
+    def _user_message(self, incoming: IncomingMessage) -> tuple[str, dict[str, Any]]:
+        """The priority (lower case) and what endpoints get of ``incoming``."""
         message = incoming.message
-        priority = str(message.get("priority", "")).lower()
         ctxt = self.serializer.deserialize_context(incoming.ctxt)
-        publisher_id, event_type = message.get("publisher_id"), message.get("event_type")
-        payload = self.serializer.deserialize_entity(ctxt, message.get("payload"))
-        metadata = {"message_id": message.get("message_id"),
-                    "timestamp": message.get("timestamp")}
+        return str(message.get("priority", "")).lower(), {
+            "ctxt": ctxt,
+            "publisher_id": message.get("publisher_id"),
+            "event_type": message.get("event_type"),
+            "payload": self.serializer.deserialize_entity(ctxt, message.get("payload")),
+            "metadata": {"message_id": message.get("message_id"),
+                         "timestamp": message.get("timestamp")},
+        }
+
+    def _dispatch(self, incoming: IncomingMessage) -> NotificationResult:
+        priority, user = self._user_message(incoming)
+        ctxt, publisher_id, event_type = user["ctxt"], user["publisher_id"], user["event_type"]
+        payload, metadata = user["payload"], user["metadata"]
         result = NotificationResult.HANDLED
         for endpoint, method, rule in self._routes.get(priority, ()):
             if rule is not None and not rule.match(incoming.ctxt, publisher_id, event_type,
@@ -171,3 +184,124 @@ def get_notification_listener(transport: Transport, targets: Sequence[Target],
     return NotificationListener(transport, targets, endpoints, executor=executor, pool=pool,
                                 allow_requeue=allow_requeue, serializer=serializer,
                                 max_workers=max_workers)
+
+
+class BatchNotificationListener(NotificationListener):
+    """Delivers notifications to ``endpoints`` in batches
+    (see :func:`get_batch_notification_listener`)."""
+
+    def __init__(self, transport: Transport, targets: Sequence[Target], endpoints: Sequence[Any],
+                 *, batch_size: int | None = None, batch_timeout: float | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(transport, targets, endpoints, **kwargs)
+        size = 1 if batch_size is None else batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.batch_size = size
+        self.batch_timeout = check_ttl("batch_timeout", batch_timeout)
+        self._batch: list[IncomingMessage] = []
+        self._batch_lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def _on_message(self, incoming: IncomingMessage) -> None:
+        full = None
+        with self._batch_lock:
+            self._batch.append(incoming)
+            if len(self._batch) >= self.batch_size:
+                full = self._take()
+            elif len(self._batch) == 1 and self.batch_timeout is not None:
+                self._timer = threading.Timer(self.batch_timeout, self._flush)
+                self._timer.daemon = True
+                self._timer.start()
+        if full:
+            self._submit(full)
+
+    def _take(self) -> list[IncomingMessage]:
+        """The waiting batch, emptied (lock held)."""
+        batch, self._batch = self._batch, []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        return batch
+
+    def _flush(self) -> None:
+        with self._batch_lock:
+            batch = self._take()
+        if batch:
+            self._submit(batch)
+
+    def _submit(self, batch: list[IncomingMessage]) -> None:
+        pool = self._pool
+        if pool is None:  # stopped meanwhile: give them back, never lose them
+            for incoming in batch:
+                incoming.requeue()
+            return
+        pool.submit(batch)
+
+    def stop(self) -> None:
+        """Stop taking messages; a partial batch is handed to the endpoints now."""
+        super().stop()
+        self._flush()
+
+    def _process(self, batch: Any) -> None:
+        by_priority: dict[str, list[tuple[IncomingMessage, dict[str, Any]]]] = {}
+        for incoming in batch:
+            try:
+                priority, user = self._user_message(incoming)
+            except SerializationError as exc:
+                LOG.warning("dropped a notification that cannot be decoded: %s", exc)
+                incoming.acknowledge()
+                continue
+            by_priority.setdefault(priority, []).append((incoming, user))
+        for priority, items in by_priority.items():
+            if self._dispatch_batch(priority, items) is NotificationResult.REQUEUE:
+                if self.allow_requeue:
+                    for incoming, _ in items:
+                        incoming.requeue()
+                    continue
+                LOG.warning("an endpoint asked to requeue a batch of %d notification(s) but "
+                            "allow_requeue is off; acknowledging them", len(items))
+            for incoming, _ in items:
+                incoming.acknowledge()
+
+    def _dispatch_batch(self, priority: str,
+                        items: list[tuple[IncomingMessage, dict[str, Any]]]
+                        ) -> NotificationResult:
+        for endpoint, method, rule in self._routes.get(priority, ()):
+            messages = [user for incoming, user in items
+                        if rule is None or rule.match(incoming.ctxt, user["publisher_id"],
+                                                      user["event_type"], user["payload"])]
+            if not messages:
+                continue
+            try:
+                outcome = method(messages)
+            except Exception:
+                LOG.exception("batch notification endpoint %r failed on %d notification(s)",
+                              endpoint, len(messages))
+                continue
+            if outcome == NotificationResult.REQUEUE:
+                return NotificationResult.REQUEUE
+        return NotificationResult.HANDLED
+
+
+def get_batch_notification_listener(
+        transport: Transport, targets: Sequence[Target], endpoints: Sequence[Any], *,
+        executor: str = "threading", batch_size: int | None = None,
+        batch_timeout: float | None = None, pool: str | None = None,
+        allow_requeue: bool = False, serializer: Serializer | None = None,
+        max_workers: int | None = None) -> BatchNotificationListener:
+    """A listener handing notifications to ``endpoints`` in batches.
+
+    Each priority method is called once per batch with a list of message
+    dicts ``{"ctxt", "publisher_id", "event_type", "payload", "metadata"}``
+    (oslo.messaging's shape), e.g. ``info(self, messages)``. A batch is
+    handed over when ``batch_size`` notifications (default 1) have arrived,
+    or ``batch_timeout`` seconds after its first one (``None``: only when
+    full), and when the listener stops. Returning
+    :attr:`NotificationResult.REQUEUE` requeues the whole batch of that
+    priority (with ``allow_requeue=True``).
+    """
+    return BatchNotificationListener(
+        transport, targets, endpoints, batch_size=batch_size, batch_timeout=batch_timeout,
+        executor=executor, pool=pool, allow_requeue=allow_requeue, serializer=serializer,
+        max_workers=max_workers)

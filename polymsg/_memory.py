@@ -32,11 +32,13 @@ from concurrent.futures import Future
 from typing import Any
 
 from polymsg._json import dumps, loads
+from polymsg._target import check_context
 from polymsg.driver import (
     Driver,
     DriverOptions,
     IncomingMessage,
     Listener,
+    MessageUndeliverable,
     OnMessage,
     Reply,
     SendOptions,
@@ -120,18 +122,27 @@ class _Bus:
 
     # -- message flow ----------------------------------------------------
     def put(self, key: QueueKey, queue_ttl: float | None, body: bytes, ttl: float | None,
-            msg_id: str, declare: bool = True) -> None:
-        """Store a message in queue ``key`` (declared first when ``declare``)."""
+            msg_id: str, declare: bool = True) -> bool:
+        """Store a message in queue ``key`` (declared first when ``declare``);
+        False when the queue does not exist (or has expired) and nothing was stored."""
         expires_at = time.monotonic() + ttl if ttl is not None else None
+        queue: _Queue | None
         with self.lock:
-            queue = self.declare(key, queue_ttl) if declare else self.queues.get(key)
+            if declare:
+                queue = self.declare(key, queue_ttl)
+            else:
+                queue = self.queues.get(key)
+                if queue is not None and queue.expired(time.monotonic()):
+                    self._delete(queue)
+                    queue = None
             if queue is None:
-                return
+                return False
             if queue.consumers and len(queue.messages) >= _HIGH_WATER:
                 self._wait_for_room(queue)
             queue.messages.append((body, expires_at, msg_id))
             ready = self._pick(queue)
         self._deliver(queue, ready)
+        return True
 
     def _wait_for_room(self, queue: _Queue) -> None:
         """Block the sender until the queue drains (lock held; bounded wait, so an
@@ -236,6 +247,7 @@ class _Incoming(IncomingMessage):
         self.message = envelope["message"]
         self._reply_to = envelope.get("reply_to")
         self._msg_id = envelope.get("msg_id")
+        self.call_monitor_timeout = envelope.get("call_monitor_timeout")
         self._bus, self._queue, self._consumer, self._item = bus, queue, consumer, item
         self._settled = False
 
@@ -251,9 +263,14 @@ class _Incoming(IncomingMessage):
             self._bus.settle(self._queue, self._consumer, requeue)
 
     def reply(self, result: Any = None, failure: Mapping[str, Any] | None = None) -> None:
+        self._send_reply(dumps({"result": result, "failure": failure, "ending": True}))
+
+    def heartbeat(self) -> None:
+        self._send_reply(dumps({"result": None, "failure": None, "ending": False}))
+
+    def _send_reply(self, body: bytes) -> None:
         if self._reply_to is None:
             return
-        body = dumps({"result": result, "failure": failure})
         driver = self._bus.reply_routes.get(self._reply_to)
         if driver is None:
             LOG.info("reply to %s dropped: the caller's transport is gone", self._msg_id)
@@ -279,13 +296,14 @@ class MemoryDriver(Driver):
         "rpc", "fanout", "notify", "pools", "requeue", "store_and_forward",
         "queue_ttl", "message_ttl",
     })
+    send_features = frozenset({"call_monitor", "at_least_once"})
 
     def __init__(self, url: TransportURL, options: DriverOptions, conf: Any) -> None:
         super().__init__(url, options, conf)
         name = url.hosts[0].hostname if url.hosts else None
         self._bus = _bus(name or "")
         self._reply_to = uuid.uuid4().hex
-        self._waiters: dict[str, Future[Reply]] = {}
+        self._waiters: dict[str, tuple[Future[Reply], SendOptions]] = {}
         self._ids = itertools.count()
         self._bus.reply_routes[self._reply_to] = self
 
@@ -293,28 +311,37 @@ class MemoryDriver(Driver):
     def call(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
              options: SendOptions) -> Future[Reply]:
         msg_id = f"{self._reply_to}.{next(self._ids)}"
-        body = dumps({"ctxt": ctxt, "message": message, "reply_to": self._reply_to,
-                      "msg_id": msg_id})
+        body = dumps({"ctxt": check_context(ctxt), "message": message,
+                      "reply_to": self._reply_to, "msg_id": msg_id,
+                      "call_monitor_timeout": options.call_monitor_timeout})
         future: Future[Reply] = Future()
-        self._waiters[msg_id] = future
+        self._waiters[msg_id] = (future, options)
         future.add_done_callback(lambda _f: self._waiters.pop(msg_id, None))
-        self._bus.put(_rpc_key(target), options.queue_ttl, body, options.message_ttl, msg_id)
+        stored = self._bus.put(_rpc_key(target), options.queue_ttl, body, options.message_ttl,
+                               msg_id, declare=not options.at_least_once)
+        if not stored:
+            future.set_exception(_undeliverable(target))
         return future
 
     def cast(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
              options: SendOptions) -> Future[None]:
         msg_id = f"{self._reply_to}.{next(self._ids)}"
-        body = dumps({"ctxt": ctxt, "message": message, "msg_id": msg_id})
+        body = dumps({"ctxt": check_context(ctxt), "message": message, "msg_id": msg_id})
         if target.fanout:
-            self._fanout(target, body, options.message_ttl, msg_id)
+            stored = self._fanout(target, body, options.message_ttl, msg_id)
         else:
-            self._bus.put(_rpc_key(target), options.queue_ttl, body, options.message_ttl,
-                          msg_id)
+            stored = self._bus.put(_rpc_key(target), options.queue_ttl, body,
+                                   options.message_ttl, msg_id,
+                                   declare=not options.at_least_once)
+        if options.at_least_once and not stored:
+            failed: Future[None] = Future()
+            failed.set_exception(_undeliverable(target))
+            return failed
         return _done()
 
     def notify(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
                options: SendOptions) -> Future[None]:
-        body = dumps({"ctxt": ctxt, "message": message})
+        body = dumps({"ctxt": check_context(ctxt), "message": message})
         assert target.exchange is not None and target.topic is not None
         routing_key = f"{target.topic}.{str(message['priority']).lower()}"
         bus = self._bus
@@ -328,23 +355,28 @@ class MemoryDriver(Driver):
                     declare=False)
         return _done()
 
-    def _fanout(self, target: Target, body: bytes, ttl: float | None, msg_id: str) -> None:
+    def _fanout(self, target: Target, body: bytes, ttl: float | None, msg_id: str) -> bool:
         bus = self._bus
         assert target.exchange is not None and target.topic is not None
         with bus.lock:
             keys = list(bus.bindings.get((target.exchange, f"{target.topic}_fanout"), ()))
         if not keys:
             LOG.info("fanout cast %s to topic %r reached no server", msg_id, target.topic)
-        for key in keys:
-            bus.put(key, None, body, ttl, msg_id, declare=False)
+        stored = [bus.put(key, None, body, ttl, msg_id, declare=False) for key in keys]
+        return any(stored)
 
     def _on_reply(self, msg_id: str, body: bytes) -> None:
-        future = self._waiters.pop(msg_id, None)
-        if future is None:
+        data = loads(body)
+        if not data.get("ending", True):
+            waiter = self._waiters.get(msg_id)
+            if waiter is not None and waiter[1].heartbeat is not None:
+                waiter[1].heartbeat()
+            return
+        waiter = self._waiters.pop(msg_id, None)
+        if waiter is None:
             LOG.info("late reply to %s dropped: the caller stopped waiting", msg_id)
             return
-        data = loads(body)
-        future.set_result(Reply(result=data["result"], failure=data["failure"]))
+        waiter[0].set_result(Reply(result=data["result"], failure=data["failure"]))
 
     # -- listening -------------------------------------------------------
     def listen(self, target: Target, on_message: OnMessage, *,
@@ -382,7 +414,7 @@ class MemoryDriver(Driver):
 
     def cleanup(self) -> None:
         self._bus.reply_routes.pop(self._reply_to, None)
-        for future in list(self._waiters.values()):
+        for future, _options in list(self._waiters.values()):
             future.cancel()
 
 
@@ -391,6 +423,15 @@ def _rpc_key(target: Target) -> QueueKey:
     if target.server:
         return ("rpc", target.exchange, target.topic, target.server)
     return ("rpc", target.exchange, target.topic)
+
+
+def _undeliverable(target: Target) -> MessageUndeliverable:
+    where = f"topic {target.topic!r}" + (f", server {target.server!r}" if target.server else "")
+    return MessageUndeliverable(
+        f"no queue took the message for {where} on exchange {target.exchange!r} "
+        "(nothing listens there; at_least_once does not store it)",
+        exchange=target.exchange,
+        routing_key=f"{target.topic}.{target.server}" if target.server else target.topic)
 
 
 def _done() -> Future[None]:

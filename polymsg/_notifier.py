@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import traceback
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from polymsg._exceptions import InvalidTarget
+from polymsg._json import to_primitive
 from polymsg._rpc_client import _guard, _result
 from polymsg._serializer import NoOpSerializer, Serializer
-from polymsg._target import Target, check_ttl
+from polymsg._target import Target, check_context, check_name, check_routing_size, check_ttl
 from polymsg._transport import Transport
 from polymsg.driver import SendOptions
 
-__all__ = ["PRIORITIES", "Notifier"]
+__all__ = ["PRIORITIES", "LoggingNotificationHandler", "Notifier", "timestamp"]
 
 #: Listener method name -> priority on the wire.
 PRIORITIES = {
@@ -23,6 +27,13 @@ PRIORITIES = {
 }
 
 _UNSET: Any = object()
+
+
+def timestamp() -> str:
+    """Now, in UTC, as notifications carry it: ``"2026-01-01 12:00:00.123456"``
+    (oslo.messaging's form: a space between date and time, no offset, the
+    microseconds left out when they are zero)."""
+    return str(datetime.now(timezone.utc).replace(tzinfo=None))
 
 
 class Notifier:
@@ -40,8 +51,7 @@ class Notifier:
                  message_ttl: float | None = None) -> None:
         if isinstance(topics, str):
             topics = (topics,)
-        if not isinstance(publisher_id, str):
-            raise InvalidTarget(f"publisher_id must be a string, got {publisher_id!r}")
+        check_name("publisher_id", publisher_id)
         self.transport = transport
         self.publisher_id = publisher_id
         self.topics = tuple(topics)
@@ -52,6 +62,8 @@ class Notifier:
         exchange = transport.default_exchange
         try:
             self._targets = [Target(topic=t, exchange=exchange) for t in self.topics]
+            for target in self._targets:
+                check_routing_size(target, exchange)
         except InvalidTarget as exc:
             raise InvalidTarget(f"invalid notification topic: {exc}") from None
 
@@ -105,15 +117,73 @@ class Notifier:
             transport.require("message_ttl", "message_ttl")
         if not isinstance(event_type, str) or not event_type:
             raise InvalidTarget(f"event_type must be a non-empty string, got {event_type!r}")
-        wire_ctxt = self.serializer.serialize_context({} if ctxt is None else ctxt)
+        wire_ctxt = to_primitive(check_context(
+            self.serializer.serialize_context({} if ctxt is None else ctxt)), "context")
         message = {
             "message_id": str(uuid.uuid4()),
             "publisher_id": self.publisher_id,
             "event_type": event_type,
             "priority": priority,
-            "payload": self.serializer.serialize_entity(wire_ctxt, payload),
-            "timestamp": datetime.now(timezone.utc).replace(tzinfo=None).isoformat(),
+            "payload": to_primitive(self.serializer.serialize_entity(wire_ctxt, payload),
+                                    "payload"),
+            "timestamp": timestamp(),
         }
         options, driver = self._options, transport._driver
         for target in self._targets:
             _result(_guard(lambda t=target: driver.notify(t, wire_ctxt, message, options)), None)
+
+
+class LoggingNotificationHandler(logging.Handler):
+    """A :mod:`logging` handler sending each record as a notification.
+
+    A record at level ``ERROR`` goes out as ``notifier.error(ctxt={},
+    event_type="logrecord", payload)``, and so on for every level that has a
+    :class:`Notifier` method (``CRITICAL``, ``ERROR``, ``WARNING``, ``INFO``,
+    ``DEBUG``); records of other levels are skipped. The payload is
+    oslo.messaging's: ``name``, ``levelno``, ``levelname``, ``exc_info``
+    (the formatted traceback, or ``None``), ``pathname``, ``lineno``,
+    ``msg`` (the formatted message), ``funcName``, ``thread``,
+    ``processName``, ``process`` and ``extra`` (the record's ``extra``
+    attribute, if any).
+
+    Records logged while a notification is being sent by this handler (by
+    the transport itself) are not sent again. A failure to send is reported
+    through :meth:`logging.Handler.handleError`, never raised into the code
+    that logged.
+    """
+
+    def __init__(self, notifier: Notifier, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.notifier = notifier
+        self._sending = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        method = getattr(self.notifier, record.levelname.lower(), None)
+        if method is None or getattr(self._sending, "active", False):
+            return
+        self._sending.active = True
+        try:
+            method({}, "logrecord", self._payload(record))
+        except Exception:
+            self.handleError(record)
+        finally:
+            self._sending.active = False
+
+    def _payload(self, record: logging.LogRecord) -> dict[str, Any]:
+        exc_info = None
+        if record.exc_info:
+            exc_info = "".join(traceback.format_exception(*record.exc_info))
+        return {
+            "name": record.name,
+            "levelno": record.levelno,
+            "levelname": record.levelname,
+            "exc_info": exc_info,
+            "pathname": record.pathname,
+            "lineno": record.lineno,
+            "msg": record.getMessage(),
+            "funcName": record.funcName,
+            "thread": record.thread,
+            "processName": record.processName,
+            "process": record.process,
+            "extra": getattr(record, "extra", None),
+        }

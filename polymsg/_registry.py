@@ -18,7 +18,8 @@ LOG = logging.getLogger(__name__)
 NAMESPACE = "polymsg.drivers"
 
 #: Short names owned by core, so two distributions never fight over one.
-ALIASES = {"rabbit": "rabbit+kombu"}
+#: ``fake`` is the URL oslo.messaging's unit tests use for its in-process driver.
+ALIASES = {"rabbit": "rabbit+kombu", "fake": "memory"}
 
 #: Which distribution provides each first-party driver (for install hints).
 DISTRIBUTIONS = {
@@ -40,15 +41,23 @@ def _advertised(name: str) -> bool:
     return bool(entry_points(group=NAMESPACE, name=name))
 
 
+def _install_hint(name: str, dist: str | None) -> str:
+    builtin = "(memory:// is built in: one process, no broker, e.g. for unit tests)"
+    if dist is None:
+        return (f"install a distribution registering {name!r} on the {NAMESPACE!r} "
+                f"entry-point group {builtin}")
+    return (f"install the {dist!r} distribution: from a polymsg checkout, "
+            f"'pip install ./drivers/{dist}' (or a wheel built from that directory); "
+            f"from a package index that has it, 'pip install {dist}' "
+            f"{builtin}")
+
+
 def load_driver(scheme: str) -> type[Driver]:
     """The Driver class for ``scheme``; :class:`DriverLoadFailure` says what to install."""
     name = canonical_name(scheme)
     if not _advertised(name):
         dist = DISTRIBUTIONS.get(name)
-        hint = (f"install the {dist!r} distribution (pip install {dist})" if dist
-                else f"install a distribution registering {name!r} on the "
-                     f"{NAMESPACE!r} entry-point group")
-        raise DriverLoadFailure(f"no polymsg driver for {scheme!r}: {hint}")
+        raise DriverLoadFailure(f"no polymsg driver for {scheme!r}: {_install_hint(name, dist)}")
     try:
         manager: Any = stevedore_driver.DriverManager(NAMESPACE, name, invoke_on_load=False)
         plugin = manager.driver

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from polymsg._config import value
 from polymsg._exceptions import (
     InvalidTarget,
     MessageDeliveryFailure,
@@ -14,13 +17,22 @@ from polymsg._exceptions import (
     MessagingTimeout,
     RPCVersionCapError,
 )
+from polymsg._json import to_primitive
 from polymsg._remote import exception_from_failure
 from polymsg._serializer import NoOpSerializer, Serializer
-from polymsg._target import Target, check_ttl, parse_version, version_is_compatible
+from polymsg._target import (
+    Target,
+    check_context,
+    check_routing_size,
+    check_timeout,
+    check_ttl,
+    parse_version,
+    version_is_compatible,
+)
 from polymsg._transport import Transport
 from polymsg.driver import Reply, SendOptions
 
-__all__ = ["RPCClient"]
+__all__ = ["RPCClient", "TransportOptions"]
 
 LOG = logging.getLogger(__name__)
 
@@ -30,27 +42,44 @@ _UNSET: Any = object()
 _TARGET_FIELDS = ("topic", "server", "fanout", "exchange", "namespace", "version")
 
 
+@dataclass(frozen=True)
+class TransportOptions:
+    """How a client's messages are sent.
+
+    ``at_least_once``: a call or cast that no queue takes (nobody ever
+    listened on that topic or server) fails at once with
+    :class:`~polymsg.MessageUndeliverable` instead of being stored (casts)
+    or timing out (calls). The message is then not stored for a server that
+    starts later. Needs a driver with the ``at_least_once`` send feature.
+    """
+
+    at_least_once: bool = False
+
+
 class RPCClient:
     """Sends requests to the servers of ``target``. Thread-safe; cheap to ``prepare``.
 
     ``timeout`` (seconds) defaults to ``[DEFAULT] rpc_response_timeout``;
     ``retry`` ``None`` retries the connection forever, ``0`` never, ``N``
     times; ``version_cap`` refuses versions above it; ``queue_ttl`` and
-    ``message_ttl`` are the TTL hints (see API.md).
+    ``message_ttl`` are the TTL hints. ``call_monitor_timeout`` (seconds)
+    asks the server for heartbeats while a call runs and fails the call with
+    :class:`~polymsg.MessagingTimeout` once none came for that long, however
+    far ``timeout`` is. ``transport_options``: see :class:`TransportOptions`.
     """
 
     def __init__(self, transport: Transport, target: Target, *, timeout: float | None = None,
                  retry: int | None = None, version_cap: str | None = None,
                  serializer: Serializer | None = None, queue_ttl: float | None = None,
-                 message_ttl: float | None = None) -> None:
+                 message_ttl: float | None = None, call_monitor_timeout: float | None = None,
+                 transport_options: TransportOptions | None = None) -> None:
         if not isinstance(target, Target):
             raise InvalidTarget(f"target must be a polymsg.Target, got {target!r}")
         if version_cap is not None:
             parse_version(version_cap)
         if retry is not None and (not isinstance(retry, int) or retry < 0):
             raise ValueError(f"retry must be None or a non-negative int, got {retry!r}")
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
-            raise ValueError(f"timeout must be None or a non-negative number, got {timeout!r}")
+        check_timeout("timeout", timeout)
         self.transport = transport
         self.target = target
         self.timeout = timeout
@@ -59,8 +88,16 @@ class RPCClient:
         self.serializer = serializer or NoOpSerializer()
         self.queue_ttl = check_ttl("queue_ttl", queue_ttl)
         self.message_ttl = check_ttl("message_ttl", message_ttl)
+        self.call_monitor_timeout = check_ttl("call_monitor_timeout", call_monitor_timeout)
+        if transport_options is not None and not isinstance(transport_options, TransportOptions):
+            raise TypeError("transport_options must be a polymsg.TransportOptions, got "
+                            f"{transport_options!r}")
+        self.transport_options = transport_options or TransportOptions()
+        self._at_least_once = self.transport_options.at_least_once
         self._cast_options = SendOptions(retry=retry, queue_ttl=self.queue_ttl,
-                                         message_ttl=self.message_ttl)
+                                         message_ttl=self.message_ttl,
+                                         at_least_once=self._at_least_once)
+        check_routing_size(target, transport.default_exchange)
         self._wire_target = target.replace(exchange=target.exchange or transport.default_exchange)
 
     def prepare(self, *, topic: str | None = _UNSET, server: str | None = _UNSET,
@@ -68,7 +105,8 @@ class RPCClient:
                 namespace: str | None = _UNSET, version: str | None = _UNSET,
                 timeout: float | None = _UNSET, retry: int | None = _UNSET,
                 version_cap: str | None = _UNSET, queue_ttl: float | None = _UNSET,
-                message_ttl: float | None = _UNSET) -> RPCClient:
+                message_ttl: float | None = _UNSET, call_monitor_timeout: float | None = _UNSET,
+                transport_options: TransportOptions | None = _UNSET) -> RPCClient:
         """A client like this one with the given target fields and options changed."""
         given = dict(topic=topic, server=server, fanout=fanout, exchange=exchange,
                      namespace=namespace, version=version)
@@ -82,6 +120,8 @@ class RPCClient:
             retry=pick(retry, self.retry), version_cap=pick(version_cap, self.version_cap),
             serializer=self.serializer, queue_ttl=pick(queue_ttl, self.queue_ttl),
             message_ttl=pick(message_ttl, self.message_ttl),
+            call_monitor_timeout=pick(call_monitor_timeout, self.call_monitor_timeout),
+            transport_options=pick(transport_options, self.transport_options),
         )
 
     def can_send_version(self, version: str) -> bool:
@@ -92,19 +132,29 @@ class RPCClient:
         """Invoke ``method`` on one server and return its result (or raise its error)."""
         timeout = self.timeout
         if timeout is None:
-            timeout = float(self.transport.conf.rpc_response_timeout)
+            timeout = float(value(self.transport.conf, "rpc_response_timeout"))
         if self.target.fanout:
             raise InvalidTarget(f"a fanout target cannot be called, only cast to: {self.target}")
         wire_ctxt, message = self._prepare(ctxt, method, kwargs)
+        monitor = self.call_monitor_timeout
+        if monitor is not None:
+            self.transport.require_send_feature("call_monitor", "call_monitor_timeout")
+        beats = _Heartbeats()
         ttl = timeout if self.message_ttl is None else min(timeout, self.message_ttl)
         options = SendOptions(timeout=timeout, retry=self.retry, queue_ttl=self.queue_ttl,
-                              message_ttl=ttl)
+                              message_ttl=ttl, call_monitor_timeout=monitor,
+                              heartbeat=beats.beat if monitor is not None else None,
+                              at_least_once=self._at_least_once)
         future = _guard(lambda: self.transport._driver.call(
             self._wire_target, wire_ctxt, message, options))
         try:
-            reply = _result(future, timeout)
-        except FutureTimeout:
+            reply = _wait(future, timeout, monitor, beats)
+        except FutureTimeout as expired:
             future.cancel()
+            if expired.args and expired.args[0] == "monitor":
+                raise MessagingTimeout(
+                    f"no call-monitor heartbeat for {monitor:g}s from the server running "
+                    f"{method!r} on topic {self.target.topic!r}") from None
             raise MessagingTimeout(
                 f"timed out after {timeout:g}s waiting for a reply to {method!r} "
                 f"on topic {self.target.topic!r}") from None
@@ -132,6 +182,8 @@ class RPCClient:
             transport.require("queue_ttl", "queue_ttl")
         if self.message_ttl is not None:
             transport.require("message_ttl", "message_ttl")
+        if self._at_least_once:
+            transport.require_send_feature("at_least_once", "TransportOptions(at_least_once=True)")
         if not isinstance(method, str) or not method:
             raise InvalidTarget(f"method must be a non-empty string, got {method!r}")
         version = target.version
@@ -139,14 +191,51 @@ class RPCClient:
             raise RPCVersionCapError(
                 f"requested version {version} is above the version cap {self.version_cap}")
         serializer = self.serializer
-        wire_ctxt = serializer.serialize_context({} if ctxt is None else ctxt)
-        args = {k: serializer.serialize_entity(wire_ctxt, v) for k, v in kwargs.items()}
+        wire_ctxt = to_primitive(check_context(
+            serializer.serialize_context({} if ctxt is None else ctxt)), "context")
+        if type(serializer) is NoOpSerializer:
+            args = to_primitive(kwargs, "args")
+        else:
+            args = to_primitive({k: serializer.serialize_entity(wire_ctxt, v)
+                                 for k, v in kwargs.items()}, "args")
         message = {"method": method, "args": args, "namespace": target.namespace,
                    "version": version}
         return wire_ctxt, message
 
     def __repr__(self) -> str:
         return f"<polymsg.RPCClient {self.target}>"
+
+
+class _Heartbeats:
+    """When the last call-monitor heartbeat of one call arrived."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def beat(self) -> None:
+        self.last = time.monotonic()
+
+
+def _wait(future: Future[Any], timeout: float, monitor: float | None,
+          beats: _Heartbeats) -> Reply:
+    """The call's reply; ``FutureTimeout`` at the timeout, ``FutureTimeout("monitor")``
+    when heartbeats stopped for ``monitor`` seconds first."""
+    if monitor is None:
+        return _result(future, timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        now = time.monotonic()
+        silent_until = beats.last + monitor
+        if now >= deadline:
+            raise FutureTimeout()
+        if now >= silent_until:
+            raise FutureTimeout("monitor")
+        try:
+            return _result(future, min(deadline, silent_until) - now)
+        except FutureTimeout:
+            continue
 
 
 def _guard(send: Any) -> Future[Any]:

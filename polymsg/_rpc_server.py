@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,9 +15,10 @@ from polymsg._exceptions import (
     UnsupportedVersion,
 )
 from polymsg._executor import Runner
+from polymsg._json import to_primitive
 from polymsg._remote import failure_from_exception
 from polymsg._serializer import NoOpSerializer, Serializer
-from polymsg._target import Target, check_ttl
+from polymsg._target import Target, check_routing_size, check_ttl
 from polymsg._transport import Transport
 from polymsg.driver import IncomingMessage, Listener
 
@@ -38,6 +40,7 @@ class RPCServer(Runner):
             raise InvalidTarget(f"an RPC server needs a topic and a server: {target}")
         if target.fanout:
             raise InvalidTarget(f"an RPC server target cannot be fanout: {target}")
+        check_routing_size(target, transport.default_exchange)
         self.target = target.replace(exchange=target.exchange or transport.default_exchange)
         self.queue_ttl = check_ttl("queue_ttl", queue_ttl)
         self._dispatcher = RPCDispatcher(endpoints, serializer or NoOpSerializer())
@@ -55,19 +58,70 @@ class RPCServer(Runner):
         incoming.acknowledge()  # at most once: taken before it runs
         message = incoming.message
         func = None
+        monitor = _CallMonitor.start(incoming)
         try:
             func = self._dispatcher.find(message.get("method"),  # type: ignore[arg-type]
                                          message.get("namespace"), message.get("version"))
             result = self._dispatcher.invoke(func, incoming.ctxt, message)
         except Exception as exc:
             _log_failure(incoming, func, exc)
+            if monitor is not None:
+                monitor.stop()
             incoming.reply(failure=failure_from_exception(exc))
             return
+        if monitor is not None:
+            monitor.stop()
         try:
-            incoming.reply(result=result)
+            incoming.reply(result=to_primitive(result, "result"))
         except SerializationError as exc:
             LOG.warning("result of %s is not JSON-serializable: %s", _name(incoming), exc)
             incoming.reply(failure=failure_from_exception(exc))
+
+
+class _CallMonitor:
+    """Sends call-monitor heartbeats every ``call_monitor_timeout / 2`` seconds
+    while an endpoint runs, for a caller that asked for them."""
+
+    def __init__(self, incoming: IncomingMessage, interval: float) -> None:
+        self._incoming = incoming
+        self._interval = interval
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="polymsg-call-monitor")
+
+    @classmethod
+    def start(cls, incoming: IncomingMessage) -> _CallMonitor | None:
+        timeout = getattr(incoming, "call_monitor_timeout", None)
+        if timeout is None:
+            return None
+        try:
+            interval = float(timeout) / 2
+        except (TypeError, ValueError):
+            interval = 0.0
+        if not interval > 0 or interval == float("inf"):
+            LOG.warning("ignoring an invalid call_monitor_timeout %r from a caller", timeout)
+            return None
+        monitor = cls(incoming, max(interval, _MIN_HEARTBEAT_INTERVAL))
+        monitor._thread.start()
+        return monitor
+
+    def _run(self) -> None:
+        while not self._done.wait(self._interval):
+            try:
+                self._incoming.heartbeat()
+            except Exception as exc:  # the reply path is gone: the caller will time out
+                LOG.debug("call-monitor heartbeat failed: %s", exc)
+                return
+
+    def stop(self) -> None:
+        """Stop sending heartbeats; returns once none is being sent, so no
+        heartbeat follows the reply."""
+        self._done.set()
+        self._thread.join()
+
+
+#: Heartbeats are never sent more often than this (seconds), whatever the caller asks.
+_MIN_HEARTBEAT_INTERVAL = 0.05
 
 
 def _log_failure(incoming: IncomingMessage, func: Any, exc: Exception) -> None:

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from polymsg._exceptions import InvalidTarget
+from polymsg._exceptions import InvalidTarget, SerializationError
 
-__all__ = ["Target", "check_ttl", "parse_version", "version_is_compatible"]
+__all__ = [
+    "MAX_NAME_BYTES", "Target", "check_context", "check_name", "check_routing_size",
+    "check_timeout", "check_ttl", "parse_version", "version_is_compatible",
+]
 
 _VERSION = re.compile(r"^\d+\.\d+$")
+
+#: The longest name, in bytes of UTF-8: AMQP carries names as short strings.
+MAX_NAME_BYTES = 255
+#: Characters that are routing syntax on some transport, and why.
+_SYNTAX = {
+    "#": "an AMQP wildcard (matches any words) and the zmq driver's hashed-name marker",
+    "*": "an AMQP wildcard (matches one word) and the zmq ring file's catch-all key",
+    "/": "a path and key separator (zmq IPC paths, matchmaker keys, scoped queue names)",
+    "\\": "a path separator on Windows",
+}
+#: Bytes a server's fanout queue adds to its topic: ``_fanout_`` and 32 hex digits.
+_FANOUT_SUFFIX = 40
 
 
 @dataclass(frozen=True)
@@ -33,10 +50,14 @@ class Target:
     fanout: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("topic", "server", "exchange", "namespace"):
+        for name in ("topic", "server", "exchange"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise InvalidTarget(f"Target {name} must be a non-empty string, got {value!r}")
+            if value is not None:
+                check_name(name, value)
+        if self.namespace is not None and (not isinstance(self.namespace, str)
+                                           or not self.namespace):
+            raise InvalidTarget(f"Target namespace must be a non-empty string, "
+                                f"got {self.namespace!r}")
         if self.version is not None:
             parse_version(self.version)
         if not isinstance(self.fanout, bool):
@@ -68,6 +89,89 @@ def check_ttl(name: str, value: float | None) -> float | None:
     """Validate a TTL hint: ``None`` or a positive number of seconds (as float)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value <= 0):
+        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
     return float(value)
+
+
+def check_name(field: str, value: object) -> str:
+    """Validate a routing name (topic, server, exchange, pool, publisher id).
+
+    The same rules hold on every transport: a non-empty string of at most
+    :data:`MAX_NAME_BYTES` bytes of UTF-8, without ``#``, ``*``, ``/`` or
+    ``\\``, whitespace or control characters, and not ``.`` or ``..``.
+    Dots, dashes, ``@`` and ``:`` are fine (``compute``, ``host.example.com``,
+    ``host@backend``). Raises :class:`InvalidTarget` naming the field and the
+    character.
+    """
+    if not isinstance(value, str) or not value:
+        raise InvalidTarget(f"Target {field} must be a non-empty string, got {value!r}")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME_BYTES:
+        raise InvalidTarget(f"{field} {_shorten(value)} is too long: {size} bytes of UTF-8; "
+                            f"names are at most {MAX_NAME_BYTES} (an AMQP short string)")
+    for index, char in enumerate(value):
+        reason = _SYNTAX.get(char)
+        if reason is None and (char.isspace() or not char.isprintable()):
+            reason = "whitespace or an unprintable (control or format) character"
+        if reason is not None:
+            raise InvalidTarget(f"{field} {_shorten(value)} contains {char!r} at position "
+                                f"{index}: {reason}, so it cannot be part of a name")
+    if value in (".", ".."):
+        raise InvalidTarget(f"{field} cannot be {value!r}: it names a directory on the zmq "
+                            "transport")
+    return value
+
+
+def check_routing_size(target: Target, default_exchange: str) -> None:
+    """Refuse an RPC target whose longest derived queue name exceeds 255 bytes.
+
+    A server of ``topic`` consumes ``<topic>.<server>`` and
+    ``<topic>_fanout_<32 hex digits>``; on an exchange other than the
+    configured one both get the prefix ``<exchange>/``. Checking this in the
+    facade keeps a name that works on one transport working on all.
+    """
+    if target.topic is None:
+        return
+    size = len(target.topic.encode("utf-8"))
+    if target.exchange is not None and target.exchange != default_exchange:
+        size += len(target.exchange.encode("utf-8")) + 1
+    server = 1 + len(target.server.encode("utf-8")) if target.server else 0
+    size += max(server, _FANOUT_SUFFIX)
+    if size > MAX_NAME_BYTES:
+        raise InvalidTarget(
+            f"target {target} is too long: it makes a queue name of {size} bytes; the longest "
+            f"name a target "
+            f"derives ([exchange/]topic.server, or topic plus {_FANOUT_SUFFIX} bytes of fanout "
+            f"queue suffix) must fit in {MAX_NAME_BYTES} bytes")
+
+
+def check_timeout(name: str, value: object) -> float | None:
+    """Validate a timeout: ``None`` or a finite number of seconds, not negative."""
+    if value is None:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value < 0):
+        raise ValueError(f"{name} must be None or a finite, non-negative number of seconds, "
+                         f"got {value!r}")
+    return value
+
+
+def check_context(ctxt: object) -> dict[str, Any]:
+    """The context as the serializer made it must be a dict with string keys
+    (what every transport carries); anything else is a :class:`SerializationError`."""
+    if not isinstance(ctxt, Mapping):
+        raise SerializationError(f"the context must be a dict (after the serializer), "
+                                 f"not {type(ctxt).__name__}")
+    ctxt = dict(ctxt)
+    for key in ctxt:
+        if not isinstance(key, str):
+            raise SerializationError(f"context keys must be strings, got {key!r}")
+    return ctxt
+
+
+def _shorten(value: str, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a hostile name may be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(value)} characters)"

@@ -7,14 +7,15 @@ import threading
 import weakref
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from oslo_config import cfg
 
-from polymsg._config import DEFAULT_OPTS, register_opts
+from polymsg._config import OWN_DEFAULTS, register_defaults, register_opts, value, warn_unknown_keys
 from polymsg._exceptions import InvalidTransportURL, NotSupported
 from polymsg._registry import load_driver
-from polymsg._url import TransportURL
+from polymsg._secrets import warn_readable_secrets
+from polymsg._url import TransportURL, mask_value
 from polymsg.driver import Driver, DriverOptions
 
 __all__ = ["Transport", "get_transport"]
@@ -49,7 +50,7 @@ class Transport:
     @property
     def default_exchange(self) -> str:
         """The exchange of targets that name none (``[DEFAULT] control_exchange``)."""
-        return str(self.conf.control_exchange)
+        return str(value(self.conf, "control_exchange"))
 
     def require(self, capability: str, what: str) -> None:
         """Raise :class:`NotSupported` unless the driver declares ``capability``."""
@@ -57,6 +58,15 @@ class Transport:
             raise NotSupported(
                 f"{what} needs the {capability!r} capability, which the "
                 f"{self.url.transport!r} driver does not declare"
+            )
+
+    def require_send_feature(self, feature: str, what: str) -> None:
+        """Raise :class:`NotSupported` unless the driver lists ``feature`` in its
+        ``send_features``."""
+        if feature not in type(self._driver).send_features:
+            raise NotSupported(
+                f"{what} needs the {feature!r} send feature, which the "
+                f"{self.url.transport!r} driver does not implement"
             )
 
     def _track(self, runner: _Runner) -> None:
@@ -99,9 +109,9 @@ def get_transport(url: str | TransportURL | None = None, *, conf: cfg.ConfigOpts
     """
     if conf is None:
         conf = cfg.ConfigOpts()
-    register_opts(conf, DEFAULT_OPTS)
+    register_defaults(conf)
     if url is None:
-        url = conf.transport_url
+        url = value(conf, "transport_url")
         if not url:
             raise InvalidTransportURL(
                 "no transport URL: pass url= to get_transport() or set "
@@ -112,7 +122,8 @@ def get_transport(url: str | TransportURL | None = None, *, conf: cfg.ConfigOpts
     if len(parsed.hosts) > 1 and "multi_host" not in driver_cls.capabilities:
         raise NotSupported(f"the {parsed.transport!r} driver does not support several hosts")
     options = _driver_options(driver_cls, parsed, conf)
-    driver = driver_cls(parsed, options, conf)
+    warn_readable_secrets(conf, driver_cls.options_group, driver_cls.list_opts(), options.values)
+    driver = driver_cls(parsed, options, cast(cfg.ConfigOpts, _DriverConf(conf)))
     return Transport(driver, conf, parsed, allowed_remote_exmods)
 
 
@@ -123,9 +134,13 @@ def _driver_options(driver_cls: type[Driver], url: TransportURL,
     values: dict[str, Any] = {}
     if opts and group:
         register_opts(conf, list(opts.values()), group=group)
+        warn_unknown_keys(conf, group, opts.values())
         values = {name: conf[group][name] for name in opts}
+    # An option's deprecated names (a renamed option) still work as query keys.
+    aliases = {old.name.replace("-", "_"): opt for opt in opts.values()
+               for old in opt.deprecated_opts if old.name}
     for key, text in url.query.items():
-        opt = opts.get(key)
+        opt = opts.get(key) or aliases.get(key)
         if opt is None:
             known = ", ".join(sorted(opts)) or "none"
             raise InvalidTransportURL(
@@ -133,9 +148,32 @@ def _driver_options(driver_cls: type[Driver], url: TransportURL,
                 f"(known options: {known})"
             )
         try:
-            values[key] = opt.type(text)
+            values[opt.dest] = opt.type(text)
         except (ValueError, TypeError) as exc:
-            raise InvalidTransportURL(
-                f"invalid value {text!r} for option {key!r} in transport URL: {exc}"
-            ) from exc
+            # A secret's value (or its parse error, which may quote it) is not shown.
+            shown = "****" if opt.secret else mask_value(key, text)
+            detail = f"{shown!r} for option {key!r}" + (f": {exc}" if shown == text else "")
+            raise InvalidTransportURL(f"invalid value {detail} in transport URL") from exc
     return DriverOptions(values)
+
+
+class _DriverConf:
+    """The caller's ConfigOpts as a driver sees it: the [DEFAULT] options polymsg
+    shares with oslo.messaging read as polymsg reads them (its own defaults
+    unless set; see ``polymsg._config``), everything else as it is."""
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self._conf = conf
+
+    def __getattr__(self, name: str) -> Any:
+        if name in OWN_DEFAULTS:
+            return value(self._conf, name)
+        return getattr(self._conf, name)
+
+    def __getitem__(self, name: str) -> Any:
+        if name in OWN_DEFAULTS:
+            return value(self._conf, name)
+        return self._conf[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._conf

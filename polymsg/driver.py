@@ -72,11 +72,11 @@ from typing import Any, ClassVar
 
 from oslo_config import cfg
 
-from polymsg import _amqp as amqp
 from polymsg._exceptions import (
     InvalidTarget,
     InvalidTransportURL,
     MessageDeliveryFailure,
+    MessageUndeliverable,
     MessagingError,
     MessagingTimeout,
     NotSupported,
@@ -95,6 +95,7 @@ __all__ = [
     "InvalidTransportURL",
     "Listener",
     "MessageDeliveryFailure",
+    "MessageUndeliverable",
     "MessagingError",
     "MessagingTimeout",
     "NotSupported",
@@ -105,17 +106,23 @@ __all__ = [
     "Target",
     "TransportHost",
     "TransportURL",
-    "amqp",
     "dumps",
     "dumps_str",
     "loads",
 ]
 
-#: Every capability a driver may declare (see API.md, "Capabilities").
+#: Every capability a driver may declare (docs: concepts, "Capabilities").
 CAPABILITIES: frozenset[str] = frozenset({
     "rpc", "fanout", "notify", "pools", "requeue", "store_and_forward",
     "queue_ttl", "message_ttl", "multi_host",
 })
+
+
+#: Optional send features a driver may list in :attr:`Driver.send_features`
+#: (see :class:`SendOptions`): ``"call_monitor"`` (call-monitor heartbeats,
+#: both as caller and as server) and ``"at_least_once"`` (unroutable sends
+#: fail at once with :class:`~polymsg.MessageUndeliverable`).
+SEND_FEATURES: frozenset[str] = frozenset({"call_monitor", "at_least_once"})
 
 
 @dataclass(frozen=True)
@@ -123,7 +130,23 @@ class SendOptions:
     """How one message is sent.
 
     ``timeout``: for calls, seconds to wait for the reply; the request MUST
-    also expire (never be executed) once it has passed. ``retry``: ``None``
+    also expire (never be executed) once it has passed.
+
+    ``call_monitor_timeout`` (calls, feature ``"call_monitor"``): the driver
+    MUST carry it to the server with the request (AMQP: the request's
+    ``_timeout`` field, as oslo.messaging does), where it becomes
+    :attr:`IncomingMessage.call_monitor_timeout`, and MUST call
+    ``heartbeat()`` (cheap, never blocking, from any thread) for every
+    call-monitor heartbeat the server sends back for this call (AMQP: a reply
+    frame with ``ending`` false, no result and no failure). The facade fails
+    the call when heartbeats stop.
+
+    ``at_least_once`` (calls and casts, feature ``"at_least_once"``): the
+    driver MUST NOT declare the queue it sends to, and MUST fail the send
+    (the future) with :class:`~polymsg.MessageUndeliverable` when the
+    transport reports that no queue took the message (AMQP: publish with
+    ``mandatory=True``; the broker's ``basic.return`` means undeliverable),
+    at once, not at the call's timeout. ``retry``: ``None``
     keep retrying the connection, ``0`` no retry, ``N`` N retries, then
     :class:`~polymsg.MessageDeliveryFailure`. ``queue_ttl``: the queue this
     message is stored in (when the driver stores and forwards) is removed
@@ -135,6 +158,11 @@ class SendOptions:
     retry: int | None = None
     queue_ttl: float | None = None
     message_ttl: float | None = None
+    #: Optional features (see :attr:`Driver.send_features`); the facade sets
+    #: them only for a driver that declares them.
+    call_monitor_timeout: float | None = None
+    heartbeat: Callable[[], None] | None = field(default=None, compare=False)
+    at_least_once: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,6 +211,9 @@ class IncomingMessage(abc.ABC):
 
     ctxt: dict[str, Any]
     message: dict[str, Any]
+    #: The caller's call-monitor timeout in seconds (drivers with the
+    #: ``"call_monitor"`` feature), ``None`` when the caller set none.
+    call_monitor_timeout: float | None = None
 
     @abc.abstractmethod
     def acknowledge(self) -> None:
@@ -200,6 +231,16 @@ class IncomingMessage(abc.ABC):
         MUST raise :class:`~polymsg.SerializationError` without sending
         anything when ``result`` is not JSON-encodable, so the facade can
         send a failure instead. Other send errors are logged, not raised.
+        """
+
+    def heartbeat(self) -> None:  # noqa: B027 - optional: drivers with "call_monitor"
+        """Tell the caller the call is still running (a call-monitor heartbeat).
+
+        The facade calls it every ``call_monitor_timeout / 2`` seconds while
+        the endpoint runs (never after :meth:`reply`). AMQP: a reply frame
+        ``{"result": null, "failure": null, "ending": false, "_msg_id": ...}``
+        to the caller's reply queue, as oslo.messaging's servers send. Errors
+        are logged, not raised.
         """
 
 
@@ -224,12 +265,17 @@ class Driver(abc.ABC):
     """A transport. One instance per :func:`polymsg.get_transport` call.
 
     Class attributes are data the facade reads before any instance exists:
-    ``capabilities`` (a subset of :data:`CAPABILITIES`), ``options_group``
+    ``capabilities`` (a subset of :data:`CAPABILITIES`), ``send_features``
+    (a subset of :data:`SEND_FEATURES`), ``options_group``
     and :meth:`list_opts` (the oslo.config options URL query keys may
     override).
     """
 
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: Optional :class:`SendOptions` features the driver implements, a subset of
+    #: :data:`SEND_FEATURES`; the facade raises :class:`~polymsg.NotSupported`
+    #: when a user asks for one the driver does not list.
+    send_features: ClassVar[frozenset[str]] = frozenset()
     options_group: ClassVar[str | None] = None
 
     def __init__(self, url: TransportURL, options: DriverOptions, conf: cfg.ConfigOpts) -> None:

@@ -174,6 +174,7 @@ export PATH="$VENV/bin:$PATH"
 
 run "ruff check" "$VENV/bin/ruff" check "$ROOT"
 run "mypy --strict polymsg" "$VENV/bin/mypy" --strict -p polymsg
+run "mypy --strict benchmarks" "$VENV/bin/mypy" --strict benchmarks
 for d in "${DRIVERS[@]}"; do
   pkgs=()
   for p in $(driver_packages "$d"); do pkgs+=(-p "$p"); done
@@ -183,6 +184,7 @@ for d in "${DRIVERS[@]}"; do
 done
 
 pytest_run core "$ROOT" tests
+pytest_run benchmarks "$ROOT" benchmarks/tests  # the harness (repository only)
 for d in "${DRIVERS[@]}"; do
   if [ -d "$d/tests" ]; then
     pytest_run "$(basename "$d")" "$d" tests allow-empty
@@ -200,8 +202,8 @@ if [ "${POLYMSG_RABBIT4:-1}" != 0 ]; then
     grep -rqs POLYMSG_TEST_RABBIT_URL "$d/tests" && pytest_run "$(basename "$d")@rabbit4" "$d" tests
   done
   rm -f "$REPORTS/rabbit4-cluster.json"
-  for t in "$ROOT"/tests/amqp "$ROOT"/tests/rabbit4; do
-    [ -d "$t" ] && pytest_run "$(basename "$t")@rabbit4" "$ROOT" "$t"
+  for t in "$ROOT"/tests-amqp "$ROOT"/tests/rabbit4; do
+    [ -d "$t" ] && pytest_run "$(basename "$t")@rabbit4" "$ROOT" "$t" allow-empty
   done
   if [ -f "$REPORTS/rabbit4-cluster.json" ]; then
     say "three-node cluster figures"

@@ -18,7 +18,7 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     "classic durable": {"amqp_durable_queues": True},
     "quorum": {"rabbit_quorum_queue": True, "rabbit_transient_quorum_queue": True},
     "quorum + stream": {"rabbit_quorum_queue": True, "rabbit_transient_quorum_queue": True,
-                        "rabbit_stream_fanout": True},
+                        "rabbit_stream_fanout": True, "rabbit_qos_prefetch_count": 64},
 }
 
 
@@ -72,7 +72,7 @@ def test_quorum_arguments_are_oslo_messagings() -> None:
 
 
 def test_transient_quorum_queues_expire() -> None:
-    layout = _layout(rabbit_transient_quorum_queue=True, transient_queues_ttl=60)
+    layout = _layout(rabbit_transient_quorum_queue=True, rabbit_transient_queues_ttl=60)
     reply = layout.reply_route("reply_x").queue
     assert reply is not None
     assert dict(reply.arguments) == {"x-queue-type": "quorum", "x-expires": 60_000}
@@ -98,7 +98,7 @@ def test_stream_fanout_is_one_stream_per_topic() -> None:
 @pytest.mark.parametrize(("options", "needs"), [
     ({"rabbit_stream_fanout": True}, "rabbit_transient_quorum_queue"),
     ({"rabbit_stream_fanout": True, "rabbit_transient_quorum_queue": True,
-      "prefetch_count": 0}, "prefetch_count"),
+      "rabbit_qos_prefetch_count": 0}, "rabbit_qos_prefetch_count"),
 ])
 def test_stream_fanout_needs_its_companions(options: dict[str, Any], needs: str) -> None:
     with pytest.raises(polymsg.InvalidTransportURL, match=needs):

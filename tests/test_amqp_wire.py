@@ -7,7 +7,7 @@ import json
 import pytest
 
 import polymsg
-from polymsg.driver import amqp
+from polymsg import amqp
 
 CTXT = {"request_id": "req-1", "user": "alice"}
 REQUEST = {"method": "echo", "args": {"value": [1, "two"]}, "namespace": None, "version": None}

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 
-import pytest
 from oslo_config import cfg, generator
 
 import polymsg
@@ -18,14 +16,6 @@ DEFAULTS = {
     "control_exchange": "polymsg",
     "executor_thread_pool_size": 64,
 }
-
-
-@pytest.fixture
-def transports() -> Iterator[list[polymsg.Transport]]:
-    made: list[polymsg.Transport] = []
-    yield made
-    for transport in made:
-        transport.cleanup()
 
 
 def test_list_opts_shape_and_defaults() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, distribution
 from typing import Any, ClassVar
 
@@ -15,14 +15,6 @@ import polymsg
 from polymsg import _registry, _transport
 from polymsg._memory import MemoryDriver
 from polymsg.driver import Driver, DriverOptions
-
-
-@pytest.fixture
-def transports() -> Iterator[list[polymsg.Transport]]:
-    made: list[polymsg.Transport] = []
-    yield made
-    for transport in made:
-        transport.cleanup()
 
 
 def installed(dist: str) -> bool:
@@ -220,3 +212,29 @@ def test_import_scans_no_entry_points_and_loads_no_cli() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_fake_is_memory(transports: list[polymsg.Transport]) -> None:
+    # oslo.messaging's unit tests write fake://; it is polymsg's in-process bus.
+    assert _registry.load_driver("fake") is MemoryDriver
+    transport = polymsg.get_transport("fake://")
+    transports.append(transport)
+    with polymsg.get_rpc_server(transport, polymsg.Target(topic="t", server="s"),
+                                [_Echo()]):
+        client = polymsg.RPCClient(transport, polymsg.Target(topic="t"), timeout=30)
+        assert client.call({}, "echo", value=3) == 3
+
+
+class _Echo:
+    def echo(self, ctxt: Any, value: Any) -> Any:
+        return value
+
+
+def test_missing_first_party_driver_says_how_to_install_from_a_checkout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_registry, "_advertised", lambda name: False)
+    with pytest.raises(polymsg.DriverLoadFailure) as info:
+        _registry.load_driver("rabbit")
+    message = str(info.value)
+    assert "pip install ./drivers/polymsg-kombu" in message
+    assert "memory://" in message

@@ -35,7 +35,7 @@ REPORT_ENV = "POLYMSG_CHECK_REPORT"
 #: command line, where a password would show in the process list).
 URL_ENV = "POLYMSG_CHECK_URL"
 
-#: Capabilities in the order the table lists them (API.md's order).
+#: Capabilities in the order the table lists them (the documented order).
 CAPABILITY_ORDER = ("rpc", "fanout", "notify", "pools", "requeue", "store_and_forward",
                     "queue_ttl", "message_ttl", "multi_host")
 

@@ -134,12 +134,11 @@ def cli(debug: bool) -> None:
 
 
 def _register_builtins() -> None:
-    from polymsg._cli.bench import bench
     from polymsg._cli.check import check
     from polymsg._cli.demo import demo
     from polymsg._cli.ops import call, cast, listen, notify, serve_echo
 
-    for command in (demo, call, cast, notify, listen, serve_echo, check, bench):
+    for command in (demo, call, cast, notify, listen, serve_echo, check):
         cli.add_command(command)
 
 

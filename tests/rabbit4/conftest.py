@@ -28,10 +28,10 @@ OPTION_SETS = {
     "classic": "",
     "quorum": "rabbit_quorum_queue=true&rabbit_transient_quorum_queue=true",
     "quorum+stream": "rabbit_quorum_queue=true&rabbit_transient_quorum_queue=true"
-                     "&rabbit_stream_fanout=true",
+                     "&rabbit_stream_fanout=true&rabbit_qos_prefetch_count=64",
 }
 DRIVERS = ("rabbit+kombu", "rabbit+pika")
-FAST_RETRY = "retry_interval=0.2&retry_backoff=0.3&retry_interval_max=1"
+FAST_RETRY = "rabbit_retry_interval=0.2&rabbit_retry_backoff=0.3&rabbit_interval_max=1"
 
 
 def ctl(*args: str) -> str:

@@ -114,8 +114,8 @@ def cluster() -> Iterator[list[Node]]:
 
 def _url(driver: str, nodes: list[Node]) -> str:
     hosts = ",".join(f"guest:guest@127.0.0.1:{node.port}" for node in nodes)
-    query = (OPTION_SETS["quorum"] + "&retry_interval=0.2&retry_backoff=0.5"
-             "&retry_interval_max=2&connect_timeout=2&heartbeat=10")
+    query = (OPTION_SETS["quorum"] + "&rabbit_retry_interval=0.2&rabbit_retry_backoff=0.5"
+             "&rabbit_interval_max=2&connect_timeout=2&heartbeat_timeout_threshold=10")
     return f"{driver}://{hosts}/?{query}"
 
 

@@ -31,7 +31,7 @@ class TestKombuOptionSets(ConformanceTests):
         return _url("rabbit+kombu", vhost, OPTION_SETS[request.param])
 
     def get_unreachable_url(self) -> str:
-        return "rabbit+kombu://guest:guest@127.0.0.1:1/?retry_interval=0.05&retry_backoff=0"
+        return "rabbit+kombu://guest:guest@127.0.0.1:1/?rabbit_retry_interval=0.05&rabbit_retry_backoff=0"
 
 
 class TestPikaOptionSets(ConformanceTests):
@@ -43,7 +43,7 @@ class TestPikaOptionSets(ConformanceTests):
         return _url("rabbit+pika", vhost, OPTION_SETS[request.param])
 
     def get_unreachable_url(self) -> str:
-        return "rabbit+pika://guest:guest@127.0.0.1:1/?retry_interval=0.1"
+        return "rabbit+pika://guest:guest@127.0.0.1:1/?rabbit_retry_interval=0.1"
 
     def thread_may_linger(self, thread: threading.Thread) -> bool:
         return False

@@ -20,8 +20,8 @@ WAIT = 20.0
 
 
 def _proxy_module() -> ModuleType:
-    # The TCP forwarder of polymsg-pika's tests (real sockets, stop/start on one port).
-    path = Path(__file__).resolve().parents[2] / "drivers" / "polymsg-pika" / "tests" / "proxy.py"
+    # The TCP forwarder of the shared AMQP tests (real sockets, stop/start on one port).
+    path = Path(__file__).resolve().parents[2] / "tests-amqp" / "proxy.py"
     spec = importlib.util.spec_from_file_location("polymsg_test_proxy", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -51,7 +51,7 @@ def test_a_reconnecting_stream_consumer_misses_nothing(driver: str, vhost: str) 
     broker = polymsg.TransportURL.parse(RABBIT_URL).hosts[0]
     proxy = _proxy_module().Proxy(("127.0.0.1", broker.port)).start()
     query = (OPTION_SETS["quorum+stream"]
-             + "&retry_interval=0.5&retry_backoff=0&retry_interval_max=0.5")
+             + "&rabbit_retry_interval=0.5&rabbit_retry_backoff=0&rabbit_interval_max=0.5")
     server_url = (f"{driver}://guest:guest@127.0.0.1:{proxy.port}/{vhost}?{query}")
     topic = f"stream-{uuid.uuid4().hex[:8]}"
     seen = Seen()

@@ -20,16 +20,22 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
+from polymsg import amqp
 from polymsg.driver import (
     IncomingMessage,
     Listener,
     MessageDeliveryFailure,
     OnMessage,
     SerializationError,
-    amqp,
 )
 from polymsg_kombu._declare import declare_route
-from polymsg_kombu._errors import BACKEND_ERRORS, CONNECTION_ERRORS, SessionLost, describe
+from polymsg_kombu._errors import (
+    BACKEND_ERRORS,
+    CONNECTION_ERRORS,
+    SessionLost,
+    describe,
+    failure_of,
+)
 from polymsg_kombu._link import Link, Op, Session
 from polymsg_kombu._options import Settings
 
@@ -152,7 +158,8 @@ class Consumer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.link = Link("consumer", settings, on_open=self._on_open, on_lost=lambda s: None)
+        self.link = Link("consumer", settings, on_open=self._on_open, on_lost=lambda s: None,
+                         needed=lambda: bool(self._subscriptions))
         self._subscriptions: list[Subscription] = []
         #: (session generation, delivery tag) -> what a requeue of it would log.
         self.near_limit: dict[tuple[int, int], str] = {}
@@ -189,6 +196,9 @@ class Consumer:
                         return
                     except CONNECTION_ERRORS as exc:
                         self.link.break_session(session, exc)
+                        failure = failure_of(exc, session.host.label)
+                        if failure.permanent:
+                            raise amqp.connection_error(failure) from exc
                 lost += 1
         except BaseException:
             self.unsubscribe(sub)

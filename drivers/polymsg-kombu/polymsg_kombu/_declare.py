@@ -17,7 +17,8 @@ from typing import Any
 
 import amqp.exceptions as amqp_errors
 
-from polymsg.driver import MessageDeliveryFailure, amqp
+from polymsg import amqp
+from polymsg.driver import MessageDeliveryFailure
 from polymsg_kombu._errors import describe, is_precondition_failed
 from polymsg_kombu._session import Session
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
 from oslo_config import cfg
 
+from polymsg import amqp
 from polymsg.driver import (
     CAPABILITIES,
     Driver,
@@ -21,7 +23,6 @@ from polymsg.driver import (
     SendOptions,
     Target,
     TransportURL,
-    amqp,
 )
 from polymsg_kombu._consumer import (
     Consumer,
@@ -81,14 +82,16 @@ class KombuDriver(Driver):
         with translated(what):
             msg_id = amqp.new_id()
             body = amqp.encode_request(ctxt, message, msg_id=msg_id, reply_q=self.replies.queue)
-            self.replies.start(options.retry)
+            # Connecting counts against the call's timeout: a call ends within it.
+            deadline = None if options.timeout is None else time.monotonic() + options.timeout
+            self.replies.start(options.retry, deadline)
             route = self.layout.send_route(target, options.queue_ttl)
             ttl = amqp.expiration(options.timeout, options.message_ttl)
             props = self.layout.message_properties(ttl)
             future = self.replies.expect(msg_id)
             try:
                 self.publisher.send(route, body, props, retry=options.retry,
-                                    correlation_id=msg_id, what=what)
+                                    correlation_id=msg_id, what=what, deadline=deadline)
             except BaseException:
                 future.cancel()
                 raise
@@ -143,7 +146,7 @@ class KombuDriver(Driver):
         routes = self.layout.server_routes(target, queue_ttl)
         sub = Subscription(routes, rpc_handler(on_message, self._send_reply))
         with translated(f"listening on topic {target.topic!r}"):
-            self.consumer.subscribe(sub, None)
+            self.consumer.subscribe(sub, self.settings.listen_retry)
         fanout = routes[-1].queue
         return KombuListener(self.consumer, sub, [fanout.name] if fanout else [])
 
@@ -154,7 +157,7 @@ class KombuDriver(Driver):
                   for target, priority in targets_and_priorities]
         sub = Subscription(routes, notification_handler(on_message))
         with translated("listening for notifications"):
-            self.consumer.subscribe(sub, None)
+            self.consumer.subscribe(sub, self.settings.listen_retry)
         return KombuListener(self.consumer, sub)
 
     def cleanup(self) -> None:

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import amqp.exceptions as amqp_errors
 import kombu.exceptions as kombu_errors
 
+from polymsg import amqp
 from polymsg.driver import MessageDeliveryFailure, MessagingError
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "RETRYABLE",
     "SessionLost",
     "describe",
+    "failure_of",
     "is_precondition_failed",
     "translated",
 ]
@@ -45,6 +47,23 @@ def describe(exc: BaseException) -> str:
     """A one-line description of a backend error, for logs and messages."""
     text = str(exc).strip() or "no details"
     return f"{type(exc).__name__}: {text}"
+
+
+def failure_of(exc: BaseException | None, host: str) -> amqp.Failure:
+    """Classify a failure of the connection to ``host`` (see :func:`polymsg.amqp.classify`).
+
+    py-amqp raises the broker's connection.close as an exception carrying its
+    reply code (a refused login is ``AccessRefused``, 403); kombu wraps socket
+    errors in ``OperationalError`` with the socket error as the cause."""
+    if isinstance(exc, kombu_errors.OperationalError) and exc.__cause__ is not None:
+        return amqp.classify(exc.__cause__, host)
+    if isinstance(exc, amqp_errors.AMQPError) and isinstance(exc.reply_code, int):
+        reason = str(exc.reply_text or "").strip() or describe(exc)
+        if isinstance(exc, amqp_errors.ConnectionError | amqp_errors.AccessRefused):
+            return amqp.classify(exc, host, reply_code=exc.reply_code, reason=reason)
+    if isinstance(exc, SessionLost | amqp_errors.ChannelError):
+        return amqp.classify(exc, host, reason=describe(exc))
+    return amqp.classify(exc, host)
 
 
 _TRANSLATED: tuple[type[BaseException], ...] = (*BACKEND_ERRORS, SessionLost)

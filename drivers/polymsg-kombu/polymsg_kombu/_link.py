@@ -36,10 +36,11 @@ from typing import Any
 
 import kombu.connection
 
-from polymsg.driver import MessageDeliveryFailure, TransportHost
-from polymsg_kombu._errors import BACKEND_ERRORS, SessionLost, describe
+from polymsg import amqp
+from polymsg.driver import MessageDeliveryFailure
+from polymsg_kombu._errors import BACKEND_ERRORS, SessionLost, describe, failure_of
 from polymsg_kombu._options import Settings
-from polymsg_kombu._session import SOCKET_TIMEOUT, Session, host_label
+from polymsg_kombu._session import SOCKET_TIMEOUT, Session
 
 __all__ = ["Link", "Op", "Session"]
 
@@ -56,6 +57,10 @@ _KombuConnection: Any = kombu.connection.Connection
 
 def _always() -> bool:
     return True
+
+
+def _never() -> bool:
+    return False
 
 
 class Op:
@@ -103,8 +108,10 @@ class Link:
     def __init__(self, name: str, settings: Settings, *,
                  on_open: Callable[[Session], None],
                  on_lost: Callable[[Session], None],
-                 watch_socket: Callable[[], bool] | None = None) -> None:
+                 watch_socket: Callable[[], bool] | None = None,
+                 needed: Callable[[], bool] | None = None) -> None:
         self.name = name
+        self._needed = needed or _never
         self._watch_socket = watch_socket or _always
         self.watching = True
         self.settings = settings
@@ -117,12 +124,14 @@ class Link:
         self._inbox: deque[Callable[[], None]] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._session: Session | None = None
-        self._failed_rounds = 0
-        self._last_error: BaseException | None = None
+        self._reconnect = amqp.Reconnect(settings.spec)
+        self._failed_rounds = 0  # ever: waiting senders count rounds from when they came
+        self._refusals = 0  # permanent failures ever
+        self._last_failure: amqp.Failure | None = None
+        self._waiters = 0
+        self._kick = threading.Event()  # a sender wants a connection now
         self._closing = False
-        self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
-        self._host_index = 0
         self._generation = 0
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -130,29 +139,37 @@ class Link:
 
     # -- used by other threads ----------------------------------------------
 
-    def session(self, retry: int | None) -> Session:
+    def session(self, retry: int | None, deadline: float | None = None) -> Session:
         """The live session, waiting for the I/O thread to connect.
 
-        ``retry``: ``None`` waits as long as it takes, ``N`` gives up with
-        :class:`MessageDeliveryFailure` after N+1 failed connection rounds.
+        ``retry``: ``None`` waits as long as it takes, ``N`` gives up after
+        N+1 failed connection rounds; ``deadline`` (``time.monotonic()``)
+        bounds the wait. A permanent failure (a refused login…) raises at
+        once. Gives up with :class:`MessageDeliveryFailure`.
         """
         self._start()
         with self._cond:
-            start = self._failed_rounds
-            while True:
-                if self._closing:
-                    raise MessageDeliveryFailure(f"the transport is closed ({self.name})")
-                session = self._session
-                if session is not None and session.broken is None:
-                    return session
-                if retry is not None and self._failed_rounds - start > retry:
-                    hosts = ", ".join(host_label(h) for h in self.settings.hosts)
-                    cause = describe(self._last_error) if self._last_error else "unknown error"
-                    raise MessageDeliveryFailure(
-                        f"cannot connect to RabbitMQ ({hosts}) after {retry} "
-                        f"{'retry' if retry == 1 else 'retries'}: {cause}"
-                    ) from self._last_error
-                self._cond.wait()
+            start, refusals = self._failed_rounds, self._refusals
+            self._waiters += 1
+            self._kick.set()
+            try:
+                while True:
+                    if self._closing:
+                        raise MessageDeliveryFailure(f"the transport is closed ({self.name})")
+                    session = self._session
+                    if session is not None and session.broken is None:
+                        return session
+                    failure = self._last_failure
+                    if self._refusals > refusals:
+                        raise amqp.connection_error(failure)
+                    now = time.monotonic()
+                    over = retry is not None and self._failed_rounds - start > retry
+                    if over or (deadline is not None and now >= deadline):
+                        raise amqp.connection_error(
+                            failure, gave_up=amqp.give_up_reason(retry, deadline))
+                    self._cond.wait(None if deadline is None else deadline - now)
+            finally:
+                self._waiters -= 1
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -193,7 +210,7 @@ class Link:
             if session.broken is None:
                 session.broken = exc
                 LOG.warning("RabbitMQ %s connection to %s lost: %s", self.name,
-                            host_label(session.host), describe(exc))
+                            session.host.label, describe(exc))
             self._cond.notify_all()
         self._wake()
 
@@ -205,7 +222,7 @@ class Link:
             self._cond.notify_all()
         if not first:
             return
-        self._stopped.set()
+        self._kick.set()
         self._wake()
         if thread is threading.current_thread():
             return  # closed from a callback: the thread ends on its own, keeping its pipe
@@ -282,47 +299,74 @@ class Link:
             os.write(self._wake_w, b"x")
 
     def _run(self) -> None:
-        failed = 0
+        delay = 0.0
         while not self._closing:
+            if delay and self._pause(delay):
+                break
             try:
-                session = self._connect_round()
+                session, delay = self._connect()
             except Exception:  # a bug in an on_open hook: keep the link alive regardless
                 LOG.exception("unexpected error setting up the RabbitMQ %s connection", self.name)
-                session = None
+                session, delay = None, self.settings.spec.interval_max
             if session is None:
-                failed += 1
-                if self._stopped.wait(self.settings.backoff(failed)):
-                    break
                 continue
-            failed = 0
             try:
                 self._serve(session)
             finally:
                 self._drop(session)
+            failure = failure_of(session.broken, session.host.label)
+            with self._cond:
+                delay = self._reconnect.lost(failure)
+                if delay:  # it died right after opening: as bad as a failed round
+                    self._failed(failure, new_round=True)
 
-    def _connect_round(self) -> Session | None:
-        order = self.settings.round_order(self._host_index)
-        for index in order:
-            if self._closing:
-                return None
-            host = self.settings.hosts[index]
-            try:
-                session = self._open(host)
-            except _CONNECT_ERRORS as exc:
-                LOG.warning("cannot connect to RabbitMQ at %s (%s): %s", host_label(host),
-                            self.name, describe(exc))
-                self._last_error = exc
-                continue
-            self._host_index = index
-            return session
-        with self._cond:
+    def _pause(self, delay: float) -> bool:
+        """Wait ``delay`` seconds, or longer while nobody needs a connection; True
+        when closing. A sender arriving after a refusal tries again at once."""
+        deadline = time.monotonic() + delay
+        while not self._closing:
+            with self._cond:
+                wanted = self._waiters > 0 or self._needed()
+                refused = self._last_failure is not None and self._last_failure.permanent
+                kicked = self._kick.is_set()
+                self._kick.clear()
+                if wanted and ((refused and kicked) or time.monotonic() >= deadline):
+                    return False
+            wait = max(0.0, deadline - time.monotonic()) if wanted else None
+            self._kick.wait(wait)
+        return True
+
+    def _failed(self, failure: amqp.Failure, *, new_round: bool) -> None:
+        """Record a failure (under ``_cond``) and wake the senders waiting."""
+        self._last_failure = failure
+        if new_round:
             self._failed_rounds += 1
-            self._cond.notify_all()
-        with self.lock:  # their senders decide, by their retry budget, whether to wait on
-            self._fail_ops(SessionLost(f"cannot connect to RabbitMQ ({self.name})"))
-        return None
+        if failure.permanent:
+            self._refusals += 1
+        self._cond.notify_all()
 
-    def _open(self, host: TransportHost) -> Session:
+    def _connect(self) -> tuple[Session | None, float]:
+        """One attempt at the next host: the session, or the wait before the next."""
+        endpoint = self._reconnect.next_endpoint()
+        try:
+            session = self._open(endpoint)
+        except _CONNECT_ERRORS as exc:
+            failure = failure_of(exc, endpoint.label)
+            LOG.warning("cannot connect to RabbitMQ at %s (%s): %s%s", endpoint.label,
+                        self.name, failure.reason,
+                        " (not retried until needed)" if failure.permanent else "")
+            with self._cond:
+                rounds = self._reconnect.failed_rounds
+                delay = self._reconnect.failed(failure)
+                self._failed(failure, new_round=self._reconnect.failed_rounds > rounds)
+            if delay:
+                with self.lock:  # their senders decide, by their budget, whether to wait on
+                    self._fail_ops(SessionLost(f"cannot connect to RabbitMQ ({self.name})"))
+            return None, delay
+        self._reconnect.opened()
+        return session, 0.0
+
+    def _open(self, host: amqp.Endpoint) -> Session:
         conn = _KombuConnection(**self.settings.connection_kwargs(host))
         try:
             conn.ensure_connection(max_retries=0)
@@ -341,7 +385,7 @@ class Link:
                 conn.collect()
             raise
         if self.connects > 1:
-            LOG.info("RabbitMQ %s connection re-established to %s", self.name, host_label(host))
+            LOG.info("RabbitMQ %s connection re-established to %s", self.name, host.label)
         return session
 
     def _drop(self, session: Session) -> None:

@@ -27,9 +27,10 @@ from typing import Any
 
 import amqp as pyamqp
 
-from polymsg.driver import MessageDeliveryFailure, amqp
+from polymsg import amqp
+from polymsg.driver import MessageDeliveryFailure
 from polymsg_kombu._declare import declare_route, forget_destination, needs_declaring
-from polymsg_kombu._errors import BACKEND_ERRORS, RETRYABLE, SessionLost, describe
+from polymsg_kombu._errors import BACKEND_ERRORS, RETRYABLE, SessionLost, describe, failure_of
 from polymsg_kombu._link import Link, Op, Session
 from polymsg_kombu._options import Settings
 from polymsg_kombu._window import ConfirmWindow, Job
@@ -277,7 +278,8 @@ class Publisher:
         return entry.wait()
 
     def send(self, route: amqp.Route, body: bytes, properties: Mapping[str, Any], *,
-             retry: int | None, correlation_id: str, what: str) -> None:
+             retry: int | None, correlation_id: str, what: str,
+             deadline: float | None = None) -> None:
         """Publish a call's request or a reply, without waiting for a confirm.
 
         Returns once the frames are written (the reply, or its absence,
@@ -287,7 +289,7 @@ class Publisher:
         message = pyamqp.Message(body, **dict(properties, correlation_id=correlation_id))
         lost = 0
         while True:
-            session = self.link.session(None if retry is None else retry - lost)
+            session = self.link.session(None if retry is None else retry - lost, deadline)
             try:
                 self._declare(session, route)
                 op = _Send(route, message)
@@ -301,6 +303,7 @@ class Publisher:
                 if not isinstance(error, RETRYABLE):
                     raise MessageDeliveryFailure(f"{what} failed: {describe(error)}") from error
                 self.link.break_session(session, error)
+                _check_refused(what, session, error)
                 lost += 1
                 _check_retry(what, retry, lost, error)
 
@@ -359,6 +362,7 @@ class Publisher:
                 outcome = self._await(op.entry, session)
             except RETRYABLE as exc:
                 self.link.break_session(session, exc)
+                _check_refused(what, session, exc)
                 outcome = LOST
             if outcome == ACK:
                 return
@@ -379,6 +383,14 @@ class Publisher:
             else:
                 lost += 1
                 _check_retry(what, retry, lost, cause)
+
+
+def _check_refused(what: str, session: Session, exc: BaseException) -> None:
+    """Raise at once when the broker closed the connection over what was sent
+    (a declaration it refuses): sending again would only be refused again."""
+    failure = failure_of(exc, session.host.label)
+    if failure.permanent:
+        raise amqp.connection_error(failure, what=what) from exc
 
 
 def _check_retry(what: str, retry: int | None, lost: int, cause: BaseException | None) -> None:

@@ -22,7 +22,8 @@ from concurrent.futures import Future, InvalidStateError
 from functools import partial
 from typing import Any
 
-from polymsg.driver import MessageDeliveryFailure, Reply, SerializationError, amqp
+from polymsg import amqp
+from polymsg.driver import MessageDeliveryFailure, Reply, SerializationError
 from polymsg_kombu._declare import declare_route
 from polymsg_kombu._errors import BACKEND_ERRORS
 from polymsg_kombu._link import Link, Session
@@ -70,12 +71,14 @@ class ReplyRouter:
         self._leader: _ReplyFuture | None = None
         self._alone = 0
         self.link = Link("reply", settings, on_open=self._on_open, on_lost=lambda s: None,
-                         watch_socket=lambda: self._leader is None)
+                         watch_socket=lambda: self._leader is None,
+                         needed=lambda: bool(self._waiting))
 
-    def start(self, retry: int | None) -> None:
-        """Wait until the reply queue is consumed; ``retry`` bounds the connection."""
+    def start(self, retry: int | None, deadline: float | None = None) -> None:
+        """Wait until the reply queue is consumed; ``retry`` and ``deadline`` bound
+        the connection."""
         if self.link.current() is None:
-            self.link.session(retry)
+            self.link.session(retry, deadline)
 
     def close(self) -> None:
         """Close the connection and fail every call still waiting."""

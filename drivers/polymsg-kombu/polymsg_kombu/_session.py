@@ -9,10 +9,10 @@ import ssl
 from collections.abc import Hashable, Iterator
 from typing import Any
 
-from polymsg.driver import TransportHost
+from polymsg import amqp
 from polymsg_kombu._errors import BACKEND_ERRORS, describe
 
-__all__ = ["SOCKET_TIMEOUT", "Session", "host_label"]
+__all__ = ["SOCKET_TIMEOUT", "Session"]
 
 LOG = logging.getLogger(__name__)
 
@@ -27,11 +27,6 @@ _READ_CHUNK = 16384
 _CLOSE_TIMEOUT = 2.0
 
 
-def host_label(host: TransportHost) -> str:
-    """``host:port`` for logs."""
-    return f"{host.hostname or 'localhost'}:{host.port or 5672}"
-
-
 class Session:
     """One established connection: its main channel, a channel for
     declarations, and what has been declared on it.
@@ -41,7 +36,7 @@ class Session:
     not be used any more.
     """
 
-    def __init__(self, conn: Any, generation: int, host: TransportHost) -> None:
+    def __init__(self, conn: Any, generation: int, host: amqp.Endpoint) -> None:
         self.conn = conn
         self.generation = generation
         self.host = host
@@ -125,6 +120,6 @@ class Session:
                 self.conn.close()
                 return
         except BACKEND_ERRORS as exc:
-            LOG.debug("closing the connection to %s: %s", host_label(self.host), describe(exc))
+            LOG.debug("closing the connection to %s: %s", self.host.label, describe(exc))
         with contextlib.suppress(*BACKEND_ERRORS):
             self.conn.collect()

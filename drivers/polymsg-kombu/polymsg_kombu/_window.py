@@ -23,7 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from polymsg.driver import MessageDeliveryFailure, MessagingError, amqp
+from polymsg import amqp
+from polymsg.driver import MessageDeliveryFailure, MessagingError
 
 __all__ = ["ConfirmWindow", "Job"]
 

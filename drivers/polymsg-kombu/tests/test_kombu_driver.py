@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import ssl
 import threading
@@ -15,8 +16,8 @@ from kombutest import raw_channel
 from polymsg_kombu._options import Settings, ssl_options
 
 import polymsg
+from polymsg import amqp as wire
 from polymsg.driver import DriverOptions
-from polymsg.driver import amqp as wire
 from polymsg.testing import Recorder
 
 WAIT = 10.0
@@ -77,19 +78,21 @@ def test_rabbit_alias_loads_this_driver(rabbit_url: str) -> None:
 
 
 def test_tls_options_map_to_py_amqp() -> None:
-    assert ssl_options(DriverOptions({"ssl": False})) is None
-    options = ssl_options(DriverOptions({"ssl": True, "ssl_ca_file": "/ca.pem",
-                                         "ssl_cert_file": "/c.pem", "ssl_key_file": "/k.pem"}))
+    options = ssl_options(wire.TLSSpec(ca_file="/ca.pem", cert_file="/c.pem",
+                                       key_file="/k.pem"))
     assert options == {"cert_reqs": ssl.CERT_REQUIRED, "verify_hostname": True,
                        "ca_certs": "/ca.pem", "certfile": "/c.pem", "keyfile": "/k.pem"}
-    insecure = ssl_options(DriverOptions({"ssl": True, "ssl_verify": False}))
+    insecure = ssl_options(wire.TLSSpec(verify=False))
     assert insecure == {"cert_reqs": ssl.CERT_NONE, "verify_hostname": False}
     with pytest.raises(polymsg.InvalidTransportURL, match="ssl_cert_file"):
-        ssl_options(DriverOptions({"ssl": True, "ssl_key_file": "/k.pem"}))
+        Settings.from_options(polymsg.TransportURL.parse("rabbit://h/"),
+                              DriverOptions({"ssl": True, "ssl_key_file": "/k.pem"}))
     url = polymsg.TransportURL.parse("rabbit://u:p@broker.example/")
-    settings = Settings.from_options(url, DriverOptions({"ssl": True, "ssl_ca_file": "/ca"}))
-    kwargs = settings.connection_kwargs(url.hosts[0])
-    assert kwargs["port"] == 5671
+    spec = wire.ConnectionSpec.from_url(url, DriverOptions({}))
+    settings = Settings(dataclasses.replace(spec, tls=wire.TLSSpec(ca_file="/ca")), 0,
+                        wire.Layout())
+    kwargs = settings.connection_kwargs(settings.spec.endpoints[0])
+    assert kwargs["port"] == 5672  # the spec was made without TLS: its port stays
     assert kwargs["ssl"] == {"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": "/ca",
                              "server_hostname": "broker.example"}
 
@@ -117,7 +120,7 @@ def test_retry_counts_connection_rounds(topic: str) -> None:
         client = polymsg.RPCClient(transport, polymsg.Target(topic=topic), retry=3)
         with pytest.raises(polymsg.MessageDeliveryFailure, match="after 3 retries") as caught:
             client.cast({}, "note", value=1)
-        assert "Connection refused" in str(caught.value)
+        assert "connection refused" in str(caught.value)
         assert driver.publisher.link.connects == 0
 
 

@@ -21,7 +21,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from polymsg.driver import IncomingMessage, Listener, MessageDeliveryFailure, amqp
+from polymsg import amqp
+from polymsg.driver import IncomingMessage, Listener, MessageDeliveryFailure
 from polymsg_pika._declare import Declarer
 from polymsg_pika._errors import describe
 from polymsg_pika._link import Link
@@ -92,7 +93,7 @@ class Subscription(Listener):
                  deliver: Deliver, *, prefetch: int = 0, auto_ack: bool = False,
                  temporary: Sequence[str] = (), send_reply: SendReply | None = None,
                  on_ready: Callable[[], None] | None = None,
-                 needed: Callable[[], bool] | None = None) -> None:
+                 needed: Callable[[], bool] | None = None, retry: int | None = None) -> None:
         self.link = link
         self.loop = link.loop
         self.routes = list(routes)
@@ -111,6 +112,8 @@ class Subscription(Listener):
         self._consuming: dict[str, amqp.Route] = {}
         self._consume_oks: set[str] = set()
         self._failures = 0
+        self._retry = retry
+        self._failed_rounds = 0
         self._cancels = 0  # broker cancels since the last consume-ok (backoff)
         self._stream_offsets: dict[str, int] = {}  # stream queue -> offset to resume at
         self._near_limit: dict[int, str] = {}  # delivery tag -> what its requeue would log
@@ -200,8 +203,16 @@ class Subscription(Listener):
         self._consuming.clear()
         self._near_limit.clear()
 
-    def attempt_failed(self, error: BaseException | None) -> None:
-        """A subscription keeps trying while it is needed."""
+    def attempt_failed(self, failure: amqp.Failure, new_round: bool) -> None:
+        """Before it was first in place, a subscription gives up on a permanent
+        failure or after ``retry`` failed rounds; then it keeps trying."""
+        if self._ever_ready or not self._active:
+            return
+        self._failed_rounds += new_round
+        if failure.permanent or (self._retry is not None and self._failed_rounds > self._retry):
+            self._setup_failed(amqp.connection_error(
+                failure, what=f"consuming {', '.join(self._queue_names())}",
+                gave_up=amqp.give_up_reason(self._retry, None)))
 
     def wants_link(self) -> bool:
         if not self._active:

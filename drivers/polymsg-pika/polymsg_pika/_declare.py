@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from polymsg.driver import MessageDeliveryFailure, amqp
+from polymsg import amqp
+from polymsg.driver import MessageDeliveryFailure
 from polymsg_pika._errors import PRECONDITION_FAILED, delivery_failure, describe, reply_code
 from polymsg_pika._link import Link
 
@@ -116,7 +117,7 @@ class Declarer:
         self._known.clear()
         self._restart_current()
 
-    def attempt_failed(self, error: BaseException | None) -> None:
+    def attempt_failed(self, failure: amqp.Failure, new_round: bool) -> None:
         """Waiting jobs are owned by users, who count attempts themselves."""
 
     def wants_link(self) -> bool:

@@ -45,7 +45,7 @@ from typing import Any
 import pika
 from oslo_config import cfg
 
-from polymsg import InvalidTarget
+from polymsg import InvalidTarget, amqp
 from polymsg.driver import (
     Driver,
     DriverOptions,
@@ -57,13 +57,12 @@ from polymsg.driver import (
     SerializationError,
     Target,
     TransportURL,
-    amqp,
 )
 from polymsg_pika._consumer import Incoming, Subscription
 from polymsg_pika._declare import Declarer
 from polymsg_pika._link import Link
 from polymsg_pika._loop import IOThread
-from polymsg_pika._options import GROUP, OPTS, Backoff, connection_parameters, layout
+from polymsg_pika._options import GROUP, OPTS, layout
 from polymsg_pika._publisher import CALL, CAST, REPLY, Outgoing, Publisher, resolve
 from polymsg_pika._replies import Replies
 from polymsg_pika._window import ConfirmWindow
@@ -97,13 +96,12 @@ class PikaDriver(Driver):
         name = f"polymsg-pika-{os.getpid()}-{next(_COUNTER)}"
         self.name = name
         self._layout = layout(options, str(conf.control_exchange))
-        self._prefetch = int(options.prefetch_count)
-        send_params = connection_parameters(url, options, f"{name} send")
-        backoff = Backoff.from_options(len(send_params), options)
+        self._prefetch = int(options.get("rabbit_qos_prefetch_count", 0))
+        self._listen_retry = int(options.get("listen_retry", 3))
+        spec = amqp.ConnectionSpec.from_url(url, options)
         self._loop = IOThread(name)
-        self._send = Link(self._loop, send_params, backoff, f"{name} send")
-        self._recv = Link(self._loop, connection_parameters(url, options, f"{name} receive"),
-                          backoff, f"{name} receive")
+        self._send = Link(self._loop, spec, f"{name} send")
+        self._recv = Link(self._loop, spec, f"{name} receive")
         self._send_declarer = Declarer(self._send)
         self._recv_declarer = Declarer(self._recv)
         self._publisher = Publisher(self._send, self._send_declarer)
@@ -238,7 +236,8 @@ class PikaDriver(Driver):
         temporary = [fanout_queue.name] if fanout_queue is not None else []
         return self._subscribe(Subscription(
             self._recv, self._recv_declarer, routes, _request_handler(on_message),
-            prefetch=self._prefetch, temporary=temporary, send_reply=self._send_reply))
+            prefetch=self._prefetch, temporary=temporary, send_reply=self._send_reply,
+            retry=self._listen_retry))
 
     def listen_for_notifications(self, targets_and_priorities: Sequence[tuple[Target, str]],
                                  pool: str | None, on_message: OnMessage) -> Listener:
@@ -250,7 +249,7 @@ class PikaDriver(Driver):
                 routes.append(route)
         return self._subscribe(Subscription(
             self._recv, self._recv_declarer, routes, _notification_handler(on_message),
-            prefetch=self._prefetch))
+            prefetch=self._prefetch, retry=self._listen_retry))
 
     def _subscribe(self, subscription: Subscription) -> Listener:
         with self._lock:

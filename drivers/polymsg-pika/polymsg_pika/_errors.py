@@ -7,6 +7,7 @@ the pika exception as ``__cause__``), never as themselves.
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 from collections.abc import Iterator
@@ -14,9 +15,11 @@ from contextlib import contextmanager
 
 from pika import exceptions as pika_exc
 
+from polymsg import amqp
 from polymsg.driver import MessageDeliveryFailure
 
-__all__ = ["PRECONDITION_FAILED", "delivery_failure", "describe", "reply_code", "translated"]
+__all__ = ["PRECONDITION_FAILED", "delivery_failure", "describe", "failure_of", "reply_code",
+           "translated"]
 
 #: AMQP reply codes the driver reacts to.
 NOT_FOUND = 404
@@ -65,6 +68,35 @@ def _inner(exc: BaseException) -> BaseException | None:
         return exceptions[-1]
     inner = getattr(exc, "exception", None)
     return inner if isinstance(inner, BaseException) else None
+
+
+_BROKER_CLOSE = re.compile(r"\((\d+)\) '(.*)'")
+
+
+def failure_of(exc: BaseException | None, host: str) -> amqp.Failure:
+    """Classify a failed attempt or a lost connection (see :func:`polymsg.amqp.classify`).
+
+    pika reports a login or virtual host the broker refused as a "probable"
+    error whose text holds the broker's ``(code) 'reason'``; socket, DNS and
+    TLS errors come wrapped in its connection workflow's errors."""
+    if isinstance(exc, pika_exc.ProbableAuthenticationError | pika_exc.AuthenticationError
+                  | pika_exc.ProbableAccessDeniedError):
+        found = _BROKER_CLOSE.search(str(exc))
+        code = int(found.group(1)) if found else 403
+        reason = found.group(2) if found else describe(exc)
+        return amqp.classify(exc, host, reply_code=code, reason=reason, auth_refused=True)
+    if isinstance(exc, pika_exc.ConnectionClosedByBroker):
+        return amqp.classify(exc, host, reply_code=int(exc.reply_code),
+                             reason=str(exc.reply_text))
+    inner = _inner(exc) if exc is not None else None
+    if inner is None and isinstance(exc, pika_exc.AMQPConnectionError) and exc.args \
+            and isinstance(exc.args[0], BaseException):
+        inner = exc.args[0]
+    if inner is not None:
+        return failure_of(inner, host)
+    if isinstance(exc, OSError | ssl.SSLError | ssl.CertificateError):
+        return amqp.classify(exc, host)
+    return amqp.classify(exc, host, reason=describe(exc))
 
 
 def delivery_failure(what: str, cause: BaseException | None = None) -> MessageDeliveryFailure:

@@ -1,13 +1,16 @@
 """One AMQP connection that reopens itself: failover across hosts, backoff, demand.
 
 A :class:`Link` lives on the I/O thread. It connects when one of its users
-wants it (:meth:`Link.want`), tries the URL's hosts in turn, waits with
-:class:`~polymsg_pika._options.Backoff` between rounds, and tells its users
-about every opened connection, every lost one and every failed attempt, so
-they re-declare what they had (consumers) or count the attempt against the
-``retry`` of what they wait to send (publishers). It stops trying when no
-user wants it any more; a user that still does (a running server) keeps it
-trying for as long as it runs.
+wants it (:meth:`Link.want`), asks core's :class:`~polymsg.amqp.Reconnect`
+which host to try and how long to wait, and tells its users about every
+opened connection, every lost one and every failed attempt (classified
+permanent or transient by :func:`~polymsg_pika._errors.failure_of`), so
+they re-declare what they had (consumers), count failed rounds against the
+``retry`` of what they wait to send (publishers), or give up at once on a
+permanent failure. A connection that dies right after opening counts as a
+failed round, with its backoff. The link stops trying when no user wants it
+any more; a user that still does (a running server) keeps it trying, with
+backoff, for as long as it runs.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from typing import Any, Protocol
 import pika
 from pika.adapters.select_connection import SelectConnection
 
-from polymsg_pika._errors import describe
+from polymsg import amqp
+from polymsg_pika._errors import failure_of
 from polymsg_pika._loop import IOThread
-from polymsg_pika._options import Backoff
+from polymsg_pika._options import connection_parameters
 
 __all__ = ["Link", "LinkUser"]
 
@@ -47,8 +51,9 @@ class LinkUser(Protocol):
     def link_lost(self, error: BaseException | None) -> None:
         """The open connection is gone: forget its channels and unconfirmed work."""
 
-    def attempt_failed(self, error: BaseException | None) -> None:
-        """An attempt to connect failed: count it against waiting work's ``retry``."""
+    def attempt_failed(self, failure: amqp.Failure, new_round: bool) -> None:
+        """An attempt to connect failed (or a connection died right after opening):
+        give up on a permanent failure, count ``new_round`` against ``retry``."""
 
     def wants_link(self) -> bool:
         """True while the user needs a connection (work waiting, a consumer running)."""
@@ -57,17 +62,18 @@ class LinkUser(Protocol):
 class Link:
     """One connection of a transport, opened on demand and reopened when lost."""
 
-    def __init__(self, loop: IOThread, parameters: list[pika.ConnectionParameters],
-                 backoff: Backoff, name: str) -> None:
+    def __init__(self, loop: IOThread, spec: amqp.ConnectionSpec, name: str) -> None:
         self.loop = loop
         self.name = name
         self.state = IDLE
         self.connection: Any = None
-        self._parameters = parameters
-        self._backoff = backoff
+        self._spec = spec
+        self._context = spec.tls.context() if spec.tls is not None else None
+        self._parameters: dict[amqp.Endpoint, pika.ConnectionParameters] = {}
+        self._reconnect = amqp.Reconnect(spec)
+        self._endpoint = spec.endpoints[0]
         self._users: list[LinkUser] = []
         self._failures = 0
-        self._host = 0
         self._timer: Any = None
         self._close_waiters: list[Callable[[], None]] = []
         loop.after_batch.append(self.flush)
@@ -138,9 +144,13 @@ class Link:
         if not any(user.wants_link() for user in self._users):
             self.state = IDLE
             return
-        params = self._parameters[self._host % len(self._parameters)]
+        endpoint = self._endpoint = self._reconnect.next_endpoint()
+        params = self._parameters.get(endpoint)
+        if params is None:
+            params = self._parameters[endpoint] = connection_parameters(
+                self._spec, endpoint, self.name, self._context)
         self.state = CONNECTING
-        LOG.debug("%s: connecting to %s:%s", self.name, params.host, params.port)
+        LOG.debug("%s: connecting to %s", self.name, endpoint.label)
         try:
             self.connection = SelectConnection(
                 params, on_open_callback=self._on_open, on_open_error_callback=self._on_failed,
@@ -152,13 +162,13 @@ class Link:
         if self.state == CLOSED:
             connection.close()
             return
-        params = connection.params
         if self._failures:
-            LOG.warning("%s: connected to %s:%s after %d failed attempt(s)", self.name,
-                        params.host, params.port, self._failures)
+            LOG.warning("%s: connected to %s after %d failed attempt(s)", self.name,
+                        self._endpoint.label, self._failures)
         else:
-            LOG.debug("%s: connected to %s:%s", self.name, params.host, params.port)
+            LOG.debug("%s: connected to %s", self.name, self._endpoint.label)
         self.state, self._failures = OPEN, 0
+        self._reconnect.opened()
         connection.add_on_connection_blocked_callback(self._on_blocked)
         connection.add_on_connection_unblocked_callback(self._on_unblocked)
         for user in list(self._users):
@@ -170,18 +180,20 @@ class Link:
             return
         self.connection = None
         self._failures += 1
-        params = self._parameters[self._host % len(self._parameters)]
-        self._host += 1
+        failure = failure_of(error, self._endpoint.label)
+        rounds = self._reconnect.failed_rounds
+        delay = self._reconnect.failed(failure)
+        self._retry_later(failure, delay, self._reconnect.failed_rounds > rounds)
+
+    def _retry_later(self, failure: amqp.Failure, delay: float, new_round: bool) -> None:
         for user in list(self._users):
-            user.attempt_failed(error)
-        delay = self._backoff.delay(self._failures)
+            user.attempt_failed(failure, new_round)
         if not any(user.wants_link() for user in self._users):
-            LOG.warning("%s: cannot connect to %s:%s: %s", self.name, params.host, params.port,
-                        describe(error))
+            LOG.warning("%s: cannot connect to %s: %s", self.name, failure.host, failure.reason)
             self.state = IDLE
             return
-        LOG.warning("%s: cannot connect to %s:%s: %s; next attempt in %.1fs", self.name,
-                    params.host, params.port, describe(error), delay)
+        LOG.warning("%s: cannot connect to %s: %s; next attempt in %.1fs", self.name,
+                    failure.host, failure.reason, delay)
         self.state = WAITING
         self._timer = self.loop.call_later(delay, self._connect)
 
@@ -190,11 +202,17 @@ class Link:
         if self.state == CLOSED:
             self._finish_close()
             return
-        LOG.warning("%s: connection lost: %s; reconnecting", self.name, describe(error))
+        failure = failure_of(error, self._endpoint.label)
+        LOG.warning("%s: connection lost (%s): %s", self.name, failure.host, failure.reason)
         self.state = IDLE
+        delay = self._reconnect.lost(failure)
         for user in list(self._users):
             user.link_lost(error)
-        self.want()
+        if delay:  # it died right after opening, or the broker refuses: back off
+            self._failures += 1
+            self._retry_later(failure, delay, new_round=True)
+        else:
+            self.want()
 
     def _finish_close(self) -> None:
         self.connection = None

@@ -60,12 +60,12 @@ from typing import Any
 
 from pika import spec
 
-from polymsg.driver import amqp
+from polymsg import amqp
 from polymsg_pika._declare import Declarer
 from polymsg_pika._errors import NOT_FOUND, delivery_failure, describe, reply_code
 from polymsg_pika._link import Link
 
-__all__ = ["Outgoing", "Publisher", "fail", "resolve"]
+__all__ = ["Outgoing", "Publisher", "budget_error", "fail", "out_of_budget", "resolve"]
 
 LOG = logging.getLogger(__name__)
 
@@ -225,14 +225,13 @@ class Publisher:
             lane.channel, lane.ready = None, False
         self._requeue_unconfirmed(error, connection_lost=True)
 
-    def attempt_failed(self, error: BaseException | None) -> None:
+    def attempt_failed(self, failure: amqp.Failure, new_round: bool) -> None:
         waiting = [*self._queue, *itertools.chain(*self._waiting_routes.values())]
         for message in waiting:
-            message.attempts += 1
-            if message.retry is not None and message.attempts > message.retry:
-                self._give_up(message, delivery_failure(
-                    f"{message.label}: cannot reach the broker after {message.attempts} "
-                    f"attempt(s)", error))
+            if new_round:
+                message.attempts += 1
+            if out_of_budget(message.retry, message.attempts, failure):
+                self._give_up(message, budget_error(message.label, message.retry, failure))
 
     def wants_link(self) -> bool:
         return bool(self._queue or self._waiting_routes or self._unconfirmed)
@@ -451,6 +450,17 @@ class Publisher:
                 waiting.remove(message)
         if message in self._queue:
             self._queue.remove(message)
+
+
+def out_of_budget(retry: int | None, failed_rounds: int, failure: amqp.Failure) -> bool:
+    """True when a message waiting for a connection is to fail now."""
+    return failure.permanent or (retry is not None and failed_rounds > retry)
+
+
+def budget_error(label: str, retry: int | None, failure: amqp.Failure) -> BaseException:
+    """The error of a message given up for want of a connection."""
+    return amqp.connection_error(failure, what=label,
+                                 gave_up=amqp.give_up_reason(retry, None))
 
 
 def _forget(calls: dict[str, Outgoing], message_id: str, _future: Future[Any]) -> None:

@@ -16,12 +16,19 @@ import logging
 from concurrent.futures import Future
 from typing import Any
 
-from polymsg.driver import Reply, SerializationError, amqp
+from polymsg import amqp
+from polymsg.driver import Reply, SerializationError
 from polymsg_pika._consumer import Subscription
 from polymsg_pika._declare import Declarer
-from polymsg_pika._errors import delivery_failure
 from polymsg_pika._link import Link
-from polymsg_pika._publisher import Outgoing, Publisher, fail, resolve
+from polymsg_pika._publisher import (
+    Outgoing,
+    Publisher,
+    budget_error,
+    fail,
+    out_of_budget,
+    resolve,
+)
 
 __all__ = ["Replies"]
 
@@ -133,14 +140,13 @@ class Replies:
         # unless the broker restarted, and then calls wait for it to be back.
         self._ready = False
 
-    def attempt_failed(self, error: BaseException | None) -> None:
+    def attempt_failed(self, failure: amqp.Failure, new_round: bool) -> None:
         for message in list(self._held):
-            message.attempts += 1
-            if message.retry is not None and message.attempts > message.retry:
+            if new_round:
+                message.attempts += 1
+            if message.abandoned() or out_of_budget(message.retry, message.attempts, failure):
                 self._held.remove(message)
-                fail(message.future, delivery_failure(
-                    f"{message.label}: cannot reach the broker after {message.attempts} "
-                    "attempt(s)", error))
+                fail(message.future, budget_error(message.label, message.retry, failure))
 
     def wants_link(self) -> bool:
         return bool(self._held)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pika
 import pytest
 from rabbit import FAST_RETRY, base_url, temporary_vhost, url
+
+# The TCP proxy (proxy.py) is shared with the tests of both RabbitMQ drivers.
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests-amqp"))
 
 
 @pytest.fixture(scope="session")

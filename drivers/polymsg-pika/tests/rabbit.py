@@ -19,7 +19,7 @@ import pytest
 import polymsg
 
 #: Reconnect quickly in tests (the defaults wait 1 s, then longer).
-FAST_RETRY = "retry_interval=0.2&retry_backoff=0.3&retry_interval_max=1"
+FAST_RETRY = "rabbit_retry_interval=0.2&rabbit_retry_backoff=0.3&rabbit_interval_max=1"
 
 
 def base_url() -> polymsg.TransportURL:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 from importlib.metadata import entry_points
+from typing import Any
 
 import pytest
 from oslo_config import cfg
 from polymsg_pika import PikaDriver, list_opts
 from polymsg_pika._errors import describe
-from polymsg_pika._options import Backoff, connection_parameters
+from polymsg_pika._options import connection_parameters
 
 import polymsg
+from polymsg import amqp
 from polymsg.driver import DriverOptions
 
 
@@ -27,18 +29,20 @@ def test_entry_points_register_the_driver_and_its_options() -> None:
     opts = {ep.name: ep.value for ep in entry_points(group="oslo.config.opts")}
     assert opts["polymsg_pika"] == "polymsg_pika:list_opts"
     [(group, listed)] = list_opts()
-    assert group == PikaDriver.options_group == "polymsg_pika"
+    assert group == PikaDriver.options_group == "polymsg_rabbit"
     assert {opt.dest for opt in listed} == {opt.dest for opt in PikaDriver.list_opts()}
 
 
 def test_options_come_from_the_config_group_and_the_url_overrides_them() -> None:
     conf = cfg.ConfigOpts()
-    conf.register_opts(PikaDriver.list_opts(), group="polymsg_pika")
-    conf.set_override("heartbeat", 17, group="polymsg_pika")
-    conf.set_override("prefetch_count", 5, group="polymsg_pika")
-    with polymsg.get_transport("rabbit+pika://h/?prefetch_count=9", conf=conf) as transport:
+    conf.register_opts(PikaDriver.list_opts(), group="polymsg_rabbit")
+    conf.set_override("heartbeat_timeout_threshold", 17, group="polymsg_rabbit")
+    conf.set_override("rabbit_qos_prefetch_count", 5, group="polymsg_rabbit")
+    url = "rabbit+pika://h/?rabbit_qos_prefetch_count=9"
+    with polymsg.get_transport(url, conf=conf) as transport:
         options = transport._driver.options
-        assert (options.heartbeat, options.prefetch_count) == (17, 9)
+        assert (options.heartbeat_timeout_threshold, options.rabbit_qos_prefetch_count) == \
+            (17, 9)
 
 
 def test_unknown_url_option_is_named() -> None:
@@ -53,9 +57,15 @@ def test_creating_a_transport_does_not_touch_the_network() -> None:
     assert time.monotonic() - started < 1.0
 
 
+def _parameters(text: str, **overrides: object) -> list[Any]:
+    spec = amqp.ConnectionSpec.from_url(polymsg.TransportURL.parse(text), _options(**overrides))
+    context = spec.tls.context() if spec.tls is not None else None
+    return [connection_parameters(spec, e, "name", context) for e in spec.endpoints]
+
+
 def test_connection_parameters_per_host() -> None:
-    url = polymsg.TransportURL.parse("rabbit+pika://alice:secret@a:1,b,carol@c:3/vh")
-    params = connection_parameters(url, _options(heartbeat=7), "name")
+    params = _parameters("rabbit+pika://alice:secret@a:1,b,carol@c:3/vh",
+                         heartbeat_timeout_threshold=7)
     assert [(p.host, p.port) for p in params] == [("a", 1), ("b", 5672), ("c", 3)]
     assert [(p.credentials.username, p.credentials.password) for p in params] == \
         [("alice", "secret"), ("guest", "guest"), ("carol", "")]
@@ -65,29 +75,15 @@ def test_connection_parameters_per_host() -> None:
 
 
 def test_default_virtual_host_and_tls_port() -> None:
-    url = polymsg.TransportURL.parse("rabbit+pika://h/")
-    [plain] = connection_parameters(url, _options(), "n")
-    [secure] = connection_parameters(url, _options(ssl=True, ssl_verify=False), "n")
+    [plain] = _parameters("rabbit+pika://h/")
+    [secure] = _parameters("rabbit+pika://h/", ssl=True, ssl_verify=False)
     assert (plain.virtual_host, plain.port, plain.ssl_options) == ("/", 5672, None)
     assert secure.port == 5671 and secure.ssl_options is not None
-
-
-def test_shuffled_failover_keeps_every_host() -> None:
-    url = polymsg.TransportURL.parse("rabbit+pika://a,b,c,d/")
-    params = connection_parameters(url, _options(failover_strategy="shuffle"), "n")
-    assert sorted(p.host for p in params) == ["a", "b", "c", "d"]
 
 
 def test_key_without_certificate_is_refused() -> None:
     with pytest.raises(polymsg.InvalidTransportURL, match="ssl_cert_file"):
         polymsg.get_transport("rabbit+pika://h/?ssl=true&ssl_key_file=/k.pem")
-
-
-@pytest.mark.parametrize(("failures", "delay"), [
-    (0, 0.0), (1, 0.0), (2, 1.0), (3, 0.0), (4, 3.0), (6, 5.0), (8, 7.0), (40, 10.0)])
-def test_backoff_waits_only_between_rounds_and_grows(failures: int, delay: float) -> None:
-    backoff = Backoff(hosts=2, interval=1.0, step=2.0, maximum=10.0)
-    assert backoff.delay(failures) == delay
 
 
 def test_describe_digs_out_the_cause() -> None:
@@ -103,6 +99,7 @@ def test_describe_digs_out_the_cause() -> None:
 
 def test_names_too_long_for_rabbitmq_are_refused_before_sending() -> None:
     with polymsg.get_transport("rabbit+pika://192.0.2.1/") as transport:
-        client = polymsg.RPCClient(transport, polymsg.Target(topic="t" * 300))
         with pytest.raises(polymsg.InvalidTarget, match="too long"):
-            client.cast({}, "m")
+            polymsg.RPCClient(transport, polymsg.Target(topic="t" * 300))
+        with pytest.raises(polymsg.InvalidTarget, match="too long"):
+            polymsg.RPCClient(transport, polymsg.Target(topic="t" * 200, server="s" * 100))

@@ -22,7 +22,7 @@ from proxy import Proxy
 from rabbit import FAST_RETRY, base_url, url, wait_confirmed
 
 import polymsg
-from polymsg.driver import amqp
+from polymsg import amqp
 from polymsg.testing import Recorder
 
 WAIT = 30.0

@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 import uuid
-import weakref
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,7 +27,9 @@ import zmq
 
 from polymsg import MessageDeliveryFailure
 from polymsg.driver import Listener, OnMessage, dumps, loads
+from polymsg_zmq._local import registry
 from polymsg_zmq._messages import Batch, NoteMessage, RpcMessage
+from polymsg_zmq._ratelog import RateLimited
 from polymsg_zmq._wire import (
     InvalidFrame,
     decode_deadline,
@@ -48,16 +49,17 @@ LOG = logging.getLogger(__name__)
 
 _STOP_GRACE = 1.0
 
-#: Listeners of this process by consumer identity: a receiver running in the same
-#: process hands them messages directly instead of over IPC and another thread.
-IN_PROCESS: weakref.WeakValueDictionary[bytes, ZmqListener] = weakref.WeakValueDictionary()
-
-#: Messages a listener may have handed to the facade that no worker has picked up
-#: yet. Past that it is *congested*: it takes nothing more until its backlog is
-#: down to half, so a server that cannot keep up makes senders wait instead of
-#: queueing without bound (memory, and garbage-collector time that grows with it):
-#: the receiver holds what comes meanwhile, as it does for a full IPC consumer.
+#: Messages (and bytes of them) a listener may have handed to the facade that no
+#: worker has picked up yet. Past either it is *congested*: it takes nothing more
+#: until its backlog is down to half, so a server that cannot keep up makes senders
+#: wait instead of queueing without bound (memory, and garbage-collector time that
+#: grows with it): the receiver holds what comes meanwhile (within max_held_bytes),
+#: as it does for a full IPC consumer.
 MAX_BACKLOG = 4096
+MAX_BACKLOG_BYTES = 64 * 1024 * 1024
+
+#: Malformed frames from the receiver (only a broken or hostile local process sends them).
+_MALFORMED = RateLimited(LOG, "zmq: malformed messages from the receiver")
 
 
 class Subscription:
@@ -103,7 +105,9 @@ class ZmqListener(Listener):
         self._by_socket: dict[zmq.Socket[bytes], Subscription] = {}
         self._headers: dict[bytes, dict[str, Any]] = {}
         self._backlog = 0  # handed over, minus picked up (below); under _delivering
-        self._picked: deque[None] = deque()  # one token per message a worker picked up
+        self._backlog_bytes = 0
+        self._picked: deque[int] = deque()  # the size of each message a worker picked up
+        self._local = registry(self._settings.ipc_dir)
 
     def _socket(self, kind: int) -> zmq.Socket[bytes]:
         sock: zmq.Socket[bytes] = self._driver.context.socket(kind)
@@ -125,7 +129,7 @@ class ZmqListener(Listener):
 
     def _handshake(self) -> None:
         deadline = time.monotonic() + self._settings.receiver_timeout
-        IN_PROCESS[self._identity] = self
+        self._local.add(self._identity, self)
         self._open_topics()
         self._await(self._control, {b"OK"}, deadline, "open its topics")
         for sub in self._subs:
@@ -276,37 +280,45 @@ class ZmqListener(Listener):
             kind = header["k"]
             bodies = unpack(frames[3])
         except Exception as exc:
-            LOG.warning("zmq: dropped a malformed message from the receiver: %s", exc)
+            _MALFORMED.log("zmq: dropped a malformed message from the receiver: %s", exc)
             return
         if deadline is not None and time.monotonic() >= deadline:
             LOG.warning("zmq: dropped expired message(s) %s on topic %s",
                         message_ids(kind, frames[3]), header.get("t"))
             return
-        batch = Batch(self._driver, header, deadline, self._pool, self._picked)
+        batch = Batch(self._driver.outbox, header, deadline, self._pool, self._picked)
         make = NoteMessage if kind == "note" else RpcMessage
         on_message = self._on_message
-        handed = 0
+        handed = size = 0
         for body in bodies:  # decoded by whoever handles them (see _messages)
             try:
                 on_message(make(batch, body))
                 handed += 1
+                size += len(body)
             except Exception:
                 LOG.exception("zmq: the listener callback failed")
         self._backlog += handed
+        self._backlog_bytes += size
 
     def congested(self, resume: bool = False) -> bool:
-        """True when the facade holds :data:`MAX_BACKLOG` of our messages that no worker
-        has picked up yet (with ``resume``: still half as many)."""
-        if self._backlog < (MAX_BACKLOG // 2 if resume else MAX_BACKLOG) \
-                or self._stopping.is_set():
+        """True when the facade holds :data:`MAX_BACKLOG` of our messages (or
+        :data:`MAX_BACKLOG_BYTES` of them) that no worker has picked up yet (with
+        ``resume``: still half as many)."""
+        if not self._over(resume) or self._stopping.is_set():
             return False  # _backlog less what was picked up is the real backlog
         with self._delivering:
             picked = self._picked
-            count = len(picked)
+            count, size = len(picked), 0
             for _ in range(count):
-                picked.pop()
+                size += picked.pop()
             self._backlog -= count
-            return self._backlog >= (MAX_BACKLOG // 2 if resume else MAX_BACKLOG)
+            self._backlog_bytes -= size
+            return self._over(resume)
+
+    def _over(self, resume: bool) -> bool:
+        share = 2 if resume else 1
+        return self._backlog >= MAX_BACKLOG // share \
+            or self._backlog_bytes >= MAX_BACKLOG_BYTES // share
 
     def _header(self, raw: bytes) -> dict[str, Any]:
         """The decoded routing header (the few distinct ones are cached)."""
@@ -315,9 +327,10 @@ class ZmqListener(Listener):
             header = loads(raw)
             if not isinstance(header, dict):
                 raise InvalidFrame("header is not a JSON object")
-            if len(self._headers) >= 64:
-                self._headers.clear()
-            self._headers[raw] = header
+            if len(raw) <= 1024:
+                if len(self._headers) >= 64:
+                    self._headers.clear()
+                self._headers[raw] = header
         return header
 
     def _heartbeat(self, now: float) -> None:
@@ -366,7 +379,7 @@ class ZmqListener(Listener):
             return
         self._stopping.set()
         with self._delivering:  # a callback running on the receiver's thread ends first
-            IN_PROCESS.pop(self._identity, None)
+            self._local.remove(self._identity)
         # (The thread also wakes on its heartbeat timer should this fail.)
         with self._wake_lock, contextlib.suppress(zmq.ZMQError):
             self._wake_out.send(b"", zmq.NOBLOCK)
@@ -376,7 +389,7 @@ class ZmqListener(Listener):
         self._driver.forget(self)
 
     def _close(self) -> None:
-        IN_PROCESS.pop(self._identity, None)
+        self._local.remove(self._identity)
         for sock in (*self._by_socket, self._control, self._wake_in, self._sub):
             if sock is not None:
                 sock.close(linger=0)

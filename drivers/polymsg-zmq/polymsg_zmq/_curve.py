@@ -14,12 +14,30 @@ import zmq
 from zmq.utils import z85
 
 from polymsg_zmq._options import CurveKeys
+from polymsg_zmq._ratelog import RateLimited, clip
 
-__all__ = ["ZapHandler", "make_client", "make_server"]
+__all__ = ["ZapHandler", "keypair", "make_client", "make_server"]
 
 LOG = logging.getLogger(__name__)
+_REFUSED = RateLimited(LOG, "zmq: connections refused by CURVE")
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+
+
+#: Z85 characters a key must not contain: oslo.config reads ``$`` as the start of a
+#: variable (``$name`` or ``${name}``), so such a key would not read back as written.
+_AWKWARD = frozenset("$")
+
+
+def keypair() -> tuple[str, str]:
+    """A new CURVE key pair ``(public, secret)`` in Z85, neither containing ``$``.
+
+    About 38% of pairs hold a ``$`` somewhere; those are drawn again.
+    """
+    while True:
+        public, secret = (key.decode("ascii") for key in zmq.curve_keypair())
+        if not _AWKWARD.intersection(public + secret):
+            return public, secret
 
 
 def make_server(sock: zmq.Socket[bytes], keys: CurveKeys | None) -> None:
@@ -61,16 +79,15 @@ class ZapHandler:
             except zmq.Again:
                 return
             if len(frames) < 6:
-                LOG.warning("zmq: malformed ZAP request ignored")
+                _REFUSED.log("zmq: malformed ZAP request ignored")
                 self.socket.send_multipart([b"1.0", b"", b"500", b"malformed", b"", b""])
                 continue
             request_id, address, mechanism = frames[1], frames[3], frames[5]
             key = frames[6] if len(frames) > 6 else b""
             allowed = mechanism == b"CURVE" and key in self._authorized
             if not allowed:
-                LOG.warning("zmq: refused a %s connection from %s: key not authorized",
-                            mechanism.decode(errors="replace"),
-                            address.decode(errors="replace"))
+                _REFUSED.log("zmq: refused a %s connection from %s: key not authorized",
+                             clip(mechanism), clip(address))
             status = (b"200", b"OK") if allowed else (b"400", b"not authorized")
             self.socket.send_multipart([b"1.0", request_id, *status, b"", b""])
 

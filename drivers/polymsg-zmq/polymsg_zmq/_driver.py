@@ -50,17 +50,11 @@ from polymsg_zmq._consumer import Subscription, ZmqListener
 from polymsg_zmq._errors import translated
 from polymsg_zmq._matchmaker import Matchmaker, make_matchmaker
 from polymsg_zmq._options import GROUP, OPTS, Settings, settings_from
+from polymsg_zmq._outbox import Outbox
 from polymsg_zmq._peers import Peers
 from polymsg_zmq._receiver import Receiver, ReceiverRunning
 from polymsg_zmq._replies import ReplyWaiter
-from polymsg_zmq._wire import (
-    MAGIC,
-    REPLY_MAGIC,
-    encode_header,
-    message_ids,
-    pack,
-    validate_name,
-)
+from polymsg_zmq._wire import MAGIC, encode_header, pack, validate_name
 
 __all__ = ["ZmqDriver"]
 
@@ -104,6 +98,8 @@ class ZmqDriver(Driver):
         with translated("creating a zmq context"):
             self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.peers = Peers(self.context, self.settings)
+        #: What incoming messages reply and requeue through.
+        self.outbox = Outbox(self.settings, self.peers, self.matchmaker)
         self._own_endpoint = self.settings.endpoint(self.settings.address)
         self._replies: ReplyWaiter | None = None
         self._receiver: Receiver | None = None
@@ -291,31 +287,6 @@ class ZmqDriver(Driver):
                                   priority, pools)
             self._send(host, [header, body], options, post=True)
         return _DONE
-
-    def resend(self, header: dict[str, Any], body: bytes,
-               deadline: float | None = None) -> None:
-        """Give a message (its encoded body) back to this host's receiver (requeue),
-        with what is left of its TTL (``deadline`` is on this host's monotonic clock)."""
-        ttl = None if deadline is None else max(0.0, deadline - time.monotonic())
-        fields = dict(header, u=False, s=header.get("s"), ttl=ttl)
-        frames = [MAGIC + encode_header(fields), pack(body)]
-        try:
-            self._send(self.settings.address, frames, SendOptions(retry=2))
-        except MessagingError as exc:
-            LOG.warning("zmq: could not requeue message %s: %s",
-                        message_ids(str(header.get("k")), frames[1]), exc)
-
-    def send_reply(self, endpoint: str, msg_id: str, payload: bytes) -> None:
-        """Send a call's reply to the caller's reply socket; failures are logged."""
-        try:
-            peer = self.peers.get(endpoint)
-            frames = [REPLY_MAGIC + msg_id.encode(), payload]
-            if not peer.try_send(frames):
-                peer.send(frames, retry=0,
-                          interval=self.settings.retry_interval)
-        except MessagingError as exc:
-            LOG.warning("zmq: could not send the reply to call %s to %s: %s",
-                        msg_id, endpoint, exc)
 
     def _reply_waiter(self) -> ReplyWaiter:
         replies = self._replies

@@ -7,7 +7,8 @@
   (or ``"topic"``) lists the hosts receiving a topic's notifications; ``"*"``
   serves every topic not listed. The file is re-read when it changes.
   Exchanges are not part of ring keys.
-* ``redis`` — each receiver registers the topics its local consumers serve,
+* ``redis`` — each receiver registers its host (``<prefix>/hosts``) and the
+  topics its local consumers serve,
   with a TTL refreshed by heartbeats; a host that stops heartbeating ages out
   after ``matchmaker_ttl``. Keys are sorted sets scored by expiry time
   (``<prefix>/rpc/<exchange>/<topic>[/<server>]`` with ``host:port`` members,
@@ -33,7 +34,7 @@ from polymsg import DriverLoadFailure, InvalidTransportURL, MessageDeliveryFailu
 from polymsg.driver import dumps_str, loads
 from polymsg_zmq._options import Settings, join_address, split_address
 
-__all__ = ["LocalMatchmaker", "Matchmaker", "NoteRoute", "RedisMatchmaker", "RegKey",
+__all__ = ["HOST_KEY", "LocalMatchmaker", "Matchmaker", "NoteRoute", "RedisMatchmaker", "RegKey",
            "RingMatchmaker", "make_matchmaker"]
 
 LOG = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ LOG = logging.getLogger(__name__)
 #: A registration: ("rpc", exchange, topic, server or "") or ("note", exchange, topic,
 #: priority, pool or "").
 RegKey = tuple[str, ...]
+#: The registration every receiver keeps: this host is part of the deployment.
+HOST_KEY: RegKey = ("host",)
 #: A notification route: a host and the pools it should serve (None: every local pool).
 NoteRoute = tuple[str, "list[str] | None"]
 
@@ -66,6 +69,11 @@ class Matchmaker(abc.ABC):
     @abc.abstractmethod
     def note_hosts(self, exchange: str, topic: str, priority: str) -> list[NoteRoute]:
         """Where a notification goes: one entry per host, with the pools it serves there."""
+
+    def knows_host(self, host: str) -> bool:
+        """True when ``host`` (a name or address, no port) belongs to the deployment;
+        replies go only to such hosts."""
+        return host == self.settings.host
 
     def register(self, keys: Iterable[RegKey]) -> None:  # noqa: B027 - optional
         """Announce (or refresh) that this host serves ``keys``."""
@@ -158,6 +166,15 @@ class RingMatchmaker(Matchmaker):
     def note_hosts(self, exchange: str, topic: str, priority: str) -> list[NoteRoute]:
         return [(host, None) for host in self._entry(f"{topic}.{priority}", topic, "*")]
 
+    def knows_host(self, host: str) -> bool:
+        """Hosts named anywhere in the ring file, and this one."""
+        if host == self.settings.host:
+            return True
+        self._entry()  # re-reads the file when due
+        with self._lock:
+            return any(split_address(address, 0)[0] == host
+                       for hosts in self._ring.values() for address in hosts)
+
 
 class RedisMatchmaker(Matchmaker):
     """Hosts register in Redis with a TTL; see the module docstring for the keys."""
@@ -212,11 +229,20 @@ class RedisMatchmaker(Matchmaker):
             pools.setdefault(str(pool), []).append(str(host))
         return _spread(pools)
 
+    def knows_host(self, host: str) -> bool:
+        """This host, and hosts whose receiver is registered (``<prefix>/hosts``)."""
+        if host == self.settings.host:
+            return True
+        return any(split_address(address, 0)[0] == host
+                   for address in self._members(self._key("hosts")))
+
     def _entries(self, keys: Iterable[RegKey]) -> list[tuple[str, str]]:
         address = self.settings.address
         entries: list[tuple[str, str]] = []
         for key in keys:
-            if key[0] == "rpc":
+            if key == HOST_KEY:
+                entries.append((self._key("hosts"), address))
+            elif key[0] == "rpc":
                 _, exchange, topic, server = key
                 parts = ("rpc", exchange, topic) + ((server,) if server else ())
                 entries.append((self._key(*parts), address))

@@ -18,23 +18,24 @@ from typing import TYPE_CHECKING, Any
 from polymsg.driver import IncomingMessage, SerializationError, dumps, loads
 
 if TYPE_CHECKING:
-    from polymsg_zmq._driver import ZmqDriver
+    from polymsg_zmq._outbox import Outbox
 
 __all__ = ["Batch", "NoteMessage", "RpcMessage"]
 
 
 class Batch:
-    """What the messages of one batch share: where they came from and how to send back."""
+    """What the messages of one batch share: where they came from and how to send back
+    (the transport's :class:`~polymsg_zmq._outbox.Outbox`)."""
 
-    __slots__ = ("deadline", "driver", "header", "picked", "pool", "topic")
+    __slots__ = ("deadline", "header", "outbox", "picked", "pool", "topic")
 
-    def __init__(self, driver: ZmqDriver, header: dict[str, Any], deadline: float | None,
-                 pool: str, picked: deque[None]) -> None:
-        self.driver = driver
+    def __init__(self, outbox: Outbox, header: dict[str, Any], deadline: float | None,
+                 pool: str, picked: deque[int]) -> None:
+        self.outbox = outbox
         self.header = header
         self.deadline = deadline
         self.pool = pool
-        self.picked = picked  # the listener's count of messages a worker picked up
+        self.picked = picked  # the sizes of messages a worker picked up (the listener's)
         self.topic = header.get("t")
 
 
@@ -73,7 +74,7 @@ class _Lazy(IncomingMessage):
         """Decode the body; :class:`SerializationError` when it is not a valid message.
         The first use is when a worker picks the message up: it no longer counts in the
         listener's backlog."""
-        self._batch.picked.append(None)
+        self._batch.picked.append(len(self._body))
         try:
             body = loads(self._body)
             ctxt, message = body["c"], body["m"]
@@ -98,7 +99,7 @@ class RpcMessage(_Lazy):
     __slots__ = ("_id", "_reply_to")
 
     def _decode(self) -> dict[str, Any]:
-        self._batch.picked.append(None)
+        self._batch.picked.append(len(self._body))
         try:
             body = loads(self._body)
             ctxt, message, msg_id, reply_to = body["c"], body["m"], body["i"], body.get("r")
@@ -114,7 +115,7 @@ class RpcMessage(_Lazy):
     def requeue(self) -> None:
         """Send the request again through this host's receiver, as it came."""
         batch = self._batch
-        batch.driver.resend(batch.header, self._body, batch.deadline)
+        batch.outbox.resend(batch.header, self._body, batch.deadline)
 
     def reply(self, result: Any = None, failure: Mapping[str, Any] | None = None) -> None:
         """Send the reply to the caller's reply socket (casts have none)."""
@@ -124,7 +125,7 @@ class RpcMessage(_Lazy):
         if reply_to is None:
             return
         payload = dumps({"r": result, "f": failure})  # SerializationError before sending
-        self._batch.driver.send_reply(reply_to, self._id, payload)
+        self._batch.outbox.send_reply(reply_to, self._id, payload)
 
 
 class NoteMessage(_Lazy):
@@ -135,4 +136,4 @@ class NoteMessage(_Lazy):
     def requeue(self) -> None:
         """Send the notification again, to this listener's pool on this host."""
         batch = self._batch
-        batch.driver.resend(dict(batch.header, pools=[batch.pool]), self._body, batch.deadline)
+        batch.outbox.resend(dict(batch.header, pools=[batch.pool]), self._body, batch.deadline)

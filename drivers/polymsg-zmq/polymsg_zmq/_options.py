@@ -9,31 +9,37 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ipaddress
 import os
 import socket
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from oslo_config import cfg
 
-from polymsg import InvalidTransportURL, TransportURL
+from polymsg import InvalidTransportURL, MessageDeliveryFailure, TransportURL
 
-__all__ = ["GROUP", "OPTS", "CurveKeys", "Settings", "default_ipc_dir", "join_address",
-           "list_opts", "overlay", "settings_from", "split_address"]
+__all__ = ["GROUP", "OPTS", "CurveKeys", "Settings", "default_ipc_dir", "is_loopback",
+           "join_address", "list_opts", "overlay", "settings_from", "split_address"]
 
 GROUP = "polymsg_zmq"
 
 OPTS: list[cfg.Opt] = [
-    cfg.HostAddressOpt("host", default=socket.gethostname(),
-                       sample_default="<the machine's host name>",
+    cfg.HostAddressOpt("host", default=None,
+                       sample_default="<bind_address, 127.0.0.1, or the host name>",
                        help="The name other hosts reach this host's receiver by. With the "
-                            "receiver port it is this host's address in the matchmaker."),
+                            "receiver port it is this host's address in the matchmaker. "
+                            "Default: bind_address when it names one interface, the "
+                            "machine's host name when it is '*', else 127.0.0.1."),
     cfg.PortOpt("receiver_port", default=9501,
                 help="TCP port of this host's receiver."),
-    cfg.StrOpt("bind_address", default="*",
-               help="Interface the receiver and reply sockets bind to ('*': all)."),
+    cfg.StrOpt("bind_address", default=None,
+               sample_default="<the address of host, or 127.0.0.1>",
+               help="Interface (IP address) the receiver and reply sockets bind to ('*': "
+                    "all). Default: loopback, unless host names another address (then "
+                    "that address)."),
     cfg.StrOpt("ipc_dir", default=None,
                sample_default="<XDG_RUNTIME_DIR>/polymsg-zmq or <tmp>/polymsg-zmq-<uid>",
                help="Directory of the receiver's IPC sockets (created with mode 0700). "
@@ -69,8 +75,15 @@ OPTS: list[cfg.Opt] = [
                help="Messages the receiver holds per topic while no consumer takes them; "
                     "beyond that the oldest are dropped with a warning."),
     cfg.IntOpt("max_message_size", default=64 * 1024 * 1024, min=1024,
-               help="Largest frame accepted on the receiver's TCP port (bytes); a peer "
-                    "sending a larger one is disconnected."),
+               help="Largest message (bytes) a receiver or reply socket accepts and a "
+                    "sender sends; a peer sending a larger one is disconnected."),
+    cfg.IntOpt("max_held_bytes", default=256 * 1024 * 1024, min=1024 * 1024,
+               help="Bytes a receiver holds in all for consumers that cannot take "
+                    "messages yet; beyond that the oldest messages of the topic holding "
+                    "the most are dropped with a warning. At least max_message_size."),
+    cfg.IntOpt("max_topics", default=4096, min=16,
+               help="Topics a receiver keeps state for (held messages, consumers); a "
+                    "message for yet another topic is dropped with a warning."),
     cfg.FloatOpt("linger", default=1.0, min=0.0,
                  help="Seconds cleanup waits to flush messages already accepted."),
     cfg.StrOpt("curve_public_key", default=None,
@@ -102,10 +115,10 @@ def default_ipc_dir() -> str:
 
 @dataclass(frozen=True)
 class CurveKeys:
-    """CURVE key material (Z85 text)."""
+    """CURVE key material (Z85 text); ``repr`` never shows the secret key."""
 
     public: str
-    secret: str
+    secret: str = field(repr=False)
     server: str
     authorized: frozenset[str]
 
@@ -121,7 +134,7 @@ class Settings:
     start_receiver: bool
     matchmaker: str
     ring_file: str | None
-    redis_url: str | None
+    redis_url: str | None = field(repr=False)
     redis_prefix: str
     matchmaker_ttl: float
     matchmaker_cache: float
@@ -130,6 +143,8 @@ class Settings:
     heartbeat_interval: float
     max_held_messages: int
     max_message_size: int
+    max_held_bytes: int
+    max_topics: int
     linger: float
     curve: CurveKeys | None
 
@@ -137,6 +152,19 @@ class Settings:
     def address(self) -> str:
         """This host's address in the matchmaker: ``host:port``."""
         return join_address(self.host, self.port)
+
+    def bind_interface(self) -> str:
+        """The address sockets bind to: ``bind_address``, a host name resolved.
+        Raises :class:`polymsg.MessageDeliveryFailure` when it does not resolve."""
+        bind = self.bind_address
+        if bind in ("*", "localhost") or _is_ip(bind):
+            return bind
+        try:
+            return socket.gethostbyname(bind)
+        except OSError as exc:
+            raise MessageDeliveryFailure(
+                f"zmq: cannot resolve {bind!r} to an address to bind ({exc}); set "
+                "bind_address") from exc
 
     def endpoint(self, address: str) -> str:
         """The TCP endpoint of the receiver at ``address`` (``host[:port]``)."""
@@ -171,16 +199,16 @@ def settings_from(values: Mapping[str, Any], url: TransportURL | None = None) ->
         first = url.hosts[0]
         host = first.hostname or host
         port = first.port or port
-    if not host:
-        raise InvalidTransportURL("zmq: the host name is empty; set it in the URL "
-                                  "(zmq://HOST:PORT/) or with the 'host' option")
+    host, bind_address = _addresses(host, values["bind_address"])
+    if int(values["max_held_bytes"]) < int(values["max_message_size"]):
+        raise InvalidTransportURL("zmq: max_held_bytes must be at least max_message_size")
     matchmaker = values["matchmaker"]
     if matchmaker == "ring" and not values["ring_file"]:
         raise InvalidTransportURL("zmq: matchmaker=ring needs ring_file=PATH")
     if matchmaker == "redis" and not values["redis_url"]:
         raise InvalidTransportURL("zmq: matchmaker=redis needs redis_url=redis://HOST:PORT/DB")
     return Settings(
-        host=host, port=int(port), bind_address=values["bind_address"],
+        host=host, port=int(port), bind_address=bind_address,
         ipc_dir=os.path.abspath(values["ipc_dir"] or default_ipc_dir()),
         start_receiver=bool(values["start_receiver"]), matchmaker=matchmaker,
         ring_file=values["ring_file"], redis_url=values["redis_url"],
@@ -190,9 +218,46 @@ def settings_from(values: Mapping[str, Any], url: TransportURL | None = None) ->
         receiver_timeout=float(values["receiver_timeout"]),
         heartbeat_interval=float(values["heartbeat_interval"]),
         max_held_messages=int(values["max_held_messages"]),
-        max_message_size=int(values["max_message_size"]), linger=float(values["linger"]),
+        max_message_size=int(values["max_message_size"]),
+        max_held_bytes=int(values["max_held_bytes"]), max_topics=int(values["max_topics"]),
+        linger=float(values["linger"]),
         curve=_curve_keys(values),
     )
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback(address: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (not for other names)."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _addresses(host: str | None, bind: str | None) -> tuple[str, str]:
+    """This host's advertised name and the address its sockets bind to.
+
+    Nothing given: loopback for both. Only ``host`` given: bind to its
+    address (loopback when it is loopback). Only ``bind_address``: advertise
+    it, or the machine's host name when it is ``*``.
+    """
+    if host is not None and not host.strip():
+        raise InvalidTransportURL("zmq: the host name is empty; set it in the URL "
+                                  "(zmq://HOST:PORT/) or with the 'host' option")
+    if bind is None:  # a host name is resolved when binding (Settings.bind_interface)
+        bind = "127.0.0.1" if host is None or is_loopback(host) else host
+    if host is None:
+        host = socket.gethostname() if bind in ("*", "0.0.0.0", "::") else bind
+    return host, bind
 
 
 def _curve_keys(values: Mapping[str, Any]) -> CurveKeys | None:
@@ -217,7 +282,12 @@ def overlay(conf: cfg.ConfigOpts, url: TransportURL | None) -> dict[str, Any]:
     """
     with contextlib.suppress(cfg.DuplicateOptError):
         conf.register_opts(OPTS, group=GROUP)
-    values = {opt.dest: conf[GROUP][opt.dest] for opt in OPTS}
+    try:
+        values = {opt.dest: conf[GROUP][opt.dest] for opt in OPTS}
+    except cfg.Error as exc:  # e.g. a '$' oslo.config took for a variable
+        raise InvalidTransportURL(
+            f"zmq: cannot read the [{GROUP}] options: {type(exc).__name__} (write a '$' "
+            "in a value as '$$'; polymsg zmq-keygen makes keys without '$')") from None
     known = {opt.dest: opt for opt in OPTS}
     for key, text in (url.query.items() if url is not None else ()):
         opt = known.get(key)
@@ -227,6 +297,7 @@ def overlay(conf: cfg.ConfigOpts, url: TransportURL | None) -> dict[str, Any]:
         try:
             values[key] = opt.type(text)
         except (ValueError, TypeError) as exc:
-            raise InvalidTransportURL(f"invalid value {text!r} for zmq option {key!r}: "
-                                      f"{exc}") from exc
+            shown = "(secret)" if opt.secret else repr(text)
+            raise InvalidTransportURL(f"invalid value {shown} for zmq option {key!r}"
+                                      + ("" if opt.secret else f": {exc}")) from None
     return values

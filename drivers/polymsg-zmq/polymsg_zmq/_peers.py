@@ -29,17 +29,26 @@ from polymsg import MessageDeliveryFailure, MessagingTimeout
 from polymsg_zmq._curve import make_client
 from polymsg_zmq._errors import translated
 from polymsg_zmq._options import Settings
-from polymsg_zmq._wire import MAGIC, message_ids
+from polymsg_zmq._ratelog import RateLimited
+from polymsg_zmq._wire import MAGIC, REPLY_MAGIC, message_ids
 
 __all__ = ["Peer", "Peers"]
 
 LOG = logging.getLogger(__name__)
+#: Warnings about queued messages given up on (a flood of forged reply addresses must not
+#: flood the log).
+_STALLED = RateLimited(LOG, "zmq: connections that stopped taking messages")
+_DROPPED = RateLimited(LOG, "zmq: queued messages dropped")
 
 _IDLE_CLOSE = 300.0
 _BATCH = 512
 _BATCH_BYTES = 1 << 20  # and well below any sane max_message_size
 _STALL_RETRY = 0.05
 _GIVE_UP = 10.0
+#: Connections one transport keeps; past that the least useful are closed first.
+MAX_PEERS = 512
+#: Replies queued for one caller that is not taking them.
+_MAX_QUEUED_REPLIES = 10000
 
 Frames = Sequence[bytes]
 
@@ -80,6 +89,27 @@ class Peer:
         if not self.scheduled:
             self._flusher.schedule(self)
         return True
+
+    def post_reply(self, frames: Frames) -> None:
+        """Queue a reply for the flusher, whether or not the connection works yet: a
+        worker never waits for a caller (one that never takes it is given up on
+        after a while, with a warning naming the call)."""
+        with self.lock:
+            if self._closed:
+                raise MessageDeliveryFailure("zmq: the transport is closed")
+            self.last_used = time.monotonic()
+            if not self._outbox and self._send_now(frames):
+                return
+            if len(self._outbox) >= _MAX_QUEUED_REPLIES:
+                raise MessageDeliveryFailure(f"zmq: {len(self._outbox)} replies already wait "
+                                             f"for {self.endpoint}")
+            self._outbox.append(frames)
+        self._flusher.schedule(self)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no send in progress."""
+        return not self._outbox and not self.scheduled
 
     def try_send(self, frames: Frames) -> bool:
         """Send without waiting (behind anything queued); False when the peer cannot
@@ -191,10 +221,9 @@ class Peer:
             queued, self._outbox = list(self._outbox), deque()
             self.stalled_since = None
         if queued:
-            ids = [i for frames in queued if len(frames) == 2
-                   for i in message_ids("rpc", frames[1])]
-            LOG.warning("zmq: dropped %d message(s) queued for %s (%s): ids %s",
-                        len(queued), self.endpoint, why, ids)
+            ids = [i for frames in queued[:20] for i in _ids(frames)]
+            _DROPPED.log("zmq: dropped %d message(s) queued for %s (%s): ids %s",
+                         len(queued), self.endpoint, why, ids)
 
     def close(self) -> None:
         """Close the socket (pending messages get ``linger`` to go out)."""
@@ -202,6 +231,15 @@ class Peer:
             if not self._closed:
                 self._closed = True
                 self._sock.close()
+
+
+def _ids(frames: Frames) -> list[str]:
+    """The message ids of queued frames, for log lines."""
+    if len(frames) == 2 and frames[0].startswith(REPLY_MAGIC):
+        return ["reply to " + frames[0][len(REPLY_MAGIC):][:64].decode(errors="replace")]
+    if len(frames) == 2:
+        return message_ids("rpc", frames[1])
+    return ["?"]
 
 
 class Flusher:
@@ -245,8 +283,8 @@ class Flusher:
         now = time.monotonic()
         if peer.stalled_since is None:
             peer.stalled_since = now
-            LOG.warning("zmq: %s stopped taking messages; retrying for %gs",
-                        peer.endpoint, _GIVE_UP)
+            _STALLED.log("zmq: %s stopped taking messages; retrying for %gs",
+                         peer.endpoint, _GIVE_UP)
         elif now - peer.stalled_since > _GIVE_UP:
             peer.drop_queued(f"unreachable for {_GIVE_UP:g}s")
             self._stalled.discard(peer)
@@ -289,6 +327,8 @@ class Peers:
             peer = self._peers.get(endpoint)
             if peer is None:
                 self._prune()
+                if len(self._peers) >= MAX_PEERS:
+                    self._evict()
                 with translated(f"connecting to {endpoint}"):
                     peer = Peer(self._context, endpoint, self._settings, self._flusher)
                 self._peers[endpoint] = peer
@@ -304,6 +344,18 @@ class Peers:
             if now - peer.last_used > _IDLE_CLOSE and not peer.scheduled:
                 del self._peers[endpoint]
                 peer.close()
+
+    def _evict(self) -> None:
+        """Close a quarter of the connections: those not known to work first, then the
+        least recently used; what they had queued is dropped with a warning."""
+        ranked = sorted(self._peers.items(), key=lambda item: (item[1].up, item[1].last_used))
+        for endpoint, peer in ranked[:max(1, len(ranked) // 4)]:
+            del self._peers[endpoint]
+            peer.drop_queued(f"more than {MAX_PEERS} connections")
+            peer.close()
+
+    def __len__(self) -> int:
+        return len(self._peers)
 
     def close(self) -> None:
         """Flush and close every connection; stop the flusher thread."""

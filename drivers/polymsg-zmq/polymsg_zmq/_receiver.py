@@ -30,13 +30,14 @@ import zmq
 
 from polymsg import InvalidTarget, MessageDeliveryFailure, MessagingError
 from polymsg.driver import SerializationError, dumps, loads
-from polymsg_zmq._consumer import IN_PROCESS
 from polymsg_zmq._curve import ZapHandler, make_server
-from polymsg_zmq._matchmaker import Matchmaker, make_matchmaker
-from polymsg_zmq._options import Settings
+from polymsg_zmq._local import registry
+from polymsg_zmq._matchmaker import HOST_KEY, Matchmaker, make_matchmaker
+from polymsg_zmq._options import Settings, is_loopback
 from polymsg_zmq._peers import Peers
+from polymsg_zmq._ratelog import RateLimited, clip
 from polymsg_zmq._registrar import Registrations
-from polymsg_zmq._topics import Consumer, Held, TopicState, consumer_groups
+from polymsg_zmq._topics import Consumer, Held, HeldBudget, TopicState, consumer_groups
 from polymsg_zmq._wire import (
     MAGIC,
     InvalidFrame,
@@ -61,6 +62,11 @@ _ROUTE_EVERY = 0.25
 _CLOSE_IDLE_TOPIC = 60.0
 _BATCH = 256
 _BUDGET = 0.02
+#: Routing headers longer than this are refused; up to _CACHED_HEADER bytes they are
+#: cached (at most _MAX_CACHED of them), so the cache stays under a megabyte.
+_MAX_HEADER = 64 * 1024
+_CACHED_HEADER = 1024
+_MAX_CACHED = 1024
 
 
 class ReceiverRunning(MessagingError):
@@ -82,8 +88,11 @@ class Receiver:
         self._lock_file: IO[str] | None = None
         self._stopping = threading.Event()
         self._headers: dict[bytes, tuple[dict[str, Any], bytes]] = {}
-        #: Messages dropped on the TCP port because they were malformed.
-        self.malformed = 0
+        self._garbage = RateLimited(LOG, "zmq receiver: malformed messages on the TCP port")
+        self._dropped = RateLimited(LOG, "zmq receiver: dropped messages")
+        #: Every byte held for consumers, across topics (max_held_bytes).
+        self.budget = HeldBudget(settings.max_held_bytes, lambda: self._topics.values())
+        self._local = registry(settings.ipc_dir)
         self._next_sweep = 0.0
         self._probes: dict[tuple[int, bytes], tuple[TopicState, bytes, float]] = {}
         #: In-process consumers whose workers lag (see _consumer.MAX_BACKLOG): messages
@@ -111,6 +120,12 @@ class Receiver:
         self._thread.start()
         LOG.info("zmq receiver for %s listening on tcp port %s, IPC directory %s",
                  self.settings.address, self.bound_port, self.settings.ipc_dir)
+        if self.settings.curve is None and not is_loopback(self.settings.bind_address):
+            LOG.warning("zmq receiver for %s accepts connections on %s without CURVE: any "
+                        "host that reaches that address can send to this host's services "
+                        "and forge replies; set curve_public_key and curve_secret_key "
+                        "(polymsg zmq-keygen)", self.settings.address,
+                        self.settings.bind_address)
 
     def _take_lock(self) -> None:
         try:
@@ -147,7 +162,7 @@ class Receiver:
         self._tcp.heartbeat_ivl = 2000
         self._tcp.heartbeat_timeout = 6000
         make_server(self._tcp, settings.curve)
-        endpoint = f"tcp://{settings.bind_address}:{settings.port}"
+        endpoint = f"tcp://{settings.bind_interface()}:{settings.port}"
         try:
             self._tcp.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -161,6 +176,7 @@ class Receiver:
         self._pub.bind(ipc_endpoint(os.path.join(settings.ipc_dir, "fanout")))
         self._peers = Peers(ctx, settings)
         self._registrations = Registrations(self.matchmaker, settings.matchmaker_ttl)
+        self._registrations.add({HOST_KEY})  # replies may come to this host
 
     def _socket(self, kind: int) -> zmq.Socket[bytes]:
         sock: zmq.Socket[bytes] = self._context.socket(kind)
@@ -194,9 +210,12 @@ class Receiver:
         self._context.destroy(linger=0)
         if self._lock_file is not None:  # the files are ours only while we hold the lock
             paths = [os.path.join(self.settings.ipc_dir, name) for name in ("control", "fanout")]
-            for path in [*paths, *(state.path for state in self._topics.values())]:
+            for path in [*paths, *(state.path for state in self._topics.values()
+                                   if state.sock is not None)]:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+            for state in self._topics.values():
+                state.discard()
             self._topics.clear()
 
     # -- loop ------------------------------------------------------------------------------
@@ -239,7 +258,7 @@ class Receiver:
     def _decongest(self) -> None:
         """Flush what is held for in-process consumers whose workers caught up."""
         done = [ident for ident in self._congested
-                if not ((listener := IN_PROCESS.get(ident)) and listener.congested(resume=True))]
+                if not ((listener := self._local.get(ident)) and listener.congested(resume=True))]
         if done:
             self._congested.difference_update(done)
             now = time.monotonic()
@@ -263,25 +282,32 @@ class Receiver:
                 continue
             known = headers.get(frames[1])
             if known is None:
+                if len(frames[1]) > _MAX_HEADER:
+                    self._drop_garbage(f"a routing header of {len(frames[1]):,} bytes")
+                    continue
                 raw = frames[1][len(MAGIC):]
                 try:
                     known = (decode_header(raw), raw)
                 except InvalidFrame as exc:
                     self._drop_garbage(str(exc))
                     continue
-                if len(headers) >= 4096:
-                    headers.clear()
-                headers[frames[1]] = known
+                if len(frames[1]) <= _CACHED_HEADER:
+                    if len(headers) >= _MAX_CACHED:
+                        headers.clear()
+                    headers[frames[1]] = known
             now = time.monotonic()
             self.route(known[0], known[1], frames[2], now)
             if now > budget:
                 return
 
+    @property
+    def malformed(self) -> int:
+        """Messages dropped on the TCP port because they were malformed."""
+        return self._garbage.count
+
     def _drop_garbage(self, why: str) -> None:
-        self.malformed += 1
-        if self.malformed <= 10 or self.malformed % 1000 == 0:  # a flood must not flood logs
-            LOG.warning("zmq receiver: dropped a malformed message on the TCP port (%s); "
-                        "%d so far", why, self.malformed)
+        self._garbage.log("zmq receiver: dropped a malformed message on the TCP port (%s)",
+                          clip(why))
 
     def route(self, header: dict[str, Any], raw_header: bytes, bodies: bytes,
               now: float, only_pool: str | None = None) -> None:
@@ -292,8 +318,9 @@ class Receiver:
         if header["k"] == "fan":
             state = self._topics.get((exchange, topic))
             if state is None or not state.present("*"):
-                LOG.warning("zmq receiver: fanout message(s) %s on topic %s: no server "
-                            "listens on this host", message_ids("rpc", bodies), topic)
+                self._dropped.log("zmq receiver: fanout message(s) %s on topic %s: no "
+                                  "server listens on this host", message_ids("rpc", bodies),
+                                  clip(topic))
             self._pub.send_multipart([fanout_prefix(exchange, topic), b"M",
                                       encode_deadline(deadline),
                                       raw_header, bodies])
@@ -301,8 +328,8 @@ class Receiver:
         try:
             state = self._topic(exchange, topic)
         except (InvalidTarget, MessageDeliveryFailure) as exc:
-            LOG.warning("zmq receiver: dropped message(s) %s: %s",
-                        message_ids(header["k"], bodies), exc)
+            self._dropped.log("zmq receiver: dropped message(s) %s on topic %s: %s",
+                              message_ids(header["k"], bodies), clip(topic), exc)
             return
         state.accept(header, raw_header, bodies, deadline, now, only_pool)
         if header.get("u") and self.matchmaker.dynamic:
@@ -321,28 +348,49 @@ class Receiver:
                 back.append(item)
         state.restore(back)
 
-    def _topic(self, exchange: str, topic: str) -> TopicState:
+    def _topic(self, exchange: str, topic: str, local: bool = False) -> TopicState:
+        """The state of ``exchange``/``topic``, made on first use (no socket yet).
+
+        At most ``max_topics`` exist for messages from the network: past that,
+        topics nobody uses are forgotten first, and a message for yet another
+        topic is refused (:class:`MessageDeliveryFailure`). A local consumer
+        (``local``) always gets its topic: services on this host can start.
+        """
         state = self._topics.get((exchange, topic))
         if state is not None:
             return state
         path = ipc_path(self.settings.ipc_dir, exchange, topic)
+        if not local and len(self._topics) >= self.settings.max_topics:
+            for unused in [s for s in self._topics.values() if s.idle(float("inf"), 0.0)]:
+                self._close_topic(unused)
+            if not local and len(self._topics) >= self.settings.max_topics:
+                raise MessageDeliveryFailure(
+                    f"the receiver serves max_topics ({self.settings.max_topics}) topics")
+        state = TopicState(exchange, topic, path, self.settings.max_held_messages,
+                           self.budget, self._local, self._dropped, self._congested)
+        self._topics[(exchange, topic)] = state
+        return state
+
+    def _open_topic(self, exchange: str, topic: str) -> TopicState:
+        """The state of a topic a local consumer asked for, its IPC socket bound."""
+        state = self._topic(exchange, topic, local=True)
+        if state.sock is not None:
+            return state
         try:
-            prepare_dir(os.path.dirname(path))
+            prepare_dir(os.path.dirname(state.path))
         except OSError as exc:
-            raise MessageDeliveryFailure(f"cannot create {os.path.dirname(path)}: "
+            raise MessageDeliveryFailure(f"cannot create {os.path.dirname(state.path)}: "
                                          f"{exc}") from exc
         sock = self._socket(zmq.ROUTER)
         sock.router_mandatory = True
         sock.router_handover = True
         sock.sndhwm = 20000
         try:
-            sock.bind(ipc_endpoint(path))
+            sock.bind(ipc_endpoint(state.path))
         except zmq.ZMQError as exc:
             sock.close(linger=0)
-            raise MessageDeliveryFailure(f"cannot bind {path}: {exc}") from exc
-        state = TopicState(exchange, topic, sock, path, self.settings.max_held_messages,
-                           self._congested)
-        self._topics[(exchange, topic)] = state
+            raise MessageDeliveryFailure(f"cannot bind {state.path}: {exc}") from exc
+        state.sock = sock
         self._by_socket[sock] = state
         self._handlers[sock] = self._on_consumer
         self._poller.register(sock, zmq.POLLIN)
@@ -350,10 +398,14 @@ class Receiver:
 
     def _close_topic(self, state: TopicState) -> None:
         del self._topics[(state.exchange, state.topic)]
-        del self._by_socket[state.sock]
-        del self._handlers[state.sock]
-        self._poller.unregister(state.sock)
-        state.sock.close(linger=0)
+        state.discard()
+        sock, state.sock = state.sock, None
+        if sock is None:
+            return
+        del self._by_socket[sock]
+        del self._handlers[sock]
+        self._poller.unregister(sock)
+        sock.close(linger=0)
         with contextlib.suppress(OSError):
             os.unlink(state.path)
 
@@ -377,7 +429,7 @@ class Receiver:
         try:
             names = loads(data)
             for exchange, topic in names:
-                self._topic(exchange, topic)
+                self._open_topic(exchange, topic)
         except (SerializationError, ValueError, TypeError, InvalidTarget,
                 MessageDeliveryFailure) as exc:
             return [b"ERR", str(exc).encode()]
@@ -406,6 +458,8 @@ class Receiver:
 
     def _register_consumer(self, state: TopicState, ident: bytes, data: bytes,
                            now: float) -> None:
+        sock = state.sock
+        assert sock is not None  # the registration came through it
         consumer = state.consumers.get(ident)
         try:
             info = loads(data)
@@ -414,7 +468,7 @@ class Receiver:
             groups, keys, qttl = consumer_groups(state.exchange, state.topic, info)
         except (SerializationError, ValueError) as exc:
             LOG.warning("zmq receiver: bad registration on topic %s: %s", state.topic, exc)
-            state.sock.send_multipart([ident, b"ERR", str(exc).encode()])
+            sock.send_multipart([ident, b"ERR", str(exc).encode()])
             return
         if consumer is None:
             consumer = Consumer(ident, groups, keys, now)
@@ -428,7 +482,7 @@ class Receiver:
         if info.get("probe"):
             self._probes[(id(state), ident)] = (state, ident, now + self.settings.receiver_timeout)
             self._probe(state, ident)
-        state.sock.send_multipart([ident, b"ROK"])
+        sock.send_multipart([ident, b"ROK"])
         state.flush(now)
 
     def _remove_consumer(self, state: TopicState, ident: bytes, now: float) -> None:
@@ -473,6 +527,8 @@ class Receiver:
             state.flush(now)
 
     def _housekeeping(self, now: float) -> None:
+        self._garbage.summary()
+        self._dropped.summary()
         if self.matchmaker.dynamic:
             for state in list(self._topics.values()):
                 self._route_unrouted(state, now)

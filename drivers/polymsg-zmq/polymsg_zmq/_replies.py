@@ -28,6 +28,7 @@ from polymsg import MessageDeliveryFailure
 from polymsg.driver import Reply, loads
 from polymsg_zmq._curve import ZapHandler, make_server
 from polymsg_zmq._options import Settings, join_address
+from polymsg_zmq._ratelog import RateLimited, clip
 from polymsg_zmq._wire import REPLY_MAGIC
 
 __all__ = ["ReplyFuture", "ReplyWaiter"]
@@ -35,6 +36,10 @@ __all__ = ["ReplyFuture", "ReplyWaiter"]
 LOG = logging.getLogger(__name__)
 
 _POLL_SLICE = 0.1
+
+#: Anyone who reaches the reply port can send garbage or replies to calls long gone.
+_MALFORMED = RateLimited(LOG, "zmq: malformed messages on reply sockets")
+_LATE = RateLimited(LOG, "zmq: replies to calls no one waits for", level=logging.INFO)
 
 
 class ReplyFuture(Future[Reply]):
@@ -75,7 +80,10 @@ class ReplyWaiter:
         sock.maxmsgsize = settings.max_message_size
         make_server(sock, settings.curve)
         try:
-            port = sock.bind_to_random_port(f"tcp://{settings.bind_address}")
+            port = sock.bind_to_random_port(f"tcp://{settings.bind_interface()}")
+        except MessageDeliveryFailure:
+            sock.close()
+            raise
         except zmq.ZMQError as exc:
             sock.close()
             raise MessageDeliveryFailure(f"zmq: cannot bind a reply socket: {exc}") from exc
@@ -196,14 +204,13 @@ class ReplyWaiter:
             except zmq.Again:
                 return
             if len(frames) != 3 or not frames[1].startswith(REPLY_MAGIC):
-                LOG.warning("zmq: dropped a malformed message on the reply socket")
+                _MALFORMED.log("zmq: dropped a malformed message on the reply socket")
                 continue
             key = frames[1][len(REPLY_MAGIC):]
             with self._lock:
                 future = self._pending.pop(key, None)
             if future is None:
-                LOG.info("zmq: reply to call %s came after the caller gave up",
-                         key.decode(errors="replace"))
+                _LATE.log("zmq: reply to call %s came after the caller gave up", clip(key))
                 continue
             self._resolve(future, frames[2])
 
@@ -212,7 +219,7 @@ class ReplyWaiter:
             decoded = loads(data)
             reply = Reply(result=decoded.get("r"), failure=decoded.get("f"))
         except Exception as exc:
-            LOG.warning("zmq: malformed reply to call %s: %s", future.key, exc)
+            _MALFORMED.log("zmq: malformed reply to call %s: %s", clip(future.key), clip(exc))
             if future.set_running_or_notify_cancel():
                 future.set_exception(MessageDeliveryFailure(f"zmq: malformed reply: {exc}"))
             future.wake.set()

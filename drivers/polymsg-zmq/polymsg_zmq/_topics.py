@@ -14,32 +14,37 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import zmq
 
-from polymsg_zmq._consumer import IN_PROCESS
+from polymsg_zmq._local import InProcess
+from polymsg_zmq._ratelog import RateLimited
 from polymsg_zmq._wire import (
     Header,
     InvalidFrame,
+    deal_packed,
     encode_deadline,
     message_ids,
-    split_packed,
 )
 
-__all__ = ["Consumer", "Held", "TopicState"]
+__all__ = ["Consumer", "Held", "HeldBudget", "TopicState"]
 
 LOG = logging.getLogger("polymsg_zmq.receiver")
 
 ANY_POOL = "?"
+
+#: Bytes a held message costs beyond its header and bodies (the objects around them),
+#: so that a flood of tiny messages is bounded by the byte budget too.
+HELD_OVERHEAD = 400
 
 
 class Held:
     """Messages (one header, a packed batch) waiting for a consumer of ``group``."""
 
     __slots__ = ("arrival", "bodies", "deadline", "group", "header", "qttl", "raw_header",
-                 "unrouted")
+                 "size", "unrouted")
 
     def __init__(self, header: Header, raw_header: bytes, bodies: bytes,
                  deadline: float | None, group: str, arrival: float) -> None:
@@ -52,6 +57,17 @@ class Held:
         qttl = header.get("q")
         self.qttl: float | None = float(qttl) if qttl else None
         self.unrouted = bool(header.get("u"))
+        self.size = len(bodies) + len(raw_header) + HELD_OVERHEAD
+
+    def with_bodies(self, bodies: bytes) -> Held:
+        """The same message(s) route, for other bodies (part of this batch)."""
+        return Held(self.header, self.raw_header, bodies, self.deadline, self.group,
+                    self.arrival)
+
+    def to_group(self, group: str) -> Held:
+        """A copy for another group (a pool)."""
+        return Held(self.header, self.raw_header, self.bodies, self.deadline, group,
+                    self.arrival)
 
     def frames(self) -> list[bytes]:
         """``[b"M", deadline, header, body...]`` for a consumer."""
@@ -60,6 +76,32 @@ class Held:
     def ids(self) -> list[str]:
         """Message ids, for log lines."""
         return message_ids(str(self.header.get("k")), self.bodies)
+
+
+class HeldBudget:
+    """The bytes every topic of one receiver holds, and their limit.
+
+    When a message would take the total past ``max_bytes``, the oldest held
+    messages of the topic holding the most are dropped first (a flood on one
+    topic costs that topic, not the others).
+    """
+
+    def __init__(self, max_bytes: int, topics: Callable[[], Iterable[TopicState]]) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+        self._topics = topics
+
+    def make_room(self, size: int) -> bool:
+        """Drop held messages until ``size`` more bytes fit; False if they never can."""
+        if size > self.max_bytes:
+            return False
+        while self.used + size > self.max_bytes:
+            largest = max(self._topics(), key=lambda state: state.held_bytes, default=None)
+            if largest is None or not largest.held:
+                return False
+            largest.drop_oldest(f"the receiver holds max_held_bytes "
+                                f"({self.max_bytes:,} bytes)")
+        return True
 
 
 class Consumer:
@@ -104,20 +146,30 @@ def consumer_groups(exchange: str, topic: str, info: dict[str, Any]
 
 
 class TopicState:
-    """One exchange/topic on this host. Used only by the receiver's thread."""
+    """One exchange/topic on this host. Used only by the receiver's thread.
 
-    def __init__(self, exchange: str, topic: str, sock: zmq.Socket[bytes], path: str,
-                 max_held: int, congested: set[bytes] | None = None) -> None:
+    ``sock`` (the topic's IPC socket) is bound only once a local consumer
+    asks for the topic: messages from the network for a topic nobody here
+    serves are held without costing a socket.
+    """
+
+    def __init__(self, exchange: str, topic: str, path: str, max_held: int,
+                 budget: HeldBudget, local: InProcess, dropped: RateLimited,
+                 congested: set[bytes] | None = None) -> None:
         self.exchange = exchange
         self.topic = topic
-        self.sock = sock
+        self.sock: zmq.Socket[bytes] | None = None
         self.path = path
         self.max_held = max_held
+        self.budget = budget
+        self.local = local
+        self.dropped = dropped
         self.consumers: dict[bytes, Consumer] = {}
         self.groups: dict[str, list[bytes]] = {}
         self.turn: dict[str, int] = {}
         self.held: deque[Held] = deque()
         self.held_count: dict[str, int] = {}
+        self.held_bytes = 0
         self.last_present: dict[str, float] = {}
         self.qttl_hint: dict[str, float] = {}
         self.touched = time.monotonic()
@@ -175,24 +227,14 @@ class TopicState:
         """
         self.touched = now
         for group in self._targets(header, only_pool):
-            for part in self._split(group, bodies):
-                item = Held(header, raw_header, part, deadline, group, now)
-                if self.held_count.get(group):
-                    self._hold(item)
-                    if self.present(group) and not self._all_congested(group):
-                        self.flush(now)
-                elif not self._deliver(item, now):
-                    self._hold(item)
-
-    def _split(self, group: str, bodies: bytes) -> list[bytes]:
-        """A batch for a group of several consumers, cut in one slice per consumer."""
-        consumers = len(self.groups.get(group, ()))
-        if consumers < 2:
-            return [bodies]
-        try:
-            return split_packed(bodies, consumers)
-        except InvalidFrame:
-            return [bodies]  # the consumer logs and drops it
+            item = Held(header, raw_header, bodies, deadline, group, now)
+            if self.held_count.get(group):
+                self._hold(item)
+                if self.present(group) and not self._all_congested(group):
+                    self.flush(now)
+            else:
+                for left in self._deliver(item, now):
+                    self._hold(left)
 
     def _targets(self, header: Header, only_pool: str | None) -> list[str]:
         if header["k"] == "rpc":
@@ -207,22 +249,50 @@ class TopicState:
         present = list(self._pools_of(f"n:{priority}:{ANY_POOL}"))
         return present or [f"n:{priority}:{ANY_POOL}"]
 
-    def _deliver(self, item: Held, now: float) -> bool:
+    def _deliver(self, item: Held, now: float) -> list[Held]:
+        """Hand ``item`` to its group's consumers; returns what none could take.
+
+        A batch for a group of several consumers is dealt one message at a
+        time, round robin across the group (as a broker hands out a queue's
+        messages), each consumer getting its share as one batch, in order.
+        """
         if item.deadline is not None and now >= item.deadline:
             LOG.warning("zmq receiver: dropped expired message(s) %s on topic %s "
                         "(message_ttl passed)", item.ids(), self.topic)
-            return True
+            return []
         group = item.group
         if group.endswith(":" + ANY_POOL) and group.startswith("n:"):
             pools = list(self._pools_of(group))
             if not pools:
-                return False
+                return [item]
             for pool_group in pools:  # one copy per pool present now
-                copy = Held(item.header, item.raw_header, item.bodies, item.deadline,
-                            pool_group, item.arrival)
-                if not self._deliver(copy, now):
-                    self._hold(copy)
-            return True
+                copy = item.to_group(pool_group)
+                for left in self._deliver(copy, now):
+                    self._hold(left)
+            return []
+        members = self.groups.get(group)
+        if not members:
+            return [item]
+        if len(members) < 2:
+            return [] if self._send(group, item, now) else [item]
+        try:
+            hands = deal_packed(item.bodies, len(members))
+        except InvalidFrame:
+            hands = [[item.bodies]]  # the consumer logs and drops it
+        start = self.turn.get(group, 0)
+        for index, hand in enumerate(hands):
+            self.turn[group] = start + index  # this hand's consumer first
+            if not self._send(group, item.with_bodies(b"".join(hand)), now):
+                rest = sorted((pos * len(hands) + h, body)
+                              for h, left in enumerate(hands[index:], index)
+                              for pos, body in enumerate(left))
+                return [item.with_bodies(b"".join(body for _, body in rest))]
+        self.turn[group] = start + sum(len(hand) for hand in hands)
+        return []
+
+    def _send(self, group: str, item: Held, now: float) -> bool:
+        """Send ``item`` to one consumer of ``group``, from its turn on; False when
+        none can take it now."""
         members = self.groups.get(group)
         if not members:
             return False
@@ -231,7 +301,7 @@ class TopicState:
             turn = self.turn.get(group, 0) % len(members)
             self.turn[group] = turn + 1
             ident = members[turn]
-            local = IN_PROCESS.get(ident)
+            local = self.local.get(ident)
             if local is not None:
                 if ident in self.congested:
                     continue
@@ -239,6 +309,8 @@ class TopicState:
                     if local.congested():
                         self.congested.add(ident)
                     return True
+                continue
+            if self.sock is None:
                 continue
             try:
                 self.sock.send_multipart([ident, *frames], zmq.NOBLOCK)
@@ -256,33 +328,60 @@ class TopicState:
         return False
 
     def _hold(self, item: Held) -> None:
+        """Hold ``item`` behind the others, within the count and byte limits."""
         if len(self.held) >= self.max_held:
-            dropped = self.held.popleft()
-            self._count(dropped.group, -1)
-            LOG.warning("zmq receiver: topic %s holds %d messages without a consumer; "
-                        "dropped the oldest %s", self.topic, self.max_held, dropped.ids())
-        self.held.append(item)
-        self._count(item.group, 1)
+            self.drop_oldest(f"topic holds max_held_messages ({self.max_held})")
+        if not self.budget.make_room(item.size):
+            self._log_drop(item, f"larger than max_held_bytes ({self.budget.max_bytes:,})")
+            return
+        self._keep(item)
 
-    def _count(self, group: str, delta: int) -> None:
+    def _keep(self, item: Held) -> None:
+        self.held.append(item)
+        self._count(item, 1)
+
+    def drop_oldest(self, why: str) -> None:
+        """Drop the oldest held message(s), logging their ids."""
+        dropped = self.held.popleft()
+        self._count(dropped, -1)
+        self._log_drop(dropped, why)
+
+    def _log_drop(self, item: Held, why: str) -> None:
+        self.dropped.log("zmq receiver: dropped held message(s) %s on topic %s: %s",
+                         item.ids(), self.topic, why)
+
+    def _count(self, item: Held, delta: int) -> None:
+        group = item.group
         count = self.held_count.get(group, 0) + delta
         if count > 0:
             self.held_count[group] = count
         else:
             self.held_count.pop(group, None)
+        self.held_bytes += delta * item.size
+        self.budget.used += delta * item.size
+
+    def _take_all(self) -> None:
+        """Empty the held queue (its items are the caller's to keep or drop)."""
+        self.budget.used -= self.held_bytes
+        self.held, self.held_count, self.held_bytes = deque(), {}, 0
 
     def flush(self, now: float) -> None:
         """Deliver held messages whose group has a consumer now, in arrival order."""
         if not self.held:
             return
-        held, self.held, self.held_count = self.held, deque(), {}
+        held = self.held
+        self._take_all()
         blocked: set[str] = set()
         for item in held:
-            if item.group in blocked or not self.present(item.group) \
-                    or not self._deliver(item, now):
+            if item.group in blocked or not self.present(item.group):
                 blocked.add(item.group)
-                self.held.append(item)
-                self._count(item.group, 1)
+                self._keep(item)
+                continue
+            left = self._deliver(item, now)
+            if left:
+                blocked.add(item.group)
+                for rest in left:
+                    self._keep(rest)
 
     def take_unrouted(self) -> list[Held]:
         """Remove and return held messages a sender could not route whose group has no
@@ -290,17 +389,18 @@ class TopicState:
         taken = [i for i in self.held if i.unrouted and not self.present(i.group)]
         if taken:
             ids = {id(i) for i in taken}
-            self.held = deque(i for i in self.held if id(i) not in ids)
-            self.held_count = {}
-            for item in self.held:
-                self._count(item.group, 1)
+            held = self.held
+            self._take_all()
+            for item in held:
+                if id(item) not in ids:
+                    self._keep(item)
         return taken
 
     def restore(self, items: list[Held]) -> None:
         """Put messages taken by :meth:`take_unrouted` back, ahead of the others."""
         for item in reversed(items):
             self.held.appendleft(item)
-            self._count(item.group, 1)
+            self._count(item, 1)
 
     def expire(self, now: float) -> None:
         """Drop held messages past their message_ttl, or whose queue's queue_ttl passed."""
@@ -308,15 +408,14 @@ class TopicState:
             self.last_present[group] = now
         if not self.held:
             return
-        held, self.held, self.held_count = self.held, deque(), {}
+        held = self.held
+        self._take_all()
         for item in held:
             reason = self._expired(item, now)
             if reason:
-                LOG.warning("zmq receiver: dropped message(s) %s on topic %s: %s",
-                            item.ids(), self.topic, reason)
+                self._log_drop(item, reason)
             else:
-                self.held.append(item)
-                self._count(item.group, 1)
+                self._keep(item)
 
     def _expired(self, item: Held, now: float) -> str | None:
         if item.deadline is not None and now >= item.deadline:
@@ -332,3 +431,10 @@ class TopicState:
     def idle(self, now: float, after: float) -> bool:
         """True when nothing uses this topic and it can be closed."""
         return not self.consumers and not self.held and now - self.touched >= after
+
+    def discard(self) -> None:
+        """Forget everything held (the topic is closed), logging what is dropped."""
+        held = self.held
+        self._take_all()
+        for item in held:
+            self._log_drop(item, "the receiver stopped")

@@ -60,9 +60,10 @@ from polymsg import InvalidTarget
 from polymsg.driver import SerializationError, dumps, loads
 
 __all__ = [
-    "MAGIC", "REPLY_MAGIC", "Header", "InvalidFrame", "decode_deadline", "decode_header",
+    "MAGIC", "REPLY_MAGIC", "Header", "InvalidFrame", "deal_packed", "decode_deadline",
+    "decode_header",
     "encode_deadline", "encode_header", "fanout_prefix", "ipc_endpoint", "ipc_path",
-    "message_ids", "pack", "prepare_dir", "split_packed", "unpack", "validate_name",
+    "message_ids", "pack", "prepare_dir", "unpack", "validate_name",
 ]
 
 MAGIC = b"PZ1"
@@ -208,17 +209,19 @@ def unpack(frame: bytes) -> list[bytes]:
     return [frame[s + 4:e] for s, e in itertools.pairwise([*starts, len(frame)])]
 
 
-def split_packed(frame: bytes, parts: int) -> list[bytes]:
-    """Cut a packed batch into at most ``parts`` packed batches of consecutive bodies."""
+def deal_packed(frame: bytes, hands: int) -> list[list[bytes]]:
+    """Deal the bodies of a packed batch into ``hands`` hands, one body at a time:
+    hand ``j`` gets bodies ``j``, ``j + hands``, ... (each body with its length
+    prefix, in order). :class:`InvalidFrame` when the batch is malformed."""
     starts = _offsets(frame)
-    if parts < 2 or len(starts) < 2:
-        return [frame]
-    size = -(-len(starts) // parts)
-    cuts = [*starts[::size], len(frame)]
-    return [frame[a:b] for a, b in itertools.pairwise(cuts)]
+    dealt: list[list[bytes]] = [[] for _ in range(min(hands, len(starts)))]
+    for index, (start, end) in enumerate(itertools.pairwise([*starts, len(frame)])):
+        dealt[index % len(dealt)].append(frame[start:end])
+    return dealt
 
 
 _DEADLINE = struct.Struct("!d")
+_LOGGED_IDS = 20
 
 
 def message_ids(kind: str, packed: bytes) -> list[str]:
@@ -228,10 +231,12 @@ def message_ids(kind: str, packed: bytes) -> list[str]:
     except InvalidFrame:
         return ["?"]
     ids = []
-    for body in bodies:
+    if len(bodies) > _LOGGED_IDS:
+        ids.append(f"(the first {_LOGGED_IDS} of {len(bodies)})")
+    for body in bodies[:_LOGGED_IDS]:
         try:
             data = loads(body)
-            ids.append(str(data["i"] if kind != "note" else data["m"]["message_id"]))
+            ids.append(str(data["i"] if kind != "note" else data["m"]["message_id"])[:64])
         except Exception:
             ids.append("?")
     return ids

@@ -14,12 +14,13 @@ import signal
 import sys
 import threading
 from types import FrameType
+from urllib.parse import urlencode
 
 import click
-import zmq
 from oslo_config import cfg
 
 from polymsg import MessagingError, TransportURL
+from polymsg_zmq._curve import keypair
 from polymsg_zmq._options import Settings, overlay, settings_from
 from polymsg_zmq._receiver import Receiver
 
@@ -93,10 +94,18 @@ def zmq_receiver(url: str | None, config_files: tuple[str, ...], log_level: str)
 
 @click.command("zmq-keygen")
 def zmq_keygen() -> None:
-    """Print a new CURVE key pair as [polymsg_zmq] configuration lines."""
-    public, secret = zmq.curve_keypair()
-    click.echo(f"curve_public_key = {public.decode()}")
-    click.echo(f"curve_secret_key = {secret.decode()}")
+    """Print a new CURVE key pair as [polymsg_zmq] configuration lines, then as URL
+    query keys (percent-encoded).
+
+    The keys never contain ``$`` (which oslo.config would read as a variable),
+    so the lines can be pasted into a configuration file as they are. Keep the
+    secret key in a file only its owner can read.
+    """
+    public, secret = keypair()
+    click.echo(f"curve_public_key = {public}")
+    click.echo(f"curve_secret_key = {secret}")
+    query = urlencode({"curve_public_key": public, "curve_secret_key": secret})
+    click.echo(f"# as URL query keys: ?{query}")
 
 
 def main() -> None:

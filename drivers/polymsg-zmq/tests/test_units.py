@@ -10,13 +10,17 @@ import pytest
 from oslo_config import cfg
 from polymsg_zmq import ZmqDriver, list_opts
 from polymsg_zmq._options import overlay, settings_from, split_address
+from polymsg_zmq._ratelog import RateLimited, clip
 from polymsg_zmq._topics import consumer_groups
 from polymsg_zmq._wire import (
     InvalidFrame,
+    deal_packed,
     decode_deadline,
     decode_header,
     encode_deadline,
     ipc_path,
+    pack,
+    unpack,
     validate_name,
 )
 from zmqtest import Hosts
@@ -172,3 +176,43 @@ def test_bad_ring_file_is_reported() -> None:
             polymsg.get_transport(hosts[0].url(ring_file=path))
     finally:
         hosts.close()
+
+
+@pytest.mark.parametrize("count,hands", [(1, 3), (2, 3), (23, 3), (7, 2), (6, 6)])
+def test_deal_packed_hands_out_one_body_at_a_time(count: int, hands: int) -> None:
+    bodies = [f"body-{n}".encode() for n in range(count)]
+    dealt = deal_packed(b"".join(pack(b) for b in bodies), hands)
+    assert len(dealt) == min(count, hands)
+    for index, hand in enumerate(dealt):
+        assert unpack(b"".join(hand)) == bodies[index::len(dealt)]
+    with pytest.raises(InvalidFrame):
+        deal_packed(b"\0\0\0\x09short", 2)
+
+
+@pytest.mark.parametrize("query,bind,host", [
+    ("", "127.0.0.1", "127.0.0.1"),
+    ("bind_address=10.1.2.3", "10.1.2.3", "10.1.2.3"),
+    ("host=localhost", "127.0.0.1", "localhost"),
+])
+def test_default_bind_is_loopback_unless_told_an_address(query: str, bind: str,
+                                                        host: str) -> None:
+    parsed = settings(f"zmq:///?{query}")
+    assert (parsed.bind_address, parsed.host) == (bind, host)  # type: ignore[attr-defined]
+    named = settings("zmq://node-7:9501/")
+    assert (named.bind_address, named.host) == ("node-7", "node-7")  # type: ignore[attr-defined]
+
+
+def test_rate_limited_log_details_a_few_and_counts_the_rest(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="t")
+    limited = RateLimited(logging.getLogger("t"), "garbage", interval=3600, detail=3)
+    for n in range(1000):
+        limited.log("bad thing %d: %s", n, clip("x" * 10_000))
+    assert limited.count == 1000
+    assert len(caplog.records) == 3
+    assert max(len(r.getMessage()) for r in caplog.records) < 200
+    limited._window_start -= 3600  # the interval is over
+    limited.summary()
+    assert "997 more" in caplog.records[-1].getMessage()

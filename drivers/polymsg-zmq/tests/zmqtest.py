@@ -240,3 +240,42 @@ class ReceiverProcess:
         code = self.process.wait(timeout)
         self._pump.join(timeout)
         return code
+
+
+def wait_until(predicate: Any, timeout: float = 30.0) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` passes (its last value)."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + timeout
+    never = threading.Event()
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return bool(predicate())
+        never.wait(0.01)
+    return True
+
+
+def open_fds() -> int:
+    """File descriptors this process has open."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+class RawSender:
+    """A stranger on the network: a bare DEALER connected to a receiver's TCP port."""
+
+    def __init__(self, port: int) -> None:
+        import zmq
+
+        self.context = zmq.Context()
+        self.sock = self.context.socket(zmq.DEALER)
+        self.sock.linger = 2000
+        self.sock.sndhwm = 0
+        self.sock.connect(f"tcp://127.0.0.1:{port}")
+
+    def send(self, frames: list[bytes]) -> None:
+        self.sock.send_multipart(frames)
+
+    def close(self) -> None:
+        self.sock.close()
+        self.context.term()

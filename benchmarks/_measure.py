@@ -23,6 +23,7 @@ __all__ = [
     "RpcSubject",
     "call_figures",
     "casts_end_to_end",
+    "in_threads",
     "notifications_end_to_end",
     "payload",
     "percentile",
@@ -91,6 +92,9 @@ class RpcSubject(Protocol):
     def server_rss(self) -> int | None:
         """The server process's RSS in bytes (``None`` when not a separate process)."""
 
+    def server_cpu(self) -> float | None:
+        """CPU seconds the server process has used (``None`` when not a separate process)."""
+
 
 def payload(size: int) -> str:
     """A string of ``size`` bytes."""
@@ -142,9 +146,10 @@ def sequential_calls(subject: RpcSubject, size: int, seconds: float,
     return call_figures(*timed_loop(seconds, once), suffix=suffix)
 
 
-def threaded_calls(subject: RpcSubject, threads: int, seconds: float) -> dict[str, float]:
-    """``threads`` threads calling at once through one client: calls/s."""
-    body = payload(100)
+def in_threads(threads: int, seconds: float, once: Callable[[], None]) -> tuple[int, float]:
+    """Run ``once`` in a loop on ``threads`` threads for ``seconds``, started together;
+    how many times it ran in all, and the ``perf_counter`` time they started at. The
+    first error of any thread is raised once all have stopped."""
     counts = [0] * threads
     errors: list[BaseException] = []
     start = threading.Barrier(threads + 1)
@@ -154,8 +159,7 @@ def threaded_calls(subject: RpcSubject, threads: int, seconds: float) -> dict[st
         deadline = time.perf_counter() + seconds
         try:
             while time.perf_counter() < deadline:
-                if subject.call(body) != body:
-                    raise BenchError("a call returned something other than its payload")
+                once()
                 counts[index] += 1
         except BaseException as exc:
             errors.append(exc)
@@ -167,10 +171,21 @@ def threaded_calls(subject: RpcSubject, threads: int, seconds: float) -> dict[st
     started = time.perf_counter()
     for thread in pool:
         thread.join()
-    elapsed = time.perf_counter() - started
     if errors:
         raise errors[0]
-    return {f"calls_{threads}t": sum(counts) / elapsed}
+    return sum(counts), started
+
+
+def threaded_calls(subject: RpcSubject, threads: int, seconds: float) -> dict[str, float]:
+    """``threads`` threads calling at once through one client: calls/s."""
+    body = payload(100)
+
+    def once() -> None:
+        if subject.call(body) != body:
+            raise BenchError("a call returned something other than its payload")
+
+    done, started = in_threads(threads, seconds, once)
+    return {f"calls_{threads}t": done / (time.perf_counter() - started)}
 
 
 def wait_for(subject: RpcSubject, casts: int, notes: int) -> tuple[int, int]:
@@ -201,42 +216,33 @@ def _end_to_end(subject: RpcSubject, send: Callable[[], None], seconds: float,
 
 def casts_end_to_end(subject: RpcSubject, size: int, seconds: float, max_count: int = 1 << 62,
                      suffix: str = "") -> dict[str, float]:
-    """Casts sent for ``seconds``, timed until the server executed the last: casts/s."""
+    """Casts sent for ``seconds``, timed until the server executed the last: casts/s,
+    and the server's CPU time per cast in microseconds when it runs in a process of
+    its own (``cast_cpu_us``: steadier than rates on a busy machine)."""
     body = payload(size)
-    rate = _end_to_end(subject, lambda: subject.cast(body), seconds, max_count,
+    cpu_before = subject.server_cpu()
+    sent = 0
+
+    def cast() -> None:
+        nonlocal sent
+        subject.cast(body)
+        sent += 1
+
+    rate = _end_to_end(subject, cast, seconds, max_count,
                        lambda n: wait_for(subject, n, 0)[0])
-    return {f"casts{suffix}": rate}
+    cpu_after = subject.server_cpu()
+    figures = {f"casts{suffix}": rate}
+    if cpu_before is not None and cpu_after is not None:
+        figures[f"cast_cpu_us{suffix}"] = (cpu_after - cpu_before) / sent * 1e6
+    return figures
 
 
 def threaded_casts(subject: RpcSubject, threads: int, seconds: float) -> dict[str, float]:
     """``threads`` threads casting through one client for ``seconds``, timed until the
     server executed the last: casts/s."""
     body = payload(100)
-    counts = [0] * threads
-    errors: list[BaseException] = []
-    start = threading.Barrier(threads + 1)
-
-    def worker(index: int) -> None:
-        start.wait()
-        deadline = time.perf_counter() + seconds
-        try:
-            while time.perf_counter() < deadline:
-                subject.cast(body)
-                counts[index] += 1
-        except BaseException as exc:
-            errors.append(exc)
-
     subject.reset()
-    pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    start.wait()
-    started = time.perf_counter()
-    for thread in pool:
-        thread.join()
-    if errors:
-        raise errors[0]
-    sent = sum(counts)
+    sent, started = in_threads(threads, seconds, lambda: subject.cast(body))
     executed = wait_for(subject, sent, 0)[0]
     if executed < sent:
         raise BenchError(f"only {executed} of {sent} casts were executed (nothing more "

@@ -10,7 +10,9 @@ Figure names: ``calls`` (sequential calls/s), ``call_median_us``,
 ``call_p99_us``, ``calls_16t`` (16 threads), ``casts``, ``casts_16t`` and
 ``notifications`` (per second, end to end), ``casts_confirmed`` (raw pika
 only: publishes each waiting for its confirm), the call and cast figures
-again with a ``_10KiB`` or ``_1MiB`` suffix, and ``rss_first_MiB``,
+again with a ``_10KiB`` or ``_1MiB`` suffix, ``cast_cpu_us`` (the server
+process's CPU time per cast, microseconds; servers in a child process only),
+and ``rss_first_MiB``,
 ``rss_last_MiB``, ``rss_growth_pct``.
 """
 
@@ -21,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GOALS", "RATIOS", "evaluate_goals", "figure", "render", "subject"]
+__all__ = ["GOALS", "RATIOS", "evaluate_goals", "figure", "ratio_rows", "render", "subject"]
 
 #: Each polymsg subject and the references it is compared with.
 RATIOS: tuple[tuple[str, str], ...] = (
@@ -45,7 +47,7 @@ def figure(results: dict[str, Any], key: str, name: str) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-# -- goals (DESIGN.md, "Performance goals") ------------------------------------------------
+# -- goals (benchmarks/README.md) ---------------------------------------------------------
 
 @dataclass(frozen=True)
 class Goal:
@@ -175,14 +177,16 @@ def render(results: dict[str, Any]) -> str:
     meta = results["meta"]
     calls = [("calls", ""), ("call_median_us", ""), ("call_p99_us", ""), ("calls_16t", ""),
              ("loadavg", "load")]
-    oneway = [("casts", ""), ("casts_16t", ""), ("notifications", ""), ("casts_confirmed", "")]
+    oneway = [("casts", ""), ("casts_16t", ""), ("notifications", ""), ("casts_confirmed", ""),
+              ("cast_cpu_us", "")]
     sized = [("calls_10KiB", ""), ("call_p99_us_10KiB", ""), ("calls_1MiB", ""),
              ("call_p99_us_1MiB", ""), ("casts_10KiB", ""), ("casts_1MiB", "")]
     first, last = meta.get("rss_casts", [0, 0])
     rss = [("rss_first_MiB", ""), ("rss_last_MiB", ""), ("rss_growth_pct", "%")]
-    lines = [f"polymsg bench, {meta['started']}: Python {meta['python']}, {meta['cpus']} CPUs, "
-             f"load average {meta['loadavg_start'][0]:.2f} at start, "
+    lines = [f"polymsg benchmarks, {meta['started']}: Python {meta['python']}, "
+             f"{meta['cpus']} CPUs, load average {meta['loadavg_start'][0]:.2f} at start, "
              f"{meta.get('loadavg_end', [math.nan])[0]:.2f} at end"
+             + (f", best of {meta['rounds']} rounds" if meta.get("rounds", 1) > 1 else "")
              + (" (--quick: figures are not comparable)" if meta.get("quick") else "")]
     lines += _table("Calls, 100 B payload (per second; latency in microseconds)",
                     ["", "sequential/s", "median us", "p99 us", "16 threads/s",
@@ -190,7 +194,8 @@ def render(results: dict[str, Any]) -> str:
                     _figure_rows(results, calls))
     lines += _table("One-way, 100 B payload (per second, sent -> executed)",
                     ["", "casts/s", "casts/s 16 threads", "notifications/s",
-                     "confirmed one by one/s"], _figure_rows(results, oneway))
+                     "confirmed one by one/s", "server CPU us/cast"],
+                    _figure_rows(results, oneway))
     lines += _table("Payload sizes (per second; p99 in microseconds)",
                     ["", "calls 10KiB", "p99 10KiB", "calls 1MiB", "p99 1MiB", "casts 10KiB",
                      "casts 1MiB"], _figure_rows(results, sized))
@@ -203,15 +208,23 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _ratio_lines(results: dict[str, Any]) -> list[str]:
+def ratio_rows(results: dict[str, Any], names: Sequence[str] = RATIO_FIGURES,
+               ) -> list[tuple[str, list[float | None]]]:
+    """Each pair of :data:`RATIOS` that was run with a figure of ``names`` in common:
+    its label, and ``mine / theirs`` for each name (``None`` where one is missing)."""
     rows = []
     for key, ref in RATIOS:
         mine, theirs = subject(results, key), subject(results, ref)
         if mine is None or theirs is None:
             continue
-        cells = [_fmt(_ratio(key, name, ref)(results), "x") for name in RATIO_FIGURES]
-        if any(c != "-" for c in cells):
-            rows.append([f"{mine['label']} / {theirs['label']}", *cells])
+        values = [_ratio(key, name, ref)(results) for name in names]
+        if any(value is not None for value in values):
+            rows.append((f"{mine['label']} / {theirs['label']}", values))
+    return rows
+
+
+def _ratio_lines(results: dict[str, Any]) -> list[str]:
+    rows = [[label, *(_fmt(v, "x") for v in values)] for label, values in ratio_rows(results)]
     if not rows:
         return []
     return _table("Ratios (rates; > 1x means polymsg is faster)",
@@ -234,4 +247,5 @@ def _goal_lines(goals: Sequence[dict[str, Any]]) -> list[str]:
     if not goals:
         return []
     rows = [[g["status"], g["subject"], g["goal"], _measured(g)] for g in goals]
-    return _table("Goals (DESIGN.md)", ["status", "subject", "goal", "measured"], rows, left=3)
+    return _table("Goals (benchmarks/README.md)", ["status", "subject", "goal", "measured"],
+                  rows, left=3)

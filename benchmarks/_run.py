@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import polymsg
-from polymsg._bench import _measure as m
-from polymsg._bench import _raw
-from polymsg._bench._child import Child
-from polymsg._bench._report import evaluate_goals
-from polymsg._bench._subjects import OsloRemote, PolymsgLocal, PolymsgRemote
+from benchmarks import _measure as m
+from benchmarks import _raw
+from benchmarks._child import Child
+from benchmarks._report import evaluate_goals
+from benchmarks._subjects import OsloRemote, PolymsgLocal, PolymsgRemote
 from polymsg._registry import load_driver
 
 __all__ = ["SUBJECTS", "Options", "Progress", "expand_only", "run", "write_results"]
@@ -107,6 +107,8 @@ class Progress:
 def _show(name: str, value: float) -> str:
     if name.startswith(("call_median", "call_p99")):
         return f"{name.split('_')[1]} {value:,.0f} us"
+    if name.startswith("cast_cpu_us"):
+        return f"server CPU {value:,.1f} us/cast"
     if name.startswith("rss_growth"):
         return f"growth {value:+.1f}%"
     if name.startswith("rss"):
@@ -121,6 +123,9 @@ class Options:
     quick: bool = False
     only: tuple[str, ...] = tuple(SUBJECTS)
     url_rabbit: str | None = None
+    #: Times every subject's rates are measured, the subjects taking turns; each
+    #: figure keeps its best round (the RSS measurements run once).
+    rounds: int = 1
     progress: Progress = field(default_factory=Progress)
 
     @property
@@ -140,6 +145,14 @@ class _Outcome:
     def fail(self, what: str, exc: BaseException) -> None:
         self.failures.append(f"{what}: {_first_line(exc)}")
 
+    def merge(self, later: _Outcome) -> None:
+        """Take a later round's figures where they are better, and its failures."""
+        for name, value in later.figures.items():
+            mine = self.figures.get(name)
+            if mine is None or math.isnan(mine) or _better(name, value, mine):
+                self.figures[name] = value
+        self.failures += later.failures
+
     def as_dict(self) -> dict[str, Any]:
         if self.skipped:
             status, note = "skipped", self.skipped
@@ -148,6 +161,12 @@ class _Outcome:
             note = "; ".join(self.failures)
         return {"key": self.key, "label": SUBJECTS[self.key], "status": status,
                 "note": note, "loadavg": round(self.loadavg, 2), "figures": self.figures}
+
+
+def _better(name: str, value: float, than: float) -> bool:
+    """Whether figure ``name`` at ``value`` beats ``than`` (latencies and CPU times
+    are better lower, rates higher)."""
+    return value < than if name.endswith("_us") or "_us_" in name else value > than
 
 
 def _first_line(exc: BaseException) -> str:
@@ -219,6 +238,8 @@ class _Runner:
         self.progress = options.progress
         self.scratch = scratch
         self.deferred: list[tuple[_Outcome, Callable[[], dict[str, float]]]] = []
+        #: The round being measured, from 1.
+        self.round = 1
 
     def steps(self, outcome: _Outcome, steps: Iterator[Step],
               healthy: Callable[[], bool] | None = None) -> None:
@@ -238,6 +259,8 @@ class _Runner:
 
     def rpc(self, outcome: _Outcome, factory: Callable[[], Any],
             rss: Callable[[], dict[str, float]] | None) -> None:
+        """Measure the rates of the RPC subject ``factory`` makes; ``rss`` waits in
+        :attr:`deferred` (first round only)."""
         try:
             with factory() as subject:
                 m.timed_loop(self.budget.warmup, lambda: subject.call("warm-up"))
@@ -245,8 +268,8 @@ class _Runner:
         except Exception as exc:
             outcome.fail("start or stop", exc)
             self.progress.note(f"failed: {_first_line(exc)}")
-        if rss is not None:  # on a server of its own, once every subject's rates are in
-            self.deferred.append((outcome, rss))
+        if rss is not None and self.round == 1:  # on a server of its own, once
+            self.deferred.append((outcome, rss))  # every subject's rates are in
 
     def run_deferred(self) -> None:
         """The RSS measurements: long, so they come after the rates, which then are
@@ -363,6 +386,7 @@ def _meta(options: Options) -> dict[str, Any]:
         "cpus": len(os.sched_getaffinity(0)),
         "loadavg_start": list(os.getloadavg()),
         "quick": options.quick,
+        "rounds": options.rounds,
         "only": list(options.only),
         "rabbit_url": str(polymsg.TransportURL.parse(options.url_rabbit))
         if options.url_rabbit else None,
@@ -372,38 +396,60 @@ def _meta(options: Options) -> dict[str, Any]:
     }
 
 
+def _first_round(runner: _Runner, options: Options, key: str, outcome: _Outcome) -> bool:
+    """Measure ``key`` into ``outcome`` unless it cannot run here; whether it could."""
+    reason = _unavailable(key, options)
+    if reason is not None:
+        outcome.skipped = reason
+        options.progress.note(f"skipped: {reason}")
+        return False
+    if key in _RABBIT and options.url_rabbit:
+        broken = _rabbit_unreachable(options.url_rabbit)
+        if broken is not None:
+            outcome.failures.append(f"setup: {broken}")
+            options.progress.note(f"failed: {broken}")
+            return False
+    _measure_into(runner, key, outcome)
+    return True
+
+
+def _measure_into(runner: _Runner, key: str, outcome: _Outcome) -> None:
+    try:
+        runner.measure(key, outcome)
+    except Exception as exc:
+        outcome.fail("setup", exc)
+        runner.progress.note(f"failed: {_first_line(exc)}")
+
+
 def run(options: Options) -> dict[str, Any]:
     """Measure every subject of ``options``; the results (see :mod:`._report`)."""
     meta = _meta(options)
     started = time.perf_counter()
-    outcomes: list[_Outcome] = []
+    outcomes: dict[str, _Outcome] = {}  # in run order: round 1 runs every key
     with tempfile.TemporaryDirectory(prefix="polymsg-bench-") as scratch:
         runner = _Runner(options, Path(scratch))
-        for index, key in enumerate(options.only, 1):
-            options.progress.subject(index, len(options.only), SUBJECTS[key])
-            outcome = _Outcome(key)
-            outcomes.append(outcome)
-            reason = _unavailable(key, options)
-            if reason is not None:
-                outcome.skipped = reason
-                options.progress.note(f"skipped: {reason}")
-                continue
-            if key in _RABBIT and options.url_rabbit:
-                broken = _rabbit_unreachable(options.url_rabbit)
-                if broken is not None:
-                    outcome.failures.append(f"setup: {broken}")
-                    options.progress.note(f"failed: {broken}")
+        runnable = list(options.only)
+        for round_no in range(1, options.rounds + 1):
+            runner.round = round_no
+            keys, runnable = runnable, []
+            for index, key in enumerate(keys, 1):
+                label = SUBJECTS[key] + (f", round {round_no} of {options.rounds}"
+                                         if options.rounds > 1 else "")
+                options.progress.subject(index, len(keys), label)
+                if round_no == 1:
+                    outcomes[key] = _Outcome(key)  # its load average: now
+                    if _first_round(runner, options, key, outcomes[key]):
+                        runnable.append(key)
                     continue
-            try:
-                runner.measure(key, outcome)
-            except Exception as exc:
-                outcome.fail("setup", exc)
-                options.progress.note(f"failed: {_first_line(exc)}")
+                later = _Outcome(key)
+                _measure_into(runner, key, later)
+                outcomes[key].merge(later)
+                runnable.append(key)
         runner.run_deferred()
     meta["loadavg_end"] = list(os.getloadavg())
     meta["seconds"] = round(time.perf_counter() - started, 1)
     results: dict[str, Any] = {"format": 1, "meta": meta,
-                               "subjects": [o.as_dict() for o in outcomes]}
+                               "subjects": [o.as_dict() for o in outcomes.values()]}
     results["goals"] = evaluate_goals(results)
     return results
 

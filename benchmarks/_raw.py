@@ -24,8 +24,8 @@ import time
 from typing import Any
 
 import polymsg
-from polymsg._bench._child import Child, emit, on_stdin_closed
-from polymsg._bench._measure import BenchError, call_figures, payload, timed_loop
+from benchmarks._child import Child, emit, on_stdin_closed
+from benchmarks._measure import BenchError, call_figures, payload, timed_loop
 
 __all__ = ["RawPika", "RawZmq", "amqp_params", "pingpong"]
 

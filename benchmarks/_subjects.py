@@ -11,11 +11,11 @@ import importlib
 import logging
 import uuid
 import warnings
-from typing import Any
+from typing import Any, TypeVar
 
 import polymsg
-from polymsg._bench._child import Child
-from polymsg._bench._servers import (
+from benchmarks._child import Child
+from benchmarks._servers import (
     EVENT_TYPE,
     Counters,
     NotifyEndpoint,
@@ -44,13 +44,29 @@ def _topic() -> str:
     return f"bench-{uuid.uuid4().hex[:10]}"
 
 
+_S = TypeVar("_S", bound="_Subject")
+
+
 class _Subject:
-    """Context manager plumbing shared by the subjects."""
+    """What every subject does with its ``client`` and ``notifier`` (polymsg's and
+    oslo.messaging's take the same calls), and context manager plumbing."""
+
+    client: Any
+    notifier: Any
+
+    def call(self, payload: str) -> Any:
+        return self.client.call({}, "echo", payload=payload)
+
+    def cast(self, payload: str) -> None:
+        self.client.cast({}, "tick", payload=payload)
+
+    def notify(self, payload: str) -> None:
+        self.notifier.info({}, EVENT_TYPE, payload)
 
     def close(self) -> None:
         """Release everything the subject holds."""
 
-    def __enter__(self) -> _Subject:
+    def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -67,15 +83,6 @@ class _PolymsgClient(_Subject):
                                         timeout=CALL_TIMEOUT)
         self.notifier = polymsg.Notifier(self.transport, "bench",
                                          topics=(f"{topic}-notifications",))
-
-    def call(self, payload: str) -> Any:
-        return self.client.call({}, "echo", payload=payload)
-
-    def cast(self, payload: str) -> None:
-        self.client.cast({}, "tick", payload=payload)
-
-    def notify(self, payload: str) -> None:
-        self.notifier.info({}, EVENT_TYPE, payload)
 
     def close(self) -> None:
         self.transport.cleanup()
@@ -107,6 +114,9 @@ class PolymsgLocal(_PolymsgClient):
     def server_rss(self) -> int | None:
         return None
 
+    def server_cpu(self) -> float | None:
+        return None
+
     def close(self) -> None:
         for runner in self._runners:
             runner.stop()
@@ -115,17 +125,12 @@ class PolymsgLocal(_PolymsgClient):
         super().close()
 
 
-class PolymsgRemote(_PolymsgClient):
-    """polymsg with its server and listener in a child process."""
+class _RemoteServer(_Subject):
+    """A subject whose server runs in ``_child``: its counters are asked over RPC
+    (polymsg's and oslo.messaging's clients take the same calls), its figures
+    read from ``/proc``."""
 
-    def __init__(self, url: str) -> None:
-        topic = _topic()
-        self._child = Child("serve", library="polymsg", url=url, topic=topic)
-        try:
-            super().__init__(url, topic)
-        except BaseException:
-            self._child.close()
-            raise
+    _child: Child
 
     def reset(self) -> None:
         self.client.call({}, "reset")
@@ -138,6 +143,22 @@ class PolymsgRemote(_PolymsgClient):
     def server_rss(self) -> int | None:
         return self._child.rss()
 
+    def server_cpu(self) -> float | None:
+        return self._child.cpu()
+
+
+class PolymsgRemote(_PolymsgClient, _RemoteServer):
+    """polymsg with its server and listener in a child process."""
+
+    def __init__(self, url: str) -> None:
+        topic = _topic()
+        self._child = Child("serve", library="polymsg", url=url, topic=topic)
+        try:
+            super().__init__(url, topic)
+        except BaseException:
+            self._child.close()
+            raise
+
     def close(self) -> None:
         try:
             super().close()
@@ -145,7 +166,7 @@ class PolymsgRemote(_PolymsgClient):
             self._child.close()
 
 
-class OsloRemote(_Subject):
+class OsloRemote(_RemoteServer):
     """oslo.messaging on RabbitMQ, its server and listener in a child process."""
 
     notify_supported = True
@@ -158,33 +179,13 @@ class OsloRemote(_Subject):
             conf = oslo_conf()
             self._transport = om.get_rpc_transport(conf, url=url)
             self._notes = om.get_notification_transport(conf, url=url)
-            self._client = om.get_rpc_client(self._transport, om.Target(topic=topic),
-                                             timeout=CALL_TIMEOUT)
-            self._notifier = om.Notifier(self._notes, publisher_id="bench", driver="messaging",
-                                         topics=[f"{topic}-notifications"])
+            self.client = om.get_rpc_client(self._transport, om.Target(topic=topic),
+                                            timeout=CALL_TIMEOUT)
+            self.notifier = om.Notifier(self._notes, publisher_id="bench", driver="messaging",
+                                        topics=[f"{topic}-notifications"])
         except BaseException:
             self._child.close()
             raise
-
-    def call(self, payload: str) -> Any:
-        return self._client.call({}, "echo", payload=payload)
-
-    def cast(self, payload: str) -> None:
-        self._client.cast({}, "tick", payload=payload)
-
-    def notify(self, payload: str) -> None:
-        self._notifier.info({}, EVENT_TYPE, payload)
-
-    def reset(self) -> None:
-        self._client.call({}, "reset")
-
-    def wait_executed(self, casts: int, notes: int, timeout: float) -> tuple[int, int]:
-        done = self._client.prepare(timeout=timeout + CALL_TIMEOUT).call(
-            {}, "wait_executed", casts=casts, notes=notes, timeout=timeout)
-        return int(done[0]), int(done[1])
-
-    def server_rss(self) -> int | None:
-        return self._child.rss()
 
     def close(self) -> None:
         try:

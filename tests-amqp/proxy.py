@@ -3,8 +3,9 @@
 Tests use it to make the broker unreachable and reachable again on one
 address (``stop()``/``start()`` on the same port), to freeze connections for
 a while (``hold()``/``release()``: bytes wait in the proxy, in both
-directions), and to put TLS in front of a RabbitMQ that listens in plain
-text. It runs real sockets on threads; no part of the driver is replaced.
+directions, as with a paused broker), to cut every connection shortly after
+it opens (``cut_after``: a broker that accepts, then drops the client), and
+to put TLS in front of a RabbitMQ that listens in plain text. It runs real sockets on threads; no part of the driver is replaced.
 """
 
 from __future__ import annotations
@@ -36,12 +37,19 @@ def self_signed_certificate(directory: Path, hostname: str = "localhost") -> tup
     return cert, key
 
 
+def _cut(*sockets: socket.socket) -> None:
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 class Proxy:
     """Forwards ``127.0.0.1:port`` to ``target``; ``tls`` terminates TLS first."""
 
     def __init__(self, target: tuple[str, int], port: int | None = None,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, cut_after: float | None = None) -> None:
         self.target = target
+        self.cut_after = cut_after
         self.port = port or free_port()
         self.tls = tls
         self.accepted = 0
@@ -115,6 +123,10 @@ class Proxy:
         upstream.settimeout(None)
         with self._lock:
             self._sockets.update((client, upstream))
+        if self.cut_after is not None:
+            timer = threading.Timer(self.cut_after, _cut, (client, upstream))
+            timer.daemon = True
+            timer.start()
         self._pump(client, upstream)
 
     def _pump(self, a: socket.socket, b: socket.socket) -> None:

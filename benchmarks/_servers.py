@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from polymsg._bench._child import commands, emit, rss_bytes
+from benchmarks._child import commands, emit, rss_bytes
 
 __all__ = ["Counters", "NotifyEndpoint", "RpcEndpoint", "memory_rss", "oslo_conf", "serve"]
 

@@ -1,7 +1,8 @@
 """Helper processes of the benchmark, and the parent's handle on one.
 
 A child runs one *role* (an RPC server, a raw consumer, a ping-pong loop…)
-in a fresh interpreter, ``python -m polymsg._bench ROLE ARGS_JSON``.
+in a fresh interpreter, ``python -m benchmarks._child_main ROLE ARGS_JSON``,
+with the repository root on its ``PYTHONPATH``.
 It talks to the parent in JSON lines: it writes events on stdout (``ready``
 first, then whatever its role reports) and reads commands on stdin; end of
 stdin means "stop". Its stderr goes to a file the parent shows when the
@@ -19,12 +20,23 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["Child", "ChildFailed", "commands", "emit", "on_stdin_closed", "rss_bytes"]
+__all__ = ["Child", "ChildFailed", "commands", "cpu_seconds", "emit", "on_stdin_closed",
+           "rss_bytes"]
 
 #: Seconds a child may take to import its libraries and say ``ready``.
 START_TIMEOUT = 60.0
+#: The directory holding the ``benchmarks`` package (the repository root).
+_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def _child_env() -> dict[str, str]:
+    """This process's environment with the repository root first on ``PYTHONPATH``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
+    return env
 
 
 class ChildFailed(RuntimeError):
@@ -40,6 +52,15 @@ def rss_bytes(pid: int) -> int:
     raise ChildFailed(f"/proc/{pid}/status has no VmRSS line")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used, from ``/proc/PID/stat``."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        # The command name (field 2) may hold spaces; the fields after it may not.
+        fields = stat.read().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15, counted from 1 with the name as field 2.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Child:
     """A running helper process; use as a context manager so it always ends."""
 
@@ -47,9 +68,9 @@ class Child:
         self.role = role
         self._stderr = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 - closed by close()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "polymsg._bench", role, json.dumps(args)],
+            [sys.executable, "-m", "benchmarks._child_main", role, json.dumps(args)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            text=True, bufsize=1)
+            text=True, bufsize=1, env=_child_env())
         self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         threading.Thread(target=self._read, name=f"bench-child-{role}", daemon=True).start()
         try:
@@ -106,6 +127,10 @@ class Child:
     def rss(self) -> int:
         """The child's resident set size in bytes."""
         return rss_bytes(self._proc.pid)
+
+    def cpu(self) -> float:
+        """CPU seconds the child has used."""
+        return cpu_seconds(self._proc.pid)
 
     def stderr_tail(self, limit: int = 2000) -> str:
         """The end of what the child wrote on stderr, prefixed for an error message."""
@@ -166,7 +191,7 @@ def on_stdin_closed(callback: Callable[[], None]) -> None:
 
 
 def _roles() -> dict[str, Callable[..., None]]:
-    from polymsg._bench import _raw, _servers
+    from benchmarks import _raw, _servers
 
     return {
         "serve": _servers.serve,

@@ -1,4 +1,4 @@
-"""The benchmark harness (``polymsg bench``): a quick run on memory://, the raw
+"""The benchmark harness (``python -m benchmarks``): a quick run on memory://, the raw
 references against real sockets and RabbitMQ, goals and the docs' plot."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from polymsg import cli
-from polymsg._bench import _measure, _report, _run
-from polymsg._bench._child import Child, ChildFailed
-from polymsg._bench._subjects import PolymsgRemote
+from benchmarks import _measure, _report, _run
+from benchmarks._child import Child, ChildFailed, cpu_seconds
+from benchmarks._cli import bench as bench_command
+from benchmarks._subjects import OsloRemote, PolymsgRemote
 
 
 def bench(*args: str) -> Result:
-    return CliRunner().invoke(cli.cli, ["bench", *args], catch_exceptions=False)
+    return CliRunner().invoke(bench_command, list(args), catch_exceptions=False)
 
 
 def rabbit_url() -> str:
@@ -68,7 +68,7 @@ def test_plot_draws_png_and_tables(quick_memory: tuple[Result, Path], tmp_path: 
     result = bench("--plot", "--results", str(results_file), "--docs", str(tmp_path))
     if importlib.util.find_spec("matplotlib") is None:
         assert result.exit_code == 1
-        assert "pip install 'polymsg[bench]'" in result.output
+        assert "pip install -r benchmarks/requirements.txt" in result.output
         return
     assert result.exit_code == 0, result.output
     png = tmp_path / "_static" / "benchmarks.png"
@@ -95,7 +95,7 @@ def assert_list_tables_are_rectangular(rst: str) -> None:
 def test_plot_without_results_says_what_to_do(tmp_path: Path) -> None:
     result = bench("--plot", "--out", str(tmp_path))
     assert result.exit_code == 1
-    assert "run 'polymsg bench' first" in result.output
+    assert "run 'python -m benchmarks' first" in result.output
 
 
 def test_unknown_subject_is_a_usage_error() -> None:
@@ -127,7 +127,7 @@ def test_goals_pass_miss_and_not_measured() -> None:
     results = _results(kombu={"calls": 1500, "calls_16t": 2000, "casts": 20_000},
                        oslo={"calls": 500, "calls_16t": 500, "casts": 1000},
                        zmq={"calls": 1000, "casts": 150_000, "rss_growth_pct": 12.0},
-                       **{"raw-zmq": {"calls": 4000}})
+                       **{"raw-zmq": {"calls": 4000.0}})
     status = {(g["subject"], g["goal"]): g["status"] for g in _report.evaluate_goals(results)}
     assert status["kombu", "sequential calls >= 3x oslo.messaging"] == "PASS"
     assert status["kombu", "16-thread calls >= 5x oslo.messaging"] == "MISS"
@@ -157,6 +157,11 @@ def test_percentile_is_nearest_rank() -> None:
     assert math.isnan(_measure.percentile([], 0.5))
 
 
+def test_cpu_seconds_reads_user_and_system_time_from_proc() -> None:
+    user, system = os.times()[:2]
+    assert cpu_seconds(os.getpid()) == pytest.approx(user + system, abs=0.05)
+
+
 def test_a_failing_child_reports_its_error() -> None:
     with pytest.raises(ChildFailed, match="DriverLoadFailure"):
         Child("serve", library="polymsg", url="carrierpigeon://coop", topic="t")
@@ -181,8 +186,20 @@ def test_remote_server_figures_and_rss_on_rabbitmq() -> None:
         casts = _measure.casts_end_to_end(subject, 100, 0.2)
         rss = _measure.server_rss(subject, 50, 2)
     assert calls["calls"] > 0 and calls["call_median_us"] > 0
-    assert casts["casts"] > 0
+    assert casts["casts"] > 0 and casts["cast_cpu_us"] > 0
     assert 5 < rss["rss_first_MiB"] < 2000 and rss["rss_last_MiB"] > 0
+
+
+def test_oslo_messaging_subject_on_rabbitmq() -> None:
+    """The reference: oslo.messaging's server in a child process, the same figures."""
+    if importlib.util.find_spec("oslo_messaging") is None:
+        pytest.skip("oslo.messaging is not installed (pip install -r benchmarks/requirements.txt)")
+    with OsloRemote(rabbit_url()) as subject:
+        calls = _measure.sequential_calls(subject, 100, 0.2)
+        casts = _measure.casts_end_to_end(subject, 100, 0.2)
+        notes = _measure.notifications_end_to_end(subject, 0.2)
+    assert calls["calls"] > 0 and casts["casts"] > 0 and casts["cast_cpu_us"] > 0
+    assert notes["notifications"] > 0
 
 
 def _failing() -> dict[str, float]:
@@ -214,3 +231,32 @@ def test_an_unreachable_rabbitmq_fails_fast_with_the_address() -> None:
     for found in results["subjects"]:
         assert found["status"] == "failed"
         assert f"RabbitMQ at 127.0.0.1:{port} does not answer" in found["note"]
+
+
+def test_rounds_keep_each_figures_best() -> None:
+    outcome = _run._Outcome("kombu")
+    outcome.figures.update(calls=900.0, call_median_us=700.0, cast_cpu_us=60.0, casts=5000.0)
+    later = _run._Outcome("kombu")
+    later.figures.update(calls=1000.0, call_median_us=800.0, cast_cpu_us=50.0, casts=4000.0,
+                         calls_16t=2000.0)
+    later.fail("casts end to end, 1 MiB", RuntimeError("lost"))
+    outcome.merge(later)
+    assert outcome.figures == {"calls": 1000.0, "call_median_us": 700.0, "cast_cpu_us": 50.0,
+                               "casts": 5000.0, "calls_16t": 2000.0}
+    assert outcome.failures == ["casts end to end, 1 MiB: RuntimeError: lost"]
+
+
+def test_rounds_take_turns_and_measure_rss_once() -> None:
+    lines: list[str] = []
+    results = _run.run(_run.Options(quick=True, only=("memory", "pingpong"), rounds=2,
+                                    progress=_run.Progress(lines.append)))
+    subjects = [line.split("] ", 1)[1].split(" (load")[0] for line in lines
+                if line.startswith("[")]
+    assert subjects == ["polymsg memory://, round 1 of 2", "thread ping-pong, round 1 of 2",
+                        "polymsg memory://, round 2 of 2", "thread ping-pong, round 2 of 2",
+                        "server RSS: polymsg memory://"]
+    assert results["meta"]["rounds"] == 2
+    memory = _report.subject(results, "memory")
+    assert memory is not None and memory["status"] == "ok"
+    assert memory["figures"]["calls"] > 0 and memory["figures"]["rss_last_MiB"] > 0
+    assert "best of 2 rounds" in _report.render(results).splitlines()[0]
