@@ -52,7 +52,9 @@ notification              ``<exchange>`` (topic)                     ``<topic>.<
 RPC queues and fanout exchanges of targets on an exchange other than the
 control exchange get the prefix ``<exchange>/`` (see :meth:`Layout.scoped`),
 so exchanges isolate as polymsg promises; oslo.messaging services share the
-control exchange, where the names above apply unchanged. Notification queues
+control exchange, where the names above apply unchanged. With the option
+``exchange_scoped_names = false`` the names above apply on every exchange
+(oslo.messaging's naming; exchanges then no longer isolate RPC). Notification queues
 keep oslo.messaging's names on every exchange, so a listener can collect the
 notifications other services publish on their own exchanges.
 
@@ -245,6 +247,8 @@ class Layout:
     def durable_exchanges(self) -> bool:
         """Topic exchanges and persistent messages: ``amqp_durable_queues`` or quorum."""
         return self.durable or self.quorum
+    #: False: oslo.messaging's names on every exchange (see :meth:`scoped`).
+    exchange_scoped_names: bool = True
 
     def exchange(self, name: str) -> ExchangeSpec:
         """The topic exchange ``name`` (a target's exchange)."""
@@ -262,9 +266,15 @@ class Layout:
         are oslo.messaging's. oslo.messaging names RPC queues after the topic
         alone, so servers of one topic on two exchanges would share a queue;
         polymsg keeps exchanges apart by prefixing ``<exchange>/`` to the
-        names of every other exchange.
+        names of every other exchange, unless :attr:`exchange_scoped_names` is
+        off (option ``exchange_scoped_names = false``): then names are
+        oslo.messaging's on every exchange, so polymsg and oslo.messaging
+        services interoperate on any exchange, at the cost of isolation:
+        servers of one topic on two exchanges share the topic's queues and
+        fanout exchange.
         """
-        if exchange is None or self.control_exchange is None or exchange == self.control_exchange:
+        if (not self.exchange_scoped_names or exchange is None or self.control_exchange is None
+                or exchange == self.control_exchange):
             return name
         return f"{exchange}/{name}"
 

@@ -136,6 +136,13 @@ def _delivery_opts() -> list[cfg.Opt]:
                      help="Seconds Transport.cleanup() waits for the confirms of casts and "
                           "notifications still in the confirm window; those still "
                           "unconfirmed then are logged with their ids."),
+        cfg.BoolOpt("exchange_scoped_names", default=True,
+                    help="Name the RPC queues and fanout exchanges of targets on an exchange "
+                         "other than control_exchange after that exchange too "
+                         "('<exchange>/<topic>'), so exchanges isolate. false: "
+                         "oslo.messaging's names on every exchange, so polymsg and "
+                         "oslo.messaging services interoperate on any exchange; servers of one "
+                         "topic on two exchanges then share the topic's queues and fanout."),
     ]
 
 
@@ -185,5 +192,6 @@ def layout_from_options(options: DriverOptions, control_exchange: str | None = N
     base = Layout(durable=bool(options.get("amqp_durable_queues", False)),
                   auto_delete=bool(options.get("amqp_auto_delete", False)),
                   transient_queue_ttl=float(ttl) if ttl > 0 else None,
-                  control_exchange=control_exchange)
+                  control_exchange=control_exchange,
+                  exchange_scoped_names=bool(options.get("exchange_scoped_names", True)))
     return layout_from_topology(options, base)

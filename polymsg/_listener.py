@@ -13,7 +13,7 @@ from polymsg._exceptions import InvalidTarget, SerializationError
 from polymsg._executor import Runner
 from polymsg._notifier import PRIORITIES
 from polymsg._serializer import NoOpSerializer, Serializer
-from polymsg._target import Target, check_name, check_routing_size, check_ttl
+from polymsg._target import Target, check_name, check_notification_size, check_ttl
 from polymsg._transport import Transport
 from polymsg.driver import IncomingMessage, Listener
 
@@ -95,7 +95,7 @@ class NotificationListener(Runner):
         for target in targets:
             if not isinstance(target, Target) or not target.topic:
                 raise InvalidTarget(f"a notification target needs a topic: {target!r}")
-            check_routing_size(target, transport.default_exchange)
+            check_notification_size(target.topic)
         if pool is not None:
             check_name("pool", pool)
         self.targets = [t.replace(exchange=t.exchange or transport.default_exchange)

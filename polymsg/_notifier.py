@@ -14,7 +14,13 @@ from polymsg._exceptions import InvalidTarget
 from polymsg._json import to_primitive
 from polymsg._rpc_client import _guard, _result
 from polymsg._serializer import NoOpSerializer, Serializer
-from polymsg._target import Target, check_context, check_name, check_routing_size, check_ttl
+from polymsg._target import (
+    Target,
+    check_context,
+    check_name,
+    check_notification_size,
+    check_ttl,
+)
 from polymsg._transport import Transport
 from polymsg.driver import SendOptions
 
@@ -62,8 +68,8 @@ class Notifier:
         exchange = transport.default_exchange
         try:
             self._targets = [Target(topic=t, exchange=exchange) for t in self.topics]
-            for target in self._targets:
-                check_routing_size(target, exchange)
+            for topic in self.topics:
+                check_notification_size(topic)
         except InvalidTarget as exc:
             raise InvalidTarget(f"invalid notification topic: {exc}") from None
 

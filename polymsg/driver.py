@@ -279,7 +279,13 @@ class Driver(abc.ABC):
     options_group: ClassVar[str | None] = None
 
     def __init__(self, url: TransportURL, options: DriverOptions, conf: cfg.ConfigOpts) -> None:
-        """MUST NOT block on the network: connect lazily or in the background."""
+        """MUST NOT block on the network: connect lazily or in the background.
+
+        ``conf`` is the caller's ConfigOpts as polymsg reads it: the
+        ``[DEFAULT]`` options polymsg shares with oslo.messaging
+        (``control_exchange``...) give polymsg's own defaults unless set, even
+        when oslo.messaging registered them first in the same process.
+        """
         self.url = url
         self.options = options
         self.conf = conf

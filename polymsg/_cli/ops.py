@@ -11,8 +11,10 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
+from oslo_config import cfg
 
 import polymsg
+from polymsg._config import register_defaults
 
 __all__ = ["call", "cast", "listen", "notify", "parse_kwargs", "serve_echo"]
 
@@ -67,7 +69,8 @@ def _target_options(fn: Any) -> Any:
         click.argument("topic"),
         click.argument("method"),
         click.option("--server", help="Send to this server of the topic only."),
-        click.option("--exchange", help="Exchange (default: control_exchange, 'polymsg')."),
+        click.option("--exchange", help="Exchange (default: control_exchange, 'polymsg'); "
+                     "'compute', 'nova'... to reach an oslo.messaging service's."),
         click.option("--namespace", help="Endpoint namespace."),
         click.option("--version", "version_", metavar="X.Y", help="API version requested."),
         click.option("--arg", "args", multiple=True, metavar="NAME=VALUE",
@@ -126,15 +129,28 @@ def cast(url: str, topic: str, method: str, server: str | None, exchange: str | 
 @click.argument("payload_json")
 @click.option("--publisher-id", default="polymsg-cli", show_default=True)
 @click.option("--ctxt", "ctxt_text", metavar="OBJECT", help="Context (JSON).")
+@click.option("--exchange", help="Exchange (default: control_exchange, 'polymsg'); "
+              "'compute', 'nova'... to reach an oslo.messaging service's.")
 def notify(url: str, topic: str, priority: str, event_type: str, payload_json: str,
-           publisher_id: str, ctxt_text: str | None) -> None:
+           publisher_id: str, ctxt_text: str | None, exchange: str | None) -> None:
     """Publish one notification on TOPIC with PRIORITY, EVENT_TYPE and PAYLOAD_JSON."""
     payload = _json_value(payload_json, "PAYLOAD_JSON")
     ctxt = _context(ctxt_text)
-    with polymsg.get_transport(url) as transport:
+    with _transport(url, exchange) as transport:
         notifier = polymsg.Notifier(transport, publisher_id, topics=(topic,))
         getattr(notifier, priority.lower())(ctxt, event_type, payload)
     click.echo(f"sent {priority.upper()} {event_type} on {topic}")
+
+
+def _transport(url: str, exchange: str | None) -> polymsg.Transport:
+    """A transport whose control exchange is ``exchange`` (notifications go there)."""
+    if exchange is None:
+        return polymsg.get_transport(url)
+    conf = cfg.ConfigOpts()
+    conf([])
+    register_defaults(conf)
+    conf.set_override("control_exchange", exchange)
+    return polymsg.get_transport(url, conf=conf)
 
 
 class _Tail:
@@ -201,14 +217,16 @@ def _drain(items: queue.Queue[T], done: threading.Event, limit: int | None) -> I
               help="Only these priorities (repeatable; default all).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--count", type=click.IntRange(min=1), help="Exit after this many notifications.")
+@click.option("--exchange", help="Exchange (default: control_exchange, 'polymsg'); "
+              "'compute', 'nova'... to reach an oslo.messaging service's.")
 def listen(url: str, topic: str, pool: str | None, priorities: tuple[str, ...], as_json: bool,
-           count: int | None) -> None:
+           count: int | None, exchange: str | None) -> None:
     """Print notifications of TOPIC as they arrive, until Ctrl-C (or --count)."""
     wanted = sorted({p.lower() for p in priorities} or set(PRIORITIES) - {"warning"})
     endpoint = _Tail(wanted)
     with polymsg.get_transport(url) as transport, _until_signalled() as done:
         listener = polymsg.get_notification_listener(
-            transport, [polymsg.Target(topic=topic)], [endpoint], pool=pool)
+            transport, [polymsg.Target(topic=topic, exchange=exchange)], [endpoint], pool=pool)
         with listener:
             click.echo(f"listening on {topic} ({', '.join(wanted)}); Ctrl-C to stop", err=True)
             for note in _drain(endpoint.seen, done, count):
@@ -245,13 +263,16 @@ class EchoEndpoint:
 @click.argument("server")
 @click.option("--max-requests", type=click.IntRange(min=1),
               help="Exit after serving this many requests.")
-def serve_echo(url: str, topic: str, server: str, max_requests: int | None) -> None:
+@click.option("--exchange", help="Exchange (default: control_exchange, 'polymsg'); "
+              "'compute', 'nova'... to reach an oslo.messaging service's.")
+def serve_echo(url: str, topic: str, server: str, max_requests: int | None,
+               exchange: str | None) -> None:
     """Serve echo(**kwargs), ping() and fail(message) on TOPIC as SERVER until Ctrl-C."""
     served: queue.Queue[str] = queue.Queue()
     endpoint = EchoEndpoint(server, served)
     with polymsg.get_transport(url) as transport, _until_signalled() as done:
         rpc_server = polymsg.get_rpc_server(
-            transport, polymsg.Target(topic=topic, server=server), [endpoint])
+            transport, polymsg.Target(topic=topic, server=server, exchange=exchange), [endpoint])
         with rpc_server:
             click.echo(f"serving echo on topic {topic} as server {server}; Ctrl-C to stop",
                        err=True)
