@@ -69,6 +69,7 @@ class Subscription:
         self.no_ack = no_ack
         self.generation = 0
         self.tags: list[str] = []
+        self.stream_offsets: dict[str, int] = {}  # stream queue -> offset to resume at
         self._state = threading.Condition()
         self._active = True
         self._running = 0
@@ -87,13 +88,19 @@ class Subscription:
             declare_route(session, route, consumer=True)
         tags = []
         post = consumer.link.post
+        specs = {r.queue.name: r.queue for r in reversed(self.routes) if r.queue is not None}
         for name in self.queues():
-            tag = f"polymsg-{amqp.new_id()}"
+            queue, tag = specs[name], f"polymsg-{amqp.new_id()}"
             deliver = partial(self.handler, consumer, session)
+            if queue.consume_arguments:  # a stream: resume after what it was given
+                deliver = partial(_stream_delivery, self.stream_offsets, name, deliver)
+            elif queue.arguments.get("x-queue-type") == "quorum" and not self.no_ack:
+                deliver = partial(_watch_limit, consumer.near_limit, session, queue, deliver)
             session.channel.basic_consume(
                 queue=name, consumer_tag=tag, no_ack=self.no_ack,
                 callback=lambda message, deliver=deliver: post(partial(deliver, message)),
-                on_cancel=partial(_cancelled, consumer.link, session, name))
+                on_cancel=partial(_cancelled, consumer.link, session, name),
+                arguments=amqp.consume_arguments(queue, self.stream_offsets.get(name)))
             tags.append(tag)
         self.generation, self.tags = session.generation, tags
 
@@ -124,6 +131,22 @@ class Subscription:
             self._state.wait_for(lambda: self._running == 0)
 
 
+def _stream_delivery(offsets: dict[str, int], queue: str, deliver: Callable[[Any], None],
+                     message: Any) -> None:
+    offset = amqp.next_stream_offset(getattr(message, "headers", None))
+    if offset is not None:
+        offsets[queue] = offset
+    deliver(message)
+
+
+def _watch_limit(near_limit: dict[tuple[int, int], str], session: Session,
+                 queue: amqp.QueueSpec, deliver: Callable[[Any], None], message: Any) -> None:
+    note = amqp.requeue_warning(queue, getattr(message, "headers", None), message.body)
+    if note is not None:
+        near_limit[(session.generation, message.delivery_tag)] = note
+    deliver(message)
+
+
 def _cancelled(link: Link, session: Session, queue: str, tag: str) -> None:
     # The broker cancels a consumer when its queue is deleted: start over on a
     # new connection, which declares the queue again.
@@ -138,12 +161,15 @@ class Consumer:
         self.link = Link("consumer", settings, on_open=self._on_open, on_lost=lambda s: None,
                          needed=lambda: bool(self._subscriptions))
         self._subscriptions: list[Subscription] = []
+        #: (session generation, delivery tag) -> what a requeue of it would log.
+        self.near_limit: dict[tuple[int, int], str] = {}
 
     def close(self) -> None:
         """Close the connection; unacknowledged messages go back to their queues."""
         self.link.close()
 
     def _on_open(self, session: Session) -> None:
+        self.near_limit.clear()  # deliveries of a lost connection come again
         session.channel.basic_qos(0, self.settings.prefetch_count, False)
         for sub in list(self._subscriptions):
             try:
@@ -207,7 +233,14 @@ class Consumer:
                     return
 
     def settle(self, session: Session, delivery_tag: int, *, ack: bool, requeue: bool) -> None:
-        """Acknowledge (``ack``) or reject a delivery, from any thread, without waiting."""
+        """Acknowledge (``ack``) or reject a delivery, from any thread, without waiting.
+
+        A requeue is ``basic.reject``: a processing failure, which RabbitMQ
+        4.3 counts towards a quorum queue's delivery limit.
+        """
+        note = self.near_limit.pop((session.generation, delivery_tag), None)
+        if note is not None and requeue and not ack:
+            LOG.warning("%s", note)
         self.link.submit(_Settle(session, delivery_tag, ack, requeue))
 
 
