@@ -180,6 +180,8 @@ for d in "${DRIVERS[@]}"; do
 done
 
 pytest_run core "$ROOT" tests
+# Behaviour both RabbitMQ drivers share, each test run on each of them.
+pytest_run amqp "$ROOT" tests-amqp
 for d in "${DRIVERS[@]}"; do
   if [ -d "$d/tests" ]; then
     pytest_run "$(basename "$d")" "$d" tests allow-empty

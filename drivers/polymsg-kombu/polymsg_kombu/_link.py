@@ -166,7 +166,8 @@ class Link:
                     over = retry is not None and self._failed_rounds - start > retry
                     if over or (deadline is not None and now >= deadline):
                         raise amqp.connection_error(
-                            failure, gave_up=amqp.give_up_reason(retry, deadline))
+                            failure, gave_up=amqp.give_up_reason(retry, deadline),
+                            hosts=self.settings.spec.hosts_label)
                     self._cond.wait(None if deadline is None else deadline - now)
             finally:
                 self._waiters -= 1

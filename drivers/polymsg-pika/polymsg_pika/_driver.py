@@ -37,6 +37,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
@@ -127,7 +128,8 @@ class PikaDriver(Driver):
             CALL, f"call {message['method']!r} ({msg_id}) to {route.routing_key!r}",
             route.exchange_name, route.routing_key, body,
             self._properties(msg_id, amqp.expiration(options.message_ttl, options.timeout)),
-            msg_id, future, route=route, retry=options.retry)
+            msg_id, future, route=route, retry=options.retry,
+            deadline=None if options.timeout is None else time.monotonic() + options.timeout)
         self._replies.expect(msg_id, future)
         try:
             self._submit(lambda: self._replies.send(outgoing))

@@ -79,6 +79,11 @@ class Link:
         loop.after_batch.append(self.flush)
 
     @property
+    def hosts(self) -> str:
+        """The hosts of the URL, ``host:port, ...`` (for errors)."""
+        return self._spec.hosts_label
+
+    @property
     def is_open(self) -> bool:
         """True when the connection is open (users may open channels)."""
         return self.state == OPEN

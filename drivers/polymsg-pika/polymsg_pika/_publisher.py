@@ -110,6 +110,7 @@ class Outgoing:
     route: amqp.Route | None = None
     remember: bool = True
     retry: int | None = None
+    deadline: float | None = None  # a call's (time.monotonic()): given up then, unsent
     fanout: bool = False
     ready: bool = False
     attempts: int = 0

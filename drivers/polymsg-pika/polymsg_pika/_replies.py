@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from concurrent.futures import Future
 from typing import Any
 
@@ -34,6 +35,9 @@ __all__ = ["Replies"]
 
 LOG = logging.getLogger(__name__)
 
+#: How long before a call's timeout an unsent call is failed as undeliverable.
+_EARLY = 0.05
+
 
 class Replies:
     """Waiting calls and the consumer of their replies."""
@@ -50,6 +54,7 @@ class Replies:
         self._held: list[Outgoing] = []
         self._subscription: Subscription | None = None
         self._ready = False
+        self._last_failure: amqp.Failure | None = None
         link.add_user(self)
 
     @property
@@ -74,6 +79,10 @@ class Replies:
             self._publisher.send(message)
             return
         self._held.append(message)
+        if message.deadline is not None:
+            # Fail it as undeliverable just before the facade's timeout would.
+            wait = max(0.0, message.deadline - time.monotonic() - _EARLY)
+            self._link.loop.call_later(wait, functools.partial(self._expire, message))
         if self._subscription is None:
             self._subscription = Subscription(
                 self._link, self._declarer, [self._layout.reply_route(self.queue)],
@@ -82,6 +91,13 @@ class Replies:
             self._subscription.begin()
         else:
             self._link.want()
+
+    def _expire(self, message: Outgoing) -> None:
+        if message in self._held:
+            self._held.remove(message)
+            fail(message.future, amqp.connection_error(
+                self._last_failure, what=message.label, hosts=self._link.hosts,
+                gave_up="gave up at the call's timeout"))
 
     def close(self, error: BaseException) -> Subscription | None:
         """Fail every waiting call with ``error``; returns the subscription to clean up."""
@@ -141,6 +157,7 @@ class Replies:
         self._ready = False
 
     def attempt_failed(self, failure: amqp.Failure, new_round: bool) -> None:
+        self._last_failure = failure
         for message in list(self._held):
             if new_round:
                 message.attempts += 1
