@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST_RETRY, make_url
+from amqptest import FAST_RETRY, make_url
 from proxy import free_port
 
 #: A refused login must end the command well within its --timeout.

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import FAST_RETRY, Matrix, ctl, make_url
+from amqptest import FAST_RETRY, Matrix, ctl, make_url
 from proxy import Proxy, free_port
 
 import polymsg

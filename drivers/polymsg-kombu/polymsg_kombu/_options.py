@@ -15,18 +15,14 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
+import amqp as pyamqp
+import kombu.transport.pyamqp as kombu_pyamqp
 from oslo_config import cfg
 
 from polymsg import amqp
 from polymsg.driver import DriverOptions, TransportURL
 
-__all__ = ["GROUP", "OPTS", "Settings", "list_opts", "ssl_options"]
-
-GROUP = amqp.RABBIT_GROUP
-
-#: The options both RabbitMQ drivers share.
-OPTS: list[cfg.Opt] = amqp.rabbit_opts()
-
+__all__ = ["Settings", "list_opts", "ssl_options"]
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """``[("polymsg_rabbit", [opts])]`` for ``oslo-config-generator --namespace polymsg_kombu``."""
@@ -79,8 +75,19 @@ class Settings:
             "connect_timeout": spec.connect_timeout,
             "login_method": spec.login_method,
             "ssl": sslopts,
-            "transport": "pyamqp",
+            "transport": _Transport,
         }
+
+
+class _Connection(pyamqp.Connection):  # type: ignore[misc]
+    # py-amqp reads a frame before every publish while the broker may send
+    # connection.blocked; the driver's I/O threads read every frame anyway.
+    negotiate_capabilities = {**pyamqp.Connection.negotiate_capabilities,
+                              "connection.blocked": False}
+
+
+class _Transport(kombu_pyamqp.Transport):
+    Connection = _Connection
 
 
 def ssl_options(tls: amqp.TLSSpec) -> dict[str, Any]:
