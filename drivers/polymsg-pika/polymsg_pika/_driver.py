@@ -20,7 +20,7 @@ answered however long endpoints run, and no method runs inside pika.
 
 Everything else
 ===============
-* wire format: oslo.messaging's, from :mod:`polymsg.driver.amqp` (shared with
+* wire format: oslo.messaging's, from :mod:`polymsg.amqp` (shared with
   the kombu driver and interoperable with oslo.messaging services);
 * publishing with pipelined confirms: :mod:`polymsg_pika._publisher`;
 * the confirm window (``cast()`` and ``notify()`` return once published,
