@@ -63,7 +63,7 @@ from polymsg._amqp_connection import (
     give_up_reason,
 )
 from polymsg._amqp_delivery import LIMITS, Attempts, Outcome
-from polymsg._amqp_driver import RabbitDriver
+from polymsg._amqp_driver import RabbitDriver, private_hooks_allowed
 from polymsg._amqp_incoming import Delivery, SendReply, decode
 from polymsg._amqp_options import (
     RABBIT_GROUP,
@@ -120,6 +120,7 @@ __all__ = [
     "layout_from_options",
     "list_opts",
     "new_id",
+    "private_hooks_allowed",
     "properties",
     "queue_arguments",
     "rabbit_opts",

@@ -164,3 +164,14 @@ def test_log_limiter_bounds_lines_and_cuts_fields(caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.WARNING, logger="polymsg.test.garbage"):
         limiter.log("bad thing %s", "again")
     assert "9997 more bad things" in caplog.records[3].getMessage()
+
+
+def test_private_hooks_only_on_tested_versions(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import version
+    major, minor = (int(p) for p in version("oslo.config").split(".")[:2])
+    tested = ((major, minor), (major, minor + 1))
+    assert amqp.private_hooks_allowed("oslo.config", tested, "POLYMSG_TEST_SWITCH")
+    assert not amqp.private_hooks_allowed("oslo.config", ((0, 1), (0, 2)), "POLYMSG_TEST_SWITCH")
+    assert not amqp.private_hooks_allowed("no-such-distribution", tested, "POLYMSG_TEST_SWITCH")
+    monkeypatch.setenv("POLYMSG_TEST_SWITCH", "0")
+    assert not amqp.private_hooks_allowed("oslo.config", tested, "POLYMSG_TEST_SWITCH")

@@ -14,10 +14,10 @@ which the test suite also runs.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
-from importlib.metadata import version
 from typing import Any
+
+from polymsg import amqp
 
 __all__ = ["TESTED", "Fastpath", "enabled"]
 
@@ -27,17 +27,9 @@ TESTED = ((5, 2), (5, 5))
 _READ_CHUNK = 16384
 
 
-def _version(text: str) -> tuple[int, int]:
-    major, minor, *_ = [*(int(p) if p.isdigit() else 0 for p in text.split(".")), 0, 0]
-    return major, minor
-
-
 def enabled() -> bool:
-    """True when the private hooks may be used (a tested py-amqp, not switched off)."""
-    if os.environ.get("POLYMSG_KOMBU_FASTPATH", "1") == "0":
-        return False
-    low, high = TESTED
-    return low <= _version(version("amqp")) < high
+    """True when the private hooks may be used (a tested version, not switched off)."""
+    return amqp.private_hooks_allowed("amqp", TESTED, "POLYMSG_KOMBU_FASTPATH")
 
 
 class Fastpath:

@@ -147,6 +147,9 @@ class Link:
         bounds the wait. A permanent failure (a refused login…) raises at
         once. Gives up with :class:`MessageDeliveryFailure`.
         """
+        session = self._session
+        if session is not None and session.broken is None and not self._closing:
+            return session  # the common case, without taking a lock
         self._start()
         with self._cond:
             start, refusals = self._failed_rounds, self._refusals

@@ -14,10 +14,10 @@ sends as it always does (the public path, which the test suite also runs).
 
 from __future__ import annotations
 
-import os
 from collections import deque
-from importlib.metadata import version
 from typing import Any
+
+from polymsg import amqp
 
 __all__ = ["TESTED", "enabled", "flush"]
 
@@ -32,17 +32,9 @@ except ImportError:  # another pika: frames are only joined
     _PLAIN_TRANSPORT = None
 
 
-def _version(text: str) -> tuple[int, int]:
-    major, minor, *_ = [*(int(p) if p.isdigit() else 0 for p in text.split(".")), 0, 0]
-    return major, minor
-
-
 def enabled() -> bool:
-    """True when the private hooks may be used (a tested pika, not switched off)."""
-    if os.environ.get("POLYMSG_PIKA_FASTPATH", "1") == "0":
-        return False
-    low, high = TESTED
-    return low <= _version(version("pika")) < high
+    """True when the private hooks may be used (a tested version, not switched off)."""
+    return amqp.private_hooks_allowed("pika", TESTED, "POLYMSG_PIKA_FASTPATH")
 
 
 _ENABLED = enabled()
