@@ -1,14 +1,17 @@
 """The one place polymsg-kombu reaches into py-amqp's private transport, for speed.
 
-py-amqp reads each frame with three exact-size ``recv`` calls and writes each
-frame with its own ``send``. Two private hooks of its transport
+py-amqp reads each frame with three exact-size ``recv`` calls, writes each
+frame with its own ``send``, and reads the socket before every publish while
+the broker may send ``connection.blocked``. Private hooks of its transport
 (``_quick_recv`` and ``_write``, with its ``_read_buffer``) let the driver
 read a burst of frames with one system call and write every queued publish
-and acknowledgement with one. They are used only on the py-amqp versions
-this driver was tested with (:data:`TESTED`) and only when the transport
-has them; anywhere else, or with ``POLYMSG_KOMBU_FASTPATH=0`` in the
-environment, the driver takes py-amqp's public path (one frame at a time),
-which the test suite also runs.
+and acknowledgement with one; turning off the ``connection.blocked`` flag in
+the connection's ``client_properties`` once connected skips the read before
+each publish (the driver's I/O threads read every frame anyway). They are
+used only on the py-amqp versions this driver was tested with
+(:data:`TESTED`) and only when the transport has them; anywhere else, or
+with ``POLYMSG_KOMBU_FASTPATH=0`` in the environment, the driver takes
+py-amqp's public path (one frame at a time), which the test suite also runs.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ def enabled() -> bool:
 class Fastpath:
     """The hooks on one connection's py-amqp transport, or the public path."""
 
-    def __init__(self, transport: Any) -> None:
+    def __init__(self, connection: Any) -> None:
         self._transport: Any = None
+        transport: Any = getattr(connection, "transport", None)
         recv = getattr(transport, "_quick_recv", None)
         if enabled() and recv is not None and hasattr(transport, "_read_buffer") \
                 and hasattr(transport, "_write"):
@@ -44,6 +48,9 @@ class Fastpath:
             # buffer: one system call per burst of frames instead of three per frame.
             transport._quick_recv = lambda size: recv(max(size, _READ_CHUNK))
             self._transport = transport
+            capabilities = getattr(connection, "client_properties", {}).get("capabilities")
+            if isinstance(capabilities, dict):
+                capabilities["connection.blocked"] = False
 
     @property
     def active(self) -> bool:

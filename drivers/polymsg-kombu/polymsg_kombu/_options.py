@@ -15,8 +15,6 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-import amqp as pyamqp
-import kombu.transport.pyamqp as kombu_pyamqp
 from oslo_config import cfg
 
 from polymsg import amqp
@@ -75,19 +73,8 @@ class Settings:
             "connect_timeout": spec.connect_timeout,
             "login_method": spec.login_method,
             "ssl": sslopts,
-            "transport": _Transport,
+            "transport": "pyamqp",
         }
-
-
-class _Connection(pyamqp.Connection):  # type: ignore[misc]
-    # py-amqp reads a frame before every publish while the broker may send
-    # connection.blocked; the driver's I/O threads read every frame anyway.
-    negotiate_capabilities = {**pyamqp.Connection.negotiate_capabilities,
-                              "connection.blocked": False}
-
-
-class _Transport(kombu_pyamqp.Transport):
-    Connection = _Connection
 
 
 def ssl_options(tls: amqp.TLSSpec) -> dict[str, Any]:

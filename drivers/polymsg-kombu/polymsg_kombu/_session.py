@@ -53,7 +53,7 @@ class Session:
         self._poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
         self._leader_poller = select.poll()  # poll objects refuse concurrent use
         self._leader_poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-        self.fast = Fastpath(getattr(self.raw, "transport", None))
+        self.fast = Fastpath(self.raw)
 
     def batched_writes(self) -> contextlib.AbstractContextManager[None]:
         """Collect the frames written inside the block and send them with one
