@@ -7,7 +7,7 @@ other's notifications, and a client of one polymsg driver talks to a server
 of the other. This module holds that format once, free of any broker client:
 drivers get plain values (:class:`ExchangeSpec`, :class:`QueueSpec`,
 :class:`Route`, bytes and a properties dict) and turn them into calls of
-their own library. Drivers reach it as ``polymsg.driver.amqp``.
+their own library. Drivers reach it as ``polymsg.amqp``.
 
 Bodies
 ======

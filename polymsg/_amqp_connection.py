@@ -138,17 +138,20 @@ def _describe(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def connection_error(failure: Failure | None, *, what: str = "",
-                     gave_up: str = "") -> MessageDeliveryFailure:
+def connection_error(failure: Failure | None, *, what: str = "", gave_up: str = "",
+                     hosts: str = "") -> MessageDeliveryFailure:
     """The :class:`~polymsg.MessageDeliveryFailure` a sender gets for ``failure``.
 
     ``what`` names the operation (``"the call of 'ping'"``); ``gave_up`` says
-    why a transient failure was not retried further (``"after 2 retries"``).
+    why a transient failure was not retried further (``"after 2 retries"``);
+    ``hosts`` names the hosts tried when no attempt has ended yet.
     """
     prefix = f"{what} failed: " if what else ""
     if failure is None:
-        error = MessageDeliveryFailure(f"{prefix}cannot connect to RabbitMQ {gave_up}".rstrip())
-        return error
+        where = f" at {hosts}" if hosts else ""
+        tail = f" ({gave_up})" if gave_up else ""
+        return MessageDeliveryFailure(
+            f"{prefix}cannot connect to RabbitMQ{where}: no answer yet{tail}")
     if failure.permanent:
         text = f"{prefix}RabbitMQ at {failure.host} refused: {failure.reason}"
     else:

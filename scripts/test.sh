@@ -185,6 +185,8 @@ done
 
 pytest_run core "$ROOT" tests
 pytest_run benchmarks "$ROOT" benchmarks/tests  # the harness (repository only)
+# Behaviour both RabbitMQ drivers share, each test run on each of them.
+pytest_run amqp "$ROOT" tests-amqp
 for d in "${DRIVERS[@]}"; do
   if [ -d "$d/tests" ]; then
     pytest_run "$(basename "$d")" "$d" tests allow-empty

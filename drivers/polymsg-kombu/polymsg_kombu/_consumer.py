@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 from polymsg import amqp
 from polymsg.driver import (
-    IncomingMessage,
     Listener,
     MessageDeliveryFailure,
     OnMessage,
-    SerializationError,
 )
 from polymsg_kombu._declare import declare_route
 from polymsg_kombu._errors import (
@@ -49,8 +47,6 @@ __all__ = [
 
 LOG = logging.getLogger(__name__)
 
-#: Sends a reply: (reply queue, message id, encoded body).
-SendReply = Callable[[str, str, bytes], None]
 Handler = Callable[["Consumer", Session, Any], None]
 
 
@@ -265,44 +261,19 @@ class _Settle(Op):
             session.channel.basic_reject(self.delivery_tag, requeue=self.requeue)
 
 
-class _Incoming(IncomingMessage):
-    """A delivered request or notification."""
+class _Incoming(amqp.Delivery):
+    """A delivered request or notification, settled on the connection it came on."""
 
     def __init__(self, consumer: Consumer, session: Session, delivery_tag: int,
-                 ctxt: dict[str, Any], message: dict[str, Any],
-                 send_reply: SendReply | None = None, msg_id: str | None = None,
-                 reply_q: str | None = None) -> None:
-        self.ctxt = ctxt
-        self.message = message
+                 decoded: amqp.Request | amqp.Notification,
+                 send_reply: amqp.SendReply | None = None) -> None:
+        super().__init__(decoded, send_reply)
         self._consumer = consumer
         self._session = session
         self._tag = delivery_tag
-        self._send_reply = send_reply
-        self._msg_id = msg_id
-        self._reply_q = reply_q
 
-    def acknowledge(self) -> None:
-        self._consumer.settle(self._session, self._tag, ack=True, requeue=False)
-
-    def requeue(self) -> None:
-        self._consumer.settle(self._session, self._tag, ack=False, requeue=True)
-
-    def reply(self, result: Any = None, failure: Mapping[str, Any] | None = None) -> None:
-        if self._msg_id is None or self._reply_q is None or self._send_reply is None:
-            return
-        body = amqp.encode_reply(self._msg_id, result, failure)
-        try:
-            self._send_reply(self._reply_q, self._msg_id, body)
-        except MessageDeliveryFailure as exc:
-            LOG.warning("could not send the reply to call %s: %s", self._msg_id, exc)
-
-
-def _malformed(consumer: Consumer, session: Session, message: Any, exc: Exception) -> None:
-    info = message.delivery_info
-    LOG.warning("dropping a malformed message from exchange %r, routing key %r: %s",
-                info.get("exchange"), info.get("routing_key"), exc)
-    # Rejected without requeue: a dead-letter policy on the queue keeps it.
-    consumer.settle(session, info["delivery_tag"], ack=False, requeue=False)
+    def settle(self, requeue: bool) -> None:
+        self._consumer.settle(self._session, self._tag, ack=not requeue, requeue=requeue)
 
 
 def _hand_over(sub: Subscription, on_message: OnMessage, incoming: _Incoming) -> None:
@@ -320,35 +291,32 @@ def _hand_over(sub: Subscription, on_message: OnMessage, incoming: _Incoming) ->
         sub.leave()
 
 
-def rpc_handler(on_message: OnMessage, send_reply: SendReply) -> Callable[[Subscription], Handler]:
-    """A delivery handler decoding RPC requests for ``on_message``."""
+def _handler(kind: Literal["request", "notification"], on_message: OnMessage,
+             send_reply: amqp.SendReply | None) -> Callable[[Subscription], Handler]:
     def bind(sub: Subscription) -> Handler:
         def handle(consumer: Consumer, session: Session, message: Any) -> None:
-            try:
-                request = amqp.decode_request(message.body)
-            except SerializationError as exc:
-                _malformed(consumer, session, message, exc)
+            info = message.delivery_info
+            decoded = amqp.decode(kind, message.body, info.get("exchange"),
+                                  info.get("routing_key"))
+            if decoded is None:
+                # Rejected without requeue: a dead-letter policy on the queue keeps it.
+                consumer.settle(session, message.delivery_tag, ack=False, requeue=False)
                 return
             _hand_over(sub, on_message,
-                       _Incoming(consumer, session, message.delivery_tag, request.ctxt,
-                                 request.message, send_reply, request.msg_id, request.reply_q))
+                       _Incoming(consumer, session, message.delivery_tag, decoded, send_reply))
         return handle
     return bind
+
+
+def rpc_handler(on_message: OnMessage,
+                send_reply: amqp.SendReply) -> Callable[[Subscription], Handler]:
+    """A delivery handler decoding RPC requests for ``on_message``."""
+    return _handler("request", on_message, send_reply)
 
 
 def notification_handler(on_message: OnMessage) -> Callable[[Subscription], Handler]:
     """A delivery handler decoding notifications for ``on_message``."""
-    def bind(sub: Subscription) -> Handler:
-        def handle(consumer: Consumer, session: Session, message: Any) -> None:
-            try:
-                note = amqp.decode_notification(message.body)
-            except SerializationError as exc:
-                _malformed(consumer, session, message, exc)
-                return
-            _hand_over(sub, on_message, _Incoming(consumer, session, message.delivery_tag,
-                                                  note.ctxt, note.message))
-        return handle
-    return bind
+    return _handler("notification", on_message, None)
 
 
 class KombuListener(Listener):

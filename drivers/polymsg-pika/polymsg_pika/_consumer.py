@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from polymsg import amqp
-from polymsg.driver import IncomingMessage, Listener, MessageDeliveryFailure
+from polymsg.driver import Listener, MessageDeliveryFailure
 from polymsg_pika._declare import Declarer
 from polymsg_pika._errors import describe
 from polymsg_pika._link import Link
@@ -40,44 +40,22 @@ Deliver = Callable[["Subscription", Any, Any, Any, bytes], None]
 SendReply = Callable[[str, str, bytes], None]
 
 
-class Incoming(IncomingMessage):
+class Incoming(amqp.Delivery):
     """A delivered request or notification; settled from any thread."""
 
-    __slots__ = ("_channel", "_msg_id", "_reply_q", "_settled", "_subscription", "_tag",
-                 "ctxt", "message")
-
     def __init__(self, subscription: Subscription, channel: Any, tag: int,
-                 ctxt: dict[str, Any], message: dict[str, Any],
-                 msg_id: str | None = None, reply_q: str | None = None) -> None:
-        self.ctxt = ctxt
-        self.message = message
+                 decoded: amqp.Request | amqp.Notification) -> None:
+        super().__init__(decoded, subscription.send_reply)
         self._subscription = subscription
         self._channel = channel
         self._tag = tag
-        self._msg_id = msg_id
-        self._reply_q = reply_q
         self._settled = False
 
-    def acknowledge(self) -> None:
-        self._settle(requeue=False)
-
-    def requeue(self) -> None:
-        self._settle(requeue=True)
-
-    def _settle(self, requeue: bool) -> None:
+    def settle(self, requeue: bool) -> None:
         if self._settled:
             return
         self._settled = True
         self._subscription.settle_threadsafe(self._channel, self._tag, requeue)
-
-    def reply(self, result: Any = None, failure: Any = None) -> None:
-        if self._msg_id is None or self._reply_q is None:
-            return
-        body = amqp.encode_reply(self._msg_id, result, failure)  # SerializationError: nothing sent
-        try:
-            self._subscription.send_reply(self._reply_q, self._msg_id, body)
-        except MessageDeliveryFailure as exc:
-            LOG.warning("reply to call %s not sent: %s", self._msg_id, exc)
 
 
 class Subscription(Listener):
