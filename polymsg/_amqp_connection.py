@@ -122,6 +122,10 @@ def classify(exc: BaseException | None, host: str, *, reply_code: int | None = N
         return Failure(Kind.PERMANENT, host, f"TLS handshake failed: {text}", exc)
     if reply_code is not None and reply_code not in _TRANSIENT_CODES:
         return Failure(Kind.PERMANENT, host, text, exc)
+    if reply_code == 541 and "deprecated" in text.lower():
+        # RabbitMQ 4.x refusing a deprecated feature (transient non-exclusive
+        # queues, global QoS) with INTERNAL_ERROR: retrying cannot help.
+        return Failure(Kind.PERMANENT, host, text, exc)
     return Failure(Kind.TRANSIENT, host, text, exc)
 
 

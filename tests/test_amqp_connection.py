@@ -95,6 +95,9 @@ def test_a_connection_dying_right_after_opening_counts_as_a_failed_round() -> No
     (Exception("closed"), 403, True),    # ACCESS_REFUSED
     (Exception("closed"), 530, True),    # NOT_ALLOWED: vhost
     (Exception("closed"), 406, True),    # a declaration refused with a connection error
+    (Exception("INTERNAL_ERROR"), 541, False),  # may pass
+    # RabbitMQ 4.3 refusing a transient non-exclusive queue: retrying cannot help
+    (Exception("INTERNAL_ERROR - Feature transient_nonexcl_queues is deprecated"), 541, True),
 ])
 def test_classification(exc: BaseException, code: int | None, permanent: bool) -> None:
     assert amqp.classify(exc, "h:1", reply_code=code).permanent is permanent
