@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import shutil
 import socket
@@ -68,15 +69,20 @@ async def serve_polymsg(url: str, topic: str, ready: Callable[[], None],
             await done
 
 
+def _faststream_broker(url: str) -> Any:
+    """A faststream RabbitBroker (an optional, untyped benchmark-only import)."""
+    rabbit: Any = importlib.import_module("faststream.rabbit")
+    return rabbit.RabbitBroker(url, logger=None)
+
+
 async def serve_faststream(url: str, topic: str, ready: Callable[[], None],
                            done: Awaitable[Any]) -> None:
-    from faststream.rabbit import RabbitBroker
+    broker = _faststream_broker(url)
 
-    broker = RabbitBroker(url, logger=None)
-
-    @broker.subscriber(topic)
     async def echo(body: dict[str, Any]) -> dict[str, Any]:
         return body
+
+    broker.subscriber(topic)(echo)
 
     async with broker:
         await broker.start()
@@ -194,9 +200,7 @@ def sync_round(url: str, topic: str, total: int, threads: int) -> dict[str, floa
 
 async def faststream_round(url: str, topic: str, total: int,
                            inflight: int) -> dict[str, float]:
-    from faststream.rabbit import RabbitBroker
-
-    async with RabbitBroker(url, logger=None) as broker:
+    async with _faststream_broker(url) as broker:
         async def call() -> Any:
             reply = await broker.request({"x": 1}, topic, timeout=120)
             return await reply.decode()
