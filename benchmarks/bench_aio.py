@@ -230,6 +230,7 @@ def measure(name: str, url: str, args: argparse.Namespace) -> dict[str, dict[str
     kind = "faststream" if name == "faststream" else "polymsg"
     server = Server(kind, url, topic)
     best: dict[str, dict[str, float]] = {}
+    rounds: dict[str, Callable[[], dict[str, float]]]
     try:
         for _ in range(args.rounds):
             if kind == "faststream":
