@@ -15,7 +15,12 @@ id. Delivery semantics:
   topic with no consumer (store and forward) until ``message_ttl``, until
   ``queue_ttl`` without a consumer, or up to ``max_held_messages``, and logs
   what it drops with the message ids;
-* fanout: to every server listening when the message reaches each host.
+* fanout: to every server listening when the message reaches each host;
+* send features: ``call_monitor`` (the ``cm`` header field; servers send
+  heartbeat frames over the reply path) and ``at_least_once`` (refused at
+  once when the matchmaker lists no host, or by the receiving host's
+  receiver when no local server is registered; casts then wait for the
+  receiver's confirmation, at most ``receiver_timeout``).
 """
 
 from __future__ import annotations
@@ -309,13 +314,10 @@ class ZmqDriver(Driver):
 
     def _served_route(self, target: Target) -> str:
         """A host serving ``target`` for an at-least-once send (never our receiver's
-        holding area); :class:`MessageUndeliverable` when the matchmaker knows none."""
-        try:
-            hosts = self.matchmaker.rpc_hosts(str(target.exchange), str(target.topic),
-                                              target.server)
-        except MessageDeliveryFailure as exc:
-            raise MessageUndeliverable(str(exc), exchange=target.exchange,
-                                       routing_key=_routing_key(target)) from exc
+        holding area); :class:`MessageUndeliverable` when the matchmaker knows none (a
+        matchmaker that cannot answer is a :class:`MessageDeliveryFailure`, as always)."""
+        hosts = self.matchmaker.rpc_hosts(str(target.exchange), str(target.topic),
+                                          target.server)
         if not hosts:
             raise MessageUndeliverable(
                 f"zmq: no host serves topic {target.topic!r}"
