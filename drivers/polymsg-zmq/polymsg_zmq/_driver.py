@@ -15,7 +15,12 @@ id. Delivery semantics:
   topic with no consumer (store and forward) until ``message_ttl``, until
   ``queue_ttl`` without a consumer, or up to ``max_held_messages``, and logs
   what it drops with the message ids;
-* fanout: to every server listening when the message reaches each host.
+* fanout: to every server listening when the message reaches each host;
+* send features: ``call_monitor`` (the ``cm`` header field; servers send
+  heartbeat frames over the reply path) and ``at_least_once`` (refused at
+  once when the matchmaker lists no host, or by the receiving host's
+  receiver when no local server is registered; casts then wait for the
+  receiver's confirmation, at most ``receiver_timeout``).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Any, ClassVar
 import zmq
 from oslo_config import cfg
 
-from polymsg import MessageDeliveryFailure, MessagingError
+from polymsg import MessageDeliveryFailure, MessageUndeliverable, MessagingError
 from polymsg.driver import (
     Driver,
     DriverOptions,
@@ -54,7 +59,14 @@ from polymsg_zmq._outbox import Outbox
 from polymsg_zmq._peers import Peers
 from polymsg_zmq._receiver import Receiver, ReceiverRunning
 from polymsg_zmq._replies import ReplyWaiter
-from polymsg_zmq._wire import MAGIC, encode_header, pack, validate_name
+from polymsg_zmq._wire import (
+    AT_LEAST_ONCE_CALL,
+    AT_LEAST_ONCE_CAST,
+    MAGIC,
+    encode_header,
+    pack,
+    validate_name,
+)
 
 __all__ = ["ZmqDriver"]
 
@@ -77,6 +89,16 @@ _DONE: Future[None] = _Accepted()
 _DONE.set_result(None)
 
 
+def _failed(exc: BaseException) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_exception(exc)
+    return future
+
+
+def _routing_key(target: Target) -> str:
+    return f"{target.topic}.{target.server}" if target.server else str(target.topic)
+
+
 class ZmqDriver(Driver):
     """The ``zmq`` transport driver (see the module docstring and the README)."""
 
@@ -84,6 +106,7 @@ class ZmqDriver(Driver):
         "rpc", "fanout", "notify", "pools", "requeue", "store_and_forward",
         "queue_ttl", "message_ttl",
     })
+    send_features: ClassVar[frozenset[str]] = frozenset({"call_monitor", "at_least_once"})
     options_group: ClassVar[str | None] = GROUP
 
     @classmethod
@@ -147,9 +170,10 @@ class ZmqDriver(Driver):
 
     def _header(self, kind: str, target: Target, options: SendOptions, ttl: float | None,
                 unrouted: bool, priority: str | None = None,
-                pools: list[str] | None = None) -> bytes:
+                pools: list[str] | None = None, confirm: int | None = None) -> bytes:
         key = (kind, target.exchange, target.topic, target.server, ttl, options.queue_ttl,
-               unrouted, priority, tuple(pools) if pools is not None else None)
+               unrouted, priority, tuple(pools) if pools is not None else None, confirm,
+               options.call_monitor_timeout)
         header = self._headers.get(key)
         if header is None:
             exchange = validate_name(str(target.exchange), "exchange")
@@ -159,6 +183,10 @@ class ZmqDriver(Driver):
                                       "u": unrouted}
             if kind == "note":
                 fields.update(p=priority, pools=pools)
+            if confirm is not None:
+                fields["a"] = confirm
+            if options.call_monitor_timeout is not None:
+                fields["cm"] = options.call_monitor_timeout
             header = MAGIC + encode_header(fields)
             if len(self._headers) > 4096:
                 self._headers.clear()
@@ -234,10 +262,20 @@ class ZmqDriver(Driver):
         ttl = options.message_ttl if options.message_ttl is not None else timeout
         replies = self._reply_waiter()
         msg_id = f"{self._id_prefix}.{next(self._ids)}"
-        body = pack(dumps({"i": msg_id, "c": ctxt, "m": message, "r": replies.endpoint}))
-        host, unrouted = self._rpc_route(target)
-        header = self._header("rpc", target, options, ttl, unrouted)
-        future = replies.expect(msg_id)
+        fields = {"i": msg_id, "c": ctxt, "m": message, "r": replies.endpoint}
+        if options.at_least_once:
+            fields["a"] = replies.endpoint
+            try:
+                host, unrouted = self._served_route(target), False
+            except MessageUndeliverable as exc:
+                return _failed(exc)
+            confirm: int | None = AT_LEAST_ONCE_CALL
+        else:
+            host, unrouted = self._rpc_route(target)
+            confirm = None
+        body = pack(dumps(fields))
+        header = self._header("rpc", target, options, ttl, unrouted, confirm=confirm)
+        future = replies.expect(msg_id, options.heartbeat)
         try:
             with translated("sending a call"):
                 self._send(host, [header, body], options, deadline)
@@ -251,6 +289,8 @@ class ZmqDriver(Driver):
         """Send one-way; resolved once a receiver has taken the message."""
         if not self._checked_receiver:
             self._first_use()
+        if options.at_least_once and not target.fanout:
+            return self._confirmed_cast(target, ctxt, message, options)
         body = pack(dumps({"i": f"{self._id_prefix}.{next(self._ids)}", "c": ctxt,
                            "m": message, "r": None}))
         if target.fanout:
@@ -271,6 +311,45 @@ class ZmqDriver(Driver):
             self._last_cast = (target, options, unrouted, header)
         self._send(host, [header, body], options, post=True)
         return _DONE
+
+    def _served_route(self, target: Target) -> str:
+        """A host serving ``target`` for an at-least-once send (never our receiver's
+        holding area); :class:`MessageUndeliverable` when the matchmaker knows none (a
+        matchmaker that cannot answer is a :class:`MessageDeliveryFailure`, as always)."""
+        hosts = self.matchmaker.rpc_hosts(str(target.exchange), str(target.topic),
+                                          target.server)
+        if not hosts:
+            raise MessageUndeliverable(
+                f"zmq: no host serves topic {target.topic!r}"
+                + (f" server {target.server!r}" if target.server else "")
+                + f" on exchange {target.exchange!r} ({self.settings.matchmaker} "
+                "matchmaker); at_least_once does not hold it for a server to come",
+                exchange=target.exchange, routing_key=_routing_key(target))
+        return hosts[next(self._turn) % len(hosts)] if len(hosts) > 1 else hosts[0]
+
+    def _confirmed_cast(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
+                        options: SendOptions) -> Future[None]:
+        """An at-least-once cast: sent on its own, resolved when the receiver of a host
+        serving the topic confirms it took it, failed when it says nothing serves it."""
+        try:
+            host = self._served_route(target)
+        except MessageUndeliverable as exc:
+            return _failed(exc)
+        replies = self._reply_waiter()
+        msg_id = f"{self._id_prefix}.{next(self._ids)}"
+        body = pack(dumps({"i": msg_id, "c": ctxt, "m": message, "r": None,
+                           "a": replies.endpoint}))
+        header = self._header("rpc", target, options, options.message_ttl, False,
+                              confirm=AT_LEAST_ONCE_CAST)
+        limit = self.settings.receiver_timeout
+        future = replies.expect(msg_id, limit=limit)
+        try:
+            with translated("sending a cast"):
+                self._send(host, [header, body], options, time.monotonic() + limit)
+        except BaseException:
+            future.cancel()
+            raise
+        return future  # type: ignore[return-value]  # resolves to a Reply, never read
 
     def notify(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
                options: SendOptions) -> Future[None]:

@@ -128,6 +128,22 @@ class RpcMessage(_Lazy):
         payload = dumps({"r": result, "f": failure})  # SerializationError before sending
         self._batch.outbox.send_reply(reply_to, self._id, payload)
 
+    @property
+    def call_monitor_timeout(self) -> float | None:  # type: ignore[override]
+        """The caller's call-monitor timeout (routing header ``cm``), if it set one."""
+        value = self._batch.header.get("cm")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+        return None
+
+    def heartbeat(self) -> None:
+        """Tell the caller the call still runs: an interim frame on the reply path,
+        queued without waiting (see :meth:`Outbox.send_heartbeat`)."""
+        if self._message is None:
+            self._decode()
+        if self._reply_to is not None:
+            self._batch.outbox.send_heartbeat(self._reply_to, self._id)
+
 
 class NoteMessage(_Lazy):
     """A notification; :meth:`requeue` hands it back to this listener's pool."""

@@ -18,7 +18,7 @@ from polymsg_zmq._matchmaker import Matchmaker
 from polymsg_zmq._options import Settings, split_address
 from polymsg_zmq._peers import Peers
 from polymsg_zmq._ratelog import RateLimited, clip
-from polymsg_zmq._wire import MAGIC, REPLY_MAGIC, encode_header, message_ids, pack
+from polymsg_zmq._wire import BEAT_MAGIC, MAGIC, REPLY_MAGIC, encode_header, message_ids, pack
 
 __all__ = ["Outbox"]
 
@@ -38,6 +38,8 @@ class Outbox:
         self._peers = peers
         self._matchmaker = matchmaker
         self._own = settings.endpoint(settings.address)
+        #: This host's receiver address (for messages naming it).
+        self.host = settings.address
         self._verdicts: dict[str, tuple[bool, float]] = {}
         self._refused = RateLimited(LOG, "zmq: replies refused")
 
@@ -51,6 +53,16 @@ class Outbox:
             self._peers.get(endpoint).post_reply([REPLY_MAGIC + msg_id.encode(), payload])
         except MessagingError as exc:
             self._refused.log("zmq: could not send the reply to call %s to %s: %s",
+                              clip(msg_id), clip(endpoint), exc)
+
+    def send_heartbeat(self, endpoint: str, msg_id: str) -> None:
+        """Queue a call-monitor heartbeat for the caller; failures are logged."""
+        if not self.allowed(endpoint):
+            return  # its reply would be refused too, and is logged then
+        try:
+            self._peers.get(endpoint).post_reply([BEAT_MAGIC + msg_id.encode(), b""])
+        except MessagingError as exc:
+            self._refused.log("zmq: could not send a heartbeat for call %s to %s: %s",
                               clip(msg_id), clip(endpoint), exc)
 
     def allowed(self, endpoint: str) -> bool:
@@ -88,6 +100,7 @@ class Outbox:
         with what is left of its TTL (``deadline`` is on this host's monotonic clock)."""
         ttl = None if deadline is None else max(0.0, deadline - time.monotonic())
         fields = dict(header, u=False, s=header.get("s"), ttl=ttl)
+        fields.pop("a", None)  # answered when it first arrived
         frames = [MAGIC + encode_header(fields), pack(body)]
         try:
             peer = self._peers.get(self._own, watch=True)

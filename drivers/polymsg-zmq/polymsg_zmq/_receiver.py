@@ -30,6 +30,7 @@ import zmq
 
 from polymsg import InvalidTarget, MessageDeliveryFailure, MessagingError
 from polymsg.driver import SerializationError, dumps, loads
+from polymsg_zmq._atleastonce import Answers
 from polymsg_zmq._curve import ZapHandler, make_server
 from polymsg_zmq._local import registry
 from polymsg_zmq._matchmaker import HOST_KEY, Matchmaker, make_matchmaker
@@ -178,6 +179,7 @@ class Receiver:
         self._pub.sndhwm = 100000
         self._pub.bind(ipc_endpoint(os.path.join(settings.ipc_dir, "fanout")))
         self._peers = Peers(ctx, settings)
+        self.answers = Answers(settings, self._peers, self.matchmaker)
         self._registrations = Registrations(self.matchmaker, settings.matchmaker_ttl)
         self._registrations.add({HOST_KEY})  # replies may come to this host
 
@@ -328,6 +330,9 @@ class Receiver:
                                       encode_deadline(deadline),
                                       raw_header, bodies])
             return
+        if header.get("a") is not None and not self._serves(header):
+            self.answers.refuse(header, bodies, _where(header))
+            return
         try:
             state = self._topic(exchange, topic)
         except (InvalidTarget, MessageDeliveryFailure) as exc:
@@ -335,8 +340,16 @@ class Receiver:
                               message_ids(header["k"], bodies), clip(topic), exc)
             return
         state.accept(header, raw_header, bodies, deadline, now, only_pool)
+        if header.get("a") is not None:
+            self.answers.taken(header, bodies)
         if header.get("u") and self.matchmaker.dynamic:
             self._route_unrouted(state, now)
+
+    def _serves(self, header: dict[str, Any]) -> bool:
+        """A local consumer is registered for an RPC message's topic (or server)."""
+        state = self._topics.get((header["x"], header["t"]))
+        server = header.get("s")
+        return state is not None and state.present(f"s:{server}" if server else "*")
 
     def _route_unrouted(self, state: TopicState, now: float) -> None:
         """Forward, in order, the messages no sender could place whose topic now has a
@@ -585,3 +598,9 @@ class Receiver:
                          item.ids())
                 return False
         return True
+
+
+def _where(header: dict[str, Any]) -> str:
+    server = header.get("s")
+    return (f"topic {clip(header['t'])!r}" + (f" server {clip(server)!r}" if server else "")
+            + f" on exchange {clip(header['x'])!r}")

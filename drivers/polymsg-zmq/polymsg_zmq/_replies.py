@@ -12,6 +12,14 @@ instead has a reader thread, started on first such use, poll for it
 whenever no caller leads. A reply nobody waits for any more (the call timed
 out) is logged and dropped; with CURVE, the leader also answers the
 context's ZAP requests.
+
+Two more frames arrive here: a call-monitor heartbeat (``PZB``) calls the
+call's ``heartbeat`` callback and leaves its future pending; a refusal
+(``{"u": reason}``) from the receiver of an at-least-once send fails the
+future with :class:`polymsg.MessageUndeliverable`. A future with a ``limit``
+(an at-least-once cast waiting for its confirmation) fails with
+:class:`polymsg.MessageDeliveryFailure` when ``result()`` has waited that
+long for nothing.
 """
 
 from __future__ import annotations
@@ -24,12 +32,12 @@ from concurrent.futures import Future
 
 import zmq
 
-from polymsg import MessageDeliveryFailure
+from polymsg import MessageDeliveryFailure, MessageUndeliverable
 from polymsg.driver import Reply, loads
 from polymsg_zmq._curve import ZapHandler, make_server
 from polymsg_zmq._options import Settings, join_address
 from polymsg_zmq._ratelog import RateLimited, clip
-from polymsg_zmq._wire import REPLY_MAGIC
+from polymsg_zmq._wire import BEAT_MAGIC, REPLY_MAGIC
 
 __all__ = ["ReplyFuture", "ReplyWaiter"]
 
@@ -45,13 +53,25 @@ _LATE = RateLimited(LOG, "zmq: replies to calls no one waits for", level=logging
 class ReplyFuture(Future[Reply]):
     """A call's future: waiting for its result reads the reply socket when no one else is."""
 
-    def __init__(self, waiter: ReplyWaiter, key: bytes) -> None:
+    def __init__(self, waiter: ReplyWaiter, key: bytes,
+                 heartbeat: Callable[[], None] | None = None,
+                 limit: float | None = None) -> None:
         super().__init__()
         self.waiter = waiter
         self.key = key
         self.wake = threading.Event()
+        self.heartbeat = heartbeat
+        self.limit = limit
 
     def result(self, timeout: float | None = None) -> Reply:
+        limit = self.limit
+        if limit is not None and (timeout is None or timeout > limit):
+            if not self.done():
+                self.waiter.wait(self, limit)
+            if not self.done() and self.set_running_or_notify_cancel():
+                self.set_exception(MessageDeliveryFailure(
+                    f"zmq: no receiver confirmed the message within {limit:g}s"))
+            return super().result(0)
         if not self.done():
             self.waiter.wait(self, timeout)
         return super().result(0 if timeout is not None else None)
@@ -94,10 +114,13 @@ class ReplyWaiter:
         if self._zap is not None:
             self._poller.register(self._zap.socket, zmq.POLLIN)
 
-    def expect(self, msg_id: str) -> ReplyFuture:
-        """A future for the reply to ``msg_id``; cancelling it forgets the call."""
+    def expect(self, msg_id: str, heartbeat: Callable[[], None] | None = None,
+               limit: float | None = None) -> ReplyFuture:
+        """A future for the reply to ``msg_id``; cancelling it forgets the call.
+        ``heartbeat`` is called for each call-monitor heartbeat of the call;
+        ``limit`` bounds how long ``result()`` waits (see the module docstring)."""
         key = msg_id.encode()
-        future = ReplyFuture(self, key)
+        future = ReplyFuture(self, key, heartbeat, limit)
         with self._lock:
             if self._closed:
                 raise MessageDeliveryFailure("zmq: the transport is closed")
@@ -203,7 +226,13 @@ class ReplyWaiter:
                 frames = self._sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) != 3 or not frames[1].startswith(REPLY_MAGIC):
+            if len(frames) != 3:
+                _MALFORMED.log("zmq: dropped a malformed message on the reply socket")
+                continue
+            if frames[1].startswith(BEAT_MAGIC):
+                self._beat(frames[1][len(BEAT_MAGIC):], frames[2])
+                continue
+            if not frames[1].startswith(REPLY_MAGIC):
                 _MALFORMED.log("zmq: dropped a malformed message on the reply socket")
                 continue
             key = frames[1][len(REPLY_MAGIC):]
@@ -214,9 +243,25 @@ class ReplyWaiter:
                 continue
             self._resolve(future, frames[2])
 
+    def _beat(self, key: bytes, data: bytes) -> None:
+        """A call-monitor heartbeat: the call runs on; its future stays pending."""
+        with self._lock:
+            future = self._pending.get(key)
+        if data or future is None or future.heartbeat is None:
+            _LATE.log("zmq: heartbeat for call %s that no one monitors", clip(key))
+            return
+        try:
+            future.heartbeat()
+        except Exception as exc:
+            LOG.debug("zmq: call-monitor heartbeat callback failed: %s", exc)
+
     def _resolve(self, future: ReplyFuture, data: bytes) -> None:
         try:
             decoded = loads(data)
+            refused = decoded.get("u")
+            if refused is not None:
+                self._refused(future, refused)
+                return
             reply = Reply(result=decoded.get("r"), failure=decoded.get("f"))
         except Exception as exc:
             _MALFORMED.log("zmq: malformed reply to call %s: %s", clip(future.key), clip(exc))
@@ -226,6 +271,12 @@ class ReplyWaiter:
             return
         if future.set_running_or_notify_cancel():
             future.set_result(reply)
+        future.wake.set()
+
+    def _refused(self, future: ReplyFuture, reason: object) -> None:
+        """A receiver said nothing on its host serves an at-least-once message."""
+        if future.set_running_or_notify_cancel():
+            future.set_exception(MessageUndeliverable(f"zmq: {clip(reason)}"))
         future.wake.set()
 
     def close(self) -> None:

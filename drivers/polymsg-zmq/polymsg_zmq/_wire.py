@@ -16,13 +16,22 @@ frames whatever its size. ``header`` is a JSON object:
 ``x`` exchange, ``t`` topic, ``ttl`` message TTL in seconds counted from the
 receiver's arrival time (a call's is its remaining timeout), ``q`` the queue
 TTL hint, and ``u`` true when the sender knew no host for the topic and
-handed the message to its own receiver to hold and route later. An RPC
-body is ``{"i": message id, "c": ctxt, "m": message, "r": reply endpoint or
-null}``; a notification body is ``{"c": ctxt, "m": message}``.
+handed the message to its own receiver to hold and route later. Two
+optional RPC fields: ``cm`` the caller's call-monitor timeout in seconds,
+and ``a`` at least once (``1`` a call, ``2`` a cast): the receiver refuses
+the message when no local consumer serves it, and confirms a cast it took.
+An RPC body is ``{"i": message id, "c": ctxt, "m": message, "r": reply
+endpoint or null}``, with ``"a": reply endpoint`` for at-least-once
+messages; a notification body is ``{"c": ctxt, "m": message}``.
 
-**Reply** (TCP, server DEALER -> the caller's reply ROUTER)::
+**Reply** (TCP, server or receiver DEALER -> the caller's reply ROUTER)::
 
     [b"PZR" + message id, {"r": result, "f": failure or null}]    (not packed)
+    [b"PZR" + message id, {"u": reason}]     at least once: nothing serves it here
+    [b"PZB" + message id, b""]               call-monitor heartbeat: still running
+
+A receiver confirms an at-least-once cast it took with ``{"r": null, "f":
+null}``.
 
 **Receiver <-> local consumers** (IPC, one ROUTER per exchange and topic at
 ``<ipc_dir>/t/<exchange>/<topic>``; consumers connect a DEALER)::
@@ -60,7 +69,8 @@ from polymsg import InvalidTarget
 from polymsg.driver import SerializationError, dumps, loads
 
 __all__ = [
-    "MAGIC", "REPLY_MAGIC", "Header", "InvalidFrame", "deal_packed", "decode_deadline",
+    "AT_LEAST_ONCE_CALL", "AT_LEAST_ONCE_CAST", "BEAT_MAGIC", "MAGIC", "REPLY_MAGIC", "Header",
+    "InvalidFrame", "deal_packed", "decode_deadline",
     "decode_header",
     "encode_deadline", "encode_header", "fanout_prefix", "ipc_endpoint", "ipc_path",
     "message_ids", "pack", "prepare_dir", "unpack", "validate_name",
@@ -68,6 +78,12 @@ __all__ = [
 
 MAGIC = b"PZ1"
 REPLY_MAGIC = b"PZR"
+#: A call-monitor heartbeat: an interim frame on the reply path, the call still runs.
+BEAT_MAGIC = b"PZB"
+#: Header ``a`` values: an at-least-once call (the receiver refuses it when nothing
+#: here serves it) or cast (the receiver also confirms that it took it).
+AT_LEAST_ONCE_CALL = 1
+AT_LEAST_ONCE_CAST = 2
 
 KINDS = frozenset({"rpc", "fan", "note"})
 #: Pools one notification may name (each becomes a copy on the receiving host).
@@ -166,7 +182,7 @@ def decode_header(data: bytes) -> Header:
             validate_name(value, key)  # type: ignore[arg-type]  # checked inside
         except InvalidTarget as exc:
             raise InvalidFrame(str(exc)) from None
-    for key in ("ttl", "q"):
+    for key in ("ttl", "q", "cm"):
         value = header.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or value < 0):
@@ -174,6 +190,11 @@ def decode_header(data: bytes) -> Header:
     server = header.get("s")
     if server is not None and not isinstance(server, str):
         raise InvalidFrame("server must be a string")
+    confirm = header.get("a")
+    if confirm is not None and (kind != "rpc" or confirm not in (AT_LEAST_ONCE_CALL,
+                                                                  AT_LEAST_ONCE_CAST)
+                                or isinstance(confirm, bool)):
+        raise InvalidFrame("a must be 1 (at-least-once call) or 2 (cast) on an RPC message")
     if kind == "note":
         if not isinstance(header.get("p"), str):
             raise InvalidFrame("a notification needs a priority")

@@ -150,6 +150,7 @@ class SplitDriver(Driver):
     host talking to servers on another, inside one test process."""
 
     capabilities = ZmqDriver.capabilities
+    send_features = ZmqDriver.send_features
 
     def __init__(self, sender: polymsg.Transport, listener: polymsg.Transport) -> None:
         super().__init__(sender.url, sender._driver.options, sender.conf)
