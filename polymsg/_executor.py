@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from polymsg._exceptions import NotSupported, SerializationError
+from polymsg._ratelimit import LogLimiter
 from polymsg._transport import Transport
 from polymsg._workers import WorkerPool
 from polymsg.driver import IncomingMessage, Listener
@@ -16,6 +17,10 @@ from polymsg.driver import IncomingMessage, Listener
 __all__ = ["Runner"]
 
 LOG = logging.getLogger(__name__)
+
+#: Bad input from the wire is logged a few times per interval, then counted
+#: (a flood of garbage must not become a flood of log lines).
+UNDECODABLE = LogLimiter(LOG, "messages that could not be decoded")
 
 EXECUTORS = ("threading",)
 
@@ -80,8 +85,7 @@ class Runner(abc.ABC):
         try:
             self._process(incoming)
         except SerializationError as exc:  # a driver decodes lazily: bad input on the wire
-            LOG.warning("dropped a message that cannot be decoded: %s", exc,
-                        exc_info=LOG.isEnabledFor(logging.DEBUG))
+            UNDECODABLE.log("dropped a message that cannot be decoded: %s", exc)
         except Exception:
             LOG.exception("unexpected error processing a message; it was dropped")
 

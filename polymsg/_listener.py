@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from polymsg._exceptions import InvalidTarget, SerializationError
-from polymsg._executor import Runner
+from polymsg._executor import UNDECODABLE, Runner
 from polymsg._notifier import PRIORITIES
 from polymsg._serializer import NoOpSerializer, Serializer
 from polymsg._target import Target, check_name, check_notification_size, check_ttl
@@ -261,7 +261,7 @@ class BatchNotificationListener(NotificationListener):
             try:
                 priority, user = self._user_message(incoming)
             except SerializationError as exc:
-                LOG.warning("dropped a notification that cannot be decoded: %s", exc)
+                UNDECODABLE.log("dropped a notification that cannot be decoded: %s", exc)
                 incoming.acknowledge()
                 continue
             by_priority.setdefault(priority, []).append((incoming, user))

@@ -16,6 +16,7 @@ from polymsg._exceptions import (
 )
 from polymsg._executor import Runner
 from polymsg._json import to_primitive
+from polymsg._ratelimit import LogLimiter
 from polymsg._remote import failure_from_exception
 from polymsg._serializer import NoOpSerializer, Serializer
 from polymsg._target import Target, check_routing_size, check_ttl
@@ -25,6 +26,10 @@ from polymsg.driver import IncomingMessage, Listener
 __all__ = ["RPCServer", "get_rpc_server"]
 
 LOG = logging.getLogger(__name__)
+
+#: What callers send that cannot be served (unknown methods, versions, monitor
+#: timeouts) is logged a few times per interval, then counted.
+_BAD_REQUESTS = LogLimiter(LOG, "requests that could not be dispatched")
 
 
 class RPCServer(Runner):
@@ -110,7 +115,7 @@ class _CallMonitor:
         except (TypeError, ValueError):
             interval = 0.0
         if not interval > 0 or interval == float("inf"):
-            LOG.warning("ignoring an invalid call_monitor_timeout %r from a caller", timeout)
+            _BAD_REQUESTS.log("ignoring an invalid call_monitor_timeout %r from a caller", timeout)
             return None
         monitor = cls(incoming, max(interval, _MIN_HEARTBEAT_INTERVAL))
         monitor._thread.start()
@@ -138,7 +143,7 @@ _MIN_HEARTBEAT_INTERVAL = 0.05
 def _log_failure(incoming: IncomingMessage, func: Any, exc: Exception) -> None:
     name = _name(incoming)
     if isinstance(exc, (NoSuchMethod, UnsupportedVersion)) and func is None:
-        LOG.warning("cannot dispatch %s: %s", name, exc)
+        _BAD_REQUESTS.log("cannot dispatch %s: %s", name, exc)
     elif func is not None and is_expected(func, exc):
         LOG.debug("expected exception from %s: %r", name, exc)
     else:
