@@ -74,12 +74,20 @@ def rabbit_url(scheme: str, vhost: str | None = None, **query: str) -> str:
     return url
 
 
-def _ctl(*args: str) -> None:
+def _ctl(*args: str) -> str:
     assert RABBITMQCTL
     done = subprocess.run([*shlex.split(RABBITMQCTL), "-q", *args], capture_output=True,
                           text=True, timeout=120, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr or done.stdout}")
+    return done.stdout
+
+
+def durable(vhost: str, kind: str) -> dict[str, bool]:
+    """Name -> durable of the ``kind`` (``queues`` or ``exchanges``) of ``vhost``."""
+    out = _ctl(f"list_{kind}", "-p", vhost, "--no-table-headers", "name", "durable")
+    rows = (line.split("\t") for line in out.splitlines())
+    return {row[0]: row[1] == "true" for row in rows if len(row) == 2}
 
 
 @contextmanager
