@@ -52,7 +52,7 @@ def topology_opts() -> list[cfg.Opt]:
                     help="One stream (x-queue-type: stream) per topic, <topic>_fanout, takes "
                          "the fanout casts instead of a queue per server; its messages are "
                          "kept for rabbit_transient_queues_ttl seconds (x-max-age). Needs "
-                         "rabbit_transient_quorum_queue and a prefetch_count above 0."),
+                         "rabbit_transient_quorum_queue and a rabbit_qos_prefetch_count above 0."),
         cfg.BoolOpt("use_queue_manager", default=False,
                     help="Name reply and fanout queues <hostname>:<processname>:<n> instead "
                          "of at random, so a restarted process reuses its queues."),
@@ -79,9 +79,9 @@ def layout_from_topology(options: DriverOptions, base: Layout) -> Layout:
     transient_quorum = bool(options.get("rabbit_transient_quorum_queue", False))
     if stream and not transient_quorum:
         raise InvalidTransportURL("rabbit_stream_fanout needs rabbit_transient_quorum_queue=true")
-    if stream and int(options.get("prefetch_count", 64)) <= 0:
-        raise InvalidTransportURL("rabbit_stream_fanout needs prefetch_count above 0 (a stream "
-                                  "consumer must bound what it holds)")
+    if stream and int(options.get("rabbit_qos_prefetch_count", 0)) <= 0:
+        raise InvalidTransportURL("rabbit_stream_fanout needs rabbit_qos_prefetch_count above 0 "
+                                  "(a stream consumer must bound what it holds)")
     namer = None
     if options.get("use_queue_manager", False):
         namer = QueueNamer(str(options.get("hostname") or socket.gethostname()),

@@ -18,7 +18,7 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     "classic durable": {"amqp_durable_queues": True},
     "quorum": {"rabbit_quorum_queue": True, "rabbit_transient_quorum_queue": True},
     "quorum + stream": {"rabbit_quorum_queue": True, "rabbit_transient_quorum_queue": True,
-                        "rabbit_stream_fanout": True},
+                        "rabbit_stream_fanout": True, "rabbit_qos_prefetch_count": 64},
 }
 
 
@@ -97,8 +97,10 @@ def test_stream_fanout_is_one_stream_per_topic() -> None:
 
 @pytest.mark.parametrize(("options", "needs"), [
     ({"rabbit_stream_fanout": True}, "rabbit_transient_quorum_queue"),
+    ({"rabbit_stream_fanout": True, "rabbit_transient_quorum_queue": True},
+     "rabbit_qos_prefetch_count"),
     ({"rabbit_stream_fanout": True, "rabbit_transient_quorum_queue": True,
-      "prefetch_count": 0}, "prefetch_count"),
+      "rabbit_qos_prefetch_count": 0}, "rabbit_qos_prefetch_count"),
 ])
 def test_stream_fanout_needs_its_companions(options: dict[str, Any], needs: str) -> None:
     with pytest.raises(polymsg.InvalidTransportURL, match=needs):

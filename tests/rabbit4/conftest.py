@@ -26,7 +26,7 @@ OPTION_SETS = {
     "classic": "",
     "quorum": "rabbit_quorum_queue=true&rabbit_transient_quorum_queue=true",
     "quorum+stream": "rabbit_quorum_queue=true&rabbit_transient_quorum_queue=true"
-                     "&rabbit_stream_fanout=true",
+                     "&rabbit_stream_fanout=true&rabbit_qos_prefetch_count=64",
 }
 DRIVERS = ("rabbit+kombu", "rabbit+pika")
 FAST_RETRY = "retry_interval=0.2&retry_backoff=0.3&retry_interval_max=1"
