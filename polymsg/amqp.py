@@ -12,7 +12,9 @@ of AMQP:
 * connecting: :class:`ConnectionSpec` (hosts, credentials, virtual host,
   TLS, heartbeat), :class:`Reconnect` (host order, backoff with jitter),
   :func:`classify` (permanent or transient) and :func:`connection_error`
-  (the error a sender gets).
+  (the error a sender gets);
+* :func:`conflict_error`: whether a ``406 PRECONDITION_FAILED`` on a queue
+  declaration must stop the caller, and the text it gets.
 """
 
 from polymsg._amqp import (
@@ -60,6 +62,7 @@ from polymsg._amqp_options import (
     list_opts,
     rabbit_opts,
 )
+from polymsg._amqp_topology import conflict_error
 
 __all__ = [
     "CONTENT_ENCODING",
@@ -84,6 +87,7 @@ __all__ = [
     "Route",
     "TLSSpec",
     "classify",
+    "conflict_error",
     "connection_error",
     "decode_notification",
     "decode_reply",
