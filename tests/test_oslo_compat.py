@@ -308,13 +308,14 @@ def test_interop_with_oslo_messaging(scheme: str, exchange: str, direction: str,
 
 
 @pytest.mark.skip(reason="cannot interoperate by design on classic queues: oslo.messaging on "
-                         "its defaults (amqp_durable_queues = false) declares topic, server and "
-                         "notification queues non-durable, polymsg declares every queue "
-                         "durable; whichever declares a queue second is refused (polymsg uses "
-                         "an existing non-durable queue as it is, but oslo.messaging's "
-                         "non-durable retry on polymsg's durable queue fails again). Set "
-                         "amqp_durable_queues = true on both sides (above), or quorum queues "
-                         "(tests/rabbit4/test_rabbit4_oslo.py)")
+                         "its defaults (amqp_durable_queues = false) declares the topic, server "
+                         "and notification queues non-durable, polymsg declares every queue "
+                         "durable. polymsg uses a non-durable queue oslo.messaging made first "
+                         "as it is, but a queue polymsg made first refuses oslo.messaging's "
+                         "declaration (406 inequivalent arg 'durable', its non-durable retry "
+                         "too), so it works only when oslo.messaging starts first. Set "
+                         "amqp_durable_queues = true on both sides (test above), or quorum "
+                         "queues on both (tests/rabbit4/test_rabbit4_oslo.py)")
 def test_interop_with_oslo_messaging_on_its_defaults() -> None:
     """Documents the one combination that is not supported (see the skip reason and the
     migration guide)."""
