@@ -18,7 +18,15 @@ from polymsg.compat import _options
 from polymsg.compat import oslo_messaging as messaging
 
 sys.path.insert(0, str(Path(__file__).parent))
-from oslo_example import durable, installed, load_example, private_vhost, rabbit_url, transport_url
+from oslo_example import (
+    durable,
+    installed,
+    load_example,
+    private_vhost,
+    rabbit_url,
+    skip_where_transient_queues_are_refused,
+    transport_url,
+)
 
 WAIT = 30.0
 
@@ -261,6 +269,7 @@ def test_interop_with_oslo_messaging(scheme: str, exchange: str, direction: str,
         pytest.skip("polymsg-pika is not installed")
     if scheme == "rabbit" and not installed("polymsg-kombu"):
         pytest.skip("polymsg-kombu is not installed")
+    skip_where_transient_queues_are_refused()
     running = running_on_vhost
     oslo = load_example(real_oslo=True)
     compat = load_example()
@@ -342,6 +351,7 @@ def test_nan_from_an_oslo_client_is_read_and_never_sent_back(scheme: str, vhost:
     if not installed("polymsg-kombu" if scheme == "rabbit" else "polymsg-pika"):
         pytest.skip(f"the driver of {scheme}:// is not installed")
     oslo_messaging = pytest.importorskip("oslo_messaging")
+    skip_where_transient_queues_are_refused()
     running = running_on_vhost
     url = rabbit_url("rabbit", vhost)
     # polymsg's own API reads its own group; the compat module is not involved here.
