@@ -7,7 +7,7 @@ other's notifications, and a client of one polymsg driver talks to a server
 of the other. This module holds that format once, free of any broker client:
 drivers get plain values (:class:`ExchangeSpec`, :class:`QueueSpec`,
 :class:`Route`, bytes and a properties dict) and turn them into calls of
-their own library. Drivers reach it as ``polymsg.driver.amqp``.
+their own library. Drivers reach it as ``polymsg.amqp``.
 
 Bodies
 ======
@@ -104,6 +104,7 @@ __all__ = [
     "Request",
     "Route",
     "conflict_error",
+    "consume_arguments",
     "decode_notification",
     "decode_reply",
     "decode_request",
@@ -112,12 +113,15 @@ __all__ = [
     "encode_request",
     "expiration",
     "fanout_queue_name",
+    "for_broker",
     "layout_from_options",
     "new_id",
+    "next_stream_offset",
     "properties",
     "queue_arguments",
     "rabbit_opts",
     "reply_queue_name",
+    "requeue_warning",
 ]
 
 ENVELOPE_VERSION = "2.0"
@@ -164,6 +168,9 @@ class QueueSpec:
     auto_delete: bool = False
     arguments: Mapping[str, Any] = field(default_factory=dict, hash=False)
     role: str = field(default="shared", compare=False)
+    #: Durability on a broker older than RabbitMQ 4 (``None``: ``durable``), see
+    #: :func:`polymsg._amqp_topology.for_broker`.
+    legacy_durable: bool | None = field(default=None, compare=False)
     consume_arguments: Mapping[str, Any] = field(default_factory=dict, hash=False,
                                                  compare=False)
 
@@ -285,13 +292,17 @@ class Layout:
         """A topic, server or notification queue; ``queue_ttl`` becomes ``x-expires``.
 
         Durable whatever ``amqp_durable_queues`` says (that option makes
-        exchanges durable and messages persistent); quorum queues cannot be
-        auto-delete, so ``amqp_auto_delete`` applies to classic ones only.
+        exchanges durable and messages persistent), except on brokers older
+        than RabbitMQ 4, where a classic queue keeps oslo.messaging's
+        durability (``legacy_durable``) so services on its defaults share it;
+        quorum queues cannot be auto-delete, so ``amqp_auto_delete`` applies
+        to classic ones only.
         """
         args = queue_arguments(queue_ttl)
         if self.quorum:
             return QueueSpec(name, True, False, {**self._quorum_arguments(), **args}, "shared")
-        return QueueSpec(name, True, self.auto_delete, args, "shared")
+        return QueueSpec(name, True, self.auto_delete, args, "shared",
+                         legacy_durable=self.durable)
 
     def transient_queue(self, name: str, queue_ttl: float | None = None) -> QueueSpec:
         """A reply or fanout queue: expires after ``queue_ttl`` (default: the layout's)."""
@@ -655,4 +666,10 @@ def _unique_id(raw: Mapping[str, Any]) -> str | None:
 
 # Options and layout shared by the RabbitMQ drivers (kept in their own module).
 from polymsg._amqp_options import layout_from_options, rabbit_opts  # noqa: E402
-from polymsg._amqp_topology import conflict_error  # noqa: E402
+from polymsg._amqp_topology import (  # noqa: E402
+    conflict_error,
+    consume_arguments,
+    for_broker,
+    next_stream_offset,
+    requeue_warning,
+)

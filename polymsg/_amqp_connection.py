@@ -122,6 +122,10 @@ def classify(exc: BaseException | None, host: str, *, reply_code: int | None = N
         return Failure(Kind.PERMANENT, host, f"TLS handshake failed: {text}", exc)
     if reply_code is not None and reply_code not in _TRANSIENT_CODES:
         return Failure(Kind.PERMANENT, host, text, exc)
+    if reply_code == 541 and "deprecated" in text.lower():
+        # RabbitMQ 4.x refusing a deprecated feature (transient non-exclusive
+        # queues, global QoS) with INTERNAL_ERROR: retrying cannot help.
+        return Failure(Kind.PERMANENT, host, text, exc)
     return Failure(Kind.TRANSIENT, host, text, exc)
 
 
@@ -138,17 +142,20 @@ def _describe(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def connection_error(failure: Failure | None, *, what: str = "",
-                     gave_up: str = "") -> MessageDeliveryFailure:
+def connection_error(failure: Failure | None, *, what: str = "", gave_up: str = "",
+                     hosts: str = "") -> MessageDeliveryFailure:
     """The :class:`~polymsg.MessageDeliveryFailure` a sender gets for ``failure``.
 
     ``what`` names the operation (``"the call of 'ping'"``); ``gave_up`` says
-    why a transient failure was not retried further (``"after 2 retries"``).
+    why a transient failure was not retried further (``"after 2 retries"``);
+    ``hosts`` names the hosts tried when no attempt has ended yet.
     """
     prefix = f"{what} failed: " if what else ""
     if failure is None:
-        error = MessageDeliveryFailure(f"{prefix}cannot connect to RabbitMQ {gave_up}".rstrip())
-        return error
+        where = f" at {hosts}" if hosts else ""
+        tail = f" ({gave_up})" if gave_up else ""
+        return MessageDeliveryFailure(
+            f"{prefix}cannot connect to RabbitMQ{where}: no answer yet{tail}")
     if failure.permanent:
         text = f"{prefix}RabbitMQ at {failure.host} refused: {failure.reason}"
     else:

@@ -12,7 +12,7 @@ Older polymsg releases registered these options twice, in
 groups and names are still read (with oslo.config's deprecation warning),
 and the old names still work as URL query keys (:data:`RENAMED`).
 
-Drivers reach this module as ``polymsg.driver.amqp`` (``rabbit_opts``,
+Drivers reach this module as ``polymsg.amqp`` (``rabbit_opts``,
 ``RABBIT_GROUP``, ``layout_from_options``).
 
 Adding an option

@@ -16,6 +16,8 @@ import re
 import socket
 import sys
 import threading
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from oslo_config import cfg
@@ -25,7 +27,8 @@ from polymsg._amqp import Layout, QueueSpec
 if TYPE_CHECKING:
     from polymsg.driver import DriverOptions
 
-__all__ = ["QueueNamer", "conflict_error", "layout_from_topology", "topology_opts"]
+__all__ = ["QueueNamer", "broker_major", "conflict_error", "consume_arguments", "for_broker",
+           "layout_from_topology", "next_stream_offset", "requeue_warning", "topology_opts"]
 
 
 def topology_opts() -> list[cfg.Opt]:
@@ -71,17 +74,16 @@ def layout_from_topology(options: DriverOptions, base: Layout) -> Layout:
     cannot serve (stream fanout without transient quorum queues or without a
     prefetch bound).
     """
-    from dataclasses import replace
-
     from polymsg._exceptions import InvalidTransportURL
 
     stream = bool(options.get("rabbit_stream_fanout", False))
     transient_quorum = bool(options.get("rabbit_transient_quorum_queue", False))
     if stream and not transient_quorum:
         raise InvalidTransportURL("rabbit_stream_fanout needs rabbit_transient_quorum_queue=true")
-    if stream and int(options.get("rabbit_qos_prefetch_count", 0)) <= 0:
+    if stream and int(options.get("rabbit_qos_prefetch_count", 0) or 0) <= 0:
         raise InvalidTransportURL("rabbit_stream_fanout needs rabbit_qos_prefetch_count above 0 "
-                                  "(a stream consumer must bound what it holds)")
+                                  "(a stream "
+                                  "consumer must bound what it holds)")
     namer = None
     if options.get("use_queue_manager", False):
         namer = QueueNamer(str(options.get("hostname") or socket.gethostname()),
@@ -118,6 +120,89 @@ class QueueNamer:
         with self._lock:
             self._count += 1
             return f"{self.prefix}:{self._count}"
+
+
+def broker_major(server_properties: Mapping[str, Any] | None) -> int | None:
+    """RabbitMQ's major version from a connection's server properties (``None``: unknown)."""
+    version = (server_properties or {}).get("version")
+    if isinstance(version, (bytes, bytearray)):
+        version = bytes(version).decode("ascii", "replace")
+    found = re.match(r"\s*(\d+)\.", version) if isinstance(version, str) else None
+    return int(found.group(1)) if found else None
+
+
+def for_broker(queue: QueueSpec, server_properties: Mapping[str, Any] | None) -> QueueSpec:
+    """``queue`` as it is declared on the broker whose ``server_properties`` are given.
+
+    RabbitMQ 4 and later (and a broker of unknown version) get ``queue`` as
+    it is: durable. On RabbitMQ 3 a classic topic, server or notification
+    queue keeps the durability oslo.messaging gives it
+    (``amqp_durable_queues``), so a polymsg service and an oslo.messaging
+    service on its defaults declare one queue alike.
+    """
+    if queue.legacy_durable is None or queue.legacy_durable == queue.durable:
+        return queue
+    major = broker_major(server_properties)
+    if major is None or major >= 4:
+        return queue
+    return replace(queue, durable=queue.legacy_durable)
+
+
+def consume_arguments(queue: QueueSpec, next_offset: int | None = None) -> dict[str, Any] | None:
+    """The ``basic.consume`` arguments for ``queue`` (``None``: none).
+
+    A stream consumer starts at the next message published; one that read
+    the stream before (``next_offset``, from :func:`next_stream_offset`)
+    resumes right after the last message it was given, so a reconnect
+    misses nothing the stream still holds.
+    """
+    args = dict(queue.consume_arguments)
+    if next_offset is not None and "x-stream-offset" in args:
+        args["x-stream-offset"] = next_offset
+    return args or None
+
+
+def next_stream_offset(headers: Mapping[str, Any] | None) -> int | None:
+    """The offset after a stream delivery's ``x-stream-offset`` header (``None``: no offset)."""
+    value = (headers or {}).get("x-stream-offset")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value + 1
+    return None
+
+
+#: The delivery limit RabbitMQ 4 gives a quorum queue that sets none.
+DEFAULT_DELIVERY_LIMIT = 20
+
+
+def requeue_warning(queue: QueueSpec, headers: Mapping[str, Any] | None,
+                    body: bytes | bytearray | memoryview | str) -> str | None:
+    """What to log when requeueing this delivery takes it past its queue's delivery limit.
+
+    A quorum queue counts the deliveries a processing failure returns
+    (``basic.reject``; since RabbitMQ 4.3 ``basic.nack`` is not counted) in
+    the ``x-delivery-count`` header, and drops the message, or dead-letters
+    it where a policy names a dead-letter exchange, once the count passes
+    ``x-delivery-limit`` (RabbitMQ 4's default: 20). ``None`` for other
+    queues and for deliveries below the limit.
+    """
+    if queue.arguments.get("x-queue-type") != "quorum":
+        return None
+    count = (headers or {}).get("x-delivery-count", 0)
+    if not isinstance(count, int) or isinstance(count, bool):
+        return None
+    limit = int(queue.arguments.get("x-delivery-limit") or DEFAULT_DELIVERY_LIMIT)
+    if count + 1 <= limit:
+        return None
+    from polymsg._amqp import _open  # the envelope reader; the id is all this needs
+
+    try:
+        raw = _open(body)
+        unique_id = raw.get("_unique_id") or raw.get("message_id") or "?"
+    except Exception:  # a message that cannot be read is named by its queue alone
+        unique_id = "?"
+    return (f"message {unique_id} on queue {queue.name!r} was returned {count + 1} times, past "
+            f"the queue's delivery limit of {limit}: RabbitMQ drops it, or dead-letters it "
+            f"where a policy names a dead-letter exchange")
 
 
 _INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'")

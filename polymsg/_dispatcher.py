@@ -119,12 +119,28 @@ class RPCDispatcher:
                message: dict[str, Any]) -> Any:
         """Run ``func`` for the request; returns the serialized result and raises
         whatever the method raises."""
-        args = message.get("args") or {}
-        if not isinstance(args, dict):
-            raise TypeError(f"RPC arguments must be a JSON object, got {type(args).__name__}")
         if self._no_op:
-            return func(ctxt, **args)
+            return func(ctxt, **_args(message))
+        user_ctxt, kwargs = self.arguments(ctxt, message)
+        return self.result(user_ctxt, func(user_ctxt, **kwargs))
+
+    def arguments(self, ctxt: dict[str, Any], message: dict[str, Any]
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The context and keyword arguments a method is called with (deserialized)."""
+        if self._no_op:
+            return ctxt, _args(message)
         serializer = self._serializer
         user_ctxt = serializer.deserialize_context(ctxt)
-        kwargs = {k: serializer.deserialize_entity(user_ctxt, v) for k, v in args.items()}
-        return serializer.serialize_entity(user_ctxt, func(user_ctxt, **kwargs))
+        return user_ctxt, {k: serializer.deserialize_entity(user_ctxt, v)
+                           for k, v in _args(message).items()}
+
+    def result(self, user_ctxt: dict[str, Any], value: Any) -> Any:
+        """A method's return value, serialized for the reply."""
+        return value if self._no_op else self._serializer.serialize_entity(user_ctxt, value)
+
+
+def _args(message: dict[str, Any]) -> dict[str, Any]:
+    args = message.get("args") or {}
+    if not isinstance(args, dict):
+        raise TypeError(f"RPC arguments must be a JSON object, got {type(args).__name__}")
+    return args

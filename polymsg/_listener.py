@@ -13,7 +13,7 @@ from polymsg._exceptions import InvalidTarget, SerializationError
 from polymsg._executor import Runner
 from polymsg._notifier import PRIORITIES
 from polymsg._serializer import NoOpSerializer, Serializer
-from polymsg._target import Target, check_name, check_routing_size, check_ttl
+from polymsg._target import Target, check_name, check_notification_size, check_ttl
 from polymsg._transport import Transport
 from polymsg.driver import IncomingMessage, Listener
 
@@ -95,7 +95,7 @@ class NotificationListener(Runner):
         for target in targets:
             if not isinstance(target, Target) or not target.topic:
                 raise InvalidTarget(f"a notification target needs a topic: {target!r}")
-            check_routing_size(target, transport.default_exchange)
+            check_notification_size(target.topic)
         if pool is not None:
             check_name("pool", pool)
         self.targets = [t.replace(exchange=t.exchange or transport.default_exchange)
@@ -129,7 +129,11 @@ class NotificationListener(Runner):
                                                                self._on_message)
 
     def _process(self, incoming: IncomingMessage) -> None:
-        if self._dispatch(incoming) is NotificationResult.REQUEUE:
+        self._settle(incoming, self._dispatch(incoming))
+
+    def _settle(self, incoming: IncomingMessage, result: NotificationResult) -> None:
+        """Acknowledge, or requeue when asked to and allowed."""
+        if result is NotificationResult.REQUEUE:
             if self.allow_requeue:
                 incoming.requeue()
                 return
@@ -151,23 +155,31 @@ class NotificationListener(Runner):
         }
 
     def _dispatch(self, incoming: IncomingMessage) -> NotificationResult:
-        priority, user = self._user_message(incoming)
-        ctxt, publisher_id, event_type = user["ctxt"], user["publisher_id"], user["event_type"]
-        payload, metadata = user["payload"], user["metadata"]
         result = NotificationResult.HANDLED
-        for endpoint, method, rule in self._routes.get(priority, ()):
-            if rule is not None and not rule.match(incoming.ctxt, publisher_id, event_type,
-                                                   payload):
-                continue
+        for endpoint, method, args in self._deliveries(incoming):
             try:
-                outcome = method(ctxt, publisher_id, event_type, payload, metadata)
+                outcome = method(*args)
             except Exception:
-                LOG.exception("notification endpoint %r failed on %s", endpoint,
-                              metadata["message_id"])
+                _log_endpoint_failure(endpoint, args)
                 continue
             if outcome == NotificationResult.REQUEUE:
                 result = NotificationResult.REQUEUE
         return result
+
+    def _deliveries(self, incoming: IncomingMessage
+                    ) -> list[tuple[Any, Callable[..., Any], tuple[Any, ...]]]:
+        """(endpoint, method, arguments) for each endpoint whose filter takes the message."""
+        priority, user = self._user_message(incoming)
+        publisher_id, event_type, payload = (user["publisher_id"], user["event_type"],
+                                             user["payload"])
+        args = (user["ctxt"], publisher_id, event_type, payload, user["metadata"])
+        routes = self._routes.get(priority, ())
+        return [(endpoint, method, args) for endpoint, method, rule in routes
+                if rule is None or rule.match(incoming.ctxt, publisher_id, event_type, payload)]
+
+
+def _log_endpoint_failure(endpoint: Any, args: tuple[Any, ...]) -> None:
+    LOG.exception("notification endpoint %r failed on %s", endpoint, args[-1]["message_id"])
 
 
 def get_notification_listener(transport: Transport, targets: Sequence[Target],

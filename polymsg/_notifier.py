@@ -6,7 +6,8 @@ import logging
 import threading
 import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from datetime import datetime, timezone
 from typing import Any
 
@@ -14,7 +15,13 @@ from polymsg._exceptions import InvalidTarget
 from polymsg._json import to_primitive
 from polymsg._rpc_client import _guard, _result
 from polymsg._serializer import NoOpSerializer, Serializer
-from polymsg._target import Target, check_context, check_name, check_routing_size, check_ttl
+from polymsg._target import (
+    Target,
+    check_context,
+    check_name,
+    check_notification_size,
+    check_ttl,
+)
 from polymsg._transport import Transport
 from polymsg.driver import SendOptions
 
@@ -62,8 +69,8 @@ class Notifier:
         exchange = transport.default_exchange
         try:
             self._targets = [Target(topic=t, exchange=exchange) for t in self.topics]
-            for target in self._targets:
-                check_routing_size(target, exchange)
+            for topic in self.topics:
+                check_notification_size(topic)
         except InvalidTarget as exc:
             raise InvalidTarget(f"invalid notification topic: {exc}") from None
 
@@ -111,6 +118,13 @@ class Notifier:
 
     def _notify(self, ctxt: dict[str, Any] | None, event_type: str, payload: Any,
                 priority: str) -> None:
+        for future in self._send(ctxt, event_type, payload, priority):
+            _result(future, None)
+
+    def _send(self, ctxt: dict[str, Any] | None, event_type: str, payload: Any,
+              priority: str) -> Iterator[Future[None]]:
+        """Publish on each topic in turn, yielding each send's future; the caller
+        waits for it (sync or async) before asking for the next."""
         transport = self.transport
         transport.require("notify", "a notifier")
         if self.message_ttl is not None:
@@ -130,7 +144,7 @@ class Notifier:
         }
         options, driver = self._options, transport._driver
         for target in self._targets:
-            _result(_guard(lambda t=target: driver.notify(t, wire_ctxt, message, options)), None)
+            yield _guard(lambda t=target: driver.notify(t, wire_ctxt, message, options))
 
 
 class LoggingNotificationHandler(logging.Handler):

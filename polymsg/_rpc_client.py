@@ -130,6 +130,25 @@ class RPCClient:
 
     def call(self, ctxt: dict[str, Any] | None, method: str, **kwargs: Any) -> Any:
         """Invoke ``method`` on one server and return its result (or raise its error)."""
+        future, wire_ctxt, timeout, beats = self._start_call(ctxt, method, kwargs)
+        try:
+            reply = _wait(future, timeout, self.call_monitor_timeout, beats)
+        except FutureTimeout as expired:
+            future.cancel()
+            silent = bool(expired.args) and expired.args[0] == "monitor"
+            raise self._timed_out(method, timeout, silent) from None
+        return self._outcome(reply, wire_ctxt)
+
+    def cast(self, ctxt: dict[str, Any] | None, method: str, **kwargs: Any) -> None:
+        """Send ``method`` one-way: to one server, the named server, or all (fanout).
+        Returns once the transport has accepted the message."""
+        _result(self._start_cast(ctxt, method, kwargs), None)
+
+    def _start_call(self, ctxt: dict[str, Any] | None, method: str, kwargs: dict[str, Any]
+                    ) -> tuple[Future[Reply], dict[str, Any], float, _Heartbeats]:
+        """Send a call's request: the future of its reply, the wire context, the
+        timeout and the call-monitor heartbeats (the waiting is the caller's,
+        sync or async)."""
         timeout = self.timeout
         if timeout is None:
             timeout = float(value(self.transport.conf, "rpc_response_timeout"))
@@ -147,30 +166,31 @@ class RPCClient:
                               at_least_once=self._at_least_once)
         future = _guard(lambda: self.transport._driver.call(
             self._wire_target, wire_ctxt, message, options))
-        try:
-            reply = _wait(future, timeout, monitor, beats)
-        except FutureTimeout as expired:
-            future.cancel()
-            if expired.args and expired.args[0] == "monitor":
-                raise MessagingTimeout(
-                    f"no call-monitor heartbeat for {monitor:g}s from the server running "
-                    f"{method!r} on topic {self.target.topic!r}") from None
-            raise MessagingTimeout(
-                f"timed out after {timeout:g}s waiting for a reply to {method!r} "
-                f"on topic {self.target.topic!r}") from None
+        return future, wire_ctxt, timeout, beats
+
+    def _timed_out(self, method: str, timeout: float, silent: bool) -> MessagingTimeout:
+        """The error of a call that timed out (``silent``: its heartbeats stopped)."""
+        if silent:
+            return MessagingTimeout(
+                f"no call-monitor heartbeat for {self.call_monitor_timeout:g}s from the "
+                f"server running {method!r} on topic {self.target.topic!r}")
+        return MessagingTimeout(
+            f"timed out after {timeout:g}s waiting for a reply to {method!r} "
+            f"on topic {self.target.topic!r}")
+
+    def _outcome(self, reply: Reply, wire_ctxt: dict[str, Any]) -> Any:
+        """The call's result, or its remote error raised."""
         if reply.failure is not None:
             raise exception_from_failure(reply.failure, self.transport.allowed_remote_exmods)
         return self.serializer.deserialize_entity(wire_ctxt, reply.result)
 
-    def cast(self, ctxt: dict[str, Any] | None, method: str, **kwargs: Any) -> None:
-        """Send ``method`` one-way: to one server, the named server, or all (fanout).
-        Returns once the transport has accepted the message."""
+    def _start_cast(self, ctxt: dict[str, Any] | None, method: str, kwargs: dict[str, Any]
+                    ) -> Future[None]:
         if self.target.fanout:
             self.transport.require("fanout", "a fanout cast")
         wire_ctxt, message = self._prepare(ctxt, method, kwargs)
-        future = _guard(lambda: self.transport._driver.cast(
+        return _guard(lambda: self.transport._driver.cast(
             self._wire_target, wire_ctxt, message, self._cast_options))
-        _result(future, None)
 
     def _prepare(self, ctxt: dict[str, Any] | None, method: str,
                  kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -64,18 +64,29 @@ class RPCServer(Runner):
                                          message.get("namespace"), message.get("version"))
             result = self._dispatcher.invoke(func, incoming.ctxt, message)
         except Exception as exc:
-            _log_failure(incoming, func, exc)
-            if monitor is not None:
-                monitor.stop()
-            incoming.reply(failure=failure_from_exception(exc))
+            reply_failure(incoming, func, exc, monitor)
             return
-        if monitor is not None:
-            monitor.stop()
-        try:
-            incoming.reply(result=to_primitive(result, "result"))
-        except SerializationError as exc:
-            LOG.warning("result of %s is not JSON-serializable: %s", _name(incoming), exc)
-            incoming.reply(failure=failure_from_exception(exc))
+        reply_result(incoming, result, monitor)
+
+
+def reply_failure(incoming: IncomingMessage, func: Any, exc: Exception,
+                  monitor: _CallMonitor | None) -> None:
+    """Log an endpoint's (or the dispatch's) exception as it deserves and send it back."""
+    _log_failure(incoming, func, exc)
+    if monitor is not None:
+        monitor.stop()
+    incoming.reply(failure=failure_from_exception(exc))
+
+
+def reply_result(incoming: IncomingMessage, result: Any, monitor: _CallMonitor | None) -> None:
+    """Send a call's result back, or the error saying it is not JSON."""
+    if monitor is not None:
+        monitor.stop()
+    try:
+        incoming.reply(result=to_primitive(result, "result"))
+    except SerializationError as exc:
+        LOG.warning("result of %s is not JSON-serializable: %s", _name(incoming), exc)
+        incoming.reply(failure=failure_from_exception(exc))
 
 
 class _CallMonitor:

@@ -1,4 +1,5 @@
-"""Target: where a message goes, or what a server listens to."""
+"""Target (where a message goes, or what a server listens to) and the facade's checks of
+names, timeouts and contexts, the same for every transport."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Any
 from polymsg._exceptions import InvalidTarget, SerializationError
 
 __all__ = [
-    "MAX_NAME_BYTES", "Target", "check_context", "check_name", "check_routing_size",
-    "check_timeout", "check_ttl", "parse_version", "version_is_compatible",
+    "MAX_NAME_BYTES", "Target", "check_context", "check_name", "check_notification_size",
+    "check_routing_size", "check_timeout", "check_ttl", "parse_version", "version_is_compatible",
 ]
 
 _VERSION = re.compile(r"^\d+\.\d+$")
@@ -27,8 +28,12 @@ _SYNTAX = {
     "/": "a path and key separator (zmq IPC paths, matchmaker keys, scoped queue names)",
     "\\": "a path separator on Windows",
 }
+#: Fields that name an AMQP queue or exchange by themselves (``amq.`` is reserved there).
+_QUEUE_NAMES = frozenset({"topic", "exchange", "pool"})
 #: Bytes a server's fanout queue adds to its topic: ``_fanout_`` and 32 hex digits.
 _FANOUT_SUFFIX = 40
+#: Bytes a notification's routing key adds to its topic: ``.`` and the longest priority.
+_PRIORITY_SUFFIX = 1 + len("critical")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,12 @@ class Target:
     ``topic`` and ``server``. ``exchange`` isolates (``None`` means the
     configured ``control_exchange``); ``namespace`` and ``version``
     (``"MAJOR.MINOR"``) select endpoints.
+
+    ``topic``, ``server`` and ``exchange`` are checked at once, the same way
+    for every transport (the security page has the rules): at most 255 bytes,
+    no ``#``, ``*``, ``/``, ``\\``, whitespace or control characters;
+    anything else raises :class:`~polymsg.InvalidTarget` naming the field
+    and the character.
     """
 
     topic: str | None = None
@@ -100,7 +111,8 @@ def check_name(field: str, value: object) -> str:
 
     The same rules hold on every transport: a non-empty string of at most
     :data:`MAX_NAME_BYTES` bytes of UTF-8, without ``#``, ``*``, ``/`` or
-    ``\\``, whitespace or control characters, and not ``.`` or ``..``.
+    ``\\``, whitespace or control characters, and not ``.`` or ``..``; a
+    topic, exchange or pool does not start with ``amq.`` (reserved by RabbitMQ).
     Dots, dashes, ``@`` and ``:`` are fine (``compute``, ``host.example.com``,
     ``host@backend``). Raises :class:`InvalidTarget` naming the field and the
     character.
@@ -118,6 +130,9 @@ def check_name(field: str, value: object) -> str:
         if reason is not None:
             raise InvalidTarget(f"{field} {_shorten(value)} contains {char!r} at position "
                                 f"{index}: {reason}, so it cannot be part of a name")
+    if field in _QUEUE_NAMES and value.startswith("amq."):
+        raise InvalidTarget(f"{field} {_shorten(value)} starts with 'amq.', which RabbitMQ "
+                            "reserves for its own queues and exchanges")
     if value in (".", ".."):
         raise InvalidTarget(f"{field} cannot be {value!r}: it names a directory on the zmq "
                             "transport")
@@ -145,6 +160,16 @@ def check_routing_size(target: Target, default_exchange: str) -> None:
             f"name a target "
             f"derives ([exchange/]topic.server, or topic plus {_FANOUT_SUFFIX} bytes of fanout "
             f"queue suffix) must fit in {MAX_NAME_BYTES} bytes")
+
+
+def check_notification_size(topic: str) -> None:
+    """Refuse a notification topic whose routing key (``<topic>.<priority>``,
+    at most 9 bytes longer) would exceed 255 bytes."""
+    size = len(topic.encode("utf-8")) + _PRIORITY_SUFFIX
+    if size > MAX_NAME_BYTES:
+        raise InvalidTarget(
+            f"notification topic {_shorten(topic)} is too long: its routing key "
+            f"<topic>.<priority> takes up to {size} bytes, more than {MAX_NAME_BYTES}")
 
 
 def check_timeout(name: str, value: object) -> float | None:

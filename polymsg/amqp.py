@@ -7,14 +7,21 @@ of AMQP:
 
 * the wire format, names and declarations (:mod:`polymsg._amqp`'s
   ``encode_*``/``decode_*``, :class:`Layout`, :class:`Route`…);
+* :class:`RabbitDriver`, the base class declaring capabilities and options;
 * the one option group both drivers read, ``[polymsg_rabbit]``
   (:func:`rabbit_opts`, :data:`RABBIT_GROUP`, :func:`layout_from_options`);
+* delivery: :class:`Attempts` counts a message's :class:`Outcome` values
+  (confirmed, nacked, returned, channel closed, lost) against one table,
+  :data:`LIMITS`, and says when to send it again;
+* deliveries: :func:`decode` (garbage logged at a bounded rate) and
+  :class:`Delivery`, the incoming message that replies to calls;
+* the :class:`ReplyTable` of calls waiting for replies (interim frames
+  merged, malformed replies logged at a bounded rate);
+* the :class:`ConfirmWindow` of casts and notifications awaiting their confirm;
 * connecting: :class:`ConnectionSpec` (hosts, credentials, virtual host,
   TLS, heartbeat), :class:`Reconnect` (host order, backoff with jitter),
   :func:`classify` (permanent or transient) and :func:`connection_error`
-  (the error a sender gets);
-* :func:`conflict_error`: whether a ``406 PRECONDITION_FAILED`` on a queue
-  declaration must stop the caller, and the text it gets.
+  (the error a sender gets).
 """
 
 from polymsg._amqp import (
@@ -30,6 +37,8 @@ from polymsg._amqp import (
     ReplyFrame,
     Request,
     Route,
+    conflict_error,
+    consume_arguments,
     decode_notification,
     decode_reply,
     decode_request,
@@ -38,10 +47,13 @@ from polymsg._amqp import (
     encode_request,
     expiration,
     fanout_queue_name,
+    for_broker,
     new_id,
+    next_stream_offset,
     properties,
     queue_arguments,
     reply_queue_name,
+    requeue_warning,
 )
 from polymsg._amqp_connection import (
     QUICK_DEATH,
@@ -55,6 +67,9 @@ from polymsg._amqp_connection import (
     connection_error,
     give_up_reason,
 )
+from polymsg._amqp_delivery import LIMITS, Attempts, Outcome
+from polymsg._amqp_driver import RabbitDriver, private_hooks_allowed
+from polymsg._amqp_incoming import Delivery, SendReply, decode
 from polymsg._amqp_options import (
     RABBIT_GROUP,
     RENAMED,
@@ -62,33 +77,44 @@ from polymsg._amqp_options import (
     list_opts,
     rabbit_opts,
 )
-from polymsg._amqp_topology import conflict_error
+from polymsg._amqp_replies import ReplyTable
+from polymsg._amqp_window import ConfirmWindow
 
 __all__ = [
     "CONTENT_ENCODING",
     "CONTENT_TYPE",
     "ENVELOPE_VERSION",
+    "LIMITS",
     "PERSISTENT",
     "QUICK_DEATH",
     "RABBIT_GROUP",
     "RENAMED",
     "TRANSIENT",
+    "Attempts",
+    "ConfirmWindow",
     "ConnectionSpec",
+    "Delivery",
     "Endpoint",
     "ExchangeSpec",
     "Failure",
     "Kind",
     "Layout",
     "Notification",
+    "Outcome",
     "QueueSpec",
+    "RabbitDriver",
     "Reconnect",
     "ReplyFrame",
+    "ReplyTable",
     "Request",
     "Route",
+    "SendReply",
     "TLSSpec",
     "classify",
     "conflict_error",
     "connection_error",
+    "consume_arguments",
+    "decode",
     "decode_notification",
     "decode_reply",
     "decode_request",
@@ -97,12 +123,16 @@ __all__ = [
     "encode_request",
     "expiration",
     "fanout_queue_name",
+    "for_broker",
     "give_up_reason",
     "layout_from_options",
     "list_opts",
     "new_id",
+    "next_stream_offset",
+    "private_hooks_allowed",
     "properties",
     "queue_arguments",
     "rabbit_opts",
     "reply_queue_name",
+    "requeue_warning",
 ]

@@ -83,6 +83,7 @@ from polymsg._exceptions import (
     SerializationError,
 )
 from polymsg._json import dumps, dumps_str, loads
+from polymsg._ratelimit import LogLimiter
 from polymsg._target import Target
 from polymsg._url import TransportHost, TransportURL
 
@@ -94,6 +95,7 @@ __all__ = [
     "InvalidTarget",
     "InvalidTransportURL",
     "Listener",
+    "LogLimiter",
     "MessageDeliveryFailure",
     "MessageUndeliverable",
     "MessagingError",

@@ -146,6 +146,7 @@ case "${1:-}" in
     echo "export POLYMSG_TEST_RABBIT_URL=rabbit://guest:guest@127.0.0.1:$RABBIT_PORT/"
     echo "export POLYMSG_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
     echo "export POLYMSG_TEST_RABBITMQCTL='env HOME=$RUN/rabbitmq RABBITMQ_NODENAME=$NODE $RABBIT_BIN/rabbitmqctl'"
+    echo "unset POLYMSG_TEST_RABBIT_VERSION"  # set by `env rabbit4` only
     ;;
   *) echo "usage: $0 start|stop|status|env [rabbit4]" >&2; exit 2 ;;
 esac

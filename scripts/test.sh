@@ -185,6 +185,8 @@ done
 
 pytest_run core "$ROOT" tests
 pytest_run benchmarks "$ROOT" benchmarks/tests  # the harness (repository only)
+# Behaviour both RabbitMQ drivers share, each test run on each of them.
+pytest_run amqp "$ROOT" tests-amqp
 for d in "${DRIVERS[@]}"; do
   if [ -d "$d/tests" ]; then
     pytest_run "$(basename "$d")" "$d" tests allow-empty
@@ -201,9 +203,23 @@ if [ "${POLYMSG_RABBIT4:-1}" != 0 ]; then
   for d in "${DRIVERS[@]}"; do
     grep -rqs POLYMSG_TEST_RABBIT_URL "$d/tests" && pytest_run "$(basename "$d")@rabbit4" "$d" tests
   done
-  for t in "$ROOT"/tests/amqp "$ROOT"/tests/rabbit4; do
-    [ -d "$t" ] && pytest_run "$(basename "$t")@rabbit4" "$ROOT" "$t"
+  rm -f "$REPORTS/rabbit4-cluster.json"
+  for t in "$ROOT"/tests-amqp "$ROOT"/tests/rabbit4; do
+    [ -d "$t" ] && pytest_run "$(basename "$t")@rabbit4" "$ROOT" "$t" allow-empty
   done
+  if [ -f "$REPORTS/rabbit4-cluster.json" ]; then
+    say "three-node cluster figures"
+    "$VENV/bin/python" - "$REPORTS/rabbit4-cluster.json" <<'EOF'
+import json
+import sys
+
+for f in json.load(open(sys.argv[1])):
+    print(f"{f['scenario']:>22} {f['driver']:<13} casts sent {f['casts_sent']}, executed "
+          f"{f['executed']}, lost {f['lost']}, duplicated {f['duplicated']}; calls "
+          f"{f['calls']}, failed {f['calls_failed']}, longest {f['longest_call']} s; "
+          f"calls succeed again after {f['seconds_to_resume']} s")
+EOF
+  fi
   eval "$saved_env"
   unset POLYMSG_TEST_RABBIT_VERSION
 fi

@@ -8,53 +8,12 @@ both). The session works in a virtual host of its own, deleted at the end.
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-import polymsg
-
-DRIVERS = ("rabbit+kombu", "rabbit+pika")
-#: Reconnect quickly in tests (the defaults wait 1 s, then longer).
-FAST_RETRY = "rabbit_retry_interval=0.2&rabbit_retry_backoff=0.3&rabbit_interval_max=1"
-
-
-def base_url() -> polymsg.TransportURL:
-    """The test broker's URL; skips when unset."""
-    text = os.environ.get("POLYMSG_TEST_RABBIT_URL")
-    if not text:
-        pytest.skip("POLYMSG_TEST_RABBIT_URL is not set: run `scripts/services.sh start` and "
-                    "`eval \"$(scripts/services.sh env)\"` (scripts/test.sh does both)")
-    return polymsg.TransportURL.parse(text)
-
-
-def ctl(*args: str) -> str:
-    """Run ``rabbitmqctl`` against the test broker."""
-    command = os.environ.get("POLYMSG_TEST_RABBITMQCTL")
-    if not command:
-        pytest.skip("POLYMSG_TEST_RABBITMQCTL is not set: `eval \"$(scripts/services.sh env)\"`")
-    done = subprocess.run([*shlex.split(command), "-q", *args], capture_output=True,
-                          text=True, timeout=120, check=False)
-    if done.returncode != 0:
-        pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {done.stderr or done.stdout}")
-    return done.stdout
-
-
-def make_url(scheme: str, vhost: str | None, query: str = "", *, user: str | None = None,
-             password: str | None = None, host: str | None = None,
-             port: int | None = None) -> str:
-    """A URL of ``scheme`` on the test broker (or another ``host``/``port``)."""
-    base = base_url().hosts[0]
-    user = user if user is not None else (base.username or "guest")
-    password = password if password is not None else (base.password or "guest")
-    where = f"{host or base.hostname or '127.0.0.1'}:{port or base.port or 5672}"
-    text = f"{scheme}://{user}:{password}@{where}/{vhost or ''}"
-    return f"{text}?{query}" if query else text
+from amqptest import DRIVERS, Matrix, base_url, ctl
 
 
 @pytest.fixture(scope="session")
@@ -81,21 +40,6 @@ def scheme(request: pytest.FixtureRequest) -> str:
 def topic() -> str:
     """A topic no other test uses."""
     return f"amqp-{uuid.uuid4().hex[:10]}"
-
-
-class Matrix:
-    """What each failure case gave the caller, per driver, for the docs and the report."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, object]] = []
-
-    def record(self, case: str, scheme: str, outcome: BaseException | str,
-               elapsed: float) -> None:
-        """Note that ``case`` on ``scheme`` ended with ``outcome`` after ``elapsed`` s."""
-        what = outcome if isinstance(outcome, str) else type(outcome).__name__
-        self.rows.append({"case": case, "driver": scheme, "outcome": what,
-                          "seconds": round(elapsed, 2),
-                          "message": str(outcome).splitlines()[0][:160]})
 
 
 @pytest.fixture(scope="session")

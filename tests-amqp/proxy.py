@@ -5,7 +5,8 @@ address (``stop()``/``start()`` on the same port), to freeze connections for
 a while (``hold()``/``release()``: bytes wait in the proxy, in both
 directions, as with a paused broker), to cut every connection shortly after
 it opens (``cut_after``: a broker that accepts, then drops the client), and
-to put TLS in front of a RabbitMQ that listens in plain text. It runs real sockets on threads; no part of the driver is replaced.
+to put TLS in front of a RabbitMQ that listens in plain text. It runs real
+sockets on threads; no part of the driver is replaced.
 """
 
 from __future__ import annotations

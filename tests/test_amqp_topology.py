@@ -153,3 +153,61 @@ def test_harmless_conflicts_are_not_errors() -> None:
     assert conflict_error(classic, "PRECONDITION_FAILED - inequivalent arg 'durable' for "
                                    "queue 'compute'") is None
     assert conflict_error(classic, "PRECONDITION_FAILED - inequivalent arg 'x-expires'") is None
+
+
+@pytest.mark.parametrize(("version", "durable"), [
+    ("3.10.8", False), (b"3.13.7", False), ("4.0.5", True), ("4.3.0", True), (None, True),
+])
+def test_rabbitmq_3_keeps_oslo_messagings_durability_of_classic_shared_queues(
+        version: str | bytes | None, durable: bool) -> None:
+    from polymsg._amqp_topology import for_broker
+
+    props = {"version": version} if version is not None else {}
+    topic = _layout().send_route(TARGET).queue
+    assert topic is not None
+    assert for_broker(topic, props).durable is durable
+    # Quorum queues, queues made durable by amqp_durable_queues and transient
+    # queues are durable on every broker.
+    for layout in (_layout(rabbit_quorum_queue=True), _layout(amqp_durable_queues=True)):
+        queue = layout.send_route(TARGET).queue
+        assert queue is not None and for_broker(queue, props).durable
+    reply = _layout().reply_route("reply_x").queue
+    assert reply is not None and for_broker(reply, props).durable
+
+
+def test_stream_consumers_start_at_next_and_resume_after_their_last_message() -> None:
+    from polymsg._amqp_topology import consume_arguments, next_stream_offset
+
+    stream = _layout(**COMBINATIONS["quorum + stream"]).server_routes(TARGET)[2].queue
+    assert stream is not None
+    assert consume_arguments(stream) == {"x-stream-offset": "next"}
+    assert next_stream_offset({"x-stream-offset": 41}) == 42
+    assert consume_arguments(stream, 42) == {"x-stream-offset": 42}
+    for garbage in ({}, None, {"x-stream-offset": "41"}, {"x-stream-offset": True},
+                    {"x-stream-offset": -1}):
+        assert next_stream_offset(garbage) is None
+    classic = _layout().send_route(TARGET).queue
+    assert classic is not None and consume_arguments(classic, 42) is None
+
+
+def test_requeue_warning_names_the_message_past_the_delivery_limit() -> None:
+    from polymsg._amqp import encode_notification
+    from polymsg._amqp_topology import requeue_warning
+
+    body = encode_notification({}, {"publisher_id": "p", "event_type": "e", "payload": 1,
+                                    "priority": "INFO"}, unique_id="abc123")
+    quorum = _layout(rabbit_quorum_queue=True, rabbit_quorum_delivery_limit=3)
+    queue = quorum.notification_route(TARGET, "info").queue
+    assert queue is not None
+    assert requeue_warning(queue, {"x-delivery-count": 2}, body) is None
+    text = requeue_warning(queue, {"x-delivery-count": 3}, body)
+    assert text is not None and "abc123" in text and "'compute.info'" in text and " 3" in text
+    # RabbitMQ 4's default limit of 20 where the option sets none.
+    default = _layout(rabbit_quorum_queue=True).notification_route(TARGET, "info").queue
+    assert default is not None
+    assert requeue_warning(default, {"x-delivery-count": 19}, body) is None
+    assert requeue_warning(default, {"x-delivery-count": 20}, body) is not None
+    # Garbage is named by its queue; classic queues have no limit.
+    assert "message ?" in (requeue_warning(queue, {"x-delivery-count": 9}, b"\xff") or "")
+    classic = _layout().notification_route(TARGET, "info").queue
+    assert classic is not None and requeue_warning(classic, {"x-delivery-count": 99}, body) is None

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from polymsg import testing
-from polymsg.testing import ConformanceTests
+from polymsg.testing import AsyncConformance, ConformanceTests
 
 
 class TestMemoryConformance(ConformanceTests):
@@ -14,6 +14,10 @@ class TestMemoryConformance(ConformanceTests):
         "rpc", "fanout", "notify", "pools", "requeue", "store_and_forward",
         "queue_ttl", "message_ttl",
     })
+
+
+class TestMemoryAioConformance(AsyncConformance, TestMemoryConformance):
+    """The same scenarios through polymsg.aio."""
 
 
 # The opt-in plugin and polymsg.testing.live, run the way a deployment would.

@@ -55,6 +55,16 @@ def test_non_string_names_are_refused(value: Any) -> None:
         polymsg.Target(topic=value)
 
 
+@pytest.mark.parametrize("field", ["topic", "exchange"])
+def test_amqp_reserved_prefix_is_refused_where_it_names_a_queue(field: str) -> None:
+    with pytest.raises(polymsg.InvalidTarget, match="amq"):
+        polymsg.Target(**{field: "amq.direct"})
+    with pytest.raises(polymsg.InvalidTarget, match="amq"):
+        check_name("pool", "amq.pool")
+    # A server's queue is <topic>.<server>: a server may be called amq.example.com.
+    assert polymsg.Target(server="amq.example.com", topic="amqp.compute").server
+
+
 def test_replace_and_prepare_validate_too() -> None:
     target = polymsg.Target(topic="compute")
     with pytest.raises(polymsg.InvalidTarget, match="server"):
@@ -63,6 +73,12 @@ def test_replace_and_prepare_validate_too() -> None:
         client = polymsg.RPCClient(transport, target)
         with pytest.raises(polymsg.InvalidTarget, match="topic"):
             client.prepare(topic="a\nb")
+
+
+class Listening:
+    def info(self, ctxt: Any, publisher_id: str, event_type: str, payload: Any,
+             metadata: Any) -> None:
+        """A notification endpoint."""
 
 
 def test_derived_names_must_fit_amqp() -> None:
@@ -80,10 +96,14 @@ def test_derived_names_must_fit_amqp() -> None:
         default = polymsg.Target(topic="t" * 100, server="s" * 154,
                                  exchange=transport.default_exchange)
         polymsg.RPCClient(transport, default)
-        with pytest.raises(polymsg.InvalidTarget, match="255 bytes"):
-            polymsg.Notifier(transport, "pub", topics=["t" * 216])
-        with pytest.raises(polymsg.InvalidTarget, match="255 bytes"):
-            polymsg.get_notification_listener(transport, [polymsg.Target(topic="t" * 216)], [])
+        # A notification topic only needs room for ".critical".
+        polymsg.Notifier(transport, "pub", topics=["t" * 246])
+        polymsg.get_notification_listener(transport, [polymsg.Target(topic="t" * 246)],
+                                          [Listening()])
+        with pytest.raises(polymsg.InvalidTarget, match="too long"):
+            polymsg.Notifier(transport, "pub", topics=["t" * 247])
+        with pytest.raises(polymsg.InvalidTarget, match="too long"):
+            polymsg.get_notification_listener(transport, [polymsg.Target(topic="t" * 247)], [])
 
 
 def test_publisher_id_and_pool_are_names() -> None:

@@ -284,9 +284,20 @@ def _read_report(path: Path, status: int, tail: list[str]) -> list[Test]:
     return [Test.from_json(item) for item in data["tests"]]
 
 
+#: Connection retries of the reachability probe before the suite runs.
+_PROBE_RETRY = 2
+
+
 def _declared(url: str) -> tuple[str, frozenset[str]]:
-    """Open the transport once: bad URLs and missing drivers fail here, in one line."""
+    """Open the transport once: bad URLs, missing drivers and an unreachable or
+    refusing broker fail here, in one line, before the suite runs."""
     with polymsg.get_transport(url) as transport:
+        if "fanout" in transport.capabilities:
+            # A fanout cast nobody receives: it needs a connection, stores nothing.
+            probe = polymsg.RPCClient(transport, polymsg.Target(topic="polymsg-check-probe",
+                                                                fanout=True),
+                                      retry=_PROBE_RETRY)
+            probe.cast({}, "probe")
         return str(transport.url), transport.capabilities
 
 

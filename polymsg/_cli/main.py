@@ -131,6 +131,9 @@ def cli(debug: bool) -> None:
     if not debug:
         # stevedore warns about a missing driver; the one-line error says it better.
         logging.getLogger("stevedore").setLevel(logging.ERROR)
+        # pika logs each failed connection attempt as several ERROR lines; the
+        # driver's one warning per attempt and the final error say it once.
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def _register_builtins() -> None:

@@ -106,17 +106,24 @@ def call(url: str, topic: str, method: str, server: str | None, exchange: str | 
         _print_json(client.call(ctxt, method, **kwargs))
 
 
+_RETRY_OPTION = click.option(
+    "--retry", type=click.IntRange(min=0), default=3, show_default=True,
+    help="Connection retries before giving up with a delivery failure (exit 1); a refused "
+         "login or virtual host fails at once.")
+
+
 @click.command()
 @_target_options
 @click.option("--fanout", is_flag=True, help="Send to every server of the topic.")
+@_RETRY_OPTION
 def cast(url: str, topic: str, method: str, server: str | None, exchange: str | None,
          namespace: str | None, version_: str | None, args: tuple[str, ...],
-         json_text: str | None, ctxt_text: str | None, fanout: bool) -> None:
+         json_text: str | None, ctxt_text: str | None, fanout: bool, retry: int) -> None:
     """Send METHOD to a server of TOPIC (or every one, with --fanout) without waiting."""
     kwargs = parse_kwargs(args, json_text)
     ctxt = _context(ctxt_text)
     with polymsg.get_transport(url) as transport:
-        client = _client(transport, topic, server, exchange, namespace, version_)
+        client = _client(transport, topic, server, exchange, namespace, version_, retry=retry)
         client.prepare(fanout=fanout).cast(ctxt, method, **kwargs)
     click.echo(f"sent {'fanout ' if fanout else ''}cast {method} to {topic}")
 
@@ -131,13 +138,14 @@ def cast(url: str, topic: str, method: str, server: str | None, exchange: str | 
 @click.option("--ctxt", "ctxt_text", metavar="OBJECT", help="Context (JSON).")
 @click.option("--exchange", help="Exchange (default: control_exchange, 'polymsg'); "
               "'compute', 'nova'... to reach an oslo.messaging service's.")
+@_RETRY_OPTION
 def notify(url: str, topic: str, priority: str, event_type: str, payload_json: str,
-           publisher_id: str, ctxt_text: str | None, exchange: str | None) -> None:
+           publisher_id: str, ctxt_text: str | None, exchange: str | None, retry: int) -> None:
     """Publish one notification on TOPIC with PRIORITY, EVENT_TYPE and PAYLOAD_JSON."""
     payload = _json_value(payload_json, "PAYLOAD_JSON")
     ctxt = _context(ctxt_text)
     with _transport(url, exchange) as transport:
-        notifier = polymsg.Notifier(transport, publisher_id, topics=(topic,))
+        notifier = polymsg.Notifier(transport, publisher_id, topics=(topic,), retry=retry)
         getattr(notifier, priority.lower())(ctxt, event_type, payload)
     click.echo(f"sent {priority.upper()} {event_type} on {topic}")
 

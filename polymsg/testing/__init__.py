@@ -22,13 +22,15 @@ import pytest
 
 # Before the test modules are imported, so pytest explains failing asserts.
 pytest.register_assert_rewrite(
-    "polymsg.testing._capabilities", "polymsg.testing._delivery", "polymsg.testing._errors",
-    "polymsg.testing._conversions", "polymsg.testing._oslo_behaviours",
+    "polymsg.testing._aio", "polymsg.testing._capabilities", "polymsg.testing._delivery",
+    "polymsg.testing._errors", "polymsg.testing._conversions", "polymsg.testing._oslo_behaviours",
     "polymsg.testing._fixtures", "polymsg.testing._lifecycle", "polymsg.testing._multi_host",
     "polymsg.testing._notifications",
-    "polymsg.testing._rpc", "polymsg.testing._support", "polymsg.testing._versions",
+    "polymsg.testing._rpc", "polymsg.testing._security", "polymsg.testing._spread",
+    "polymsg.testing._support", "polymsg.testing._versions",
 )
 
+from polymsg.testing._aio import AsyncConformance  # noqa: E402
 from polymsg.testing._capabilities import CapabilityTests  # noqa: E402
 from polymsg.testing._conversions import ConversionTests  # noqa: E402
 from polymsg.testing._delivery import DeliveryTests  # noqa: E402
@@ -39,6 +41,8 @@ from polymsg.testing._multi_host import MultiHostTests  # noqa: E402
 from polymsg.testing._notifications import NotificationTests  # noqa: E402
 from polymsg.testing._oslo_behaviours import OsloBehaviourTests  # noqa: E402
 from polymsg.testing._rpc import RPCTests  # noqa: E402
+from polymsg.testing._security import SecurityTests  # noqa: E402
+from polymsg.testing._spread import SpreadTests  # noqa: E402
 from polymsg.testing._suite import ConformanceTests  # noqa: E402
 from polymsg.testing._support import (  # noqa: E402
     Invocation,
@@ -50,6 +54,7 @@ from polymsg.testing._support import (  # noqa: E402
 from polymsg.testing._versions import VersionTests  # noqa: E402
 
 __all__ = [
+    "AsyncConformance",
     "CapabilityTests",
     "ConformanceTests",
     "ConversionTests",
@@ -67,5 +72,7 @@ __all__ = [
     "RPCEndpoint",
     "RPCTests",
     "Recorder",
+    "SecurityTests",
+    "SpreadTests",
     "VersionTests",
 ]

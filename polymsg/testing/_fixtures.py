@@ -41,8 +41,12 @@ class Harness:
     Servers and listeners are stopped and waited for, and transports cleaned
     up, by :meth:`close` (the ``harness`` fixture calls it at teardown).
     ``calls`` records every RPC endpoint execution, ``notes`` every
-    notification; ``release`` unblocks :meth:`RPCEndpoint.block`.
+    notification; ``release`` unblocks :meth:`RPCEndpoint.block`. ``api``
+    makes the clients, servers and listeners (``polymsg`` itself, or a
+    stand-in driving another API, such as :class:`AsyncConformance`'s).
     """
+
+    api: Any = polymsg
 
     def __init__(self, url: str, *, conf_factory: Callable[[], cfg.ConfigOpts | None],
                  wait_timeout: float) -> None:
@@ -80,8 +84,8 @@ class Harness:
         target = polymsg.Target(topic=topic or self.topic, server=server, exchange=exchange)
         if endpoints is None:
             endpoints = [self.endpoint(server)]
-        rpc_server = polymsg.get_rpc_server(transport or self.transport, target,
-                                            list(endpoints), **kwargs)
+        rpc_server: polymsg.RPCServer = self.api.get_rpc_server(
+            transport or self.transport, target, list(endpoints), **kwargs)
         self._runners.append(rpc_server)
         if start:
             rpc_server.start()
@@ -95,16 +99,19 @@ class Harness:
         harness's ``wait_timeout`` so a broken driver fails instead of hanging."""
         target = polymsg.Target(topic=topic or self.topic, server=server, fanout=fanout,
                                 exchange=exchange, namespace=namespace, version=version)
-        return polymsg.RPCClient(transport or self.transport, target,
-                                 timeout=self.wait_timeout if timeout is None else timeout,
-                                 **kwargs)
+        client: polymsg.RPCClient = self.api.RPCClient(
+            transport or self.transport, target,
+            timeout=self.wait_timeout if timeout is None else timeout, **kwargs)
+        return client
 
     def notifier(self, publisher_id: str = "conformance.publisher", *,
                  transport: polymsg.Transport | None = None,
                  topics: Sequence[str] | None = None, **kwargs: Any) -> polymsg.Notifier:
         """A notifier publishing on this test's topic."""
-        return polymsg.Notifier(transport or self.transport, publisher_id,
-                                topics=tuple(topics or (self.topic,)), **kwargs)
+        notifier: polymsg.Notifier = self.api.Notifier(
+            transport or self.transport, publisher_id, topics=tuple(topics or (self.topic,)),
+            **kwargs)
+        return notifier
 
     def listener(self, endpoints: Sequence[object] | None = None, *,
                  transport: polymsg.Transport | None = None,
@@ -115,8 +122,8 @@ class Harness:
         if endpoints is None:
             endpoints = [NotificationEndpoint("listener-1", self.notes)]
         targets = [polymsg.Target(topic=topic) for topic in (topics or (self.topic,))]
-        listener = polymsg.get_notification_listener(transport or self.transport, targets,
-                                                     list(endpoints), **kwargs)
+        listener: polymsg.NotificationListener = self.api.get_notification_listener(
+            transport or self.transport, targets, list(endpoints), **kwargs)
         self._runners.append(listener)
         if start:
             listener.start()

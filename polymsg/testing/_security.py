@@ -7,9 +7,12 @@ transport.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import sys
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -35,6 +38,9 @@ HOSTILE_NAMES: list[tuple[str, str]] = [
     ("too long", "x" * 256),
     ("too long in utf-8", "\u00e9" * 128),
 ]
+
+#: Names every transport accepts even though some look close to the refused ones.
+ACCEPTED_SERVERS = ["amq.example.com", "host-1.example.com@backend-1", "node:5672"]
 
 #: Timeouts no driver can honour.
 BAD_TIMEOUTS: list[Any] = [math.nan, math.inf, -math.inf, -1, "5", True]
@@ -108,6 +114,23 @@ class SecurityTests(DriverFixtures):
         with pytest.raises(polymsg.InvalidTarget):
             harness.client(topic="t" * 250)
 
+    def test_reserved_amqp_prefix_is_refused_everywhere(self, harness: Harness) -> None:
+        self.require(harness.transport, "rpc")
+        harness.rpc_server("server-1")
+        for topic in ["amq.gen-1", "amq.rabbitmq.reply-to"]:
+            with pytest.raises(polymsg.InvalidTarget, match="amq"):
+                harness.rpc_server("server-2", topic=topic)
+        with pytest.raises(polymsg.InvalidTarget, match="amq"):
+            harness.client(exchange="amq.topic")
+        assert harness.client().call({}, "echo", value="ok") == "ok"
+
+    @pytest.mark.parametrize("server", ACCEPTED_SERVERS)
+    def test_server_names_with_dots_and_at_signs_work(self, harness: Harness,
+                                                      server: str) -> None:
+        self.require(harness.transport, "rpc")
+        harness.rpc_server(server)
+        assert harness.client(server=server).call({}, "whoami") == server
+
     def test_oslo_style_names_work(self, harness: Harness) -> None:
         self.require(harness.transport, "rpc")
         topic = f"{harness.topic}.conductor_manager"
@@ -169,7 +192,7 @@ class SecurityTests(DriverFixtures):
         assert client.call({}, "echo", value="ok") == "ok"
         assert [inv.method for inv in harness.calls.events] == ["echo"]
 
-    @pytest.mark.parametrize("ctxt", [["a", "list"], "text", 42, {1: "int key"}], ids=repr)
+    @pytest.mark.parametrize("ctxt", [["a", "list"], "text", 42, ("a", "tuple")], ids=repr)
     def test_context_that_is_not_a_dict_is_refused(self, harness: Harness, ctxt: Any) -> None:
         self.require(harness.transport, "rpc")
         harness.rpc_server()
@@ -180,3 +203,50 @@ class SecurityTests(DriverFixtures):
             client.cast(ctxt, "note", value=1)
         assert client.call({}, "echo", value="ok") == "ok"
         assert [inv.method for inv in harness.calls.events] == ["echo"]
+
+    def test_password_never_in_str_errors_or_logs(
+            self, harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+        parsed = polymsg.TransportURL.parse(harness.url)
+        if not parsed.hosts:
+            pytest.skip("the transport URL names no host to give a password")
+        secret = f"pw-{uuid.uuid4().hex}"
+        url = dataclasses.replace(parsed, hosts=tuple(
+            dataclasses.replace(host, username=host.username or "polymsg", password=secret)
+            for host in parsed.hosts))
+        caplog.set_level(logging.DEBUG)
+        texts = [str(url), repr(url)]
+        try:
+            transport = polymsg.get_transport(url, conf=self.make_conf())
+        except polymsg.MessagingError as exc:  # refused at once: fine, if it says nothing
+            texts += [str(exc), repr(exc)]
+        else:
+            try:
+                texts += [str(transport), repr(transport)]
+                client = polymsg.RPCClient(transport, polymsg.Target(topic=harness.topic),
+                                           retry=0, timeout=self.short_timeout)
+                with _suppress(polymsg.MessagingError) as failed:
+                    client.cast({}, "note", value=1)  # a broker refuses the password
+                texts += failed
+            finally:
+                transport.cleanup()
+        texts += [record.getMessage() for record in caplog.records]
+        texts += [caplog.text]
+        leaks = [text for text in texts if secret in text]
+        assert not leaks, f"the password shows in {leaks[0]!r}"
+
+
+class _suppress:
+    """Like contextlib.suppress, keeping the text of what it suppressed."""
+
+    def __init__(self, *classes: type[BaseException]) -> None:
+        self.classes = classes
+        self.texts: list[str] = []
+
+    def __enter__(self) -> list[str]:
+        return self.texts
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is not None and isinstance(exc, self.classes):
+            self.texts += [str(exc), repr(exc), str(exc.__cause__ or "")]
+            return True
+        return False

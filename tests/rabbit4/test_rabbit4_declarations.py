@@ -56,7 +56,7 @@ def test_a_queue_of_another_type_is_a_clear_error(driver: str, vhost: str) -> No
         connection.channel().queue_declare(topic, durable=True)  # a classic queue
     finally:
         connection.close()
-    url = broker_url(driver, vhost, OPTION_SETS["quorum"] + "&retry_interval=0.1")
+    url = broker_url(driver, vhost, OPTION_SETS["quorum"] + "&rabbit_retry_interval=0.1")
     with polymsg.get_transport(url) as transport:
         client = polymsg.RPCClient(transport, polymsg.Target(topic=topic), timeout=5.0)
         started = time.monotonic()

@@ -53,8 +53,8 @@ Delivery
   raises ``MessageDeliveryFailure``. Messages taken but not acknowledged
   before a connection loss are redelivered by RabbitMQ.
 
-Options are listed in :mod:`polymsg_kombu._options` (``[polymsg_kombu]``
-group, each overridable as a URL query key), TLS included.
+Options are the ``[polymsg_rabbit]`` group shared with polymsg-pika
+(:mod:`polymsg.amqp`), each overridable as a URL query key, TLS included.
 """
 
 try:

@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 from polymsg import amqp
 from polymsg.driver import (
-    IncomingMessage,
     Listener,
     MessageDeliveryFailure,
     OnMessage,
-    SerializationError,
 )
 from polymsg_kombu._declare import declare_route
 from polymsg_kombu._errors import (
@@ -49,8 +47,6 @@ __all__ = [
 
 LOG = logging.getLogger(__name__)
 
-#: Sends a reply: (reply queue, message id, encoded body).
-SendReply = Callable[[str, str, bytes], None]
 Handler = Callable[["Consumer", Session, Any], None]
 
 
@@ -69,6 +65,7 @@ class Subscription:
         self.no_ack = no_ack
         self.generation = 0
         self.tags: list[str] = []
+        self.stream_offsets: dict[str, int] = {}  # stream queue -> offset to resume at
         self._state = threading.Condition()
         self._active = True
         self._running = 0
@@ -87,13 +84,19 @@ class Subscription:
             declare_route(session, route, consumer=True)
         tags = []
         post = consumer.link.post
+        specs = {r.queue.name: r.queue for r in reversed(self.routes) if r.queue is not None}
         for name in self.queues():
-            tag = f"polymsg-{amqp.new_id()}"
+            queue, tag = specs[name], f"polymsg-{amqp.new_id()}"
             deliver = partial(self.handler, consumer, session)
+            if queue.consume_arguments:  # a stream: resume after what it was given
+                deliver = partial(_stream_delivery, self.stream_offsets, name, deliver)
+            elif queue.arguments.get("x-queue-type") == "quorum" and not self.no_ack:
+                deliver = partial(_watch_limit, consumer.near_limit, session, queue, deliver)
             session.channel.basic_consume(
                 queue=name, consumer_tag=tag, no_ack=self.no_ack,
                 callback=lambda message, deliver=deliver: post(partial(deliver, message)),
-                on_cancel=partial(_cancelled, consumer.link, session, name))
+                on_cancel=partial(_cancelled, consumer.link, session, name),
+                arguments=amqp.consume_arguments(queue, self.stream_offsets.get(name)))
             tags.append(tag)
         self.generation, self.tags = session.generation, tags
 
@@ -124,6 +127,22 @@ class Subscription:
             self._state.wait_for(lambda: self._running == 0)
 
 
+def _stream_delivery(offsets: dict[str, int], queue: str, deliver: Callable[[Any], None],
+                     message: Any) -> None:
+    offset = amqp.next_stream_offset(getattr(message, "headers", None))
+    if offset is not None:
+        offsets[queue] = offset
+    deliver(message)
+
+
+def _watch_limit(near_limit: dict[tuple[int, int], str], session: Session,
+                 queue: amqp.QueueSpec, deliver: Callable[[Any], None], message: Any) -> None:
+    note = amqp.requeue_warning(queue, getattr(message, "headers", None), message.body)
+    if note is not None:
+        near_limit[(session.generation, message.delivery_tag)] = note
+    deliver(message)
+
+
 def _cancelled(link: Link, session: Session, queue: str, tag: str) -> None:
     # The broker cancels a consumer when its queue is deleted: start over on a
     # new connection, which declares the queue again.
@@ -138,12 +157,15 @@ class Consumer:
         self.link = Link("consumer", settings, on_open=self._on_open, on_lost=lambda s: None,
                          needed=lambda: bool(self._subscriptions))
         self._subscriptions: list[Subscription] = []
+        #: (session generation, delivery tag) -> what a requeue of it would log.
+        self.near_limit: dict[tuple[int, int], str] = {}
 
     def close(self) -> None:
         """Close the connection; unacknowledged messages go back to their queues."""
         self.link.close()
 
     def _on_open(self, session: Session) -> None:
+        self.near_limit.clear()  # deliveries of a lost connection come again
         session.channel.basic_qos(0, self.settings.prefetch_count, False)
         for sub in list(self._subscriptions):
             try:
@@ -207,7 +229,14 @@ class Consumer:
                     return
 
     def settle(self, session: Session, delivery_tag: int, *, ack: bool, requeue: bool) -> None:
-        """Acknowledge (``ack``) or reject a delivery, from any thread, without waiting."""
+        """Acknowledge (``ack``) or reject a delivery, from any thread, without waiting.
+
+        A requeue is ``basic.reject``: a processing failure, which RabbitMQ
+        4.3 counts towards a quorum queue's delivery limit.
+        """
+        note = self.near_limit.pop((session.generation, delivery_tag), None)
+        if note is not None and requeue and not ack:
+            LOG.warning("%s", note)
         self.link.submit(_Settle(session, delivery_tag, ack, requeue))
 
 
@@ -232,44 +261,19 @@ class _Settle(Op):
             session.channel.basic_reject(self.delivery_tag, requeue=self.requeue)
 
 
-class _Incoming(IncomingMessage):
-    """A delivered request or notification."""
+class _Incoming(amqp.Delivery):
+    """A delivered request or notification, settled on the connection it came on."""
 
     def __init__(self, consumer: Consumer, session: Session, delivery_tag: int,
-                 ctxt: dict[str, Any], message: dict[str, Any],
-                 send_reply: SendReply | None = None, msg_id: str | None = None,
-                 reply_q: str | None = None) -> None:
-        self.ctxt = ctxt
-        self.message = message
+                 decoded: amqp.Request | amqp.Notification,
+                 send_reply: amqp.SendReply | None = None) -> None:
+        super().__init__(decoded, send_reply)
         self._consumer = consumer
         self._session = session
         self._tag = delivery_tag
-        self._send_reply = send_reply
-        self._msg_id = msg_id
-        self._reply_q = reply_q
 
-    def acknowledge(self) -> None:
-        self._consumer.settle(self._session, self._tag, ack=True, requeue=False)
-
-    def requeue(self) -> None:
-        self._consumer.settle(self._session, self._tag, ack=False, requeue=True)
-
-    def reply(self, result: Any = None, failure: Mapping[str, Any] | None = None) -> None:
-        if self._msg_id is None or self._reply_q is None or self._send_reply is None:
-            return
-        body = amqp.encode_reply(self._msg_id, result, failure)
-        try:
-            self._send_reply(self._reply_q, self._msg_id, body)
-        except MessageDeliveryFailure as exc:
-            LOG.warning("could not send the reply to call %s: %s", self._msg_id, exc)
-
-
-def _malformed(consumer: Consumer, session: Session, message: Any, exc: Exception) -> None:
-    info = message.delivery_info
-    LOG.warning("dropping a malformed message from exchange %r, routing key %r: %s",
-                info.get("exchange"), info.get("routing_key"), exc)
-    # Rejected without requeue: a dead-letter policy on the queue keeps it.
-    consumer.settle(session, info["delivery_tag"], ack=False, requeue=False)
+    def settle(self, requeue: bool) -> None:
+        self._consumer.settle(self._session, self._tag, ack=not requeue, requeue=requeue)
 
 
 def _hand_over(sub: Subscription, on_message: OnMessage, incoming: _Incoming) -> None:
@@ -287,35 +291,32 @@ def _hand_over(sub: Subscription, on_message: OnMessage, incoming: _Incoming) ->
         sub.leave()
 
 
-def rpc_handler(on_message: OnMessage, send_reply: SendReply) -> Callable[[Subscription], Handler]:
-    """A delivery handler decoding RPC requests for ``on_message``."""
+def _handler(kind: Literal["request", "notification"], on_message: OnMessage,
+             send_reply: amqp.SendReply | None) -> Callable[[Subscription], Handler]:
     def bind(sub: Subscription) -> Handler:
         def handle(consumer: Consumer, session: Session, message: Any) -> None:
-            try:
-                request = amqp.decode_request(message.body)
-            except SerializationError as exc:
-                _malformed(consumer, session, message, exc)
+            info = message.delivery_info
+            decoded = amqp.decode(kind, message.body, info.get("exchange"),
+                                  info.get("routing_key"))
+            if decoded is None:
+                # Rejected without requeue: a dead-letter policy on the queue keeps it.
+                consumer.settle(session, message.delivery_tag, ack=False, requeue=False)
                 return
             _hand_over(sub, on_message,
-                       _Incoming(consumer, session, message.delivery_tag, request.ctxt,
-                                 request.message, send_reply, request.msg_id, request.reply_q))
+                       _Incoming(consumer, session, message.delivery_tag, decoded, send_reply))
         return handle
     return bind
+
+
+def rpc_handler(on_message: OnMessage,
+                send_reply: amqp.SendReply) -> Callable[[Subscription], Handler]:
+    """A delivery handler decoding RPC requests for ``on_message``."""
+    return _handler("request", on_message, send_reply)
 
 
 def notification_handler(on_message: OnMessage) -> Callable[[Subscription], Handler]:
     """A delivery handler decoding notifications for ``on_message``."""
-    def bind(sub: Subscription) -> Handler:
-        def handle(consumer: Consumer, session: Session, message: Any) -> None:
-            try:
-                note = amqp.decode_notification(message.body)
-            except SerializationError as exc:
-                _malformed(consumer, session, message, exc)
-                return
-            _hand_over(sub, on_message, _Incoming(consumer, session, message.delivery_tag,
-                                                  note.ctxt, note.message))
-        return handle
-    return bind
+    return _handler("notification", on_message, None)
 
 
 class KombuListener(Listener):

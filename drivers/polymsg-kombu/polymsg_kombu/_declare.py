@@ -93,6 +93,7 @@ def _exchange(session: Session, exchange: amqp.ExchangeSpec) -> None:
 
 
 def _queue(session: Session, queue: amqp.QueueSpec, *, consumer: bool) -> None:
+    queue = amqp.for_broker(queue, getattr(session.raw, "server_properties", None))
     try:
         _call(session, f"declaring queue {queue.name!r}", "queue_declare", queue=queue.name,
               durable=queue.durable, auto_delete=queue.auto_delete,

@@ -11,13 +11,10 @@ from typing import Any
 
 from oslo_config import cfg
 
-from polymsg import amqp
+from polymsg import MessageDeliveryFailure, amqp
 from polymsg.driver import (
-    CAPABILITIES,
-    Driver,
     DriverOptions,
     Listener,
-    MessageDeliveryFailure,
     OnMessage,
     Reply,
     SendOptions,
@@ -32,7 +29,7 @@ from polymsg_kombu._consumer import (
     rpc_handler,
 )
 from polymsg_kombu._errors import translated
-from polymsg_kombu._options import GROUP, OPTS, Settings
+from polymsg_kombu._options import Settings
 from polymsg_kombu._publisher import Publisher
 from polymsg_kombu._replies import ReplyRouter
 
@@ -51,20 +48,12 @@ def _done() -> Future[None]:
     return future
 
 
-class KombuDriver(Driver):
+class KombuDriver(amqp.RabbitDriver):
     """RabbitMQ through kombu, speaking oslo.messaging's wire format.
 
     See the package documentation for the threading model, delivery
     guarantees and options.
     """
-
-    capabilities = CAPABILITIES
-    options_group = GROUP
-
-    @classmethod
-    def list_opts(cls) -> Sequence[cfg.Opt]:
-        """The ``[polymsg_kombu]`` options (also settable as URL query keys)."""
-        return list(OPTS)
 
     def __init__(self, url: TransportURL, options: DriverOptions, conf: cfg.ConfigOpts) -> None:
         super().__init__(url, options, conf)

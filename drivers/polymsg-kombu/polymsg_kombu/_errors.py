@@ -55,6 +55,8 @@ def failure_of(exc: BaseException | None, host: str) -> amqp.Failure:
     py-amqp raises the broker's connection.close as an exception carrying its
     reply code (a refused login is ``AccessRefused``, 403); kombu wraps socket
     errors in ``OperationalError`` with the socket error as the cause."""
+    if isinstance(exc, MessageDeliveryFailure):  # setting up the connection was refused
+        return amqp.Failure(amqp.Kind.PERMANENT, host, str(exc), exc)
     if isinstance(exc, kombu_errors.OperationalError) and exc.__cause__ is not None:
         return amqp.classify(exc.__cause__, host)
     if isinstance(exc, amqp_errors.AMQPError) and isinstance(exc.reply_code, int):

@@ -147,6 +147,9 @@ class Link:
         bounds the wait. A permanent failure (a refused login…) raises at
         once. Gives up with :class:`MessageDeliveryFailure`.
         """
+        session = self._session
+        if session is not None and session.broken is None and not self._closing:
+            return session  # the common case, without taking a lock
         self._start()
         with self._cond:
             start, refusals = self._failed_rounds, self._refusals
@@ -166,7 +169,8 @@ class Link:
                     over = retry is not None and self._failed_rounds - start > retry
                     if over or (deadline is not None and now >= deadline):
                         raise amqp.connection_error(
-                            failure, gave_up=amqp.give_up_reason(retry, deadline))
+                            failure, gave_up=amqp.give_up_reason(retry, deadline),
+                            hosts=self.settings.spec.hosts_label)
                     self._cond.wait(None if deadline is None else deadline - now)
             finally:
                 self._waiters -= 1

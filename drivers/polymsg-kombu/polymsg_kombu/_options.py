@@ -20,13 +20,7 @@ from oslo_config import cfg
 from polymsg import amqp
 from polymsg.driver import DriverOptions, TransportURL
 
-__all__ = ["GROUP", "OPTS", "Settings", "list_opts", "ssl_options"]
-
-GROUP = amqp.RABBIT_GROUP
-
-#: The options both RabbitMQ drivers share.
-OPTS: list[cfg.Opt] = amqp.rabbit_opts()
-
+__all__ = ["Settings", "list_opts", "ssl_options"]
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """``[("polymsg_rabbit", [opts])]`` for ``oslo-config-generator --namespace polymsg_kombu``."""

@@ -22,6 +22,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -33,7 +34,6 @@ from polymsg_kombu._declare import declare_route, forget_destination, needs_decl
 from polymsg_kombu._errors import BACKEND_ERRORS, RETRYABLE, SessionLost, describe, failure_of
 from polymsg_kombu._link import Link, Op, Session
 from polymsg_kombu._options import Settings
-from polymsg_kombu._window import ConfirmWindow, Job
 
 __all__ = ["OnReturn", "Publisher"]
 
@@ -41,10 +41,6 @@ LOG = logging.getLogger(__name__)
 
 ACK, NACK, RETURNED, LOST, UNDECLARED = "ack", "nack", "returned", "lost", "undeclared"
 
-#: How often a message returned as unroutable is declared and sent again.
-_MAX_RETURNS = 2
-#: How often a message is sent again after its channel was closed by the broker.
-_MAX_CHANNEL_ERRORS = 2
 #: Longest a sender reading its own confirm waits on the socket at a time (seconds).
 _LEAD_SLICE = 1.0
 #: Confirmed sends in a row made while no other waited, before senders lead reads.
@@ -53,6 +49,18 @@ _LEAD_AFTER = 3
 #: Told when RabbitMQ returns an unconfirmed message (a call's request or a
 #: reply): its correlation id (the call's message id), exchange, routing key.
 OnReturn = Callable[[str, str, str], None]
+
+
+@dataclass(eq=False)
+class Job:
+    """A cast or notification in the confirm window, with all it takes to send it again."""
+
+    route: amqp.Route
+    body: bytes
+    properties: Mapping[str, Any]
+    retry: int | None
+    mandatory: bool
+    what: str
 
 
 class _Undeclared(Exception):
@@ -194,21 +202,27 @@ class Publisher:
         self._lead_lock = threading.Lock()
         self._leader: _Pending | None = None
         self._alone = 0
-        self.window = ConfirmWindow(settings.confirm_window, self._resend)
+        self.window: amqp.ConfirmWindow[Job] | None = None
+        if settings.confirm_window > 0:
+            self.window = amqp.ConfirmWindow(settings.confirm_window, self._resend,
+                                             describe=lambda job: job.what)
         self._flush_timeout = settings.confirm_flush_timeout
 
     def close(self) -> None:
         """Wait for the confirm window to empty (``confirm_flush_timeout``), then
         close the connection (pending confirms fail as lost)."""
-        if self.link.thread is not None:
-            left = self.window.flush(self._flush_timeout)
+        window = self.window
+        if window is not None and self.link.thread is not None:
+            left = window.drain(self._flush_timeout)
             if left:
                 LOG.warning("%d casts and notifications were still unconfirmed after %.1f s "
                             "when the transport closed; they may be lost: %s", len(left),
                             self._flush_timeout, "; ".join(job.what for job in left))
-        self.window.close()
+        if window is not None:
+            window.close()
         self.link.close()
-        self.window.join()
+        if window is not None:
+            window.join()
 
     def _on_open(self, session: Session) -> None:
         channel = session.channel
@@ -287,8 +301,9 @@ class Publisher:
         unroutable, the publisher's ``on_return`` gets ``correlation_id``.
         """
         message = pyamqp.Message(body, **dict(properties, correlation_id=correlation_id))
-        lost = 0
+        attempts = amqp.Attempts(retry)
         while True:
+            lost = attempts.count(amqp.Outcome.LOST)
             session = self.link.session(None if retry is None else retry - lost, deadline)
             try:
                 self._declare(session, route)
@@ -304,37 +319,38 @@ class Publisher:
                     raise MessageDeliveryFailure(f"{what} failed: {describe(error)}") from error
                 self.link.break_session(session, error)
                 _check_refused(what, session, error)
-                lost += 1
-                _check_retry(what, retry, lost, error)
+                if not attempts.again(amqp.Outcome.LOST):
+                    raise attempts.error(what, amqp.Outcome.LOST) from error
 
     def publish(self, route: amqp.Route, body: bytes, properties: Mapping[str, Any], *,
                 retry: int | None, mandatory: bool, what: str) -> None:
         """Publish a cast or notification: through the confirm window when it has
-        one (see :mod:`polymsg_kombu._window`), else as :meth:`send_confirmed`."""
-        if self.window.size == 0:
+        one (:class:`polymsg.amqp.ConfirmWindow`), else as :meth:`send_confirmed`."""
+        window = self.window
+        if window is None:
             self.send_confirmed(route, body, properties, retry=retry, mandatory=mandatory,
                                 what=what)
             return
         job = Job(route, body, properties, retry, mandatory, what)
-        self.window.enter(job)
+        window.enter(job)
         try:
-            if not self._submit_windowed(job):
+            if not self._submit_windowed(window, job):
                 # Not connected, or the route is new on this connection: the
                 # careful way, which waits (and raises) per its retry budget.
                 self._resend(job)
-                self.window.leave(job)
+                window.leave(job)
         except BaseException:
-            self.window.leave(job)
+            window.leave(job)
             raise
 
-    def _submit_windowed(self, job: Job) -> bool:
+    def _submit_windowed(self, window: amqp.ConfirmWindow[Job], job: Job) -> bool:
         """Write ``job`` on the live session without waiting for its confirm;
         False when that needs a connection or a declaration first."""
         session = self.link.current()
         if session is None or needs_declaring(session, job.route):
             return False
         op = _ConfirmedSend(job.route, job.body, job.properties, job.mandatory)
-        op.entry.on_settle = partial(self.window.settled, job)
+        op.entry.on_settle = partial(window.settled, job)
         self.link.submit(op)
         if self._leader is None and not self.link.watching:
             self.link.wake()  # the I/O thread must watch for the confirm
@@ -352,8 +368,9 @@ class Publisher:
         declared and sent again. A refusal, or a lost connection once
         ``retry`` is exhausted, raises :class:`MessageDeliveryFailure`.
         """
-        lost = returned = channel_errors = 0
+        attempts = amqp.Attempts(retry)
         while True:
+            lost = attempts.count(amqp.Outcome.LOST)
             session = self.link.session(None if retry is None else retry - lost)
             try:
                 self._declare(session, route)
@@ -364,25 +381,23 @@ class Publisher:
                 self.link.break_session(session, exc)
                 _check_refused(what, session, exc)
                 outcome = LOST
-            if outcome == ACK:
-                return
-            if outcome == NACK:
-                raise MessageDeliveryFailure(f"RabbitMQ refused {what} (negative confirm)")
-            if outcome == RETURNED:
-                returned += 1
-                if returned > _MAX_RETURNS:
-                    raise MessageDeliveryFailure(f"{what} could not be routed to a queue")
-                continue
             if outcome == UNDECLARED:
                 continue
+            result = _OUTCOMES[outcome]
             cause = session.broken
-            if cause is not None and not isinstance(cause, RETRYABLE):
-                channel_errors += 1  # the broker closed the channel: maybe our fault
-                if channel_errors > _MAX_CHANNEL_ERRORS:
-                    raise MessageDeliveryFailure(f"RabbitMQ refused {what}: {describe(cause)}")
-            else:
-                lost += 1
-                _check_retry(what, retry, lost, cause)
+            if result is amqp.Outcome.LOST and cause is not None \
+                    and not isinstance(cause, RETRYABLE):
+                result = amqp.Outcome.CHANNEL_CLOSED  # the broker closed the channel
+            if result is amqp.Outcome.CONFIRMED:
+                return
+            if not attempts.again(result):
+                detail = describe(cause) if cause is not None and result is not \
+                    amqp.Outcome.RETURNED else ""
+                raise attempts.error(what, result, detail) from cause
+
+
+_OUTCOMES = {ACK: amqp.Outcome.CONFIRMED, NACK: amqp.Outcome.NACKED,
+             RETURNED: amqp.Outcome.RETURNED, LOST: amqp.Outcome.LOST}
 
 
 def _check_refused(what: str, session: Session, exc: BaseException) -> None:
@@ -391,11 +406,3 @@ def _check_refused(what: str, session: Session, exc: BaseException) -> None:
     failure = failure_of(exc, session.host.label)
     if failure.permanent:
         raise amqp.connection_error(failure, what=what) from exc
-
-
-def _check_retry(what: str, retry: int | None, lost: int, cause: BaseException | None) -> None:
-    if retry is not None and lost > retry:
-        raise MessageDeliveryFailure(
-            f"{what} failed: the connection to RabbitMQ was lost and {retry} "
-            f"{'retry' if retry == 1 else 'retries'} did not help"
-        ) from cause

@@ -18,12 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
 from polymsg import amqp
-from polymsg.driver import MessageDeliveryFailure, Reply, SerializationError
+from polymsg.driver import MessageDeliveryFailure, Reply
 from polymsg_kombu._declare import declare_route
 from polymsg_kombu._errors import BACKEND_ERRORS
 from polymsg_kombu._link import Link, Session
@@ -66,13 +66,12 @@ class ReplyRouter:
         self.queue = layout.reply_queue_name()
         self._route = layout.reply_route(self.queue)
         self._lock = threading.Lock()
-        self._waiting: dict[str, _ReplyFuture] = {}
-        self._interim: dict[str, amqp.ReplyFrame] = {}
+        self.table = amqp.ReplyTable(self.queue)
         self._leader: _ReplyFuture | None = None
         self._alone = 0
         self.link = Link("reply", settings, on_open=self._on_open, on_lost=lambda s: None,
                          watch_socket=lambda: self._leader is None,
-                         needed=lambda: bool(self._waiting))
+                         needed=lambda: bool(self.table))
 
     def start(self, retry: int | None, deadline: float | None = None) -> None:
         """Wait until the reply queue is consumed; ``retry`` and ``deadline`` bound
@@ -83,11 +82,8 @@ class ReplyRouter:
     def close(self) -> None:
         """Close the connection and fail every call still waiting."""
         self.link.close()
-        with self._lock:
-            waiting, self._waiting = self._waiting, {}
-        for future in waiting.values():
-            _settle(future, MessageDeliveryFailure("the transport was cleaned up before "
-                                                   "the reply arrived"))
+        self.table.fail_all(MessageDeliveryFailure("the transport was cleaned up before the "
+                                                   "reply arrived"))
 
     def _on_open(self, session: Session) -> None:
         declare_route(session, self._route, consumer=True)
@@ -100,31 +96,20 @@ class ReplyRouter:
         """A future for the reply to ``msg_id``; cancelling it forgets the call."""
         future = _ReplyFuture(self)
         with self._lock:
-            self._alone = self._alone + 1 if not self._waiting else 0
-            self._waiting[msg_id] = future
-        future.add_done_callback(partial(self._forget, msg_id))
+            self._alone = self._alone + 1 if not self.table else 0
+        self.table.expect(msg_id, future)
         return future
 
     def fail(self, msg_id: str, exc: BaseException) -> bool:
         """Fail the call ``msg_id`` (its request could not be delivered); False
         when no call of that id is waiting."""
-        with self._lock:
-            future = self._waiting.pop(msg_id, None)
-        if future is None:
-            return False
-        _settle(future, exc)
-        return True
-
-    def _forget(self, msg_id: str, _future: Future[Reply]) -> None:
-        with self._lock:
-            self._waiting.pop(msg_id, None)
-            self._interim.pop(msg_id, None)
+        return self.table.fail(msg_id, exc)
 
     def take_lead(self, future: _ReplyFuture) -> bool:
         """True when ``future``'s caller is to read the socket itself; otherwise
         make sure the I/O thread does."""
         with self._lock:
-            lead = (self._leader is None and len(self._waiting) == 1
+            lead = (self._leader is None and len(self.table) == 1
                     and self._alone >= _LEAD_AFTER and not future.done())
             if lead:
                 self._leader = future
@@ -137,7 +122,7 @@ class ReplyRouter:
         """The leader stops reading; calls still waiting go back to the I/O thread."""
         with self._lock:
             self._leader = None
-            unread = not future.done() or any(f is not future for f in self._waiting.values())
+            unread = not future.done() or any(f is not future for f in self.table.waiting())
         if unread:
             self.link.wake()
 
@@ -163,31 +148,4 @@ class ReplyRouter:
 
     def _handle(self, session: Session, message: Any) -> None:
         # A frame callback, on whichever thread reads: the leader or the I/O thread.
-        try:
-            frame = amqp.decode_reply(message.body)
-        except SerializationError as exc:
-            LOG.warning("dropping a malformed reply: %s", exc)
-            return
-        with self._lock:
-            if not frame.ending:
-                if frame.result is not None or frame.failure is not None:
-                    self._interim[frame.msg_id] = frame  # the first half of an old-style reply
-                return  # else a call-monitor heartbeat
-            earlier = self._interim.pop(frame.msg_id, None)
-            future = self._waiting.pop(frame.msg_id, None)
-        if future is None:
-            LOG.debug("reply to %s arrived after its caller gave up", frame.msg_id)
-            return
-        if earlier is not None and frame.result is None and frame.failure is None:
-            frame = earlier
-        _settle(future, Reply(result=frame.result, failure=frame.failure))
-
-
-def _settle(future: Future[Reply], outcome: Reply | BaseException) -> None:
-    try:
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
-    except InvalidStateError:
-        pass  # cancelled by the caller meanwhile
+        self.table.deliver(message.body)

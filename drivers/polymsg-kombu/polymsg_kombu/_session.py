@@ -6,11 +6,12 @@ import contextlib
 import logging
 import select
 import ssl
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from typing import Any
 
 from polymsg import amqp
 from polymsg_kombu._errors import BACKEND_ERRORS, describe
+from polymsg_kombu._fastpath import Fastpath
 
 __all__ = ["SOCKET_TIMEOUT", "Session"]
 
@@ -21,8 +22,6 @@ LOG = logging.getLogger(__name__)
 #: blocking publishers for longer breaks the connection). Kept constant so
 #: py-amqp does not switch the socket's mode around every read.
 SOCKET_TIMEOUT = 10.0
-#: Bytes asked of the socket at once.
-_READ_CHUNK = 16384
 #: How long a clean shutdown may wait for the broker's Connection.Close-Ok.
 _CLOSE_TIMEOUT = 2.0
 
@@ -43,9 +42,6 @@ class Session:
         self.raw: Any = conn.connection
         self.sock: Any = self.raw.sock
         self.sock.settimeout(SOCKET_TIMEOUT)
-        # py-amqp reads a frame before every publish when the broker may send
-        # connection.blocked; the I/O thread reads those anyway, so skip it.
-        self.raw.client_properties.get("capabilities", {})["connection.blocked"] = False
         self.heartbeat = float(self.raw.heartbeat or 0)
         self.channel: Any = conn.channel()
         self._declare_channel: Any = None
@@ -57,34 +53,12 @@ class Session:
         self._poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
         self._leader_poller = select.poll()  # poll objects refuse concurrent use
         self._leader_poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-        transport: Any = getattr(self.raw, "transport", None)
-        recv = getattr(transport, "_quick_recv", None)
-        self._transport: Any = None
-        if transport is not None and recv is not None and hasattr(transport, "_read_buffer"):
-            # py-amqp reads each frame with three exact-size reads; asking for
-            # more makes it keep the surplus in its buffer: one system call per
-            # burst of frames instead of three per frame.
-            transport._quick_recv = lambda size: recv(max(size, _READ_CHUNK))
-            self._transport = transport
+        self.fast = Fastpath(self.raw)
 
-    @contextlib.contextmanager
-    def batched_writes(self) -> Iterator[None]:
+    def batched_writes(self) -> contextlib.AbstractContextManager[None]:
         """Collect the frames written inside the block and send them with one
-        system call at its end (the writes of several publishes and acks)."""
-        transport = self._transport
-        if transport is None:
-            yield
-            return
-        write = transport._write
-        chunks: list[bytes] = []
-        # py-amqp hands over a view of a buffer it reuses for the next frame.
-        transport._write = lambda data: chunks.append(bytes(data))
-        try:
-            yield
-        finally:
-            transport._write = write
-        if chunks:
-            write(b"".join(chunks))
+        system call at its end, where :mod:`polymsg_kombu._fastpath` may."""
+        return self.fast.batched_writes()
 
     def declare_channel(self) -> Any:
         """A channel for declarations, whose errors must not kill :attr:`channel`."""
@@ -95,9 +69,7 @@ class Session:
 
     def buffered(self) -> bool:
         """True when received bytes wait in py-amqp's or the TLS layer's buffer."""
-        if self._transport is not None and self._transport._read_buffer:
-            return True
-        return bool(self._tls and self.sock.pending())
+        return self.fast.buffered() or bool(self._tls and self.sock.pending())
 
     def wait_readable(self, timeout: float) -> bool:
         """Block until bytes can be read (or ``timeout`` s passed), without the lock.

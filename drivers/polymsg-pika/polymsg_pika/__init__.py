@@ -4,7 +4,8 @@ Install ``polymsg-pika`` and pass such a URL to :func:`polymsg.get_transport`;
 the driver speaks the same wire format as ``polymsg-kombu`` and
 oslo.messaging. How it uses pika (one I/O thread per transport, pipelined
 publisher confirms) is described in :mod:`polymsg_pika._driver`; its options
-(``[polymsg_pika]``, or URL query keys) in :mod:`polymsg_pika._options`.
+(``[polymsg_rabbit]``, shared with polymsg-kombu, or URL query keys) in
+:mod:`polymsg.amqp`.
 """
 
 from polymsg_pika._driver import PikaDriver

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from polymsg import amqp
-from polymsg.driver import IncomingMessage, Listener, MessageDeliveryFailure
+from polymsg.driver import Listener, MessageDeliveryFailure
 from polymsg_pika._declare import Declarer
 from polymsg_pika._errors import describe
 from polymsg_pika._link import Link
@@ -40,44 +40,22 @@ Deliver = Callable[["Subscription", Any, Any, Any, bytes], None]
 SendReply = Callable[[str, str, bytes], None]
 
 
-class Incoming(IncomingMessage):
+class Incoming(amqp.Delivery):
     """A delivered request or notification; settled from any thread."""
 
-    __slots__ = ("_channel", "_msg_id", "_reply_q", "_settled", "_subscription", "_tag",
-                 "ctxt", "message")
-
     def __init__(self, subscription: Subscription, channel: Any, tag: int,
-                 ctxt: dict[str, Any], message: dict[str, Any],
-                 msg_id: str | None = None, reply_q: str | None = None) -> None:
-        self.ctxt = ctxt
-        self.message = message
+                 decoded: amqp.Request | amqp.Notification) -> None:
+        super().__init__(decoded, subscription.send_reply)
         self._subscription = subscription
         self._channel = channel
         self._tag = tag
-        self._msg_id = msg_id
-        self._reply_q = reply_q
         self._settled = False
 
-    def acknowledge(self) -> None:
-        self._settle(requeue=False)
-
-    def requeue(self) -> None:
-        self._settle(requeue=True)
-
-    def _settle(self, requeue: bool) -> None:
+    def settle(self, requeue: bool) -> None:
         if self._settled:
             return
         self._settled = True
         self._subscription.settle_threadsafe(self._channel, self._tag, requeue)
-
-    def reply(self, result: Any = None, failure: Any = None) -> None:
-        if self._msg_id is None or self._reply_q is None:
-            return
-        body = amqp.encode_reply(self._msg_id, result, failure)  # SerializationError: nothing sent
-        try:
-            self._subscription.send_reply(self._reply_q, self._msg_id, body)
-        except MessageDeliveryFailure as exc:
-            LOG.warning("reply to call %s not sent: %s", self._msg_id, exc)
 
 
 class Subscription(Listener):
@@ -114,6 +92,9 @@ class Subscription(Listener):
         self._failures = 0
         self._retry = retry
         self._failed_rounds = 0
+        self._cancels = 0  # broker cancels since the last consume-ok (backoff)
+        self._stream_offsets: dict[str, int] = {}  # stream queue -> offset to resume at
+        self._near_limit: dict[int, str] = {}  # delivery tag -> what its requeue would log
         self._started = threading.Event()
         self._error: BaseException | None = None
 
@@ -198,6 +179,7 @@ class Subscription(Listener):
     def link_lost(self, error: BaseException | None) -> None:
         self._channel = None
         self._consuming.clear()
+        self._near_limit.clear()
 
     def attempt_failed(self, failure: amqp.Failure, new_round: bool) -> None:
         """Before it was first in place, a subscription gives up on a permanent
@@ -240,7 +222,10 @@ class Subscription(Listener):
             self._setup_failed(error)
             return
         assert route.queue is not None
+        arguments = amqp.consume_arguments(route.queue,
+                                           self._stream_offsets.get(route.queue.name))
         tag = channel.basic_consume(route.queue.name, self._on_message, auto_ack=self._auto_ack,
+                                    arguments=arguments,
                                     callback=lambda frame: self._consume_ok(generation, frame))
         self._consuming[tag] = route
 
@@ -251,6 +236,7 @@ class Subscription(Listener):
         if len(self._consume_oks & set(self._consuming)) < len(self.routes):
             return
         self._failures = 0
+        self._cancels = 0
         if not self._ever_ready:
             self._ever_ready = True
             self._started.set()
@@ -289,31 +275,57 @@ class Subscription(Listener):
         route = self._consuming.pop(frame.method.consumer_tag, None)
         if route is None or not self._active or self._channel is None:
             return
-        LOG.warning("%s: the broker cancelled consuming %r (queue deleted?); declaring it again",
-                    self.link.name, route.queue.name if route.queue else "?")
-        self._declarer.ensure(route, functools.partial(self._declared, self._generation,
-                                                       self._channel, route), remember=False)
+        # Queue deleted, leader moved, consumer timeout: subscribe again, backing
+        # off while the broker keeps cancelling.
+        delay = min(_MAX_REOPEN_DELAY, 0.05 * 2 ** self._cancels)
+        self._cancels += 1
+        LOG.warning("%s: the broker cancelled consuming %r (queue deleted, leader moved?); "
+                    "declaring it again in %.2fs", self.link.name,
+                    route.queue.name if route.queue else "?", delay)
+        self.loop.call_later(delay, functools.partial(self._resubscribe, self._generation,
+                                                      self._channel, route))
+
+    def _resubscribe(self, generation: int, channel: Any, route: amqp.Route) -> None:
+        if generation != self._generation or not self._active or channel is not self._channel:
+            return
+        self._declarer.ensure(route, functools.partial(self._declared, generation, channel,
+                                                       route), remember=False)
 
     def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         if not self._active or channel is not self._channel:
-            if not self._auto_ack and channel.is_open:
-                channel.basic_reject(method.delivery_tag, requeue=True)
+            if not self._auto_ack and channel.is_open:  # never handed over: not counted
+                channel.basic_nack(method.delivery_tag, requeue=True)
             return
+        route = self._consuming.get(method.consumer_tag)
+        if route is not None and route.queue is not None and not self._auto_ack:
+            note = amqp.requeue_warning(route.queue, properties.headers, body)
+            if note is not None:
+                self._near_limit[method.delivery_tag] = note
+        if route is not None and route.queue is not None and route.queue.consume_arguments:
+            offset = amqp.next_stream_offset(properties.headers)
+            if offset is not None:
+                self._stream_offsets[route.queue.name] = offset
         try:
             self._deliver(self, channel, method, properties, body)
         except Exception:
             LOG.exception("%s: error handing over a message; it goes back to the queue",
                           self.link.name)
+            self._near_limit.pop(method.delivery_tag, None)
             if not self._auto_ack and channel.is_open:
-                channel.basic_reject(method.delivery_tag, requeue=True)
+                channel.basic_nack(method.delivery_tag, requeue=True)
 
     def _settle(self, channel: Any, tag: int, requeue: bool) -> None:
         if channel is not self._channel or not channel.is_open:
             LOG.debug("%s: delivery %s belongs to a closed channel; the broker redelivers it",
                       self.link.name, tag)
             return
+        note = self._near_limit.pop(tag, None)
         if requeue:
-            channel.basic_nack(tag, requeue=True)
+            # A requeue the endpoint asked for is a processing failure: basic.reject,
+            # which RabbitMQ 4.3 counts towards a quorum queue's delivery limit.
+            if note is not None:
+                LOG.warning("%s: %s", self.link.name, note)
+            channel.basic_reject(tag, requeue=True)
         else:
             channel.basic_ack(tag)
 

@@ -176,8 +176,8 @@ class Declarer:
                                      durable=spec.durable, auto_delete=spec.auto_delete,
                                      callback=ok)
         elif step.kind == "queue":
-            queue = step.queue
-            assert queue is not None
+            assert step.queue is not None
+            queue = amqp.for_broker(step.queue, channel.connection.server_properties)
             channel.queue_declare(queue.name, passive=step.passive, durable=queue.durable,
                                   auto_delete=queue.auto_delete,
                                   arguments=dict(queue.arguments) or None, callback=ok)

@@ -20,11 +20,11 @@ answered however long endpoints run, and no method runs inside pika.
 
 Everything else
 ===============
-* wire format: oslo.messaging's, from :mod:`polymsg.driver.amqp` (shared with
+* wire format: oslo.messaging's, from :mod:`polymsg.amqp` (shared with
   the kombu driver and interoperable with oslo.messaging services);
 * publishing with pipelined confirms: :mod:`polymsg_pika._publisher`;
 * the confirm window (``cast()`` and ``notify()`` return once published,
-  ``cleanup()`` waits for their confirms): :mod:`polymsg_pika._window`;
+  ``cleanup()`` waits for their confirms): :class:`polymsg.amqp.ConfirmWindow`;
 * reply queue per transport: :mod:`polymsg_pika._replies`;
 * declarations and 406 handling: :mod:`polymsg_pika._declare`;
 * reconnection, failover and ``retry``: :mod:`polymsg_pika._link`;
@@ -33,28 +33,28 @@ Everything else
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Literal
 
 import pika
 from oslo_config import cfg
 
 from polymsg import InvalidTarget, amqp
 from polymsg.driver import (
-    Driver,
     DriverOptions,
     Listener,
     MessageDeliveryFailure,
     OnMessage,
     Reply,
     SendOptions,
-    SerializationError,
     Target,
     TransportURL,
 )
@@ -62,10 +62,9 @@ from polymsg_pika._consumer import Incoming, Subscription
 from polymsg_pika._declare import Declarer
 from polymsg_pika._link import Link
 from polymsg_pika._loop import IOThread
-from polymsg_pika._options import GROUP, OPTS, layout
+from polymsg_pika._options import layout
 from polymsg_pika._publisher import CALL, CAST, REPLY, Outgoing, Publisher, resolve
 from polymsg_pika._replies import Replies
-from polymsg_pika._window import ConfirmWindow
 
 __all__ = ["PikaDriver"]
 
@@ -77,19 +76,8 @@ _CLOSE_TIMEOUT = 10.0
 _MAX_ROUTES = 4096
 
 
-class PikaDriver(Driver):
+class PikaDriver(amqp.RabbitDriver):
     """The ``rabbit+pika`` transport (see the module docstring)."""
-
-    capabilities = frozenset({
-        "rpc", "fanout", "notify", "pools", "requeue", "store_and_forward",
-        "queue_ttl", "message_ttl", "multi_host",
-    })
-    options_group = GROUP
-
-    @classmethod
-    def list_opts(cls) -> Sequence[cfg.Opt]:
-        """The ``[polymsg_pika]`` options (see :mod:`polymsg_pika._options`)."""
-        return list(OPTS)
 
     def __init__(self, url: TransportURL, options: DriverOptions, conf: cfg.ConfigOpts) -> None:
         super().__init__(url, options, conf)
@@ -113,7 +101,9 @@ class PikaDriver(Driver):
         self._id_prefix = f"{amqp.new_id()[:12]}."
         self._ids = itertools.count(1)
         window = int(options.get("confirm_window", 256))
-        self._window = ConfirmWindow(window) if window > 0 else None
+        self._window: amqp.ConfirmWindow[Outgoing] | None = None
+        if window > 0:
+            self._window = amqp.ConfirmWindow(window, describe=lambda out: out.label)
         self._flush_timeout = float(options.get("confirm_flush_timeout", 10.0))
 
     # -- sending -------------------------------------------------------------------------------
@@ -127,7 +117,9 @@ class PikaDriver(Driver):
             CALL, f"call {message['method']!r} ({msg_id}) to {route.routing_key!r}",
             route.exchange_name, route.routing_key, body,
             self._properties(msg_id, amqp.expiration(options.message_ttl, options.timeout)),
-            msg_id, future, route=route, retry=options.retry)
+            msg_id, future, route=route, retry=options.retry,
+            tries=amqp.Attempts(options.retry),
+            deadline=None if options.timeout is None else time.monotonic() + options.timeout)
         self._replies.expect(msg_id, future)
         try:
             self._submit(lambda: self._replies.send(outgoing))
@@ -183,14 +175,15 @@ class PikaDriver(Driver):
         outgoing = Outgoing(
             CAST, f"{label} to {route.routing_key!r}", route.exchange_name, route.routing_key,
             body, self._properties(message_id, amqp.expiration(options.message_ttl)), message_id,
-            future, route=route, remember=not fanout, retry=options.retry, fanout=fanout)
+            future, route=route, remember=not fanout, retry=options.retry, fanout=fanout,
+            tries=amqp.Attempts(options.retry))
         if window is None:
             self._submit(lambda: self._publisher.send(outgoing))
             return future
         if self._closed:
             raise MessageDeliveryFailure(f"{self.name}: the transport was cleaned up")
-        window.enter()  # waits here, in the sender's thread, while the window is full
-        outgoing.early, outgoing.on_settled = True, window.leave
+        window.enter(outgoing)  # waits here, in the sender's thread, while the window is full
+        outgoing.early, outgoing.on_settled = True, functools.partial(window.leave, outgoing)
         # With the channels open and the route declared, the I/O thread has
         # nothing left to refuse but a lost connection, after which it sends
         # the message again: the sender need not wait for the hand-over.
@@ -235,7 +228,7 @@ class PikaDriver(Driver):
         fanout_queue = routes[-1].queue
         temporary = [fanout_queue.name] if fanout_queue is not None else []
         return self._subscribe(Subscription(
-            self._recv, self._recv_declarer, routes, _request_handler(on_message),
+            self._recv, self._recv_declarer, routes, _handler("request", on_message),
             prefetch=self._prefetch, temporary=temporary, send_reply=self._send_reply,
             retry=self._listen_retry))
 
@@ -248,7 +241,7 @@ class PikaDriver(Driver):
             if route not in routes:
                 routes.append(route)
         return self._subscribe(Subscription(
-            self._recv, self._recv_declarer, routes, _notification_handler(on_message),
+            self._recv, self._recv_declarer, routes, _handler("notification", on_message),
             prefetch=self._prefetch, retry=self._listen_retry))
 
     def _subscribe(self, subscription: Subscription) -> Listener:
@@ -295,7 +288,7 @@ class PikaDriver(Driver):
         window = self._window
         if window is None or not self._loop.started or self._loop.in_loop():
             return
-        if not window.drain(self._flush_timeout):
+        if window.drain(self._flush_timeout):
             LOG.debug("%s: %d message(s) still unconfirmed after %ss", self.name,
                       window.in_flight, self._flush_timeout)
 
@@ -331,31 +324,13 @@ def _check_names(*names: str | None) -> None:
                                 f"(at most {_MAX_NAME - 40} bytes, to leave room for suffixes)")
 
 
-def _request_handler(on_message: OnMessage) -> Callable[..., None]:
+def _handler(kind: Literal["request", "notification"],
+             on_message: OnMessage) -> Callable[..., None]:
     def deliver(subscription: Subscription, channel: Any, method: Any, properties: Any,
                 body: bytes) -> None:
-        try:
-            request = amqp.decode_request(body)
-        except SerializationError as exc:
-            LOG.warning("dropping a malformed request from %r (routing key %r): %s",
-                        method.exchange, method.routing_key, exc)
+        decoded = amqp.decode(kind, body, method.exchange, method.routing_key)
+        if decoded is None:
             subscription.ack_now(channel, method.delivery_tag)
             return
-        on_message(Incoming(subscription, channel, method.delivery_tag, request.ctxt,
-                            request.message, request.msg_id, request.reply_q))
-    return deliver
-
-
-def _notification_handler(on_message: OnMessage) -> Callable[..., None]:
-    def deliver(subscription: Subscription, channel: Any, method: Any, properties: Any,
-                body: bytes) -> None:
-        try:
-            note = amqp.decode_notification(body)
-        except SerializationError as exc:
-            LOG.warning("dropping a malformed notification from %r (routing key %r): %s",
-                        method.exchange, method.routing_key, exc)
-            subscription.ack_now(channel, method.delivery_tag)
-            return
-        on_message(Incoming(subscription, channel, method.delivery_tag, note.ctxt,
-                            note.message))
+        on_message(Incoming(subscription, channel, method.delivery_tag, decoded))
     return deliver

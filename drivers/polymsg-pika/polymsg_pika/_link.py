@@ -16,7 +16,6 @@ backoff, for as long as it runs.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -24,6 +23,7 @@ import pika
 from pika.adapters.select_connection import SelectConnection
 
 from polymsg import amqp
+from polymsg_pika import _fastpath
 from polymsg_pika._errors import failure_of
 from polymsg_pika._loop import IOThread
 from polymsg_pika._options import connection_parameters
@@ -33,14 +33,6 @@ __all__ = ["Link", "LinkUser"]
 LOG = logging.getLogger(__name__)
 
 IDLE, CONNECTING, OPEN, WAITING, CLOSED = "idle", "connecting", "open", "waiting", "closed"
-
-try:  # the plain TCP transport of pika 1.x, which Link.flush may write through at once
-    from pika.adapters.utils.io_services_utils import (
-        _AsyncPlaintextTransport as _PLAIN_TRANSPORT,
-    )
-except ImportError:  # another pika: Link.flush only joins frames
-    _PLAIN_TRANSPORT = None
-
 
 class LinkUser(Protocol):
     """What a :class:`Link` tells the objects using its connection (I/O thread)."""
@@ -79,6 +71,11 @@ class Link:
         loop.after_batch.append(self.flush)
 
     @property
+    def hosts(self) -> str:
+        """The hosts of the URL, ``host:port, ...`` (for errors)."""
+        return self._spec.hosts_label
+
+    @property
     def is_open(self) -> bool:
         """True when the connection is open (users may open channels)."""
         return self.state == OPEN
@@ -96,27 +93,9 @@ class Link:
             self._users.remove(user)
 
     def flush(self) -> None:
-        """Send now what the last batch of work wrote, in one ``send()``.
-
-        pika's select transport queues each frame (a publish is three) and
-        sends them one ``send()`` each on the next turn of the loop, once the
-        socket reports writable. After a batch the driver joins the queued
-        frames and, on a plain TCP connection, hands them to the socket at
-        once: one system call and one loop turn less per batch. This reaches
-        into pika's transport (``_transport``, ``_tx_buffers``,
-        ``_on_socket_writable``, as in pika 1.x); when those are missing, pika
-        sends as it always does.
-        """
-        transport: Any = getattr(self.connection, "_transport", None)
-        buffers = getattr(transport, "_tx_buffers", None)
-        if not buffers or not isinstance(buffers, deque):
-            return
-        if len(buffers) > 1:
-            joined = b"".join(buffers)
-            buffers.clear()
-            buffers.append(joined)
-        if _PLAIN_TRANSPORT is not None and type(transport) is _PLAIN_TRANSPORT:
-            transport._on_socket_writable()
+        """Send now what the last batch of work wrote (see :mod:`polymsg_pika._fastpath`)."""
+        if self.connection is not None:
+            _fastpath.flush(self.connection)
 
     def want(self) -> None:
         """Connect now unless connected, connecting or waiting to retry."""

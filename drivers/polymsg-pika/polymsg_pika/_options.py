@@ -20,13 +20,7 @@ from oslo_config import cfg
 from polymsg import amqp
 from polymsg.driver import DriverOptions
 
-__all__ = ["GROUP", "OPTS", "connection_parameters", "layout", "list_opts"]
-
-GROUP = amqp.RABBIT_GROUP
-
-#: The options both RabbitMQ drivers share.
-OPTS: list[cfg.Opt] = amqp.rabbit_opts()
-
+__all__ = ["connection_parameters", "layout", "list_opts"]
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """The driver's options for ``oslo-config-generator --namespace polymsg_pika``."""

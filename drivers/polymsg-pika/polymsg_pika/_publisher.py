@@ -29,7 +29,7 @@ The confirm window
 ==================
 A cast or notification's future resolves on its confirm when the transport
 has ``confirm_window = 0``. With a window (the default, 256; see
-:mod:`polymsg_pika._window`) the message is ``early``: its future resolves
+:class:`polymsg.amqp.ConfirmWindow`) the message is ``early``: its future resolves
 as soon as ``basic_publish`` was done on the open confirm channel -- or at
 once, in the sender's thread, when the channels are open and the route
 already declared (``handed``), since only a lost connection could stop it
@@ -70,8 +70,6 @@ __all__ = ["Outgoing", "Publisher", "budget_error", "fail", "out_of_budget", "re
 LOG = logging.getLogger(__name__)
 
 CAST, CALL, REPLY = "cast", "call", "reply"
-_MAX_CHANNEL_FAILURES = 3
-_MAX_NACKS = 3
 
 
 def resolve(future: Future[Any] | None, value: Any) -> None:
@@ -110,12 +108,10 @@ class Outgoing:
     route: amqp.Route | None = None
     remember: bool = True
     retry: int | None = None
+    deadline: float | None = None  # a call's (time.monotonic()): given up then, unsent
     fanout: bool = False
     ready: bool = False
-    attempts: int = 0
-    returns: int = 0
-    channel_failures: int = 0
-    nacks: int = 0
+    tries: amqp.Attempts = field(default_factory=amqp.Attempts, repr=False)
     early: bool = False
     published: bool = False
     handed: bool = False
@@ -228,9 +224,7 @@ class Publisher:
     def attempt_failed(self, failure: amqp.Failure, new_round: bool) -> None:
         waiting = [*self._queue, *itertools.chain(*self._waiting_routes.values())]
         for message in waiting:
-            if new_round:
-                message.attempts += 1
-            if out_of_budget(message.retry, message.attempts, failure):
+            if out_of_budget(message, failure, new_round):
                 self._give_up(message, budget_error(message.label, message.retry, failure))
 
     def wants_link(self) -> bool:
@@ -282,17 +276,11 @@ class Publisher:
             message.ready = False
         again = []
         for message in unconfirmed:
-            if connection_lost:
-                message.attempts += 1
-                exhausted = message.retry is not None and message.attempts > message.retry
-            else:
-                message.channel_failures += 1
-                exhausted = message.channel_failures >= _MAX_CHANNEL_FAILURES
-            if exhausted:
-                self._give_up(message, delivery_failure(
-                    f"{message.label}: not confirmed by the broker", error))
-            else:
+            outcome = amqp.Outcome.LOST if connection_lost else amqp.Outcome.CHANNEL_CLOSED
+            if message.tries.again(outcome):
                 again.append(message)
+            else:
+                self._give_up(message, _error(message, outcome, error))
         self._queue.extendleft(reversed(again))
 
     # -- publishing ---------------------------------------------------------------------------
@@ -360,7 +348,7 @@ class Publisher:
         elif message.kind == CALL and message.future is not None:
             # Kept until answered, in case the broker returns it as unroutable.
             self._calls[message.message_id] = message
-            if message.returns == 0:
+            if not message.tries.count(amqp.Outcome.RETURNED):
                 message.future.add_done_callback(
                     functools.partial(_forget, self._calls, message.message_id))
 
@@ -382,16 +370,13 @@ class Publisher:
 
     def _settled(self, message: Outgoing, nack: bool) -> None:
         if nack:
-            message.nacks += 1
-            if message.nacks < _MAX_NACKS:
+            if message.tries.again(amqp.Outcome.NACKED):
                 LOG.info("%s: the broker refused to take it (basic.nack); sending it again",
                          message.label)
                 message.returned = None
                 self._queue.append(message)
             else:
-                self._give_up(message, delivery_failure(
-                    f"{message.label}: the broker refused to take it (basic.nack, "
-                    f"{message.nacks} times)"))
+                self._give_up(message, _error(message, amqp.Outcome.NACKED))
         elif message.returned is not None:
             self._on_returned(message)
         else:
@@ -427,17 +412,16 @@ class Publisher:
                      message.exchange)
             resolve(message.future, None)
             message.settle()
-        elif message.returns == 0 and message.route is not None:
+        elif message.route is not None and message.tries.again(amqp.Outcome.RETURNED):
             LOG.info("%s: queue %r was missing (%s); declaring it and sending again",
                      message.label, message.routing_key, text)
-            message.returns += 1
             message.ready = False
             self._declarer.forget(message.route)
             self._queue.append(message)
             self._pump()
         else:
-            self._give_up(message, delivery_failure(
-                f"{message.label}: the broker could not route it to a queue ({text})"))
+            self._give_up(message, message.tries.error(message.label, amqp.Outcome.RETURNED,
+                                                       text or ""))
 
     def _give_up(self, message: Outgoing, error: BaseException) -> None:
         if message.kind == REPLY or message.unwatched:
@@ -452,9 +436,20 @@ class Publisher:
             self._queue.remove(message)
 
 
-def out_of_budget(retry: int | None, failed_rounds: int, failure: amqp.Failure) -> bool:
-    """True when a message waiting for a connection is to fail now."""
-    return failure.permanent or (retry is not None and failed_rounds > retry)
+def out_of_budget(message: Outgoing, failure: amqp.Failure, new_round: bool) -> bool:
+    """Count a failed connection round against ``message``; True when it is to
+    fail now (a permanent failure, or its ``retry`` is spent)."""
+    if new_round and not message.tries.again(amqp.Outcome.LOST):
+        return True
+    return failure.permanent
+
+
+def _error(message: Outgoing, outcome: amqp.Outcome,
+           cause: BaseException | None = None) -> BaseException:
+    detail = describe(cause) if cause is not None else ""
+    error = message.tries.error(message.label, outcome, detail)
+    error.__cause__ = cause
+    return error
 
 
 def budget_error(label: str, retry: int | None, failure: amqp.Failure) -> BaseException:

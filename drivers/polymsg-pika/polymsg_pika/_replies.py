@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from concurrent.futures import Future
 from typing import Any
 
 from polymsg import amqp
-from polymsg.driver import Reply, SerializationError
+from polymsg.driver import Reply
 from polymsg_pika._consumer import Subscription
 from polymsg_pika._declare import Declarer
 from polymsg_pika._link import Link
@@ -27,12 +28,14 @@ from polymsg_pika._publisher import (
     budget_error,
     fail,
     out_of_budget,
-    resolve,
 )
 
 __all__ = ["Replies"]
 
 LOG = logging.getLogger(__name__)
+
+#: How long before a call's timeout an unsent call is failed as undeliverable.
+_EARLY = 0.05
 
 
 class Replies:
@@ -45,11 +48,11 @@ class Replies:
         self._declarer = declarer
         self._publisher = publisher
         self._layout = layout
-        self._waiters: dict[str, Future[Reply]] = {}
-        self._partial: dict[str, amqp.ReplyFrame] = {}
+        self._table = amqp.ReplyTable(self.queue)
         self._held: list[Outgoing] = []
         self._subscription: Subscription | None = None
         self._ready = False
+        self._last_failure: amqp.Failure | None = None
         link.add_user(self)
 
     @property
@@ -60,12 +63,7 @@ class Replies:
     # -- any thread ------------------------------------------------------------------------
     def expect(self, msg_id: str, future: Future[Reply]) -> None:
         """Route the reply to ``msg_id`` to ``future``; forgotten when it is done."""
-        self._waiters[msg_id] = future
-        future.add_done_callback(functools.partial(self._forget, msg_id))
-
-    def _forget(self, msg_id: str, _future: Future[Reply]) -> None:
-        self._waiters.pop(msg_id, None)
-        self._partial.pop(msg_id, None)
+        self._table.expect(msg_id, future)
 
     # -- I/O thread --------------------------------------------------------------------------
     def send(self, message: Outgoing) -> None:
@@ -74,6 +72,10 @@ class Replies:
             self._publisher.send(message)
             return
         self._held.append(message)
+        if message.deadline is not None:
+            # Fail it as undeliverable just before the facade's timeout would.
+            wait = max(0.0, message.deadline - time.monotonic() - _EARLY)
+            self._link.loop.call_later(wait, functools.partial(self._expire, message))
         if self._subscription is None:
             self._subscription = Subscription(
                 self._link, self._declarer, [self._layout.reply_route(self.queue)],
@@ -83,14 +85,19 @@ class Replies:
         else:
             self._link.want()
 
+    def _expire(self, message: Outgoing) -> None:
+        if message in self._held:
+            self._held.remove(message)
+            fail(message.future, amqp.connection_error(
+                self._last_failure, what=message.label, hosts=self._link.hosts,
+                gave_up="gave up at the call's timeout"))
+
     def close(self, error: BaseException) -> Subscription | None:
         """Fail every waiting call with ``error``; returns the subscription to clean up."""
         for message in self._held:
             fail(message.future, error)
         self._held.clear()
-        for future in list(self._waiters.values()):
-            fail(future, error)
-        self._waiters.clear()
+        self._table.fail_all(error)
         self._link.remove_user(self)
         return self._subscription
 
@@ -109,27 +116,7 @@ class Replies:
 
     def _deliver(self, subscription: Subscription, channel: Any, method: Any, properties: Any,
                  body: bytes) -> None:
-        try:
-            frame = amqp.decode_reply(body)
-        except SerializationError as exc:
-            LOG.warning("dropping a malformed message from reply queue %r: %s", self.queue, exc)
-            return
-        msg_id = frame.msg_id
-        future = self._waiters.get(msg_id)
-        if future is None:
-            LOG.info("reply to call %s dropped: nobody waits for it any more", msg_id)
-            return
-        if not frame.ending:
-            # A call-monitor heartbeat, or the first half of an old two-part reply.
-            if frame.result is not None or frame.failure is not None:
-                self._partial[msg_id] = frame
-            return
-        first = self._partial.pop(msg_id, None)
-        result, failure = frame.result, frame.failure
-        if first is not None and result is None and failure is None:
-            result, failure = first.result, first.failure
-        self._waiters.pop(msg_id, None)
-        resolve(future, Reply(result=result, failure=failure))
+        self._table.deliver(body)
 
     # -- LinkUser: calls held for the reply queue count connection attempts -----------------
     def link_opened(self, connection: Any) -> None:
@@ -141,10 +128,9 @@ class Replies:
         self._ready = False
 
     def attempt_failed(self, failure: amqp.Failure, new_round: bool) -> None:
+        self._last_failure = failure
         for message in list(self._held):
-            if new_round:
-                message.attempts += 1
-            if message.abandoned() or out_of_budget(message.retry, message.attempts, failure):
+            if message.abandoned() or out_of_budget(message, failure, new_round):
                 self._held.remove(message)
                 fail(message.future, budget_error(message.label, message.retry, failure))
 

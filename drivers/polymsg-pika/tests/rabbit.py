@@ -77,7 +77,7 @@ def wait_confirmed(transport: polymsg.Transport, timeout: float) -> None:
     (they return once published, before their confirm: the confirm window)."""
     window = transport._driver._window  # type: ignore[attr-defined]
     if window is not None:
-        assert window.drain(timeout), f"{window.in_flight} message(s) still unconfirmed"
+        assert not window.drain(timeout), f"{window.in_flight} message(s) still unconfirmed"
 
 
 def list_queues(vhost: str) -> dict[str, tuple[int, int]]:

@@ -7,7 +7,7 @@ import threading
 import pytest
 from polymsg_pika import PikaDriver
 
-from polymsg.testing import ConformanceTests
+from polymsg.testing import AsyncConformance, ConformanceTests
 
 
 class TestPikaConformance(ConformanceTests):
@@ -22,3 +22,7 @@ class TestPikaConformance(ConformanceTests):
 
     def thread_may_linger(self, thread: threading.Thread) -> bool:
         return False
+
+
+class TestPikaAioConformance(AsyncConformance, TestPikaConformance):
+    """The same scenarios through polymsg.aio."""

@@ -3,8 +3,8 @@ declarations, vanished queues, and what a transport leaves behind."""
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -44,93 +44,13 @@ class Echo:
         self.seen.add(event_type)
 
 
-def _envelope(message: dict[str, Any]) -> bytes:
-    return json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(message)}).encode()
-
-
-GARBAGE_REQUESTS = {
-    "not JSON": b"\x00\xffnot json at all",
-    "a JSON list": b"[1, 2, 3]",
-    "unknown envelope": json.dumps({"oslo.version": "9.0", "oslo.message": "{}"}).encode(),
-    "envelope around non-JSON": json.dumps({"oslo.version": "2.0",
-                                            "oslo.message": "{nope"}).encode(),
-    "no method": _envelope({"args": {}}),
-    "args not an object": _envelope({"method": "echo", "args": [1]}),
-    "call without reply queue": _envelope({"method": "echo", "args": {"value": 1},
-                                           "_msg_id": "abc"}),
-    "five megabytes of garbage": b"x" * (5 * 1024 * 1024),
-}
-
-
-def _dropped(caplog: pytest.LogCaptureFixture, what: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.name.startswith("polymsg_pika") and f"dropping a malformed {what}" in
-            r.getMessage()]
-
-
-def test_garbage_requests_are_logged_dropped_and_the_server_keeps_serving(
-        transport: polymsg.Transport, raw: Any, topic: str,
-        caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="polymsg_pika")
-    endpoint = Echo()
-    server = polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s1"),
-                                    [endpoint])
-    client = polymsg.RPCClient(transport, polymsg.Target(topic=topic), timeout=WAIT)
-    with server:
-        for body in GARBAGE_REQUESTS.values():
-            raw.basic_publish("", topic, body)
-        raw.basic_publish("", f"{topic}.s1", b"garbage for the server's own queue")
-        assert client.call({}, "echo", value="after the garbage") == "after the garbage"
-        # The call went into the same queue behind the garbage: all of it was read by now.
-    dropped = _dropped(caplog, "request")
-    assert len(dropped) == len(GARBAGE_REQUESTS) + 1, dropped
-    assert any("not JSON" in message or "JSON" in message for message in dropped)
-    assert endpoint.seen.events == ["after the garbage"]
-
-
-def test_garbage_notifications_are_dropped_and_the_listener_keeps_listening(
-        transport: polymsg.Transport, raw: Any, topic: str,
-        caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="polymsg_pika")
-    endpoint = Echo()
-    listener = polymsg.get_notification_listener(transport, [polymsg.Target(topic=topic)],
-                                                 [endpoint])
-    with listener:
-        queue = f"{topic}.info"
-        raw.basic_publish("", queue, b"{not json")
-        raw.basic_publish("", queue, _envelope({"publisher_id": "p", "event_type": "e",
-                                                "priority": "INFO"}))  # no payload
-        raw.basic_publish("", queue, _envelope({"publisher_id": "p", "event_type": "e",
-                                                "payload": {}}))  # no priority
-        polymsg.Notifier(transport, "wire.test", topics=(topic,)).info({}, "valid", {})
-        assert endpoint.seen.wait_for_count(1, WAIT) == ["valid"]
-    assert len(_dropped(caplog, "notification")) == 3
-
-
-def test_garbage_replies_do_not_disturb_callers(
-        transport: polymsg.Transport, raw: Any, topic: str,
-        caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="polymsg_pika")
-    server = polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s1"),
-                                    [Echo()])
-    client = polymsg.RPCClient(transport, polymsg.Target(topic=topic), timeout=WAIT)
-    with server:
-        assert client.call({}, "echo", value=1) == 1
-        reply_queue = transport._driver._replies.queue  # type: ignore[attr-defined]
-        raw.basic_publish("", reply_queue, b"not a reply")
-        raw.basic_publish("", reply_queue, _envelope({"result": 1, "ending": True,
-                                                      "_msg_id": "nobody-waits"}))
-        assert client.call({}, "echo", value=2) == 2
-    messages = [r.getMessage() for r in caplog.records]
-    assert any("malformed message from reply queue" in m for m in messages)
-    assert any("nobody-waits" in m and "nobody waits" in m for m in messages)
-
-
 def test_queue_with_other_arguments_gives_a_warning_not_a_dead_channel(
         transport: polymsg.Transport, raw: Any, topic: str,
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="polymsg_pika")
-    raw.queue_declare(topic, durable=True, arguments={"x-expires": 600_000})
+    # As durable as polymsg declares it (RabbitMQ 4: always; 3: as oslo.messaging).
+    durable = os.environ.get("POLYMSG_TEST_RABBIT_VERSION", "").startswith("4")
+    raw.queue_declare(topic, durable=durable, arguments={"x-expires": 600_000})
     endpoint = Echo()
     # Server and client ask for other arguments (none, and a 5 s queue_ttl).
     server = polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s1"),
@@ -293,16 +213,40 @@ def test_confirms_are_pipelined_across_threads(transport: polymsg.Transport,
     assert publisher.most_in_flight > 1
 
 
-def test_the_installed_pika_has_what_link_flush_uses(transport: polymsg.Transport,
-                                                    topic: str) -> None:
+def test_the_installed_pika_has_what_the_fastpath_uses(transport: polymsg.Transport,
+                                                      topic: str) -> None:
     from collections import deque
 
-    from polymsg_pika import _link
+    from polymsg_pika import _fastpath
 
     polymsg.RPCClient(transport, polymsg.Target(topic=topic)).cast({}, "echo", value=1)
     link = transport._driver._send  # type: ignore[attr-defined]
     # Without these the driver still works, one send() per frame: a pika
     # upgrade that removes them should be noticed, not silently slower.
-    assert _link._PLAIN_TRANSPORT is not None
-    assert type(link.connection._transport) is _link._PLAIN_TRANSPORT
+    assert _fastpath.enabled(), "the installed pika is not one the fast path was tested with"
+    assert _fastpath._PLAIN_TRANSPORT is not None
+    assert type(link.connection._transport) is _fastpath._PLAIN_TRANSPORT
     assert isinstance(link.connection._transport._tx_buffers, deque)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["private-hooks", "public-path"])
+def test_both_io_paths_carry_calls_and_casts(pika_url: str, topic: str, fast: bool,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from polymsg_pika import _fastpath
+
+    monkeypatch.setattr(_fastpath, "_ENABLED", fast)
+    flushed = []
+    real = _fastpath.flush
+    monkeypatch.setattr(_fastpath, "flush", lambda c: flushed.append(real(c)) or flushed[-1])
+    with polymsg.get_transport(pika_url) as transport:
+        endpoint = Echo()
+        server = polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s1"),
+                                        [endpoint])
+        client = polymsg.RPCClient(transport, polymsg.Target(topic=topic), timeout=WAIT)
+        with server:
+            for i in range(200):
+                client.cast({}, "echo", value=i)
+            assert client.call({}, "echo", value="done") == "done"
+            assert sorted(endpoint.seen.wait_for_count(201, WAIT), key=str) == \
+                sorted([*range(200), "done"], key=str)
+    assert any(flushed) is fast

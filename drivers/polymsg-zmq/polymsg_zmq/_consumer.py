@@ -29,7 +29,7 @@ from polymsg import MessageDeliveryFailure
 from polymsg.driver import Listener, OnMessage, dumps, loads
 from polymsg_zmq._local import registry
 from polymsg_zmq._messages import Batch, NoteMessage, RpcMessage
-from polymsg_zmq._ratelog import RateLimited
+from polymsg_zmq._ratelog import RateLimited, clip
 from polymsg_zmq._wire import (
     InvalidFrame,
     decode_deadline,
@@ -60,6 +60,9 @@ MAX_BACKLOG_BYTES = 64 * 1024 * 1024
 
 #: Malformed frames from the receiver (only a broken or hostile local process sends them).
 _MALFORMED = RateLimited(LOG, "zmq: malformed messages from the receiver")
+#: Messages whose TTL passed between the receiver and the listener (any sender can
+#: set a TTL of zero).
+_EXPIRED = RateLimited(LOG, "zmq: expired messages")
 
 
 class Subscription:
@@ -283,8 +286,8 @@ class ZmqListener(Listener):
             _MALFORMED.log("zmq: dropped a malformed message from the receiver: %s", exc)
             return
         if deadline is not None and time.monotonic() >= deadline:
-            LOG.warning("zmq: dropped expired message(s) %s on topic %s",
-                        message_ids(kind, frames[3]), header.get("t"))
+            _EXPIRED.log("zmq: dropped expired message(s) %s on topic %s",
+                         message_ids(kind, frames[3]), clip(header.get("t")))
             return
         batch = Batch(self._driver.outbox, header, deadline, self._pool, self._picked)
         make = NoteMessage if kind == "note" else RpcMessage

@@ -179,7 +179,7 @@ class ZmqDriver(Driver):
             except ValueError as exc:
                 raise MessageDeliveryFailure(f"zmq: bad host address {host!r}: {exc}") from exc
             self._endpoints[host] = endpoint
-        peer = self.peers.get(endpoint)
+        peer = self.peers.get(endpoint, watch=True)
         if (post and peer.post(frames)) or peer.try_send(frames):
             return
         if endpoint == self._own_endpoint:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from polymsg.driver import IncomingMessage, SerializationError, dumps, loads
+from polymsg_zmq._ratelog import clip
 
 if TYPE_CHECKING:
     from polymsg_zmq._outbox import Outbox
@@ -86,8 +87,8 @@ class _Lazy(IncomingMessage):
         return message
 
     def _malformed(self, exc: Exception) -> SerializationError:
-        return SerializationError(f"zmq: malformed message on topic {self._batch.topic}: "
-                                  f"{exc}")
+        return SerializationError(f"zmq: malformed message on topic "
+                                  f"{clip(self._batch.topic)}: {clip(exc)}")
 
     def acknowledge(self) -> None:
         """Nothing to do: the receiver forgot the message when it handed it over."""

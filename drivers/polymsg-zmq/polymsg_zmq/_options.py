@@ -77,7 +77,7 @@ OPTS: list[cfg.Opt] = [
     cfg.IntOpt("max_message_size", default=64 * 1024 * 1024, min=1024,
                help="Largest message (bytes) a receiver or reply socket accepts and a "
                     "sender sends; a peer sending a larger one is disconnected."),
-    cfg.IntOpt("max_held_bytes", default=256 * 1024 * 1024, min=1024 * 1024,
+    cfg.IntOpt("max_held_bytes", default=128 * 1024 * 1024, min=1024 * 1024,
                help="Bytes a receiver holds in all for consumers that cannot take "
                     "messages yet; beyond that the oldest messages of the topic holding "
                     "the most are dropped with a warning. At least max_message_size."),

@@ -90,7 +90,7 @@ class Outbox:
         fields = dict(header, u=False, s=header.get("s"), ttl=ttl)
         frames = [MAGIC + encode_header(fields), pack(body)]
         try:
-            peer = self._peers.get(self._own)
+            peer = self._peers.get(self._own, watch=True)
             if not peer.try_send(frames):
                 peer.send(frames, retry=2, interval=self._settings.retry_interval)
         except MessagingError as exc:

@@ -30,6 +30,7 @@ from polymsg_zmq._curve import make_client
 from polymsg_zmq._errors import translated
 from polymsg_zmq._options import Settings
 from polymsg_zmq._ratelog import RateLimited
+from polymsg_zmq._watch import WINDOW, Recent, Watcher
 from polymsg_zmq._wire import MAGIC, REPLY_MAGIC, message_ids
 
 __all__ = ["Peer", "Peers"]
@@ -44,6 +45,10 @@ _IDLE_CLOSE = 300.0
 _BATCH = 512
 _BATCH_BYTES = 1 << 20  # and well below any sane max_message_size
 _STALL_RETRY = 0.05
+#: The first moments of a stall (a connection still being made: a caller's first
+#: reply) are retried sooner.
+_FRESH_STALL = 0.1
+_FRESH_RETRY = 0.005
 _GIVE_UP = 10.0
 #: Connections one transport keeps; past that the least useful are closed first.
 MAX_PEERS = 512
@@ -57,7 +62,8 @@ class Peer:
     """A connection to one endpoint; thread-safe (a lock guards the socket)."""
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], endpoint: str,
-                 settings: Settings, flusher: Flusher) -> None:
+                 settings: Settings, flusher: Flusher, watcher: Watcher | None = None
+                 ) -> None:
         self.endpoint = endpoint
         self.lock = threading.Lock()
         self.last_used = time.monotonic()
@@ -76,9 +82,14 @@ class Peer:
         sock.heartbeat_ivl = 2000
         sock.heartbeat_timeout = 6000
         make_client(sock, settings.curve)
-        sock.connect(endpoint)
         self._sock = sock
         self._closed = False
+        #: What went out lately, reported if the connection drops (receivers only).
+        self.recent: Recent | None = None
+        if watcher is not None:
+            self.recent = Recent()
+            watcher.watch(sock, self._connection_lost, lambda: self._closed)
+        sock.connect(endpoint)
 
     def post(self, frames: Frames) -> bool:
         """Queue a one-way message for the flusher; False when the connection is not
@@ -173,7 +184,19 @@ class Peer:
             self.up = False
             return False
         self.up = True
+        if self.recent is not None:
+            self.recent.add(frames)
         return True
+
+    def _connection_lost(self) -> None:
+        """The connection dropped: name what was sent on it lately (it may be lost)."""
+        with self.lock:
+            batches = self.recent.take() if self.recent is not None else []
+        ids = [i for batch in batches for i in message_ids("rpc", batch, limit=0)]
+        if ids:
+            LOG.warning("zmq: the connection to %s was lost; %d message(s) sent on it in "
+                        "the last %gs may not have been delivered: ids %s",
+                        self.endpoint, len(ids), WINDOW, " ".join(ids))
 
     def _drain(self) -> bool:
         """Send queued messages, batching runs with one header; True when all went.
@@ -198,6 +221,8 @@ class Peer:
                 outbox.extendleft(reversed(batch))
                 self.up = False
                 return False
+            if self.recent is not None:
+                self.recent.add(frames)
         self.up = True
         return True
 
@@ -267,13 +292,21 @@ class Flusher:
         while True:
             with self._cond:
                 while not self._ready and not self._stopping:
-                    if not self._cond.wait(_STALL_RETRY if self._stalled else None):
+                    if not self._cond.wait(self._retry_in()):
                         break
                 if self._stopping and not self._ready:
                     return
                 ready, self._ready = self._ready, deque()
             for peer in {*ready, *self._stalled}:
                 self._flush(peer)
+
+    def _retry_in(self) -> float | None:
+        """Seconds until stalled peers are tried again (None: none is stalled)."""
+        if not self._stalled:
+            return None
+        now = time.monotonic()
+        fresh = any(now - (peer.stalled_since or now) < _FRESH_STALL for peer in self._stalled)
+        return _FRESH_RETRY if fresh else _STALL_RETRY
 
     def _flush(self, peer: Peer) -> None:
         peer.scheduled = False
@@ -315,9 +348,11 @@ class Peers:
         self._pruned = time.monotonic()
         self._closed = False
         self._flusher = Flusher()
+        self._watcher = Watcher()
 
-    def get(self, endpoint: str) -> Peer:
-        """The peer for ``endpoint``."""
+    def get(self, endpoint: str, watch: bool = False) -> Peer:
+        """The peer for ``endpoint``; ``watch`` (a receiver's): report what may be lost
+        when its connection drops."""
         peer = self._peers.get(endpoint)
         if peer is not None:
             return peer
@@ -330,7 +365,8 @@ class Peers:
                 if len(self._peers) >= MAX_PEERS:
                     self._evict()
                 with translated(f"connecting to {endpoint}"):
-                    peer = Peer(self._context, endpoint, self._settings, self._flusher)
+                    peer = Peer(self._context, endpoint, self._settings, self._flusher,
+                                self._watcher if watch else None)
                 self._peers[endpoint] = peer
             return peer
 
@@ -363,5 +399,6 @@ class Peers:
             self._closed = True
             peers, self._peers = list(self._peers.values()), {}
         self._flusher.stop(peers)
+        self._watcher.stop()  # closing our own connections loses nothing to report
         for peer in peers:
             peer.close()

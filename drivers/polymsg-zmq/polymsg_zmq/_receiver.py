@@ -59,6 +59,8 @@ LOG = logging.getLogger("polymsg_zmq.receiver")
 _TICK = 0.05
 _PROBE_TICK = 0.005
 _ROUTE_EVERY = 0.25
+#: Topics whose unrouted messages are looked up per routing round (every _ROUTE_EVERY).
+_ROUTE_TOPICS = 256
 _CLOSE_IDLE_TOPIC = 60.0
 _BATCH = 256
 _BUDGET = 0.02
@@ -94,6 +96,7 @@ class Receiver:
         self.budget = HeldBudget(settings.max_held_bytes, lambda: self._topics.values())
         self._local = registry(settings.ipc_dir)
         self._next_sweep = 0.0
+        self._route_turn = 0
         self._probes: dict[tuple[int, bytes], tuple[TopicState, bytes, float]] = {}
         #: In-process consumers whose workers lag (see _consumer.MAX_BACKLOG): messages
         #: for them are held, and flushed as soon as they catch up.
@@ -338,6 +341,8 @@ class Receiver:
     def _route_unrouted(self, state: TopicState, now: float) -> None:
         """Forward, in order, the messages no sender could place whose topic now has a
         host; the rest stay held, in order."""
+        if now < state.next_route:  # it found no host a moment ago: ask again later
+            return
         items = state.take_unrouted()
         if not items:
             return
@@ -347,6 +352,7 @@ class Receiver:
             if back or not self._forward(state, item, now, lookups):
                 back.append(item)
         state.restore(back)
+        state.next_route = now + _ROUTE_EVERY if back else 0.0
 
     def _topic(self, exchange: str, topic: str, local: bool = False) -> TopicState:
         """The state of ``exchange``/``topic``, made on first use (no socket yet).
@@ -529,9 +535,12 @@ class Receiver:
     def _housekeeping(self, now: float) -> None:
         self._garbage.summary()
         self._dropped.summary()
-        if self.matchmaker.dynamic:
-            for state in list(self._topics.values()):
+        if self.matchmaker.dynamic:  # a share of the topics each round (matchmaker load)
+            states = list(self._topics.values())
+            start = self._route_turn % len(states) if states else 0
+            for state in (states[start:] + states[:start])[:_ROUTE_TOPICS]:
                 self._route_unrouted(state, now)
+            self._route_turn = start + _ROUTE_TOPICS
         for state in list(self._topics.values()):
             if state.idle(now, _CLOSE_IDLE_TOPIC):
                 self._close_topic(state)
@@ -571,7 +580,7 @@ class Receiver:
             if header["k"] == "note":
                 header["pools"] = pools
             frames = [MAGIC + encode_header(header), item.bodies]
-            if not self._peers.get(self.settings.endpoint(host)).try_send(frames):
+            if not self._peers.get(self.settings.endpoint(host), watch=True).try_send(frames):
                 LOG.info("zmq receiver: host %s cannot take %s yet; holding", host,
                          item.ids())
                 return False

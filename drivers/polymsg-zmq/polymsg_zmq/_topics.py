@@ -3,8 +3,9 @@
 Consumers belong to *groups*: every RPC server is in ``*`` (any server of
 the topic) and in ``s:<server>``; a notification listener is in
 ``n:<priority>:<pool>`` for each priority it takes (pool ``""`` when none).
-A message targets one group and goes to one of its consumers, round robin;
-a notification for every pool becomes one copy per group. A message no
+A message targets one group and goes to one of its consumers, round robin
+message by message (a batch is dealt over the group's consumers); a
+notification for every pool becomes one copy per group. A message no
 consumer can take is held, in arrival order, until one comes, its
 ``message_ttl`` passes, or its group has had no consumer for ``queue_ttl``.
 """
@@ -20,7 +21,7 @@ from typing import Any
 import zmq
 
 from polymsg_zmq._local import InProcess
-from polymsg_zmq._ratelog import RateLimited
+from polymsg_zmq._ratelog import RateLimited, clip
 from polymsg_zmq._wire import (
     Header,
     InvalidFrame,
@@ -73,9 +74,14 @@ class Held:
         """``[b"M", deadline, header, body...]`` for a consumer."""
         return [b"M", encode_deadline(self.deadline), self.raw_header, self.bodies]
 
-    def ids(self) -> list[str]:
-        """Message ids, for log lines."""
-        return message_ids(str(self.header.get("k")), self.bodies)
+    def ids(self, limit: int | None = None) -> list[str]:
+        """Message ids, for log lines (see :func:`message_ids` for ``limit``)."""
+        return message_ids(str(self.header.get("k")), self.bodies, limit)
+
+
+def _ids_of(items: Iterable[Held]) -> list[str]:
+    """Every message id of ``items``, for one log line."""
+    return [i for item in items for i in item.ids(0)]
 
 
 class HeldBudget:
@@ -86,21 +92,29 @@ class HeldBudget:
     topic costs that topic, not the others).
     """
 
+    #: Drops between two searches for the largest holder (a search visits every topic).
+    RESCAN = 64
+
     def __init__(self, max_bytes: int, topics: Callable[[], Iterable[TopicState]]) -> None:
         self.max_bytes = max_bytes
         self.used = 0
         self._topics = topics
+        self._victim: TopicState | None = None
+        self._drops = 0
 
     def make_room(self, size: int) -> bool:
         """Drop held messages until ``size`` more bytes fit; False if they never can."""
         if size > self.max_bytes:
             return False
         while self.used + size > self.max_bytes:
-            largest = max(self._topics(), key=lambda state: state.held_bytes, default=None)
-            if largest is None or not largest.held:
+            victim = self._victim
+            if victim is None or not victim.held or self._drops >= self.RESCAN:
+                victim = max(self._topics(), key=lambda state: state.held_bytes, default=None)
+                self._victim, self._drops = victim, 0
+            if victim is None or not victim.held:
                 return False
-            largest.drop_oldest(f"the receiver holds max_held_bytes "
-                                f"({self.max_bytes:,} bytes)")
+            self._drops += 1
+            victim.drop_oldest(f"the receiver holds max_held_bytes ({self.max_bytes:,} bytes)")
         return True
 
 
@@ -173,6 +187,8 @@ class TopicState:
         self.last_present: dict[str, float] = {}
         self.qttl_hint: dict[str, float] = {}
         self.touched = time.monotonic()
+        #: When the receiver may next look for a host for unrouted messages.
+        self.next_route = 0.0
         #: In-process consumers (of any topic) taking nothing until their workers catch
         #: up; the receiver owns the set and flushes when one leaves it.
         self.congested: set[bytes] = congested if congested is not None else set()
@@ -257,8 +273,7 @@ class TopicState:
         messages), each consumer getting its share as one batch, in order.
         """
         if item.deadline is not None and now >= item.deadline:
-            LOG.warning("zmq receiver: dropped expired message(s) %s on topic %s "
-                        "(message_ttl passed)", item.ids(), self.topic)
+            self._log_drop(item, "message_ttl passed")
             return []
         group = item.group
         if group.endswith(":" + ANY_POOL) and group.startswith("n:"):
@@ -348,7 +363,11 @@ class TopicState:
 
     def _log_drop(self, item: Held, why: str) -> None:
         self.dropped.log("zmq receiver: dropped held message(s) %s on topic %s: %s",
-                         item.ids(), self.topic, why)
+                         item.ids(), clip(self.topic), why)
+
+    def _log_drops(self, items: list[Held], why: str) -> None:
+        self.dropped.log("zmq receiver: dropped held message(s) %s on topic %s: %s",
+                         " ".join(_ids_of(items)), clip(self.topic), why)
 
     def _count(self, item: Held, delta: int) -> None:
         group = item.group
@@ -410,12 +429,15 @@ class TopicState:
             return
         held = self.held
         self._take_all()
+        expired: dict[str, list[Held]] = {}
         for item in held:
             reason = self._expired(item, now)
             if reason:
-                self._log_drop(item, reason)
+                expired.setdefault(reason, []).append(item)
             else:
                 self._keep(item)
+        for reason, items in expired.items():  # one line per reason, every id in it
+            self._log_drops(items, reason)
 
     def _expired(self, item: Held, now: float) -> str | None:
         if item.deadline is not None and now >= item.deadline:
@@ -436,5 +458,7 @@ class TopicState:
         """Forget everything held (the topic is closed), logging what is dropped."""
         held = self.held
         self._take_all()
-        for item in held:
-            self._log_drop(item, "the receiver stopped")
+        if held:  # once, at the end: every id, not rate-limited
+            ids = _ids_of(held)
+            LOG.warning("zmq receiver: dropped %d held message(s) on topic %s: the "
+                        "receiver stopped; ids %s", len(ids), clip(self.topic), " ".join(ids))

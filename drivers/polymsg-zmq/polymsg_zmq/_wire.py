@@ -70,6 +70,8 @@ MAGIC = b"PZ1"
 REPLY_MAGIC = b"PZR"
 
 KINDS = frozenset({"rpc", "fan", "note"})
+#: Pools one notification may name (each becomes a copy on the receiving host).
+MAX_POOLS = 256
 
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 _MAX_IPC_PATH = 107
@@ -176,9 +178,9 @@ def decode_header(data: bytes) -> Header:
         if not isinstance(header.get("p"), str):
             raise InvalidFrame("a notification needs a priority")
         pools = header.get("pools")
-        if pools is not None and not (isinstance(pools, list)
+        if pools is not None and not (isinstance(pools, list) and len(pools) <= MAX_POOLS
                                       and all(isinstance(p, str) for p in pools)):
-            raise InvalidFrame("pools must be a list of strings")
+            raise InvalidFrame(f"pools must be a list of at most {MAX_POOLS} strings")
     return header
 
 
@@ -224,16 +226,18 @@ _DEADLINE = struct.Struct("!d")
 _LOGGED_IDS = 20
 
 
-def message_ids(kind: str, packed: bytes) -> list[str]:
-    """The message ids in a packed batch (for log lines); garbage yields ``"?"``."""
+def message_ids(kind: str, packed: bytes, limit: int | None = None) -> list[str]:
+    """The message ids in a packed batch (for log lines; the first 20 unless ``limit``
+    says otherwise, ``0`` for all); garbage yields ``"?"``."""
     try:
         bodies = unpack(packed)
     except InvalidFrame:
         return ["?"]
     ids = []
-    if len(bodies) > _LOGGED_IDS:
-        ids.append(f"(the first {_LOGGED_IDS} of {len(bodies)})")
-    for body in bodies[:_LOGGED_IDS]:
+    limit = _LOGGED_IDS if limit is None else limit or len(bodies)
+    if len(bodies) > limit:
+        ids.append(f"(the first {limit} of {len(bodies)})")
+    for body in bodies[:limit]:
         try:
             data = loads(body)
             ids.append(str(data["i"] if kind != "note" else data["m"]["message_id"])[:64])

@@ -10,6 +10,7 @@ sockets and exits 0. ``polymsg zmq-keygen`` prints a CURVE key pair.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -37,7 +38,22 @@ def load_settings(url: str | None, config_files: tuple[str, ...]) -> Settings:
     if parsed is not None and parsed.transport != "zmq":
         raise click.BadParameter(f"expected a zmq:// URL, got {parsed.transport}://",
                                  param_hint="--url")
-    return settings_from(overlay(conf, parsed), parsed)
+    settings = settings_from(overlay(conf, parsed), parsed)
+    if settings.curve is not None:
+        _warn_if_others_can_read(config_files)
+    return settings
+
+
+def _warn_if_others_can_read(config_files: tuple[str, ...]) -> None:
+    """A configuration file that may hold the CURVE secret key should be private."""
+    for path in config_files:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue
+        if mode & 0o077:
+            LOG.warning("zmq receiver: %s may hold the CURVE secret key and other users can "
+                        "read it (mode %o); chmod 600 it", path, mode & 0o777)
 
 
 def _serve(settings: Settings) -> None:

@@ -29,7 +29,7 @@ from polymsg_zmq import ZmqDriver
 from zmqtest import Hosts, ReceiverProcess, free_port, short_tmpdir, split_transport
 
 import polymsg
-from polymsg.testing import ConformanceTests, Harness
+from polymsg.testing import AsyncConformance, ConformanceTests, Harness
 
 
 class TestZmqLocalConformance(ConformanceTests):
@@ -82,16 +82,18 @@ class _MultiHost(ConformanceTests):
     listen_on: list[int] = [1]
     daemons: list[int] = []
 
-    def make_hosts(self) -> Hosts:
+    @classmethod
+    def make_hosts(cls) -> Hosts:
         raise NotImplementedError
 
     @pytest.fixture(scope="class")
-    def zmq_hosts(self) -> Iterator[Hosts]:
-        hosts = self.make_hosts()
+    @classmethod
+    def zmq_hosts(cls) -> Iterator[Hosts]:
+        hosts = cls.make_hosts()
         processes = []
         try:
             for index, host in enumerate(hosts.hosts):
-                if index in self.daemons:
+                if index in cls.daemons:
                     processes.append(ReceiverProcess(host.url()))
                 else:
                     host.start_receiver()
@@ -132,7 +134,8 @@ class TestZmqRingConformance(_MultiHost):
         self.root = zmq_hosts.root
         return zmq_hosts[1].url()  # where the ring sends everything
 
-    def make_hosts(self) -> Hosts:
+    @classmethod
+    def make_hosts(cls) -> Hosts:
         hosts = Hosts(["a", "b"], start_receiver="false")
         hosts.write_ring({"*": [hosts[1].address]})
         return hosts
@@ -145,7 +148,12 @@ class TestZmqRedisConformance(_MultiHost):
     listen_on = [1, 2]
     daemons = [2]
 
-    def make_hosts(self) -> Hosts:
+    @classmethod
+    def make_hosts(cls) -> Hosts:
         hosts = Hosts(["a", "b", "c"], start_receiver="false")
         hosts.use_redis()
         return hosts
+
+
+class TestZmqLocalAioConformance(AsyncConformance, TestZmqLocalConformance):
+    """The same scenarios through polymsg.aio."""

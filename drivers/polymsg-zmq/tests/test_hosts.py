@@ -230,3 +230,24 @@ def test_call_futures_resolve_without_result_being_called(stack: Stack) -> None:
         assert [reply.result for reply in replies] == ["async"] * 3
     finally:
         hosts.close()
+
+
+def test_redis_knows_the_hosts_whose_receivers_registered() -> None:
+    from polymsg_zmq._matchmaker import HOST_KEY
+
+    hosts = Hosts(["a", "b"])
+    hosts.use_redis()
+    try:
+        import dataclasses
+
+        other = RedisMatchmaker(dataclasses.replace(hosts[1].settings(), host="10.9.8.7"))
+        mine = RedisMatchmaker(hosts[0].settings())
+        assert not mine.knows_host("10.9.8.7")
+        other.register([HOST_KEY])  # what a receiver on 10.9.8.7 does when it starts
+        assert mine.knows_host("10.9.8.7") and mine.knows_host("127.0.0.1")
+        assert not mine.knows_host("10.9.8.6")
+        other.unregister([HOST_KEY])
+        other.close()
+        mine.close()
+    finally:
+        hosts.close()

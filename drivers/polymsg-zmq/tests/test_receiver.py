@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import zmq
 from polymsg_zmq import _consumer
-from polymsg_zmq._wire import MAGIC, pack
+from polymsg_zmq._wire import MAGIC, pack, validate_name
 from zmqtest import Hosts, ReceiverProcess, free_port, short_tmpdir
 
 import polymsg
@@ -111,22 +111,18 @@ def test_ipc_dir_and_its_subdirectories_are_private() -> None:
                                          ("exchange", "x/../../y")])
 def test_names_that_could_escape_the_ipc_dir_are_rejected(
         host: Hosts, field: str, value: str) -> None:
+    # The facade refuses such names for every transport, before the driver sees them
+    # (the driver's own check, validate_name, guards callers of the SPI).
     before = set(os.listdir(host.root))
     with polymsg.get_transport(host[0].url()) as transport:
-        target = polymsg.Target(**{"topic": "work", field: value})
-        client = polymsg.RPCClient(transport, target, timeout=5)
-        with pytest.raises(polymsg.InvalidTarget, match=f"{field} .* cannot be used"):
-            client.cast({}, "echo", value=1)
-        with pytest.raises(polymsg.InvalidTarget, match=f"{field} .* cannot be used"):
-            client.call({}, "echo", value=1)
-        server = polymsg.get_rpc_server(transport, target.replace(server="s"), [Echo()])
-        with pytest.raises(polymsg.InvalidTarget, match=f"{field} .* cannot be used"):
-            server.start()
-        notifier = polymsg.Notifier(transport, "p", topics=[target.topic or "work"])
+        with pytest.raises(polymsg.InvalidTarget, match=field):
+            polymsg.Target(**{"topic": "work", field: value})
         if field == "topic":
-            with pytest.raises(polymsg.InvalidTarget, match="cannot be used"):
-                notifier.info({}, "e", {})
-    assert set(os.listdir(host.root)) == before | {"a"}
+            with pytest.raises(polymsg.InvalidTarget, match="topic"):
+                polymsg.Notifier(transport, "p", topics=[value])
+        with pytest.raises(polymsg.InvalidTarget, match="cannot be used"):
+            validate_name(value, field)
+    assert set(os.listdir(host.root)) <= before | {"a"}
     for _dirpath, dirnames, filenames in os.walk(host.root):
         assert ".." not in dirnames + filenames
 

@@ -85,3 +85,24 @@ def test_secret_key_is_masked_in_reprs_and_errors() -> None:
     assert secret[:-1] not in str(caught.value)
     assert (caught.value.__cause__ is None and caught.value.__context__ is None) or \
         secret[:-1] not in repr(caught.value.__context__)
+
+
+@pytest.mark.parametrize("mode,warned", [(0o644, True), (0o600, False)])
+def test_receiver_warns_of_a_key_file_others_can_read(
+        mode: int, warned: bool, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from polymsg_zmq.cli import load_settings
+
+    caplog.set_level(logging.WARNING, logger="polymsg_zmq")
+    public, secret = keypair()
+    with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as handle:
+        handle.write(f"[{GROUP}]\ncurve_public_key = {public}\ncurve_secret_key = {secret}\n")
+    try:
+        os.chmod(handle.name, mode)
+        settings = load_settings("zmq://127.0.0.1:9/", (handle.name,))
+    finally:
+        os.unlink(handle.name)
+    assert settings.curve is not None and settings.curve.secret == secret
+    assert ("other users can read it" in caplog.text) is warned
+    assert secret not in caplog.text

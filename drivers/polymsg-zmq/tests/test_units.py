@@ -106,6 +106,8 @@ def test_ipc_paths_stay_inside_the_directory_and_short_enough() -> None:
     b'{"k":"rpc","x":"..","t":"t"}', b'{"k":"rpc","x":"e","t":"t","ttl":-1}',
     b'{"k":"rpc","x":"e","t":"t","ttl":true}', b'{"k":"rpc","x":"e","t":"t","s":5}',
     b'{"k":"note","x":"e","t":"t"}', b'{"k":"note","x":"e","t":"t","p":"info","pools":[1]}',
+    b'{"k":"note","x":"e","t":"t","p":"info","pools":[' + b",".join(b'"p%d"' % n
+                                                            for n in range(257)) + b"]}",
 ])
 def test_bad_headers_are_invalid_frames(raw: bytes) -> None:
     with pytest.raises(InvalidFrame):
@@ -158,6 +160,9 @@ def test_ring_file_rules_and_reload() -> None:
         os.utime(path, (1, 1))  # a different mtime, whatever the clock's resolution
         assert ring.rpc_hosts("x", "compute") == [f"h3:{port}"]
         assert ring.rpc_hosts("x", "unlisted") == []
+        # replies go to hosts the ring names (any entry) and to this host only
+        assert ring.knows_host("h3") and ring.knows_host("127.0.0.1")
+        assert not ring.knows_host("h1") and not ring.knows_host("192.0.2.1")
     finally:
         hosts.close()
 

@@ -1,0 +1,48 @@
+"""What every RabbitMQ driver declares (capabilities, its one option group), and when
+it may use a client library's private hooks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+from oslo_config import cfg
+
+from polymsg._amqp_options import RABBIT_GROUP, rabbit_opts
+from polymsg.driver import CAPABILITIES, Driver
+
+__all__ = ["RabbitDriver", "private_hooks_allowed"]
+
+
+class RabbitDriver(Driver):
+    """Base of the RabbitMQ drivers: every capability, the ``[polymsg_rabbit]`` options."""
+
+    capabilities = CAPABILITIES
+    options_group = RABBIT_GROUP
+
+    @classmethod
+    def list_opts(cls) -> Sequence[cfg.Opt]:
+        """The ``[polymsg_rabbit]`` options (also settable as URL query keys)."""
+        return rabbit_opts()
+
+
+def _major_minor(text: str) -> tuple[int, int]:
+    major, minor, *_ = [*(int(p) if p.isdigit() else 0 for p in text.split(".")), 0, 0]
+    return major, minor
+
+
+def private_hooks_allowed(distribution: str, tested: tuple[tuple[int, int], tuple[int, int]],
+                          switch: str) -> bool:
+    """True when a driver may use private hooks of ``distribution``: its installed
+    version is within ``tested`` (``[low, high)``, major and minor) and the
+    environment variable ``switch`` is not ``0``. Anywhere else the driver
+    takes the library's public path."""
+    if os.environ.get(switch, "1") == "0":
+        return False
+    try:
+        installed = _major_minor(version(distribution))
+    except PackageNotFoundError:
+        return False
+    low, high = tested
+    return low <= installed < high

@@ -1,0 +1,74 @@
+"""Deliveries: decoding what a server or listener consumed, and replying to calls.
+
+Both RabbitMQ drivers decode a delivery with :func:`decode` (garbage is
+logged at a bounded rate and reported as ``None``, for the driver to drop)
+and hand the facade a :class:`Delivery`, which knows how to reply; the
+driver's subclass only says how to acknowledge or requeue on its connection.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from polymsg._amqp import Notification, Request, decode_notification, decode_request, encode_reply
+from polymsg._exceptions import MessageDeliveryFailure, SerializationError
+from polymsg._ratelimit import LogLimiter
+from polymsg.driver import IncomingMessage
+
+__all__ = ["GARBAGE", "Delivery", "SendReply", "decode"]
+
+LOG = logging.getLogger(__name__)
+
+#: Malformed requests and notifications, counted across every transport: a
+#: flood of garbage logs a few lines a minute, not a line per message.
+GARBAGE = LogLimiter(LOG, "malformed messages")
+
+#: Sends a reply: ``send_reply(reply queue, message id, encoded body)``.
+SendReply = Callable[[str, str, bytes], None]
+
+
+def decode(kind: Literal["request", "notification"], body: bytes | bytearray | memoryview,
+           exchange: str | None, routing_key: str | None) -> Request | Notification | None:
+    """The decoded request or notification, or ``None`` (logged) for garbage."""
+    try:
+        if kind == "request":
+            return decode_request(body)
+        return decode_notification(body)
+    except SerializationError as exc:
+        GARBAGE.log("dropping a malformed %s from exchange %r, routing key %r: %s", kind,
+                    exchange, routing_key, exc)
+        return None
+
+
+class Delivery(IncomingMessage):
+    """A delivered request or notification, acknowledged once by the facade."""
+
+    def __init__(self, decoded: Request | Notification,
+                 send_reply: SendReply | None = None) -> None:
+        self.ctxt = decoded.ctxt
+        self.message = decoded.message
+        self._send_reply = send_reply
+        self._msg_id = decoded.msg_id if isinstance(decoded, Request) else None
+        self._reply_q = decoded.reply_q if isinstance(decoded, Request) else None
+
+    @abc.abstractmethod
+    def settle(self, requeue: bool) -> None:
+        """Acknowledge the delivery (``requeue``: give it back), from any thread."""
+
+    def acknowledge(self) -> None:
+        self.settle(requeue=False)
+
+    def requeue(self) -> None:
+        self.settle(requeue=True)
+
+    def reply(self, result: Any = None, failure: Mapping[str, Any] | None = None) -> None:
+        if self._msg_id is None or self._reply_q is None or self._send_reply is None:
+            return
+        body = encode_reply(self._msg_id, result, failure)  # SerializationError: nothing sent
+        try:
+            self._send_reply(self._reply_q, self._msg_id, body)
+        except MessageDeliveryFailure as exc:
+            LOG.warning("could not send the reply to call %s: %s", self._msg_id, exc)
