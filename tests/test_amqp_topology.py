@@ -97,6 +97,8 @@ def test_stream_fanout_is_one_stream_per_topic() -> None:
 
 @pytest.mark.parametrize(("options", "needs"), [
     ({"rabbit_stream_fanout": True}, "rabbit_transient_quorum_queue"),
+    ({"rabbit_stream_fanout": True, "rabbit_transient_quorum_queue": True},
+     "rabbit_qos_prefetch_count"),
     ({"rabbit_stream_fanout": True, "rabbit_transient_quorum_queue": True,
       "rabbit_qos_prefetch_count": 0}, "rabbit_qos_prefetch_count"),
 ])

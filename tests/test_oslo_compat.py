@@ -18,7 +18,15 @@ from polymsg.compat import _options
 from polymsg.compat import oslo_messaging as messaging
 
 sys.path.insert(0, str(Path(__file__).parent))
-from oslo_example import installed, load_example, rabbit_url, transport_url
+from oslo_example import (
+    durable,
+    installed,
+    load_example,
+    private_vhost,
+    rabbit_url,
+    skip_where_transient_queues_are_refused,
+    transport_url,
+)
 
 WAIT = 30.0
 
@@ -62,6 +70,22 @@ class _Cleanup:
 
 @pytest.fixture
 def running() -> Iterator[_Running]:
+    made = _Running()
+    yield made
+    made.stop()
+
+
+@pytest.fixture
+def vhost() -> Iterator[str]:
+    """A RabbitMQ virtual host of the test's own: nothing an earlier run (or another
+    test) declared with other properties is in the way, and nothing is left behind."""
+    with private_vhost() as name:
+        yield name
+
+
+@pytest.fixture
+def running_on_vhost(vhost: str) -> Iterator[_Running]:
+    """:func:`running`, stopped before :func:`vhost` is deleted."""
     made = _Running()
     yield made
     made.stop()
@@ -219,35 +243,48 @@ def test_rabbit_group_values_reach_the_driver(tmp_path: Path,
 
 # -- interop with oslo.messaging itself, on RabbitMQ ------------------------------------
 
-@pytest.mark.parametrize("scheme", ["rabbit", "rabbit+pika"])
-@pytest.mark.parametrize("exchange", ["compute", "cells"], ids=["control", "other-exchange"])
-@pytest.mark.parametrize("direction", ["oslo-client", "oslo-server"])
-def test_interop_with_oslo_messaging(scheme: str, exchange: str, direction: str,
-                                     running: _Running) -> None:
-    if scheme == "rabbit+pika" and not installed("polymsg-pika"):
-        pytest.skip("polymsg-pika is not installed")
-    if scheme == "rabbit" and not installed("polymsg-kombu"):
-        pytest.skip("polymsg-kombu is not installed")
-    oslo = load_example(real_oslo=True)
-    compat = load_example()
-    oslo_url = rabbit_url("rabbit")
-    # Queues durable on both sides (polymsg never declares transient shared queues).
-    polymsg_url = rabbit_url(scheme, exchange_scoped_names="false", amqp_durable_queues="true")
-    conf = cfg.ConfigOpts()
-    conf([])
-    # As a deployment would: one control exchange, set, for both libraries.
-    server_side, client_side = (compat, oslo) if direction == "oslo-client" else (oslo, compat)
-    server_url, client_url = ((polymsg_url, oslo_url) if direction == "oslo-client"
-                              else (oslo_url, polymsg_url))
+def _oslo_conf(oslo_url: str, path: Path, text: str) -> cfg.ConfigOpts:
+    """One ConfigOpts for both libraries, as a process moving between them has:
+    the configuration file ``path`` holding ``text``, oslo.messaging's options
+    registered."""
     import oslo_messaging
     from oslo_messaging._metrics import client as metrics
     from oslo_messaging._tracing import client as tracing
+    path.write_text(text, encoding="utf-8")
+    conf = cfg.ConfigOpts()
+    conf(["--config-file", str(path)])
     # oslo.messaging 18.3 registers these on the global CONF only
     conf.register_opts(tracing.oslo_messaging_tracing, group="oslo_messaging_tracing")
     conf.register_opts(metrics.oslo_messaging_metrics, group="oslo_messaging_metrics")
     oslo_messaging.get_rpc_transport(conf, url=oslo_url).cleanup()  # registers its options
-    conf.set_override("amqp_durable_queues", True, group="oslo_messaging_rabbit")
-    conf.set_override("control_exchange", "compute")
+    return conf
+
+
+@pytest.mark.parametrize("scheme", ["rabbit", "rabbit+pika"])
+@pytest.mark.parametrize("exchange", ["compute", "cells"], ids=["control", "other-exchange"])
+@pytest.mark.parametrize("direction", ["oslo-client", "oslo-server"])
+def test_interop_with_oslo_messaging(scheme: str, exchange: str, direction: str, vhost: str,
+                                     running_on_vhost: _Running, tmp_path: Path) -> None:
+    if scheme == "rabbit+pika" and not installed("polymsg-pika"):
+        pytest.skip("polymsg-pika is not installed")
+    if scheme == "rabbit" and not installed("polymsg-kombu"):
+        pytest.skip("polymsg-kombu is not installed")
+    skip_where_transient_queues_are_refused()
+    running = running_on_vhost
+    oslo = load_example(real_oslo=True)
+    compat = load_example()
+    oslo_url = rabbit_url("rabbit", vhost)
+    # oslo.messaging's names on every exchange; durability comes from the shared
+    # [oslo_messaging_rabbit] group, which the compat module reads for polymsg too.
+    polymsg_url = rabbit_url(scheme, vhost, exchange_scoped_names="false")
+    # As a mixed deployment must: durable exchanges and topic/notification queues on
+    # both sides (polymsg declares every queue durable), one control exchange.
+    conf = _oslo_conf(oslo_url, tmp_path / "compute.conf",
+                      "[DEFAULT]\ncontrol_exchange = compute\n"
+                      "[oslo_messaging_rabbit]\namqp_durable_queues = true\n")
+    server_side, client_side = (compat, oslo) if direction == "oslo-client" else (oslo, compat)
+    server_url, client_url = ((polymsg_url, oslo_url) if direction == "oslo-client"
+                              else (oslo_url, polymsg_url))
     host = f"host-{direction}-{exchange}"
     manager = running.add(*server_side.start_compute(conf, host, server_url, exchange=exchange))
     other = running.add(*server_side.start_compute(conf, host + "-b", server_url,
@@ -268,6 +305,29 @@ def test_interop_with_oslo_messaging(scheme: str, exchange: str, direction: str,
         assert audit.seen[0]["payload"]["name"] == "vm"
     finally:
         transport.cleanup()
+    # The names both libraries declare, durable as both were told.
+    queues, exchanges = durable(vhost, "queues"), durable(vhost, "exchanges")
+    shared = {"compute", f"compute.{host}", f"compute.{host}-b", "notifications.info"}
+    assert {name: queues.get(name) for name in shared} == dict.fromkeys(shared, True)
+    assert exchanges[exchange] and exchanges["compute"]
+    # oslo.messaging's own reply and fanout queues are non-durable by design (unless
+    # rabbit_transient_quorum_queue); their names are its own, polymsg never declares them.
+    oslo_private = {name for name, kept in queues.items() if not kept}
+    assert all(name.startswith(("reply_", "compute_fanout_")) for name in oslo_private)
+
+
+@pytest.mark.skip(reason="cannot interoperate by design on classic queues: oslo.messaging on "
+                         "its defaults (amqp_durable_queues = false) declares the topic, server "
+                         "and notification queues non-durable, polymsg declares every queue "
+                         "durable. polymsg uses a non-durable queue oslo.messaging made first "
+                         "as it is, but a queue polymsg made first refuses oslo.messaging's "
+                         "declaration (406 inequivalent arg 'durable', its non-durable retry "
+                         "too), so it works only when oslo.messaging starts first. Set "
+                         "amqp_durable_queues = true on both sides (test above), or quorum "
+                         "queues on both (tests/rabbit4/test_rabbit4_oslo.py)")
+def test_interop_with_oslo_messaging_on_its_defaults() -> None:
+    """Documents the one combination that is not supported (see the skip reason and the
+    migration guide)."""
 
 
 def test_layout_names_with_and_without_exchange_scoping() -> None:
@@ -285,24 +345,22 @@ def test_layout_names_with_and_without_exchange_scoping() -> None:
 
 
 @pytest.mark.parametrize("scheme", ["rabbit", "rabbit+pika"])
-def test_nan_from_an_oslo_client_is_read_and_never_sent_back(scheme: str,
-                                                             running: _Running) -> None:
+def test_nan_from_an_oslo_client_is_read_and_never_sent_back(scheme: str, vhost: str,
+                                                             running_on_vhost: _Running,
+                                                             tmp_path: Path) -> None:
     if not installed("polymsg-kombu" if scheme == "rabbit" else "polymsg-pika"):
         pytest.skip(f"the driver of {scheme}:// is not installed")
     oslo_messaging = pytest.importorskip("oslo_messaging")
-    from oslo_messaging._metrics import client as metrics
-    from oslo_messaging._tracing import client as tracing
-
-    conf = cfg.ConfigOpts()
-    conf([])
-    conf.register_opts(tracing.oslo_messaging_tracing, group="oslo_messaging_tracing")
-    conf.register_opts(metrics.oslo_messaging_metrics, group="oslo_messaging_metrics")
-    url = rabbit_url("rabbit")
+    skip_where_transient_queues_are_refused()
+    running = running_on_vhost
+    url = rabbit_url("rabbit", vhost)
+    # polymsg's own API reads its own group; the compat module is not involved here.
+    conf = _oslo_conf(url, tmp_path / "nan.conf",
+                      "[DEFAULT]\ncontrol_exchange = nan-interop\n"
+                      "[oslo_messaging_rabbit]\namqp_durable_queues = true\n"
+                      "[polymsg_rabbit]\namqp_durable_queues = true\n")
     from polymsg._config import register_defaults
     register_defaults(conf)
-    conf.set_override("control_exchange", "nan-interop")
-    oslo_messaging.get_rpc_transport(conf, url=url).cleanup()  # registers its options
-    conf.set_override("amqp_durable_queues", True, group="oslo_messaging_rabbit")
     oslo_transport = oslo_messaging.get_rpc_transport(conf, url=url)
     running.runners.append(_Cleanup(oslo_transport))
     got: list[float] = []
@@ -316,7 +374,7 @@ def test_nan_from_an_oslo_client_is_read_and_never_sent_back(scheme: str,
             return value
 
     topic = f"nan-{time.monotonic_ns()}"
-    transport = polymsg.get_transport(rabbit_url(scheme, amqp_durable_queues="true"), conf=conf)
+    transport = polymsg.get_transport(rabbit_url(scheme, vhost), conf=conf)
     server = polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s"),
                                     [Endpoint()])
     running.add(server, None)
