@@ -171,12 +171,17 @@ class OsloRemote(_RemoteServer):
 
     notify_supported = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, rabbit: dict[str, Any] | None = None,
+                 exchange: str | None = None) -> None:
+        """``rabbit``: ``[oslo_messaging_rabbit]`` options for both sides; ``exchange``:
+        their ``control_exchange`` (oslo.messaging's default unless given)."""
         om = quiet_oslo()
         topic = _topic()
-        self._child = Child("serve", library="oslo", url=url, topic=topic)
+        rabbit = dict(rabbit or {})
+        self._child = Child("serve", library="oslo", url=url, topic=topic, rabbit=rabbit,
+                            exchange=exchange)
         try:
-            conf = oslo_conf()
+            conf = oslo_conf(rabbit, exchange)
             self._transport = om.get_rpc_transport(conf, url=url)
             self._notes = om.get_notification_transport(conf, url=url)
             self.client = om.get_rpc_client(self._transport, om.Target(topic=topic),
