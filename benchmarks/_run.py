@@ -308,16 +308,26 @@ class _Runner:
             outcome.figures.update(figures)
 
     def rpc(self, outcome: _Outcome, factory: Callable[[], Any],
-            rss: Callable[[], dict[str, float]] | None) -> None:
+            rss: Callable[[], dict[str, float]] | None, durable: bool = False) -> None:
         """Measure the rates of the RPC subject ``factory`` makes; ``rss`` waits in
-        :attr:`deferred` (first round only)."""
+        :attr:`deferred` (first round only). ``durable``: the subject's topic queues
+        outlive it (quorum queues), so they are deleted afterwards."""
+        topic = None
         try:
             with factory() as subject:
+                topic = subject.topic if durable else None
                 m.timed_loop(self.budget.warmup, lambda: subject.call("warm-up"))
                 self.steps(outcome, _rpc_steps(subject, self.budget), lambda: _answers(subject))
         except Exception as exc:
             outcome.fail("start or stop", exc)
             self.progress.note(f"failed: {_first_line(exc)}")
+        if topic is not None:
+            try:
+                _raw.delete_queues(self.options.url_rabbit or "", [
+                    topic, f"{topic}.bench", f"{topic}-notifications.info"])
+            except Exception as exc:
+                self.progress.note(f"could not delete the queues of {topic}: "
+                                   f"{_first_line(exc)}")
         if rss is not None and self.round == 1:  # on a server of its own, once
             self.deferred.append((outcome, rss))  # every subject's rates are in
 
@@ -382,12 +392,12 @@ class _Runner:
             quorum = key.endswith(QUORUM)
             url = self.rabbit_url(f"rabbit+{_base(key)}", quorum)
             self.rpc(outcome, lambda: PolymsgRemote(url),
-                     None if quorum else self.remote_rss(lambda: PolymsgRemote(url)))
+                     None if quorum else self.remote_rss(lambda: PolymsgRemote(url)), quorum)
         elif _base(key) == "oslo":
             url = self.rabbit_url("rabbit")
             if key.endswith(QUORUM):
                 self.rpc(outcome, lambda: OsloRemote(url, OSLO_QUORUM, OSLO_QUORUM_EXCHANGE),
-                         None)
+                         None, durable=True)
             else:
                 self.rpc(outcome, lambda: OsloRemote(url), None)
         elif key == "raw-zmq":

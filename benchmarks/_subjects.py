@@ -131,6 +131,8 @@ class _RemoteServer(_Subject):
     read from ``/proc``."""
 
     _child: Child
+    #: The RPC topic (its notifications go to ``<topic>-notifications``).
+    topic: str
 
     def reset(self) -> None:
         self.client.call({}, "reset")
@@ -151,7 +153,7 @@ class PolymsgRemote(_PolymsgClient, _RemoteServer):
     """polymsg with its server and listener in a child process."""
 
     def __init__(self, url: str) -> None:
-        topic = _topic()
+        topic = self.topic = _topic()
         self._child = Child("serve", library="polymsg", url=url, topic=topic)
         try:
             super().__init__(url, topic)
@@ -176,7 +178,7 @@ class OsloRemote(_RemoteServer):
         """``rabbit``: ``[oslo_messaging_rabbit]`` options for both sides; ``exchange``:
         their ``control_exchange`` (oslo.messaging's default unless given)."""
         om = quiet_oslo()
-        topic = _topic()
+        topic = self.topic = _topic()
         rabbit = dict(rabbit or {})
         self._child = Child("serve", library="oslo", url=url, topic=topic, rabbit=rabbit,
                             exchange=exchange)

@@ -3,6 +3,7 @@ references against real sockets and RabbitMQ, goals and the docs' plot."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import math
@@ -15,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import polymsg
-from benchmarks import _measure, _report, _run
+from benchmarks import _measure, _raw, _report, _run
 from benchmarks._child import Child, ChildFailed, cpu_seconds
 from benchmarks._cli import bench as bench_command
 from benchmarks._servers import oslo_conf
@@ -312,3 +313,16 @@ def test_quorum_rows_run_in_the_same_run_and_compare_with_oslo_on_quorum() -> No
     rows = dict(_report.ratio_rows(_results(
         **{"kombu-quorum": figures, "oslo-quorum": {"calls": 300.0, "casts": 400.0}})))
     assert rows["kombu-quorum / oslo-quorum"][:3] == [3.0, None, 10.0]
+
+
+def test_delete_queues_removes_a_quorum_queue_and_ignores_a_missing_one() -> None:
+    pika = importlib.import_module("pika")  # untyped: imported by name, as _raw does
+    name = f"bench-test-{os.urandom(4).hex()}"
+    conn = _raw._pika_connect(_raw.amqp_params(rabbit_url()))
+    try:
+        conn.channel().queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+        _raw.delete_queues(rabbit_url(), [name, f"{name}-never-declared"])
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="NOT_FOUND"):
+            conn.channel().queue_declare(name, passive=True)
+    finally:
+        conn.close()
