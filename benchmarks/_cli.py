@@ -10,7 +10,7 @@ import click
 
 from benchmarks._plot import write_docs
 from benchmarks._report import render
-from benchmarks._run import Options, expand_only, run, write_results
+from benchmarks._run import Options, expand_only, expand_queues, run, write_results
 
 __all__ = ["bench"]
 
@@ -29,6 +29,11 @@ _ONLY_HELP = ("Comma-separated subjects: memory, pingpong, pingpong-1core, zmq, 
 @click.option("--url-rabbit", metavar="URL", envvar="POLYMSG_TEST_RABBIT_URL",
               show_envvar=True, help="RabbitMQ for kombu, pika, oslo and raw-pika "
               "(rabbit://user:pass@host:port/vhost).")
+@click.option("--queues", metavar="LIST",
+              help="Comma-separated queue types for the RabbitMQ RPC subjects (kombu, pika, "
+              "oslo): classic, quorum. quorum runs them with rabbit_quorum_queue and "
+              "rabbit_transient_quorum_queue on, polymsg and oslo.messaging alike, "
+              "ratios against oslo.messaging on quorum queues. Default: classic.")
 @click.option("--rounds", metavar="N", type=click.IntRange(min=1), default=1, show_default=True,
               help="Measure every subject's rates N times, the subjects taking turns; "
               "keep each figure's best round (steadier on a busy machine).")
@@ -45,7 +50,8 @@ _ONLY_HELP = ("Comma-separated subjects: memory, pingpong, pingpong-1core, zmq, 
 @click.option("--docs", "docs_dir", type=click.Path(file_okay=False, path_type=Path),
               default=_HERE.parent / "docs", show_default=True,
               help="Docs directory for --plot.")
-def bench(quick: bool, only: str | None, url_rabbit: str | None, rounds: int, out_dir: Path,
+def bench(quick: bool, only: str | None, url_rabbit: str | None, queues: str | None,
+          rounds: int, out_dir: Path,
           no_save: bool, as_json: bool, strict: bool, plot_only: bool,
           results_file: Path | None, docs_dir: Path) -> None:
     """Measure polymsg on every installed driver next to oslo.messaging, raw pika,
@@ -61,7 +67,12 @@ def bench(quick: bool, only: str | None, url_rabbit: str | None, rounds: int, ou
         subjects = expand_only(only)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--only") from exc
-    results = run(Options(quick=quick, only=subjects, url_rabbit=url_rabbit, rounds=rounds))
+    try:
+        queue_types = expand_queues(queues)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--queues") from exc
+    results = run(Options(quick=quick, only=subjects, url_rabbit=url_rabbit,
+                          queues=queue_types, rounds=rounds))
     click.echo(json.dumps(results, indent=2) if as_json else render(results))
     if not no_save:
         for path in write_results(results, out_dir):

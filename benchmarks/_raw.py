@@ -27,7 +27,7 @@ import polymsg
 from benchmarks._child import Child, emit, on_stdin_closed
 from benchmarks._measure import BenchError, call_figures, payload, timed_loop
 
-__all__ = ["RawPika", "RawZmq", "amqp_params", "pingpong"]
+__all__ = ["RawPika", "RawZmq", "amqp_params", "delete_queues", "pingpong"]
 
 #: Seconds a raw request may wait for its reply.
 REPLY_TIMEOUT = 30.0
@@ -45,6 +45,17 @@ def amqp_params(url: str) -> dict[str, Any]:
     return {"host": host.hostname or "127.0.0.1", "port": host.port or 5672,
             "username": host.username or "guest", "password": host.password or "guest",
             "virtual_host": parsed.virtual_host or "/"}
+
+
+def delete_queues(url: str, names: list[str]) -> None:
+    """Delete the queues ``names`` (those missing included) on the RabbitMQ at ``url``."""
+    conn = _pika_connect(amqp_params(url))
+    try:
+        channel = conn.channel()
+        for name in names:
+            channel.queue_delete(name)
+    finally:
+        conn.close()
 
 
 def _pika_connect(params: dict[str, Any]) -> Any:

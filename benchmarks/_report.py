@@ -30,6 +30,7 @@ RATIOS: tuple[tuple[str, str], ...] = (
     ("memory", "pingpong"), ("memory", "pingpong-1core"),
     ("kombu", "oslo"), ("pika", "oslo"), ("kombu", "raw-pika"), ("pika", "raw-pika"),
     ("zmq", "raw-zmq"),
+    ("kombu-quorum", "oslo-quorum"), ("pika-quorum", "oslo-quorum"),
 )
 RATIO_FIGURES = ("calls", "calls_16t", "casts", "casts_16t", "notifications",
                  "calls_10KiB", "calls_1MiB", "casts_10KiB", "casts_1MiB")

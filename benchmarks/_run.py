@@ -30,7 +30,8 @@ from benchmarks._report import evaluate_goals
 from benchmarks._subjects import OsloRemote, PolymsgLocal, PolymsgRemote
 from polymsg._registry import load_driver
 
-__all__ = ["SUBJECTS", "Options", "Progress", "expand_only", "run", "write_results"]
+__all__ = ["QUEUES", "SUBJECTS", "Options", "Progress", "expand_only", "expand_queues", "label",
+           "run", "run_order", "write_results"]
 
 #: Every subject, in the order a run measures them: key -> label.
 SUBJECTS: dict[str, str] = {
@@ -51,6 +52,22 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "polymsg": ("memory", "zmq", "kombu", "pika"),
 }
 _RABBIT = frozenset(GROUPS["rabbit"])
+#: Queue types ``--queues`` accepts. ``quorum`` runs the polymsg and oslo.messaging
+#: RabbitMQ subjects again with ``rabbit_quorum_queue`` and
+#: ``rabbit_transient_quorum_queue`` on (raw pika keeps its classic auto-delete queues:
+#: a quorum queue cannot be auto-deleted, so its figures would not be comparable).
+QUEUES = ("classic", "quorum")
+#: Subjects measured once per queue type.
+_QUEUED = ("kombu", "pika", "oslo")
+#: Suffix of a subject key measured on quorum queues.
+QUORUM = "-quorum"
+#: The options that turn quorum queues on, for polymsg (URL) and oslo.messaging (config).
+QUORUM_OPTIONS = {"rabbit_quorum_queue": True, "rabbit_transient_quorum_queue": True}
+#: What oslo.messaging needs besides: durable queues (RabbitMQ refuses a non-durable
+#: quorum queue), and an exchange of its own, as it declares its control exchange
+#: durable then and fails on the classic rows' non-durable one.
+OSLO_QUORUM = {**QUORUM_OPTIONS, "amqp_durable_queues": True}
+OSLO_QUORUM_EXCHANGE = "openstack-quorum"
 #: Seconds the in-process memory:// RSS run may take for each of its two reports.
 RSS_TIMEOUT = 600.0
 #: Seconds a subject has to answer one call after a measurement failed.
@@ -73,6 +90,37 @@ def expand_only(text: str | None) -> tuple[str, ...]:
             known = ", ".join([*SUBJECTS, *GROUPS])
             raise ValueError(f"unknown benchmark subject {name!r} (known: {known})")
     return tuple(key for key in SUBJECTS if key in wanted)
+
+
+def expand_queues(text: str | None) -> tuple[str, ...]:
+    """Queue types from ``--queues`` (``None``: classic only); ValueError names a bad one."""
+    if not text:
+        return ("classic",)
+    wanted = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = sorted(wanted - set(QUEUES))
+    if unknown or not wanted:
+        raise ValueError(f"unknown queue type {(unknown or [text])[0]!r} "
+                         f"(known: {', '.join(QUEUES)})")
+    return tuple(q for q in QUEUES if q in wanted)
+
+
+def run_order(only: tuple[str, ...], queues: tuple[str, ...]) -> tuple[str, ...]:
+    """The subject keys a run measures: ``only`` (without the RabbitMQ RPC subjects when
+    ``classic`` is not in ``queues``), then those subjects on quorum queues."""
+    keys = [key for key in only if key not in _QUEUED or "classic" in queues]
+    if "quorum" in queues:
+        keys += [key + QUORUM for key in only if key in _QUEUED]
+    return tuple(keys)
+
+
+def _base(key: str) -> str:
+    """The subject key without its queue type."""
+    return key.removesuffix(QUORUM)
+
+
+def label(key: str) -> str:
+    """What a subject key is called in progress lines and tables."""
+    return SUBJECTS[_base(key)] + (", quorum queues" if key.endswith(QUORUM) else "")
 
 
 class Progress:
@@ -123,6 +171,8 @@ class Options:
     quick: bool = False
     only: tuple[str, ...] = tuple(SUBJECTS)
     url_rabbit: str | None = None
+    #: Queue types the RabbitMQ RPC subjects run on (:data:`QUEUES`).
+    queues: tuple[str, ...] = ("classic",)
     #: Times every subject's rates are measured, the subjects taking turns; each
     #: figure keeps its best round (the RSS measurements run once).
     rounds: int = 1
@@ -159,7 +209,7 @@ class _Outcome:
         else:
             status = "ok" if not self.failures else "partial" if self.figures else "failed"
             note = "; ".join(self.failures)
-        return {"key": self.key, "label": SUBJECTS[self.key], "status": status,
+        return {"key": self.key, "label": label(self.key), "status": status,
                 "note": note, "loadavg": round(self.loadavg, 2), "figures": self.figures}
 
 
@@ -258,16 +308,26 @@ class _Runner:
             outcome.figures.update(figures)
 
     def rpc(self, outcome: _Outcome, factory: Callable[[], Any],
-            rss: Callable[[], dict[str, float]] | None) -> None:
+            rss: Callable[[], dict[str, float]] | None, durable: bool = False) -> None:
         """Measure the rates of the RPC subject ``factory`` makes; ``rss`` waits in
-        :attr:`deferred` (first round only)."""
+        :attr:`deferred` (first round only). ``durable``: the subject's topic queues
+        outlive it (quorum queues), so they are deleted afterwards."""
+        topic = None
         try:
             with factory() as subject:
+                topic = subject.topic if durable else None
                 m.timed_loop(self.budget.warmup, lambda: subject.call("warm-up"))
                 self.steps(outcome, _rpc_steps(subject, self.budget), lambda: _answers(subject))
         except Exception as exc:
             outcome.fail("start or stop", exc)
             self.progress.note(f"failed: {_first_line(exc)}")
+        if topic is not None:
+            try:
+                _raw.delete_queues(self.options.url_rabbit or "", [
+                    topic, f"{topic}.bench", f"{topic}-notifications.info"])
+            except Exception as exc:
+                self.progress.note(f"could not delete the queues of {topic}: "
+                                   f"{_first_line(exc)}")
         if rss is not None and self.round == 1:  # on a server of its own, once
             self.deferred.append((outcome, rss))  # every subject's rates are in
 
@@ -277,7 +337,7 @@ class _Runner:
         total = self.budget.rss_batch * self.budget.rss_batches
         for index, (outcome, rss) in enumerate(self.deferred, 1):
             self.progress.subject(index, len(self.deferred),
-                                  f"server RSS: {SUBJECTS[outcome.key]}")
+                                  f"server RSS: {label(outcome.key)}")
             self.steps(outcome, iter([(f"{total:,} casts", rss)]))
 
     def remote_rss(self, factory: Callable[[], Any]) -> Callable[[], dict[str, float]]:
@@ -300,9 +360,13 @@ class _Runner:
         ipc = tempfile.mkdtemp(prefix="ipc-", dir=self.scratch)
         return f"zmq://127.0.0.1:{port}/?ipc_dir={ipc}"
 
-    def rabbit_url(self, scheme: str) -> str:
-        url = self.options.url_rabbit or ""
-        return f"{scheme}://{url.split('://', 1)[1]}"
+    def rabbit_url(self, scheme: str, quorum: bool = False) -> str:
+        """The RabbitMQ URL with ``scheme``; with ``quorum``, the quorum options in its query."""
+        url = f"{scheme}://{(self.options.url_rabbit or '').split('://', 1)[1]}"
+        if not quorum:
+            return url
+        query = "&".join(f"{name}=true" for name in QUORUM_OPTIONS)
+        return f"{url}{'&' if '?' in url else '?'}{query}"
 
     def raw(self, outcome: _Outcome, factory: Callable[[], Any]) -> None:
         raw = factory()
@@ -324,13 +388,18 @@ class _Runner:
         elif key == "zmq":
             self.rpc(outcome, lambda: PolymsgRemote(self.zmq_url()),
                      self.remote_rss(lambda: PolymsgRemote(self.zmq_url())))
-        elif key in ("kombu", "pika"):
-            url = self.rabbit_url(f"rabbit+{key}")
+        elif _base(key) in ("kombu", "pika"):
+            quorum = key.endswith(QUORUM)
+            url = self.rabbit_url(f"rabbit+{_base(key)}", quorum)
             self.rpc(outcome, lambda: PolymsgRemote(url),
-                     self.remote_rss(lambda: PolymsgRemote(url)))
-        elif key == "oslo":
+                     None if quorum else self.remote_rss(lambda: PolymsgRemote(url)), quorum)
+        elif _base(key) == "oslo":
             url = self.rabbit_url("rabbit")
-            self.rpc(outcome, lambda: OsloRemote(url), None)
+            if key.endswith(QUORUM):
+                self.rpc(outcome, lambda: OsloRemote(url, OSLO_QUORUM, OSLO_QUORUM_EXCHANGE),
+                         None, durable=True)
+            else:
+                self.rpc(outcome, lambda: OsloRemote(url), None)
         elif key == "raw-zmq":
             self.raw(outcome, _raw.RawZmq)
         elif key == "raw-pika":
@@ -353,6 +422,7 @@ def _rabbit_unreachable(url: str) -> str | None:
 
 def _unavailable(key: str, options: Options) -> str | None:
     """Why ``key`` cannot run here, or ``None``."""
+    key = _base(key)
     if key in _RABBIT and not options.url_rabbit:
         return "no RabbitMQ URL (--url-rabbit or $POLYMSG_TEST_RABBIT_URL)"
     needs = {"kombu": "rabbit+kombu", "pika": "rabbit+pika", "zmq": "zmq"}
@@ -388,6 +458,7 @@ def _meta(options: Options) -> dict[str, Any]:
         "quick": options.quick,
         "rounds": options.rounds,
         "only": list(options.only),
+        "queues": list(options.queues),
         "rabbit_url": str(polymsg.TransportURL.parse(options.url_rabbit))
         if options.url_rabbit else None,
         "versions": _versions(),
@@ -403,7 +474,7 @@ def _first_round(runner: _Runner, options: Options, key: str, outcome: _Outcome)
         outcome.skipped = reason
         options.progress.note(f"skipped: {reason}")
         return False
-    if key in _RABBIT and options.url_rabbit:
+    if _base(key) in _RABBIT and options.url_rabbit:
         broken = _rabbit_unreachable(options.url_rabbit)
         if broken is not None:
             outcome.failures.append(f"setup: {broken}")
@@ -428,14 +499,14 @@ def run(options: Options) -> dict[str, Any]:
     outcomes: dict[str, _Outcome] = {}  # in run order: round 1 runs every key
     with tempfile.TemporaryDirectory(prefix="polymsg-bench-") as scratch:
         runner = _Runner(options, Path(scratch))
-        runnable = list(options.only)
+        runnable = list(run_order(options.only, options.queues))
         for round_no in range(1, options.rounds + 1):
             runner.round = round_no
             keys, runnable = runnable, []
             for index, key in enumerate(keys, 1):
-                label = SUBJECTS[key] + (f", round {round_no} of {options.rounds}"
-                                         if options.rounds > 1 else "")
-                options.progress.subject(index, len(keys), label)
+                shown = label(key) + (f", round {round_no} of {options.rounds}"
+                                      if options.rounds > 1 else "")
+                options.progress.subject(index, len(keys), shown)
                 if round_no == 1:
                     outcomes[key] = _Outcome(key)  # its load average: now
                     if _first_round(runner, options, key, outcomes[key]):

@@ -95,9 +95,10 @@ class NotifyEndpoint:
         self._counters.note_done()
 
 
-def oslo_conf() -> Any:
+def oslo_conf(rabbit: dict[str, Any] | None = None, exchange: str | None = None) -> Any:
     """A private ConfigOpts oslo.messaging 18 runs on (it registers its tracing
-    and metrics options on the global CONF only)."""
+    and metrics options on the global CONF only); ``rabbit`` overrides options of
+    its ``[oslo_messaging_rabbit]`` group, ``exchange`` its ``control_exchange``."""
     from oslo_config import cfg
 
     metrics = importlib.import_module("oslo_messaging._metrics.client")
@@ -106,6 +107,16 @@ def oslo_conf() -> Any:
     conf([])
     conf.register_opts(tracing.oslo_messaging_tracing, group="oslo_messaging_tracing")
     conf.register_opts(metrics.oslo_messaging_metrics, group="oslo_messaging_metrics")
+    if rabbit:
+        for module in ("impl_rabbit", "amqp"):
+            opts = importlib.import_module(f"oslo_messaging._drivers.{module}")
+            conf.register_opts(getattr(opts, f"{module.removeprefix('impl_')}_opts"),
+                               group="oslo_messaging_rabbit")
+        for name, value in rabbit.items():
+            conf.set_override(name, value, group="oslo_messaging_rabbit")
+    if exchange:
+        conf.register_opts(importlib.import_module("oslo_messaging.transport")._transport_opts)
+        conf.set_override("control_exchange", exchange)
     return conf
 
 
@@ -122,9 +133,10 @@ def _start_polymsg(url: str, topic: str, counters: Counters) -> tuple[Any, list[
     return transport, runners
 
 
-def _start_oslo(url: str, topic: str, counters: Counters) -> tuple[Any, list[Any]]:
+def _start_oslo(url: str, topic: str, counters: Counters, rabbit: dict[str, Any] | None,
+                exchange: str | None) -> tuple[Any, list[Any]]:
     om = importlib.import_module("oslo_messaging")
-    conf = oslo_conf()
+    conf = oslo_conf(rabbit, exchange)
     transport = om.get_rpc_transport(conf, url=url)
     notes = om.get_notification_transport(conf, url=url)
     runners = [
@@ -145,11 +157,15 @@ class _Both:
             transport.cleanup()
 
 
-def serve(library: str, url: str, topic: str) -> None:
-    """Child role: serve ``topic`` with ``library`` (``polymsg`` or ``oslo``) until stdin ends."""
+def serve(library: str, url: str, topic: str, rabbit: dict[str, Any] | None = None,
+          exchange: str | None = None) -> None:
+    """Child role: serve ``topic`` with ``library`` (``polymsg`` or ``oslo``, which
+    takes ``rabbit`` and ``exchange``: see :func:`oslo_conf`) until stdin ends."""
     counters = Counters()
-    start = _start_oslo if library == "oslo" else _start_polymsg
-    transport, runners = start(url, topic, counters)
+    if library == "oslo":
+        transport, runners = _start_oslo(url, topic, counters, rabbit, exchange)
+    else:
+        transport, runners = _start_polymsg(url, topic, counters)
     for runner in runners:
         runner.start()
     emit("ready", notify=len(runners) > 1)

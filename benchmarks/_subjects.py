@@ -131,6 +131,8 @@ class _RemoteServer(_Subject):
     read from ``/proc``."""
 
     _child: Child
+    #: The RPC topic (its notifications go to ``<topic>-notifications``).
+    topic: str
 
     def reset(self) -> None:
         self.client.call({}, "reset")
@@ -151,7 +153,7 @@ class PolymsgRemote(_PolymsgClient, _RemoteServer):
     """polymsg with its server and listener in a child process."""
 
     def __init__(self, url: str) -> None:
-        topic = _topic()
+        topic = self.topic = _topic()
         self._child = Child("serve", library="polymsg", url=url, topic=topic)
         try:
             super().__init__(url, topic)
@@ -171,12 +173,17 @@ class OsloRemote(_RemoteServer):
 
     notify_supported = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, rabbit: dict[str, Any] | None = None,
+                 exchange: str | None = None) -> None:
+        """``rabbit``: ``[oslo_messaging_rabbit]`` options for both sides; ``exchange``:
+        their ``control_exchange`` (oslo.messaging's default unless given)."""
         om = quiet_oslo()
-        topic = _topic()
-        self._child = Child("serve", library="oslo", url=url, topic=topic)
+        topic = self.topic = _topic()
+        rabbit = dict(rabbit or {})
+        self._child = Child("serve", library="oslo", url=url, topic=topic, rabbit=rabbit,
+                            exchange=exchange)
         try:
-            conf = oslo_conf()
+            conf = oslo_conf(rabbit, exchange)
             self._transport = om.get_rpc_transport(conf, url=url)
             self._notes = om.get_notification_transport(conf, url=url)
             self.client = om.get_rpc_client(self._transport, om.Target(topic=topic),

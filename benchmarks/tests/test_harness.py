@@ -3,6 +3,7 @@ references against real sockets and RabbitMQ, goals and the docs' plot."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import math
@@ -14,9 +15,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from benchmarks import _measure, _report, _run
+import polymsg
+from benchmarks import _measure, _raw, _report, _run
 from benchmarks._child import Child, ChildFailed, cpu_seconds
 from benchmarks._cli import bench as bench_command
+from benchmarks._servers import oslo_conf
 from benchmarks._subjects import OsloRemote, PolymsgRemote
 
 
@@ -260,3 +263,66 @@ def test_rounds_take_turns_and_measure_rss_once() -> None:
     assert memory is not None and memory["status"] == "ok"
     assert memory["figures"]["calls"] > 0 and memory["figures"]["rss_last_MiB"] > 0
     assert "best of 2 rounds" in _report.render(results).splitlines()[0]
+
+
+def test_queues_option_adds_quorum_rows_after_the_classic_ones() -> None:
+    assert _run.expand_queues(None) == ("classic",)
+    assert _run.expand_queues("quorum, classic") == ("classic", "quorum")
+    only = _run.expand_only("rabbit")
+    assert _run.run_order(only, ("classic",)) == only
+    assert _run.run_order(only, ("classic", "quorum")) == (
+        *only, "kombu-quorum", "pika-quorum", "oslo-quorum")
+    assert _run.run_order(("memory", "pika", "raw-pika"), ("quorum",)) == (
+        "memory", "raw-pika", "pika-quorum")
+    assert _run.label("oslo-quorum") == "oslo.messaging rabbit, quorum queues"
+    result = bench("--only", "memory", "--queues", "classic,lazy")
+    assert result.exit_code == 2
+    assert "unknown queue type 'lazy'" in result.output
+
+
+def test_quorum_options_reach_polymsg_url_and_oslo_config(tmp_path: Path) -> None:
+    runner = _run._Runner(_run.Options(url_rabbit="rabbit://u:p@h:5672/"), tmp_path)
+    assert runner.rabbit_url("rabbit+pika") == "rabbit+pika://u:p@h:5672/"
+    quorum = runner.rabbit_url("rabbit+pika", quorum=True)
+    assert quorum == ("rabbit+pika://u:p@h:5672/"
+                      "?rabbit_quorum_queue=true&rabbit_transient_quorum_queue=true")
+    query = polymsg.TransportURL.parse(quorum).query
+    assert {name: query[name] for name in _run.QUORUM_OPTIONS} == {
+        name: "true" for name in _run.QUORUM_OPTIONS}
+    if importlib.util.find_spec("oslo_messaging") is None:
+        pytest.skip("oslo.messaging is not installed")
+    conf = oslo_conf(_run.OSLO_QUORUM, _run.OSLO_QUORUM_EXCHANGE)
+    assert conf.oslo_messaging_rabbit.rabbit_quorum_queue is True
+    assert conf.oslo_messaging_rabbit.rabbit_transient_quorum_queue is True
+    assert conf.oslo_messaging_rabbit.amqp_durable_queues is True
+    assert conf.control_exchange == "openstack-quorum"
+    assert "oslo_messaging_rabbit" not in oslo_conf()  # the driver's defaults
+
+
+def test_quorum_rows_run_in_the_same_run_and_compare_with_oslo_on_quorum() -> None:
+    lines: list[str] = []
+    results = _run.run(_run.Options(quick=True, only=("kombu", "oslo", "raw-pika"),
+                                    queues=("classic", "quorum"), url_rabbit=None,
+                                    progress=_run.Progress(lines.append)))
+    assert [s["key"] for s in results["subjects"]] == [
+        "kombu", "oslo", "raw-pika", "kombu-quorum", "oslo-quorum"]
+    assert results["meta"]["queues"] == ["classic", "quorum"]
+    assert any("[5/5] oslo.messaging rabbit, quorum queues" in line for line in lines)
+    assert all(s["status"] == "skipped" for s in results["subjects"])
+    figures = {"calls": 900.0, "casts": 4000.0}
+    rows = dict(_report.ratio_rows(_results(
+        **{"kombu-quorum": figures, "oslo-quorum": {"calls": 300.0, "casts": 400.0}})))
+    assert rows["kombu-quorum / oslo-quorum"][:3] == [3.0, None, 10.0]
+
+
+def test_delete_queues_removes_a_quorum_queue_and_ignores_a_missing_one() -> None:
+    pika = importlib.import_module("pika")  # untyped: imported by name, as _raw does
+    name = f"bench-test-{os.urandom(4).hex()}"
+    conn = _raw._pika_connect(_raw.amqp_params(rabbit_url()))
+    try:
+        conn.channel().queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+        _raw.delete_queues(rabbit_url(), [name, f"{name}-never-declared"])
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="NOT_FOUND"):
+            conn.channel().queue_declare(name, passive=True)
+    finally:
+        conn.close()
