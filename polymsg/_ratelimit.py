@@ -51,19 +51,35 @@ class LogLimiter:
         #: Every record offered, logged or not (for tests and diagnostics).
         self.total = 0
 
+    @property
+    def count(self) -> int:
+        """Every record offered (the same as :attr:`total`)."""
+        return self.total
+
     def log(self, msg: str, *args: Any) -> None:
         """Log ``msg % args`` unless this interval's burst is used up."""
-        now = time.monotonic()
         with self._lock:
             self.total += 1
-            if now - self._started >= self.interval:
-                suppressed, self._suppressed = self._suppressed, 0
-                elapsed, self._started, self._logged = now - self._started, now, 0
-                if suppressed:
-                    self.logger.log(self.level, "%d more %s in the last %.0f s were not "
-                                    "logged one by one", suppressed, self.what, elapsed)
+            self._roll(time.monotonic())
             if self._logged >= self.burst:
                 self._suppressed += 1
                 return
             self._logged += 1
-        self.logger.log(self.level, msg, *(truncate(arg) for arg in args))
+        if self.logger.isEnabledFor(self.level):
+            self.logger.log(self.level, msg, *(truncate(arg) for arg in args))
+
+    def summary(self) -> None:
+        """Log the count of records left out in an interval that is over (a
+        component that stops calls it, so the last count is not lost)."""
+        with self._lock:
+            self._roll(time.monotonic())
+
+    def _roll(self, now: float) -> None:
+        """Start a new interval when this one is over, logging what it left out."""
+        if now - self._started < self.interval:
+            return
+        suppressed, self._suppressed = self._suppressed, 0
+        elapsed, self._started, self._logged = now - self._started, now, 0
+        if suppressed:
+            self.logger.log(self.level, "%d more %s in the last %.0f s were not "
+                            "logged one by one", suppressed, self.what, elapsed)

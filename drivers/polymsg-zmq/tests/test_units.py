@@ -218,6 +218,6 @@ def test_rate_limited_log_details_a_few_and_counts_the_rest(
     assert limited.count == 1000
     assert len(caplog.records) == 3
     assert max(len(r.getMessage()) for r in caplog.records) < 200
-    limited._window_start -= 3600  # the interval is over
+    limited._started -= 3600  # the interval is over
     limited.summary()
     assert "997 more" in caplog.records[-1].getMessage()
