@@ -20,11 +20,15 @@ published with ``content_type="application/json"`` and
 
 * request: ``method``, ``args`` and, when set, ``namespace`` and
   ``version``; a call adds ``_msg_id`` (the reply's correlation id),
-  ``_reply_q`` (the caller's reply queue) and ``_timeout``;
+  ``_reply_q`` (the caller's reply queue) and ``_timeout`` (its call-monitor
+  timeout in seconds, or ``null``);
 * notification: ``message_id``, ``publisher_id``, ``event_type``,
   ``priority`` (upper case), ``payload`` and ``timestamp``;
 * reply: ``result``, ``failure`` (the failure dict as JSON *text*, or
-  ``null``), ``ending`` (``true`` on the final reply) and ``_msg_id``.
+  ``null``), ``ending`` (``true`` on the final reply) and ``_msg_id``; a
+  call-monitor heartbeat is a reply with ``result`` and ``failure``
+  ``null`` and ``ending`` ``false``, sent every ``_timeout / 2`` seconds
+  while the call runs.
 
 Requests and notifications carry the caller's context flattened into
 ``_context_<key>`` fields, and every message a ``_unique_id`` (hex) that
@@ -108,6 +112,7 @@ __all__ = [
     "decode_notification",
     "decode_reply",
     "decode_request",
+    "encode_heartbeat",
     "encode_notification",
     "encode_reply",
     "encode_request",
@@ -483,11 +488,15 @@ def _with_context(raw: dict[str, Any], ctxt: Mapping[str, Any],
 
 def encode_request(ctxt: Mapping[str, Any], message: Mapping[str, Any], *,
                    msg_id: str | None = None, reply_q: str | None = None,
-                   unique_id: str | None = None) -> bytes:
+                   unique_id: str | None = None,
+                   call_monitor_timeout: float | None = None) -> bytes:
     """The body of an RPC request; a call passes ``msg_id`` and ``reply_q``.
 
     ``unique_id`` (default: a new one) lets a sender name the message in
-    its logs by the id receivers see.
+    its logs by the id receivers see. ``call_monitor_timeout`` (calls only)
+    goes out as ``_timeout``: the server then sends a heartbeat frame
+    (:func:`encode_heartbeat`) every ``_timeout / 2`` seconds while the
+    call runs; ``null`` asks for none.
 
     ``namespace`` and ``version`` are left out when ``None``, as
     oslo.messaging's servers read a missing version as ``"1.0"``.
@@ -499,7 +508,7 @@ def encode_request(ctxt: Mapping[str, Any], message: Mapping[str, Any], *,
     if msg_id is not None:
         raw[_MSG_ID] = msg_id
         raw[_REPLY_Q] = reply_q
-        raw[_TIMEOUT] = None
+        raw[_TIMEOUT] = call_monitor_timeout
     return _envelope(_with_context(raw, ctxt, unique_id))
 
 
@@ -523,6 +532,12 @@ def encode_reply(msg_id: str, result: Any = None, failure: Mapping[str, Any] | N
     return _envelope(raw)
 
 
+def encode_heartbeat(msg_id: str) -> bytes:
+    """The body of a call-monitor heartbeat for call ``msg_id``: a reply frame
+    with no result, no failure and ``ending`` false."""
+    return encode_reply(msg_id, None, None, ending=False)
+
+
 # -- decoding -----------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -535,6 +550,9 @@ class Request:
     msg_id: str | None
     reply_q: str | None
     unique_id: str | None
+    #: The caller's ``_timeout`` (seconds between heartbeats it tolerates),
+    #: ``None`` unless a positive finite number.
+    call_monitor_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -555,6 +573,11 @@ class ReplyFrame:
     result: Any
     failure: dict[str, Any] | None
     ending: bool
+
+    @property
+    def heartbeat(self) -> bool:
+        """True for a call-monitor heartbeat: interim, with no result and no failure."""
+        return not self.ending and self.result is None and self.failure is None
 
 
 _NOTIFICATION_FIELDS = ("message_id", "publisher_id", "event_type", "priority", "payload",
@@ -614,7 +637,16 @@ def decode_request(body: bytes | bytearray | memoryview | str) -> Request:
     reply_q = _optional_str(raw, _REPLY_Q)
     if msg_id and not reply_q:
         raise SerializationError(f"call {msg_id} names no reply queue")
-    return Request(_context(raw), message, msg_id or None, reply_q, _unique_id(raw))
+    monitor = _call_monitor_timeout(raw.get(_TIMEOUT)) if msg_id else None
+    return Request(_context(raw), message, msg_id or None, reply_q, _unique_id(raw), monitor)
+
+
+def _call_monitor_timeout(value: Any) -> float | None:
+    """A request's ``_timeout`` as seconds; ``None`` unless a positive finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    seconds = float(value)
+    return seconds if 0 < seconds < math.inf else None
 
 
 def decode_notification(body: bytes | bytearray | memoryview | str) -> Notification:

@@ -16,9 +16,11 @@ __all__ = ["RabbitDriver", "private_hooks_allowed"]
 
 
 class RabbitDriver(Driver):
-    """Base of the RabbitMQ drivers: every capability, the ``[polymsg_rabbit]`` options."""
+    """Base of the RabbitMQ drivers: every capability, call monitoring, the
+    ``[polymsg_rabbit]`` options."""
 
     capabilities = CAPABILITIES
+    send_features = frozenset({"call_monitor"})
     options_group = RABBIT_GROUP
 
     @classmethod

@@ -13,7 +13,14 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from polymsg._amqp import Notification, Request, decode_notification, decode_request, encode_reply
+from polymsg._amqp import (
+    Notification,
+    Request,
+    decode_notification,
+    decode_request,
+    encode_heartbeat,
+    encode_reply,
+)
 from polymsg._exceptions import MessageDeliveryFailure, SerializationError
 from polymsg._ratelimit import LogLimiter
 from polymsg.driver import IncomingMessage
@@ -53,6 +60,8 @@ class Delivery(IncomingMessage):
         self._send_reply = send_reply
         self._msg_id = decoded.msg_id if isinstance(decoded, Request) else None
         self._reply_q = decoded.reply_q if isinstance(decoded, Request) else None
+        if isinstance(decoded, Request):
+            self.call_monitor_timeout = decoded.call_monitor_timeout
 
     @abc.abstractmethod
     def settle(self, requeue: bool) -> None:
@@ -72,3 +81,13 @@ class Delivery(IncomingMessage):
             self._send_reply(self._reply_q, self._msg_id, body)
         except MessageDeliveryFailure as exc:
             LOG.warning("could not send the reply to call %s: %s", self._msg_id, exc)
+
+    def heartbeat(self) -> None:
+        """Send a call-monitor heartbeat to the caller's reply queue (the
+        driver's reply path: bounded retries, errors logged)."""
+        if self._msg_id is None or self._reply_q is None or self._send_reply is None:
+            return
+        try:
+            self._send_reply(self._reply_q, self._msg_id, encode_heartbeat(self._msg_id))
+        except MessageDeliveryFailure as exc:
+            LOG.debug("could not send a call-monitor heartbeat for call %s: %s", self._msg_id, exc)

@@ -4,7 +4,9 @@ Each transport has one reply queue; every reply on it names the call it
 answers (``_msg_id``). A reply may come in several frames: call-monitor
 heartbeats and the first half of a reply from an old sender are interim
 (``ending`` false), and the final frame may carry nothing, in which case the
-result of the interim frame holding one is the reply. A reply for a call
+result of the interim frame holding one is the reply. A heartbeat (interim,
+no result, no failure) calls the call's ``heartbeat`` callback and never
+completes it. A reply for a call
 nobody waits for any more (it timed out) is dropped; a malformed one is
 logged at a bounded rate (:class:`~polymsg.driver.LogLimiter`) and dropped.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from functools import partial
 
@@ -48,14 +51,19 @@ class ReplyTable:
         self._lock = threading.Lock()
         self._waiting: dict[str, Future[Reply]] = {}
         self._interim: dict[str, ReplyFrame] = {}
+        self._heartbeats: dict[str, Callable[[], None]] = {}
 
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def expect(self, msg_id: str, future: Future[Reply]) -> None:
-        """Route the reply to ``msg_id`` to ``future``; forgotten once it is done."""
+    def expect(self, msg_id: str, future: Future[Reply],
+               heartbeat: Callable[[], None] | None = None) -> None:
+        """Route the reply to ``msg_id`` to ``future`` and its call-monitor
+        heartbeats to ``heartbeat``; forgotten once the future is done."""
         with self._lock:
             self._waiting[msg_id] = future
+            if heartbeat is not None:
+                self._heartbeats[msg_id] = heartbeat
         future.add_done_callback(partial(self._forget, msg_id))
 
     def waiting(self) -> list[Future[Reply]]:
@@ -78,6 +86,7 @@ class ReplyTable:
         with self._lock:
             waiting, self._waiting = self._waiting, {}
             self._interim.clear()
+            self._heartbeats.clear()
         for future in waiting.values():
             settle(future, error)
 
@@ -88,16 +97,23 @@ class ReplyTable:
         except SerializationError as exc:
             GARBAGE.log("dropping a malformed message from reply queue %r: %s", self.queue, exc)
             return
+        heartbeat = None
         with self._lock:
             if frame.msg_id not in self._waiting:
                 future = None
+            elif frame.heartbeat:
+                heartbeat = self._heartbeats.get(frame.msg_id)
             elif not frame.ending:
-                if frame.result is not None or frame.failure is not None:
-                    self._interim[frame.msg_id] = frame  # the first half of an old reply
-                return  # or a call-monitor heartbeat
+                self._interim[frame.msg_id] = frame  # the first half of an old reply
+                return
             else:
                 earlier = self._interim.pop(frame.msg_id, None)
                 future = self._waiting.pop(frame.msg_id)
+                self._heartbeats.pop(frame.msg_id, None)
+        if frame.heartbeat:
+            if heartbeat is not None:
+                heartbeat()
+            return
         if future is None:
             LOG.info("reply to call %s dropped: nobody waits for it any more", frame.msg_id)
             return
@@ -109,3 +125,4 @@ class ReplyTable:
         with self._lock:
             self._waiting.pop(msg_id, None)
             self._interim.pop(msg_id, None)
+            self._heartbeats.pop(msg_id, None)

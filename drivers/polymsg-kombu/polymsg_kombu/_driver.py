@@ -70,14 +70,15 @@ class KombuDriver(amqp.RabbitDriver):
         what = f"the call of {message.get('method')!r} on topic {target.topic!r}"
         with translated(what):
             msg_id = amqp.new_id()
-            body = amqp.encode_request(ctxt, message, msg_id=msg_id, reply_q=self.replies.queue)
+            body = amqp.encode_request(ctxt, message, msg_id=msg_id, reply_q=self.replies.queue,
+                                       call_monitor_timeout=options.call_monitor_timeout)
             # Connecting counts against the call's timeout: a call ends within it.
             deadline = None if options.timeout is None else time.monotonic() + options.timeout
             self.replies.start(options.retry, deadline)
             route = self.layout.send_route(target, options.queue_ttl)
             ttl = amqp.expiration(options.timeout, options.message_ttl)
             props = self.layout.message_properties(ttl)
-            future = self.replies.expect(msg_id)
+            future = self.replies.expect(msg_id, options.heartbeat)
             try:
                 self.publisher.send(route, body, props, retry=options.retry,
                                     correlation_id=msg_id, what=what, deadline=deadline)

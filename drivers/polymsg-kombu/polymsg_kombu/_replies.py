@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
 from typing import Any
@@ -92,12 +93,14 @@ class ReplyRouter:
 
     # -- calls ---------------------------------------------------------------
 
-    def expect(self, msg_id: str) -> Future[Reply]:
-        """A future for the reply to ``msg_id``; cancelling it forgets the call."""
+    def expect(self, msg_id: str,
+               heartbeat: Callable[[], None] | None = None) -> Future[Reply]:
+        """A future for the reply to ``msg_id`` (``heartbeat``: called for each of
+        its call-monitor heartbeats); cancelling it forgets the call."""
         future = _ReplyFuture(self)
         with self._lock:
             self._alone = self._alone + 1 if not self.table else 0
-        self.table.expect(msg_id, future)
+        self.table.expect(msg_id, future, heartbeat)
         return future
 
     def fail(self, msg_id: str, exc: BaseException) -> bool:

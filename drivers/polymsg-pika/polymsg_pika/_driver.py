@@ -111,7 +111,8 @@ class PikaDriver(amqp.RabbitDriver):
              options: SendOptions) -> Future[Reply]:
         route = self._send_route(target, options)
         msg_id = amqp.new_id()
-        body = amqp.encode_request(ctxt, message, msg_id=msg_id, reply_q=self._replies.queue)
+        body = amqp.encode_request(ctxt, message, msg_id=msg_id, reply_q=self._replies.queue,
+                                   call_monitor_timeout=options.call_monitor_timeout)
         future: Future[Reply] = Future()
         outgoing = Outgoing(
             CALL, f"call {message['method']!r} ({msg_id}) to {route.routing_key!r}",
@@ -120,7 +121,7 @@ class PikaDriver(amqp.RabbitDriver):
             msg_id, future, route=route, retry=options.retry,
             tries=amqp.Attempts(options.retry),
             deadline=None if options.timeout is None else time.monotonic() + options.timeout)
-        self._replies.expect(msg_id, future)
+        self._replies.expect(msg_id, future, options.heartbeat)
         try:
             self._submit(lambda: self._replies.send(outgoing))
         except MessageDeliveryFailure:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -61,9 +62,11 @@ class Replies:
         return self._subscription is not None
 
     # -- any thread ------------------------------------------------------------------------
-    def expect(self, msg_id: str, future: Future[Reply]) -> None:
-        """Route the reply to ``msg_id`` to ``future``; forgotten when it is done."""
-        self._table.expect(msg_id, future)
+    def expect(self, msg_id: str, future: Future[Reply],
+               heartbeat: Callable[[], None] | None = None) -> None:
+        """Route the reply to ``msg_id`` to ``future`` and its call-monitor
+        heartbeats to ``heartbeat``; forgotten when it is done."""
+        self._table.expect(msg_id, future, heartbeat)
 
     # -- I/O thread --------------------------------------------------------------------------
     def send(self, message: Outgoing) -> None:
