@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from oslo_config import cfg
 
-from polymsg._amqp import Layout
+from polymsg._amqp_layout import Layout
 from polymsg._amqp_topology import layout_from_topology, topology_opts
 
 if TYPE_CHECKING:  # polymsg.driver imports this module through polymsg._amqp

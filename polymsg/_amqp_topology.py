@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from oslo_config import cfg
 
-from polymsg._amqp import Layout, QueueSpec
+from polymsg._amqp_layout import Layout, QueueSpec
 
 if TYPE_CHECKING:
     from polymsg.driver import DriverOptions
