@@ -6,6 +6,7 @@ logic both drivers share."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -87,6 +88,15 @@ def transport(conf: cfg.ConfigOpts, scheme: str, vhost: str) -> Iterator[polymsg
     transport.cleanup()
 
 
+# oslo.messaging's own reply queues on classic queues are transient non-exclusive
+# ones, which a RabbitMQ 4 node with 4.3's denials refuses; tests/rabbit4 covers
+# oslo.messaging on quorum queues there.
+_OSLO_CLASSIC = pytest.mark.skipif(
+    os.environ.get("POLYMSG_TEST_RABBIT_VERSION", "").startswith("4"),
+    reason="oslo.messaging's classic reply queues are refused by RabbitMQ 4 with 4.3's denials")
+
+
+@_OSLO_CLASSIC
 def test_oslo_client_monitors_a_long_polymsg_call(transport: polymsg.Transport,
                                                   oslo_transport: Any, topic: str) -> None:
     import oslo_messaging as om
@@ -108,6 +118,7 @@ def test_oslo_client_monitors_a_long_polymsg_call(transport: polymsg.Transport,
         server.wait()
 
 
+@_OSLO_CLASSIC
 def test_polymsg_client_monitors_a_long_oslo_call(transport: polymsg.Transport,
                                                   oslo_transport: Any, topic: str) -> None:
     import warnings
