@@ -18,7 +18,6 @@ Everything runs on one thread; :meth:`Receiver.stop` joins it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import threading
@@ -32,6 +31,7 @@ from polymsg import InvalidTarget, MessageDeliveryFailure, MessagingError
 from polymsg.driver import SerializationError, dumps, loads
 from polymsg_zmq._atleastonce import Answers
 from polymsg_zmq._curve import ZapHandler, make_server
+from polymsg_zmq._ipclock import ReceiverRunning, take_ipc_lock
 from polymsg_zmq._local import registry
 from polymsg_zmq._matchmaker import HOST_KEY, Matchmaker, make_matchmaker
 from polymsg_zmq._options import Settings, is_loopback
@@ -70,10 +70,6 @@ _BUDGET = 0.02
 _MAX_HEADER = 64 * 1024
 _CACHED_HEADER = 1024
 _MAX_CACHED = 1024
-
-
-class ReceiverRunning(MessagingError):
-    """Another receiver already serves this IPC directory."""
 
 
 class Receiver:
@@ -132,20 +128,7 @@ class Receiver:
                         self.settings.bind_address)
 
     def _take_lock(self) -> None:
-        try:
-            prepare_dir(self.settings.ipc_dir)
-            prepare_dir(os.path.join(self.settings.ipc_dir, "t"))
-        except OSError as exc:
-            raise MessageDeliveryFailure(f"zmq: cannot prepare IPC directory "
-                                         f"{self.settings.ipc_dir!r}: {exc}") from exc
-        handle = open(os.path.join(self.settings.ipc_dir, "receiver.lock"), "a")  # noqa: SIM115
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise ReceiverRunning(
-                f"zmq: a receiver already serves {self.settings.ipc_dir}") from None
-        self._lock_file = handle
+        self._lock_file = take_ipc_lock(self.settings.ipc_dir)
 
     def _release_lock(self) -> None:
         if self._lock_file is not None:
