@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from polymsg._exceptions import InvalidTransportURL, MessageDeliveryFailure
+from polymsg._health_amqp import enlist
 from polymsg._url import TransportHost, TransportURL
 
 if TYPE_CHECKING:
@@ -296,18 +297,31 @@ class Reconnect:
     :meth:`opened` and :meth:`lost`. ``failed_rounds`` counts rounds failed
     since the last connection that lived; waiting senders compare it with
     their ``retry`` budget.
+
+    It also keeps the link's health (``role`` names the link: "publisher",
+    "consumer"...): whether it is open, how often it opened and failed. A
+    Reconnect made while a RabbitMQ driver is being built reports to that
+    driver's :meth:`~polymsg.driver.Driver.health`.
     """
 
-    def __init__(self, spec: ConnectionSpec) -> None:
+    def __init__(self, spec: ConnectionSpec, role: str = "") -> None:
         self.spec = spec
+        self.role = role
+        #: Health: an attempt was made, the connection is open, opens and failures ever.
+        self.attempted = False
+        self.is_open = False
+        self.opens = 0
+        self.failures = 0
         self.failed_rounds = 0
         self.last_failure: Failure | None = None
         self._order: list[int] = []
         self._current = 0
         self._opened_at: float | None = None
+        enlist(self)
 
     def next_endpoint(self) -> Endpoint:
         """The host to try now (a new round starts when the last one is used up)."""
+        self.attempted = True
         if not self._order:
             count = len(self.spec.endpoints)
             if self.spec.shuffle:
@@ -320,6 +334,8 @@ class Reconnect:
     def failed(self, failure: Failure) -> float:
         """An attempt at the current host failed; seconds to wait before the next."""
         self.last_failure = failure
+        self.failures += 1
+        self.is_open = False
         if self._order:
             self._order.pop(0)
         if self._order:
@@ -331,6 +347,8 @@ class Reconnect:
     def opened(self) -> None:
         """The current host accepted the connection."""
         self._order = []
+        self.opens += 1
+        self.attempted = self.is_open = True
         self._opened_at = time.monotonic()
 
     def lost(self, failure: Failure) -> float:
@@ -340,6 +358,8 @@ class Reconnect:
         right after opening counts as a failed round."""
         opened_at, self._opened_at = self._opened_at, None
         self.last_failure = failure
+        self.failures += 1
+        self.is_open = False
         if opened_at is not None and time.monotonic() - opened_at >= QUICK_DEATH \
                 and not failure.permanent:
             self.failed_rounds = 0

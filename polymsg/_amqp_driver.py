@@ -6,22 +6,42 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from oslo_config import cfg
 
 from polymsg._amqp_options import RABBIT_GROUP, rabbit_opts
-from polymsg.driver import CAPABILITIES, Driver
+from polymsg._health_amqp import book_of, reporting
+from polymsg.driver import CAPABILITIES, Driver, HealthStat
 
 __all__ = ["RabbitDriver", "private_hooks_allowed"]
 
 
 class RabbitDriver(Driver):
     """Base of the RabbitMQ drivers: every capability, call monitoring, the
-    ``[polymsg_rabbit]`` options."""
+    ``[polymsg_rabbit]`` options, and :meth:`health`.
+
+    Health comes for free: every :class:`~polymsg.amqp.Reconnect` and
+    :class:`~polymsg.amqp.ConfirmWindow` a subclass makes in its
+    ``__init__`` (in that thread) counts towards :meth:`health`. A
+    Reconnect's ``role`` names its connection in the readings.
+    """
 
     capabilities = CAPABILITIES
     send_features = frozenset({"call_monitor"})
     options_group = RABBIT_GROUP
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            cls.__init__ = reporting(init)  # type: ignore[method-assign]
+
+    def health(self) -> Sequence[HealthStat]:
+        """Connection state, reconnects and failures per connection role, and the
+        confirm window's occupancy (see :mod:`polymsg._health_amqp`)."""
+        book = book_of(self)
+        return list(book.readings()) if book is not None else []
 
     @classmethod
     def list_opts(cls) -> Sequence[cfg.Opt]:

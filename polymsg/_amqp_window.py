@@ -25,6 +25,7 @@ from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from polymsg._exceptions import MessageDeliveryFailure, MessagingError
+from polymsg._health_amqp import enlist
 
 __all__ = ["ConfirmWindow"]
 
@@ -37,7 +38,9 @@ class ConfirmWindow(Generic[T]):
     """At most ``size`` unconfirmed messages, usable from any thread.
 
     ``resend`` (optional) sends a failed message again synchronously;
-    ``describe`` names a message in logs and errors.
+    ``describe`` names a message in logs and errors. A window made while a
+    RabbitMQ driver is being built reports its occupancy to that driver's
+    :meth:`~polymsg.driver.Driver.health`.
     """
 
     def __init__(self, size: int, resend: Callable[[T], None] | None = None,
@@ -54,6 +57,7 @@ class ConfirmWindow(Generic[T]):
         self._closing = False
         #: The most messages ever inside the window at once (diagnostics and tests).
         self.most_in_flight = 0
+        enlist(self)
 
     @property
     def in_flight(self) -> int:

@@ -36,6 +36,7 @@ from polymsg._target import check_context
 from polymsg.driver import (
     Driver,
     DriverOptions,
+    HealthStat,
     IncomingMessage,
     Listener,
     MessageUndeliverable,
@@ -306,6 +307,17 @@ class MemoryDriver(Driver):
         self._waiters: dict[str, tuple[Future[Reply], SendOptions]] = {}
         self._ids = itertools.count()
         self._bus.reply_routes[self._reply_to] = self
+
+    def health(self) -> Sequence[HealthStat]:
+        """The bus's queues, the messages waiting in them and those handed out
+        unacknowledged (every transport on the same ``memory://NAME`` shares them)."""
+        bus = self._bus
+        with bus.lock:
+            queues = list(bus.queues.values())
+            waiting = sum(len(queue.messages) for queue in queues)
+            unacked = sum(c.unacked for queue in queues for c in queue.consumers)
+        return [HealthStat("queues", len(queues)), HealthStat("queue.messages", waiting),
+                HealthStat("queue.unacknowledged", unacked)]
 
     # -- sending ---------------------------------------------------------
     def call(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],

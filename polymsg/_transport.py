@@ -11,8 +11,10 @@ from typing import Any, Protocol, cast
 
 from oslo_config import cfg
 
+from polymsg import _health
 from polymsg._config import OWN_DEFAULTS, register_defaults, register_opts, value, warn_unknown_keys
 from polymsg._exceptions import InvalidTransportURL, NotSupported
+from polymsg._prometheus import serve_configured
 from polymsg._registry import load_driver
 from polymsg._secrets import warn_readable_secrets
 from polymsg._url import TransportURL, mask_value
@@ -85,6 +87,7 @@ class Transport:
             runner.stop()
         for runner in runners:
             runner.wait()
+        _health.forget(self)
         self._driver.cleanup()
 
     def __enter__(self) -> Transport:
@@ -123,8 +126,11 @@ def get_transport(url: str | TransportURL | None = None, *, conf: cfg.ConfigOpts
         raise NotSupported(f"the {parsed.transport!r} driver does not support several hosts")
     options = _driver_options(driver_cls, parsed, conf)
     warn_readable_secrets(conf, driver_cls.options_group, driver_cls.list_opts(), options.values)
+    serve_configured(conf)
     driver = driver_cls(parsed, options, cast(cfg.ConfigOpts, _DriverConf(conf)))
-    return Transport(driver, conf, parsed, allowed_remote_exmods)
+    transport = Transport(driver, conf, parsed, allowed_remote_exmods)
+    _health.watch(transport)
+    return transport
 
 
 def _driver_options(driver_cls: type[Driver], url: TransportURL,

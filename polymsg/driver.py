@@ -53,6 +53,12 @@ run on a driver-owned thread; they are short (the facade only queues the
 message) and never block on network I/O. After :meth:`Driver.cleanup`
 returns, the driver has no thread left running.
 
+Health
+======
+:meth:`Driver.health` is an optional, read-only window on the driver's
+state, read when a metrics collector asks (see :class:`HealthStat` and
+:data:`HEALTH_STATS`); a driver without one reports nothing.
+
 Errors
 ======
 Errors of the backend library are translated at the boundary (``raise
@@ -89,8 +95,10 @@ from polymsg._url import TransportHost, TransportURL
 
 __all__ = [
     "CAPABILITIES",
+    "HEALTH_STATS",
     "Driver",
     "DriverOptions",
+    "HealthStat",
     "IncomingMessage",
     "InvalidTarget",
     "InvalidTransportURL",
@@ -125,6 +133,57 @@ CAPABILITIES: frozenset[str] = frozenset({
 #: both as caller and as server) and ``"at_least_once"`` (unroutable sends
 #: fail at once with :class:`~polymsg.MessageUndeliverable`).
 SEND_FEATURES: frozenset[str] = frozenset({"call_monitor", "at_least_once"})
+
+
+#: The health readings a driver may report from :meth:`Driver.health`, by name:
+#: ``(kind, unit, description)``, ``kind`` being ``"gauge"`` (a level read now)
+#: or ``"counter"`` (a total since the transport was created, never
+#: decreasing). polymsg exports each as the metric ``polymsg.<name>``; a
+#: reading whose name is not listed here is ignored.
+HEALTH_STATS: Mapping[str, tuple[str, str, str]] = {
+    "connection.up": (
+        "gauge", "1", "1 while the connection of this role is open, 0 while it is down "
+        "(reported once the transport first tried to open it)"),
+    "connection.reconnects": (
+        "counter", "{reconnect}", "connections of this role opened again after the first"),
+    "connection.failures": (
+        "counter", "{failure}", "connection attempts of this role that failed, and open "
+        "connections that were lost"),
+    "confirm_window.in_flight": (
+        "gauge", "{message}", "messages published and not yet confirmed by the broker"),
+    "confirm_window.size": (
+        "gauge", "{message}", "the most messages that may await confirms at once "
+        "(confirm_window)"),
+    "receiver.held_messages": (
+        "gauge", "{message}", "messages a receiver holds for consumers that have not taken "
+        "them (store and forward)"),
+    "receiver.held_bytes": (
+        "gauge", "By", "bytes a receiver holds for consumers (bounded by max_held_bytes)"),
+    "receiver.topics": ("gauge", "{topic}", "topics a receiver routes"),
+    "peers": ("gauge", "{peer}", "connections open to other hosts' receivers"),
+    "known_hosts": ("gauge", "{host}", "hosts the matchmaker knows (for a cached "
+                    "matchmaker: the hosts in its cache)"),
+    "queue.messages": ("gauge", "{message}", "messages waiting in the transport's queues "
+                       "for a consumer"),
+    "queue.unacknowledged": (
+        "gauge", "{message}", "messages handed to consumers and not yet acknowledged"),
+    "queues": ("gauge", "{queue}", "queues the transport holds"),
+}
+
+
+@dataclass(frozen=True)
+class HealthStat:
+    """One reading from :meth:`Driver.health`.
+
+    ``name`` is a key of :data:`HEALTH_STATS`; ``labels`` tell readings of the
+    same name apart (``{"role": "publisher"}``). Labels MUST NOT carry
+    secrets, and their values MUST come from a small set (roles, not message
+    or host names), since every distinct set of labels is a time series.
+    """
+
+    name: str
+    value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -344,3 +403,14 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def cleanup(self) -> None:
         """Close connections and join threads. Idempotent."""
+
+    def health(self) -> Sequence[HealthStat]:
+        """Readings of the driver's state (see :data:`HEALTH_STATS`); none by default.
+
+        Called from a metrics collector's thread, at any time, also before
+        first use and after :meth:`cleanup`: it MUST be cheap, MUST NOT block
+        on the network or on a lock held during I/O, and MUST NOT create
+        connections or threads. A reading it cannot take cheaply is left
+        out. Exceptions are logged (rate-limited) and the readings dropped.
+        """
+        return ()

@@ -16,4 +16,7 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     result: list[tuple[str | None, list[cfg.Opt]]] = [("DEFAULT", list(DEFAULT_OPTS))]
     if MemoryDriver.options_group and MemoryDriver.list_opts():
         result.append((MemoryDriver.options_group, list(MemoryDriver.list_opts())))
+    from polymsg import _prometheus
+
+    result.append((_prometheus.GROUP, list(_prometheus.OPTS)))
     return result

@@ -124,7 +124,7 @@ class Link:
         self._inbox: deque[Callable[[], None]] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._session: Session | None = None
-        self._reconnect = amqp.Reconnect(settings.spec)
+        self._reconnect = amqp.Reconnect(settings.spec, role=name)
         self._failed_rounds = 0  # ever: waiting senders count rounds from when they came
         self._refusals = 0  # permanent failures ever
         self._last_failure: amqp.Failure | None = None

@@ -62,7 +62,7 @@ class Link:
         self._spec = spec
         self._context = spec.tls.context() if spec.tls is not None else None
         self._parameters: dict[amqp.Endpoint, pika.ConnectionParameters] = {}
-        self._reconnect = amqp.Reconnect(spec)
+        self._reconnect = amqp.Reconnect(spec, role=name.rpartition(" ")[2])
         self._endpoint = spec.endpoints[0]
         self._users: list[LinkUser] = []
         self._failures = 0

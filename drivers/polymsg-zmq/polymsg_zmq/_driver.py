@@ -43,6 +43,7 @@ from polymsg import MessageDeliveryFailure, MessageUndeliverable, MessagingError
 from polymsg.driver import (
     Driver,
     DriverOptions,
+    HealthStat,
     Listener,
     OnMessage,
     Reply,
@@ -160,6 +161,19 @@ class ZmqDriver(Driver):
                     return
                 raise
             self._receiver = receiver
+
+    def health(self) -> Sequence[HealthStat]:
+        """Peer connections, the hosts the matchmaker knows, and what the receiver
+        this process runs (if it runs one) holds for consumers."""
+        stats = [HealthStat("peers", len(self.peers)),
+                 HealthStat("known_hosts", self.matchmaker.known_hosts())]
+        receiver = self._receiver
+        if receiver is not None:
+            messages, size, topics = receiver.held()
+            stats += [HealthStat("receiver.held_messages", messages),
+                      HealthStat("receiver.held_bytes", size),
+                      HealthStat("receiver.topics", topics)]
+        return stats
 
     def _first_use(self) -> None:
         if not self._checked_receiver:

@@ -75,6 +75,10 @@ class Matchmaker(abc.ABC):
         replies go only to such hosts."""
         return host == self.settings.host
 
+    def known_hosts(self) -> int:
+        """How many hosts' receivers the matchmaker knows now, without I/O (health)."""
+        return 1
+
     def register(self, keys: Iterable[RegKey]) -> None:  # noqa: B027 - optional
         """Announce (or refresh) that this host serves ``keys``."""
 
@@ -166,6 +170,11 @@ class RingMatchmaker(Matchmaker):
     def note_hosts(self, exchange: str, topic: str, priority: str) -> list[NoteRoute]:
         return [(host, None) for host in self._entry(f"{topic}.{priority}", topic, "*")]
 
+    def known_hosts(self) -> int:
+        """The addresses named in the ring file as last read."""
+        with self._lock:
+            return len({address for hosts in self._ring.values() for address in hosts})
+
     def knows_host(self, host: str) -> bool:
         """Hosts named anywhere in the ring file, and this one."""
         if host == self.settings.host:
@@ -228,6 +237,12 @@ class RedisMatchmaker(Matchmaker):
                 continue
             pools.setdefault(str(pool), []).append(str(host))
         return _spread(pools)
+
+    def known_hosts(self) -> int:
+        """The receivers registered under ``<prefix>/hosts`` as last read (cached)."""
+        with self._lock:
+            cached = self._cache.get(self._key("hosts"))
+        return len(cached[1]) if cached is not None else 0
 
     def knows_host(self, host: str) -> bool:
         """This host, and hosts whose receiver is registered (``<prefix>/hosts``)."""
