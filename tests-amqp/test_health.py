@@ -1,0 +1,107 @@
+"""Connection and confirm-window health of both RabbitMQ drivers, read through
+OpenTelemetry while a proxy in front of the real broker cuts and freezes the
+connections."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from amqptest import FAST_RETRY, make_url
+from proxy import Proxy
+
+import polymsg
+
+pytest.importorskip("opentelemetry.sdk.metrics")
+from polymsg._health import transport_id
+from polymsg.testing._metrics import MetricsProbe, metrics_probe
+
+TIMEOUT = 30.0
+ROLES = {"rabbit+kombu": ("publisher", "consumer", "reply"), "rabbit+pika": ("send", "receive")}
+
+
+@pytest.fixture
+def probe() -> Iterator[MetricsProbe]:
+    with metrics_probe() as found:
+        yield found
+
+
+@pytest.fixture
+def proxy(scheme: str, vhost: str) -> Iterator[Proxy]:
+    host = polymsg.TransportURL.parse(make_url(scheme, vhost)).hosts[0]
+    running = Proxy((host.hostname or "127.0.0.1", host.port or 5672)).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+class Echo:
+    def __init__(self) -> None:
+        self.casts = threading.Semaphore(0)
+
+    def echo(self, ctxt: dict[str, Any], value: Any) -> Any:
+        return value
+
+    def note(self, ctxt: dict[str, Any], n: int) -> None:
+        self.casts.release()
+
+
+def test_connections_up_lost_and_reconnected(scheme: str, vhost: str, topic: str,
+                                             proxy: Proxy, probe: MetricsProbe) -> None:
+    url = make_url(scheme, vhost, FAST_RETRY, port=proxy.port)
+    with polymsg.get_transport(url) as transport:
+        label = transport_id(transport.url)
+        assert "guest" not in label and str(proxy.port) in label
+        assert probe.points("polymsg.connection.up", transport=label) == []  # nothing tried yet
+        server = polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s1"),
+                                        [Echo()])
+        with server:
+            client = polymsg.RPCClient(transport, polymsg.Target(topic=topic), timeout=TIMEOUT)
+            assert client.call({}, "echo", value=1) == 1
+            for role in ROLES[scheme]:
+                assert probe.value("polymsg.connection.up", transport=label, role=role) == 1
+                assert probe.value("polymsg.connection.reconnects", transport=label,
+                                   role=role) == 0
+                assert probe.value("polymsg.connection.failures", transport=label,
+                                   role=role) == 0
+            proxy.stop()  # every connection cut, and nothing listens: reconnects fail
+            probe.wait("polymsg.connection.up", lambda v: v == 0, transport=label,
+                       role=ROLES[scheme][1])
+            proxy.start()
+            assert client.call({}, "echo", value=2) == 2
+            for role in ROLES[scheme]:
+                probe.wait("polymsg.connection.up", lambda v: v == 1, transport=label,
+                           role=role)
+                assert probe.value("polymsg.connection.reconnects", transport=label,
+                                   role=role) >= 1
+                assert probe.value("polymsg.connection.failures", transport=label,
+                                   role=role) >= 1
+    assert probe.points("polymsg.connection.up", transport=label) == []  # cleaned up
+
+
+def test_confirm_window_occupancy(scheme: str, vhost: str, topic: str, proxy: Proxy,
+                                  probe: MetricsProbe) -> None:
+    endpoint = Echo()
+    with polymsg.get_transport(make_url(scheme, vhost, FAST_RETRY)) as server_side, \
+            polymsg.get_transport(make_url(scheme, vhost, f"{FAST_RETRY}&confirm_window=8",
+                                           port=proxy.port)) as transport:
+        label = transport_id(transport.url)
+        server = polymsg.get_rpc_server(server_side, polymsg.Target(topic=topic, server="s1"),
+                                        [endpoint])
+        with server:
+            client = polymsg.RPCClient(transport, polymsg.Target(topic=topic))
+            client.cast({}, "note", n=0)  # connected, the route declared
+            assert endpoint.casts.acquire(timeout=TIMEOUT)
+            probe.wait("polymsg.confirm_window.in_flight", lambda v: v == 0, transport=label)
+            assert probe.value("polymsg.confirm_window.size", transport=label) == 8
+            proxy.hold()  # the broker's confirms wait in the proxy
+            for n in range(5):
+                client.cast({}, "note", n=n + 1)
+            assert probe.value("polymsg.confirm_window.in_flight", transport=label) == 5
+            proxy.release()
+            probe.wait("polymsg.confirm_window.in_flight", lambda v: v == 0, transport=label)
+            for _ in range(5):
+                assert endpoint.casts.acquire(timeout=TIMEOUT)
