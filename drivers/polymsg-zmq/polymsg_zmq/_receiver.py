@@ -174,8 +174,7 @@ class Receiver:
     def held(self) -> tuple[int, int, int]:
         """Messages and bytes held for consumers, and topics routed (health; read from
         any thread, so a moment old at worst)."""
-        topics = list(self._topics.values())
-        return sum(len(state.held) for state in topics), self.budget.used, len(topics)
+        return self.budget.messages, self.budget.used, len(self._topics)
 
     def stop(self) -> None:
         """End the loop, unregister from the matchmaker and close everything. Idempotent."""

@@ -25,6 +25,7 @@ from polymsg_zmq._ratelog import RateLimited, clip
 from polymsg_zmq._wire import (
     Header,
     InvalidFrame,
+    count_packed,
     deal_packed,
     encode_deadline,
     message_ids,
@@ -44,8 +45,8 @@ HELD_OVERHEAD = 400
 class Held:
     """Messages (one header, a packed batch) waiting for a consumer of ``group``."""
 
-    __slots__ = ("arrival", "bodies", "deadline", "group", "header", "qttl", "raw_header",
-                 "size", "unrouted")
+    __slots__ = ("_count", "arrival", "bodies", "deadline", "group", "header", "qttl",
+                 "raw_header", "size", "unrouted")
 
     def __init__(self, header: Header, raw_header: bytes, bodies: bytes,
                  deadline: float | None, group: str, arrival: float) -> None:
@@ -59,6 +60,14 @@ class Held:
         self.qttl: float | None = float(qttl) if qttl else None
         self.unrouted = bool(header.get("u"))
         self.size = len(bodies) + len(raw_header) + HELD_OVERHEAD
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        """How many messages the batch holds (counted once, when first asked)."""
+        if not self._count:
+            self._count = count_packed(self.bodies)
+        return self._count
 
     def with_bodies(self, bodies: bytes) -> Held:
         """The same message(s) route, for other bodies (part of this batch)."""
@@ -98,6 +107,8 @@ class HeldBudget:
     def __init__(self, max_bytes: int, topics: Callable[[], Iterable[TopicState]]) -> None:
         self.max_bytes = max_bytes
         self.used = 0
+        #: Messages held across topics (health).
+        self.messages = 0
         self._topics = topics
         self._victim: TopicState | None = None
         self._drops = 0
@@ -184,6 +195,7 @@ class TopicState:
         self.held: deque[Held] = deque()
         self.held_count: dict[str, int] = {}
         self.held_bytes = 0
+        self.held_messages = 0
         self.last_present: dict[str, float] = {}
         self.qttl_hint: dict[str, float] = {}
         self.touched = time.monotonic()
@@ -378,11 +390,14 @@ class TopicState:
             self.held_count.pop(group, None)
         self.held_bytes += delta * item.size
         self.budget.used += delta * item.size
+        self.held_messages += delta * item.count
+        self.budget.messages += delta * item.count
 
     def _take_all(self) -> None:
         """Empty the held queue (its items are the caller's to keep or drop)."""
         self.budget.used -= self.held_bytes
-        self.held, self.held_count, self.held_bytes = deque(), {}, 0
+        self.budget.messages -= self.held_messages
+        self.held, self.held_count, self.held_bytes, self.held_messages = deque(), {}, 0, 0
 
     def flush(self, now: float) -> None:
         """Deliver held messages whose group has a consumer now, in arrival order."""

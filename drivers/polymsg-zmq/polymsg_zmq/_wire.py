@@ -226,6 +226,14 @@ def _offsets(frame: bytes) -> list[int]:
     return starts
 
 
+def count_packed(frame: bytes) -> int:
+    """How many bodies a packed frame holds (1 for a malformed one)."""
+    try:
+        return len(_offsets(frame))
+    except InvalidFrame:
+        return 1
+
+
 def unpack(frame: bytes) -> list[bytes]:
     """The bodies of a packed frame; :class:`InvalidFrame` when it is malformed."""
     starts = _offsets(frame)
