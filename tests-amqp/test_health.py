@@ -105,3 +105,29 @@ def test_confirm_window_occupancy(scheme: str, vhost: str, topic: str, proxy: Pr
             probe.wait("polymsg.confirm_window.in_flight", lambda v: v == 0, transport=label)
             for _ in range(5):
                 assert endpoint.casts.acquire(timeout=TIMEOUT)
+
+
+def test_prometheus_endpoint_serves_connection_health(scheme: str, vhost: str, topic: str
+                                                      ) -> None:
+    import urllib.request
+
+    pytest.importorskip("prometheus_client")
+    from polymsg import _prometheus
+
+    _prometheus.stop()
+    host, port = _prometheus.serve("127.0.0.1", 0)
+    try:
+        with polymsg.get_transport(make_url(scheme, vhost, password="guest")) as transport:
+            label = transport_id(transport.url)
+            polymsg.RPCClient(transport, polymsg.Target(topic=topic)).cast({}, "note", n=1)
+            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=30) as answer:
+                text = answer.read().decode()
+    finally:
+        _prometheus.stop()
+    assert "# TYPE polymsg_connection_reconnects_total counter" in text
+    assert "# TYPE polymsg_connection_up gauge" in text
+    role = ROLES[scheme][0]
+    [up] = [line for line in text.splitlines() if line.startswith("polymsg_connection_up{")
+            and f'transport="{label}"' in line and f'role="{role}"' in line]
+    assert f'driver="{scheme}"' in up and up.endswith(" 1.0")
+    assert "guest" not in text
