@@ -14,6 +14,7 @@ import click
 from oslo_config import cfg
 
 import polymsg
+from polymsg._cli import trace as tracing
 from polymsg._config import register_defaults
 
 __all__ = ["call", "cast", "listen", "notify", "parse_kwargs", "serve_echo"]
@@ -178,12 +179,15 @@ class _Tail:
         return handle
 
 
-def _format(note: dict[str, Any], as_json: bool) -> str:
+def _format(note: dict[str, Any], as_json: bool, trace: bool = False) -> str:
     if as_json:
+        if trace:
+            note = {**note, "trace": tracing.as_json(note["ctxt"])}
         return json.dumps(note, sort_keys=True, default=str)
     stamp = note["metadata"].get("timestamp", "")
     payload = json.dumps(note["payload"], sort_keys=True, default=str)
-    return f"{stamp} {note['priority']} {note['event_type']} [{note['publisher_id']}] {payload}"
+    line = f"{stamp} {note['priority']} {note['event_type']} [{note['publisher_id']}] {payload}"
+    return f"{tracing.describe(note['ctxt'])} {line}" if trace else line
 
 
 @contextmanager
@@ -227,8 +231,11 @@ def _drain(items: queue.Queue[T], done: threading.Event, limit: int | None) -> I
 @click.option("--count", type=click.IntRange(min=1), help="Exit after this many notifications.")
 @click.option("--exchange", help="Exchange (default: control_exchange, 'polymsg'); "
               "'compute', 'nova'... to reach an oslo.messaging service's.")
+@click.option("--trace", is_flag=True,
+              help="Show the trace id each notification carries (W3C traceparent in its "
+                   "context): trace=<id>, trace=- (none) or trace=invalid(...).")
 def listen(url: str, topic: str, pool: str | None, priorities: tuple[str, ...], as_json: bool,
-           count: int | None, exchange: str | None) -> None:
+           count: int | None, exchange: str | None, trace: bool) -> None:
     """Print notifications of TOPIC as they arrive, until Ctrl-C (or --count)."""
     wanted = sorted({p.lower() for p in priorities} or set(PRIORITIES) - {"warning"})
     endpoint = _Tail(wanted)
@@ -238,30 +245,34 @@ def listen(url: str, topic: str, pool: str | None, priorities: tuple[str, ...], 
         with listener:
             click.echo(f"listening on {topic} ({', '.join(wanted)}); Ctrl-C to stop", err=True)
             for note in _drain(endpoint.seen, done, count):
-                click.echo(_format(note, as_json))
+                click.echo(_format(note, as_json, trace))
 
 
 class EchoEndpoint:
     """The endpoint of ``serve-echo``: echo, ping and fail."""
 
-    def __init__(self, server: str, served: queue.Queue[str]) -> None:
+    def __init__(self, server: str, served: queue.Queue[str], trace: bool = False) -> None:
         self.server = server
         self.served = served
+        self.trace = trace
+
+    def _served(self, ctxt: dict[str, Any], line: str) -> None:
+        self.served.put(f"{tracing.describe(ctxt)} {line}" if self.trace else line)
 
     def echo(self, ctxt: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Return the arguments unchanged."""
-        self.served.put(f"echo {json.dumps(kwargs, sort_keys=True, default=str)}")
+        self._served(ctxt, f"echo {json.dumps(kwargs, sort_keys=True, default=str)}")
         return kwargs
 
     def ping(self, ctxt: dict[str, Any]) -> str:
         """Return ``"pong from <server>"``."""
-        self.served.put("ping")
+        self._served(ctxt, "ping")
         return f"pong from {self.server}"
 
     @polymsg.expected_exceptions(RuntimeError)
     def fail(self, ctxt: dict[str, Any], message: str = "failed on purpose") -> None:
         """Raise ``RuntimeError(message)``, to see remote errors."""
-        self.served.put(f"fail {message!r}")
+        self._served(ctxt, f"fail {message!r}")
         raise RuntimeError(message)
 
 
@@ -273,11 +284,13 @@ class EchoEndpoint:
               help="Exit after serving this many requests.")
 @click.option("--exchange", help="Exchange (default: control_exchange, 'polymsg'); "
               "'compute', 'nova'... to reach an oslo.messaging service's.")
+@click.option("--trace", is_flag=True,
+              help="Show the trace id each request carries (as listen --trace).")
 def serve_echo(url: str, topic: str, server: str, max_requests: int | None,
-               exchange: str | None) -> None:
+               exchange: str | None, trace: bool) -> None:
     """Serve echo(**kwargs), ping() and fail(message) on TOPIC as SERVER until Ctrl-C."""
     served: queue.Queue[str] = queue.Queue()
-    endpoint = EchoEndpoint(server, served)
+    endpoint = EchoEndpoint(server, served, trace)
     with polymsg.get_transport(url) as transport, _until_signalled() as done:
         rpc_server = polymsg.get_rpc_server(
             transport, polymsg.Target(topic=topic, server=server, exchange=exchange), [endpoint])
