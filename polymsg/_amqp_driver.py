@@ -22,6 +22,7 @@ class RabbitDriver(Driver):
     capabilities = CAPABILITIES
     send_features = frozenset({"call_monitor"})
     options_group = RABBIT_GROUP
+    messaging_system = "rabbitmq"
 
     @classmethod
     def list_opts(cls) -> Sequence[cfg.Opt]:
