@@ -30,6 +30,7 @@ class RabbitDriver(Driver):
     capabilities = CAPABILITIES
     send_features = frozenset({"call_monitor"})
     options_group = RABBIT_GROUP
+    messaging_system = "rabbitmq"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

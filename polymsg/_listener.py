@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from polymsg import _observe
 from polymsg._exceptions import InvalidTarget, SerializationError
 from polymsg._executor import UNDECODABLE, Runner
 from polymsg._notifier import PRIORITIES
@@ -129,7 +130,30 @@ class NotificationListener(Runner):
                                                                self._on_message)
 
     def _process(self, incoming: IncomingMessage) -> None:
-        self._settle(incoming, self._dispatch(incoming))
+        if not _observe.OBSERVERS:
+            self._settle(incoming, self._dispatch(incoming)[0])
+            return
+        scope = self._observed(incoming)
+        try:
+            result, failure = self._dispatch(incoming)
+            self._settle(incoming, result)
+        except BaseException as exc:
+            scope.close(exc)
+            raise
+        scope.close(failure)
+
+    def _observed(self, incoming: IncomingMessage) -> _observe.Scope:
+        """The observers' scope of one notification processed, entered."""
+        message, wire_text = incoming.message, _observe.wire_text
+        exchanges = {t.exchange for t in self.targets}
+        topics = {t.topic for t in self.targets}
+        priority = wire_text(message.get("priority"))
+        return _observe.receiving(_observe.Operation(
+            "notification", _observe.system_of(self.transport),
+            exchanges.pop() if len(exchanges) == 1 else None,
+            topics.pop() if len(topics) == 1 else None, None, None, None,
+            wire_text(message.get("event_type")),
+            priority.upper() if priority is not None else None), incoming.ctxt)
 
     def _settle(self, incoming: IncomingMessage, result: NotificationResult) -> None:
         """Acknowledge, or requeue when asked to and allowed."""
@@ -154,17 +178,20 @@ class NotificationListener(Runner):
                          "timestamp": message.get("timestamp")},
         }
 
-    def _dispatch(self, incoming: IncomingMessage) -> NotificationResult:
-        result = NotificationResult.HANDLED
+    def _dispatch(self, incoming: IncomingMessage
+                  ) -> tuple[NotificationResult, Exception | None]:
+        """What the endpoints asked for, and the last exception one raised (logged)."""
+        result, failure = NotificationResult.HANDLED, None
         for endpoint, method, args in self._deliveries(incoming):
             try:
                 outcome = method(*args)
-            except Exception:
+            except Exception as exc:
                 _log_endpoint_failure(endpoint, args)
+                failure = exc
                 continue
             if outcome == NotificationResult.REQUEUE:
                 result = NotificationResult.REQUEUE
-        return result
+        return result, failure
 
     def _deliveries(self, incoming: IncomingMessage
                     ) -> list[tuple[Any, Callable[..., Any], tuple[Any, ...]]]:

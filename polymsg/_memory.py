@@ -298,6 +298,7 @@ class MemoryDriver(Driver):
         "queue_ttl", "message_ttl",
     })
     send_features = frozenset({"call_monitor", "at_least_once"})
+    messaging_system = "memory"
 
     def __init__(self, url: TransportURL, options: DriverOptions, conf: Any) -> None:
         super().__init__(url, options, conf)

@@ -11,9 +11,10 @@ from concurrent.futures import Future
 from datetime import datetime, timezone
 from typing import Any
 
+from polymsg import _observe
 from polymsg._exceptions import InvalidTarget
 from polymsg._json import to_primitive
-from polymsg._rpc_client import _guard, _result
+from polymsg._rpc_client import _guard, _result, _send
 from polymsg._serializer import NoOpSerializer, Serializer
 from polymsg._target import (
     Target,
@@ -143,8 +144,27 @@ class Notifier:
             "timestamp": timestamp(),
         }
         options, driver = self._options, transport._driver
+        if _observe.OBSERVERS:
+            yield from self._send_observed(wire_ctxt, message)
+            return
         for target in self._targets:
             yield _guard(lambda t=target: driver.notify(t, wire_ctxt, message, options))
+
+    def _send_observed(self, wire_ctxt: dict[str, Any], message: dict[str, Any]
+                       ) -> Iterator[Future[None]]:
+        """:meth:`_send` with observers: one scope per topic, each with its own
+        copy of the context (observers add their trace context to it)."""
+        options, driver = self._options, self.transport._driver
+        system = _observe.system_of(self.transport)
+        for target in self._targets:
+            ctxt = dict(wire_ctxt)
+            scope = _observe.sending(_observe.Operation(
+                "notify", system, target.exchange, target.topic, None, None, None,
+                message["event_type"], message["priority"]), ctxt)
+            future: Future[None] = _send(scope, lambda t=target, c=ctxt: driver.notify(
+                t, c, message, options))
+            future.add_done_callback(scope.close_with)
+            yield future
 
 
 class LoggingNotificationHandler(logging.Handler):

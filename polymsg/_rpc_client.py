@@ -9,6 +9,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from polymsg import _observe
 from polymsg._config import value
 from polymsg._exceptions import (
     InvalidTarget,
@@ -130,7 +131,14 @@ class RPCClient:
 
     def call(self, ctxt: dict[str, Any] | None, method: str, **kwargs: Any) -> Any:
         """Invoke ``method`` on one server and return its result (or raise its error)."""
-        future, wire_ctxt, timeout, beats = self._start_call(ctxt, method, kwargs)
+        future, wire_ctxt, timeout, beats, scope = self._start_call(ctxt, method, kwargs)
+        if scope is None:
+            return self._finish_call(future, wire_ctxt, timeout, beats, method)
+        with scope:
+            return self._finish_call(future, wire_ctxt, timeout, beats, method)
+
+    def _finish_call(self, future: Future[Reply], wire_ctxt: dict[str, Any], timeout: float,
+                     beats: _Heartbeats, method: str) -> Any:
         try:
             reply = _wait(future, timeout, self.call_monitor_timeout, beats)
         except FutureTimeout as expired:
@@ -145,10 +153,12 @@ class RPCClient:
         _result(self._start_cast(ctxt, method, kwargs), None)
 
     def _start_call(self, ctxt: dict[str, Any] | None, method: str, kwargs: dict[str, Any]
-                    ) -> tuple[Future[Reply], dict[str, Any], float, _Heartbeats]:
+                    ) -> tuple[Future[Reply], dict[str, Any], float, _Heartbeats,
+                               _observe.Scope | None]:
         """Send a call's request: the future of its reply, the wire context, the
-        timeout and the call-monitor heartbeats (the waiting is the caller's,
-        sync or async)."""
+        timeout, the call-monitor heartbeats and the observers' scope, ``None``
+        when nothing observes (the waiting, and exiting the scope with its
+        outcome, are the caller's, sync or async)."""
         timeout = self.timeout
         if timeout is None:
             timeout = float(value(self.transport.conf, "rpc_response_timeout"))
@@ -164,9 +174,10 @@ class RPCClient:
                               message_ttl=ttl, call_monitor_timeout=monitor,
                               heartbeat=beats.beat if monitor is not None else None,
                               at_least_once=self._at_least_once)
-        future = _guard(lambda: self.transport._driver.call(
+        scope = self._observed("call", method, wire_ctxt) if _observe.OBSERVERS else None
+        future = _send(scope, lambda: self.transport._driver.call(
             self._wire_target, wire_ctxt, message, options))
-        return future, wire_ctxt, timeout, beats
+        return future, wire_ctxt, timeout, beats, scope
 
     def _timed_out(self, method: str, timeout: float, silent: bool) -> MessagingTimeout:
         """The error of a call that timed out (``silent``: its heartbeats stopped)."""
@@ -189,8 +200,21 @@ class RPCClient:
         if self.target.fanout:
             self.transport.require("fanout", "a fanout cast")
         wire_ctxt, message = self._prepare(ctxt, method, kwargs)
-        return _guard(lambda: self.transport._driver.cast(
+        if not _observe.OBSERVERS:
+            return _guard(lambda: self.transport._driver.cast(
+                self._wire_target, wire_ctxt, message, self._cast_options))
+        scope = self._observed("fanout" if self.target.fanout else "cast", method, wire_ctxt)
+        future = _send(scope, lambda: self.transport._driver.cast(
             self._wire_target, wire_ctxt, message, self._cast_options))
+        future.add_done_callback(scope.close_with)
+        return future
+
+    def _observed(self, kind: str, method: str, wire_ctxt: dict[str, Any]) -> _observe.Scope:
+        """The observers' scope of one send, entered (they may add to ``wire_ctxt``)."""
+        target = self._wire_target
+        return _observe.sending(_observe.Operation(
+            kind, _observe.system_of(self.transport), target.exchange, target.topic,
+            target.server, target.namespace, target.version, method), wire_ctxt)
 
     def _prepare(self, ctxt: dict[str, Any] | None, method: str,
                  kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -256,6 +280,17 @@ def _wait(future: Future[Any], timeout: float, monitor: float | None,
             return _result(future, min(deadline, silent_until) - now)
         except FutureTimeout:
             continue
+
+
+def _send(scope: _observe.Scope | None, send: Any) -> Future[Any]:
+    """:func:`_guard`, closing ``scope`` with the error when the send fails at once."""
+    if scope is None:
+        return _guard(send)
+    try:
+        return _guard(send)
+    except BaseException as exc:
+        scope.close(exc)
+        raise
 
 
 def _guard(send: Any) -> Future[Any]:

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from polymsg import _observe
 from polymsg._dispatcher import RPCDispatcher, is_expected
 from polymsg._exceptions import (
     InvalidTarget,
@@ -61,6 +62,19 @@ class RPCServer(Runner):
 
     def _process(self, incoming: IncomingMessage) -> None:
         incoming.acknowledge()  # at most once: taken before it runs
+        if not _observe.OBSERVERS:
+            self._serve(incoming)
+            return
+        scope = observe_request(self, incoming)
+        try:
+            failure = self._serve(incoming)
+        except BaseException as exc:
+            scope.close(exc)
+            raise
+        scope.close(failure)
+
+    def _serve(self, incoming: IncomingMessage) -> Exception | None:
+        """Run the request and reply; the exception replied with, if any."""
         message = incoming.message
         func = None
         monitor = _CallMonitor.start(incoming)
@@ -70,14 +84,27 @@ class RPCServer(Runner):
             result = self._dispatcher.invoke(func, incoming.ctxt, message)
         except Exception as exc:
             reply_failure(incoming, func, exc, monitor)
-            return
+            return exc
         reply_result(incoming, result, monitor)
+        return None
+
+
+def observe_request(server: RPCServer, incoming: IncomingMessage) -> _observe.Scope:
+    """The observers' scope of one request ``server`` processes, entered."""
+    message, target = incoming.message, server.target
+    wire_text = _observe.wire_text
+    return _observe.receiving(_observe.Operation(
+        "rpc", _observe.system_of(server.transport), target.exchange, target.topic,
+        target.server, wire_text(message.get("namespace")), wire_text(message.get("version")),
+        wire_text(message.get("method"))), incoming.ctxt)
 
 
 def reply_failure(incoming: IncomingMessage, func: Any, exc: Exception,
                   monitor: _CallMonitor | None) -> None:
     """Log an endpoint's (or the dispatch's) exception as it deserves and send it back."""
     _log_failure(incoming, func, exc)
+    if _observe.OBSERVERS and func is not None and is_expected(func, exc):
+        _observe.mark_expected(exc)
     if monitor is not None:
         monitor.stop()
     incoming.reply(failure=failure_from_exception(exc))

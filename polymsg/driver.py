@@ -338,6 +338,10 @@ class Driver(abc.ABC):
     #: when a user asks for one the driver does not list.
     send_features: ClassVar[frozenset[str]] = frozenset()
     options_group: ClassVar[str | None] = None
+    #: The messaging system the driver talks to, as tracing reports it
+    #: (OpenTelemetry's ``messaging.system``: ``"rabbitmq"``...); ``None``:
+    #: the URL scheme.
+    messaging_system: ClassVar[str | None] = None
 
     def __init__(self, url: TransportURL, options: DriverOptions, conf: cfg.ConfigOpts) -> None:
         """MUST NOT block on the network: connect lazily or in the background.

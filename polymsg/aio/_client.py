@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from polymsg._notifier import Notifier as _SyncNotifier
 from polymsg._rpc_client import RPCClient as _SyncClient
+from polymsg._rpc_client import _Heartbeats
 from polymsg._serializer import Serializer
 from polymsg._target import Target
 from polymsg._transport import Transport
 from polymsg.aio._futures import wait_future
+from polymsg.driver import Reply
 
 __all__ = ["Notifier", "RPCClient"]
 
@@ -103,7 +106,15 @@ class RPCClient:
     async def call(self, ctxt: dict[str, Any] | None, method: str, **kwargs: Any) -> Any:
         """Invoke ``method`` on one server and return its result (or raise its error)."""
         client = self._client
-        future, wire_ctxt, timeout, beats = client._start_call(ctxt, method, kwargs)
+        future, wire_ctxt, timeout, beats, scope = client._start_call(ctxt, method, kwargs)
+        if scope is None:
+            return await self._finish_call(future, wire_ctxt, timeout, beats, method)
+        with scope:
+            return await self._finish_call(future, wire_ctxt, timeout, beats, method)
+
+    async def _finish_call(self, future: Future[Reply], wire_ctxt: dict[str, Any],
+                           timeout: float, beats: _Heartbeats, method: str) -> Any:
+        client = self._client
         monitor = client.call_monitor_timeout
         reply = await wait_future(
             future, timeout, lambda silent: client._timed_out(method, timeout, silent),

@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
+from polymsg import _observe
 from polymsg._exceptions import NotSupported
 from polymsg._executor import Runner
 from polymsg._listener import NotificationListener as _SyncListener
 from polymsg._listener import NotificationResult, _log_endpoint_failure
 from polymsg._rpc_server import RPCServer as _SyncServer
-from polymsg._rpc_server import _CallMonitor, reply_failure, reply_result
+from polymsg._rpc_server import _CallMonitor, observe_request, reply_failure, reply_result
 from polymsg._serializer import Serializer
 from polymsg._target import Target
 from polymsg._transport import Transport
@@ -157,19 +158,32 @@ class RPCServer(_Server):
         return func if inspect.iscoroutinefunction(func) else None
 
     async def _run(self, handler: Any, incoming: IncomingMessage) -> None:
-        dispatcher = self._core._dispatcher
         try:
             incoming.acknowledge()  # at most once: taken before it runs
-            monitor = _CallMonitor.start(incoming)
-            try:
-                user_ctxt, kwargs = dispatcher.arguments(incoming.ctxt, incoming.message)
-                result = dispatcher.result(user_ctxt, await handler(user_ctxt, **kwargs))
-            except Exception as exc:
-                reply_failure(incoming, handler, exc, monitor)
+            if not _observe.OBSERVERS:
+                await self._serve(handler, incoming)
                 return
-            reply_result(incoming, result, monitor)
+            scope = observe_request(self._core, incoming)
+            try:
+                failure = await self._serve(handler, incoming)
+            except BaseException as exc:
+                scope.close(exc)
+                raise
+            scope.close(failure)
         except Exception:
             LOG.exception("unexpected error processing a message; it was dropped")
+
+    async def _serve(self, handler: Any, incoming: IncomingMessage) -> Exception | None:
+        dispatcher = self._core._dispatcher
+        monitor = _CallMonitor.start(incoming)
+        try:
+            user_ctxt, kwargs = dispatcher.arguments(incoming.ctxt, incoming.message)
+            result = dispatcher.result(user_ctxt, await handler(user_ctxt, **kwargs))
+        except Exception as exc:
+            reply_failure(incoming, handler, exc, monitor)
+            return exc
+        reply_result(incoming, result, monitor)
+        return None
 
 
 class _ListenerCore(_SyncListener):
@@ -217,21 +231,37 @@ class NotificationListener(_Server):
     async def _run(self, handler: Any, incoming: IncomingMessage) -> None:
         core = self._core
         try:
-            result = NotificationResult.HANDLED
-            for endpoint, method, args in core._deliveries(incoming):
-                try:
-                    if inspect.iscoroutinefunction(method):
-                        outcome = await method(*args)
-                    else:  # a plain method next to coroutine ones: off the loop
-                        outcome = await asyncio.to_thread(method, *args)
-                except Exception:
-                    _log_endpoint_failure(endpoint, args)
-                    continue
-                if outcome == NotificationResult.REQUEUE:
-                    result = NotificationResult.REQUEUE
-            core._settle(incoming, result)
+            if not _observe.OBSERVERS:
+                await self._dispatch(incoming)
+                return
+            scope = core._observed(incoming)
+            try:
+                failure = await self._dispatch(incoming)
+            except BaseException as exc:
+                scope.close(exc)
+                raise
+            scope.close(failure)
         except Exception:
             LOG.exception("unexpected error processing a notification; it was dropped")
+
+    async def _dispatch(self, incoming: IncomingMessage) -> Exception | None:
+        """Deliver to the endpoints and settle; the last exception one raised (logged)."""
+        core = self._core
+        result, failure = NotificationResult.HANDLED, None
+        for endpoint, method, args in core._deliveries(incoming):
+            try:
+                if inspect.iscoroutinefunction(method):
+                    outcome = await method(*args)
+                else:  # a plain method next to coroutine ones: off the loop
+                    outcome = await asyncio.to_thread(method, *args)
+            except Exception as exc:
+                _log_endpoint_failure(endpoint, args)
+                failure = exc
+                continue
+            if outcome == NotificationResult.REQUEUE:
+                result = NotificationResult.REQUEUE
+        core._settle(incoming, result)
+        return failure
 
 
 def _check_executor(executor: str) -> None:

@@ -109,6 +109,7 @@ class ZmqDriver(Driver):
     })
     send_features: ClassVar[frozenset[str]] = frozenset({"call_monitor", "at_least_once"})
     options_group: ClassVar[str | None] = GROUP
+    messaging_system: ClassVar[str | None] = "zeromq"
 
     @classmethod
     def list_opts(cls) -> Sequence[cfg.Opt]:
