@@ -7,11 +7,13 @@ OpenTelemetry instruments of :mod:`polymsg._health_otel`) calls
 :meth:`Driver.health` is read then, never in between, so health costs
 nothing while no one collects.
 
-Every reading carries two labels besides the driver's own: ``driver`` (the
+Every reading carries three labels besides the driver's own: ``system``
+(the messaging system, ``rabbitmq``, ``zeromq``, ``memory``), ``driver`` (the
 driver's entry-point name, ``rabbit+kombu``) and ``transport``, an id made of
 the URL's driver, hosts and virtual host, never its user names, passwords or
 query (``rabbit+kombu://broker1:5672,broker2:5672/nova``), with ``#2``,
-``#3``... appended when one process has several transports to the same place.
+``#3``... appended while one process has several live transports to the same
+place.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from polymsg._observe import system_of
 from polymsg._ratelimit import LogLimiter
 from polymsg._registry import canonical_name
 from polymsg._url import TransportURL
@@ -31,7 +34,7 @@ from polymsg.driver import HEALTH_STATS, Driver
 if TYPE_CHECKING:
     from polymsg._transport import Transport
 
-__all__ = ["Reading", "forget", "readings", "transport_id", "watch"]
+__all__ = ["Reading", "forget", "label_of", "readings", "transport_id", "watch"]
 
 LOG = logging.getLogger(__name__)
 
@@ -55,7 +58,6 @@ class _Watched:
 
 _lock = threading.Lock()
 _watched: dict[int, _Watched] = {}
-_ids_used: dict[str, int] = {}
 
 
 def transport_id(url: TransportURL) -> str:
@@ -73,9 +75,13 @@ def watch(transport: Transport) -> None:
     base = transport_id(transport.url)
     driver = transport._driver
     with _lock:
-        count = _ids_used[base] = _ids_used.get(base, 0) + 1
-        labels = {"driver": canonical_name(transport.url.transport),
-                  "transport": base if count == 1 else f"{base}#{count}"}
+        taken = {w.labels["transport"] for w in _watched.values()}
+        label, count = base, 1
+        while label in taken:
+            count += 1
+            label = f"{base}#{count}"
+        labels = {"system": system_of(transport),
+                  "driver": canonical_name(transport.url.transport), "transport": label}
         _watched[id(transport)] = _Watched(weakref.ref(driver), labels)
         weakref.finalize(transport, _forget_id, id(transport))
     from polymsg._health_otel import instrument_global
@@ -93,8 +99,15 @@ def _forget_id(key: int) -> None:
         _watched.pop(key, None)
 
 
+def label_of(transport: Transport) -> str | None:
+    """The ``transport`` label ``transport``'s readings carry (None: not reported)."""
+    with _lock:
+        watched = _watched.get(id(transport))
+        return watched.labels["transport"] if watched is not None else None
+
+
 def watched_labels() -> list[dict[str, str]]:
-    """The ``driver`` and ``transport`` labels of every transport reported now."""
+    """The ``system``, ``driver`` and ``transport`` labels of every transport reported now."""
     with _lock:
         return [dict(w.labels) for w in _watched.values()]
 

@@ -27,13 +27,12 @@ from oslo_config import cfg
 
 from polymsg._config import register_opts
 from polymsg._exceptions import MessagingError, NotSupported
+from polymsg._observe import GROUP
 
 __all__ = ["GROUP", "MAX_SERIES", "OPTS", "serve", "serve_configured", "stop"]
 
 LOG = logging.getLogger(__name__)
 
-#: The option group polymsg's observability options live in.
-GROUP = "polymsg_observability"
 #: Label sets kept per metric; beyond it the SDK folds new ones into one overflow series.
 MAX_SERIES = 1000
 

@@ -95,7 +95,6 @@ from polymsg._url import TransportHost, TransportURL
 
 __all__ = [
     "CAPABILITIES",
-    "HEALTH_STATS",
     "Driver",
     "DriverOptions",
     "HealthStat",

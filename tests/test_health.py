@@ -45,7 +45,7 @@ def test_memory_counts_stored_messages_until_a_server_takes_them(probe: MetricsP
                 done.set()
 
     with polymsg.get_transport(bus) as transport:
-        label = _health.watched_labels()[-1]["transport"]
+        label = _health.label_of(transport)
         client = polymsg.RPCClient(transport, polymsg.Target(topic="jobs"))
         for n in range(3):
             client.cast({}, "work", n=n)
@@ -68,7 +68,7 @@ def test_labels_name_the_transport_without_credentials(probe: MetricsProbe) -> N
                   if name in a["transport"]]
     assert sorted(a["transport"] for a in labels) == [f"memory://{name}/vh",
                                                       f"memory://{name}/vh#2"]
-    assert all(a["driver"] == "memory" for a in labels)
+    assert all(a["driver"] == "memory" and a["system"] == "memory" for a in labels)
     text = repr(labels)
     assert "s3cret" not in text and "alice" not in text and "bob" not in text
 
@@ -82,8 +82,8 @@ def test_a_failing_health_reading_is_skipped(probe: MetricsProbe,
 
         monkeypatch.setattr(broken._driver, "health", explode)
         found = {a["transport"] for a, _ in probe.points("polymsg.queues")}
-    assert _health.transport_id(fine.url) in found
-    assert _health.transport_id(broken.url) not in found
+        assert _health.label_of(fine) in found
+        assert _health.label_of(broken) not in found
 
 
 def test_unknown_stat_names_are_ignored(probe: MetricsProbe,
@@ -91,7 +91,7 @@ def test_unknown_stat_names_are_ignored(probe: MetricsProbe,
     with polymsg.get_transport(f"memory://{uuid.uuid4().hex}") as transport:
         monkeypatch.setattr(transport._driver, "health",
                             lambda: [HealthStat("no.such.stat", 1), HealthStat("queues", 7)])
-        label = _health.transport_id(transport.url)
+        label = _health.label_of(transport)
         assert probe.value("polymsg.queues", transport=label) == 7
         assert probe.points("polymsg.no.such.stat") == []
 

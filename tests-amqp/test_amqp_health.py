@@ -15,7 +15,7 @@ from proxy import Proxy
 import polymsg
 
 pytest.importorskip("opentelemetry.sdk.metrics")
-from polymsg._health import transport_id
+from polymsg._health import label_of
 from polymsg.testing._metrics import MetricsProbe, metrics_probe
 
 TIMEOUT = 30.0
@@ -53,7 +53,7 @@ def test_connections_up_lost_and_reconnected(scheme: str, vhost: str, topic: str
                                              proxy: Proxy, probe: MetricsProbe) -> None:
     url = make_url(scheme, vhost, FAST_RETRY, port=proxy.port)
     with polymsg.get_transport(url) as transport:
-        label = transport_id(transport.url)
+        label = label_of(transport)
         assert "guest" not in label and str(proxy.port) in label
         assert probe.points("polymsg.connection.up", transport=label) == []  # nothing tried yet
         server = polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s1"),
@@ -88,7 +88,7 @@ def test_confirm_window_occupancy(scheme: str, vhost: str, topic: str, proxy: Pr
     with polymsg.get_transport(make_url(scheme, vhost, FAST_RETRY)) as server_side, \
             polymsg.get_transport(make_url(scheme, vhost, f"{FAST_RETRY}&confirm_window=8",
                                            port=proxy.port)) as transport:
-        label = transport_id(transport.url)
+        label = label_of(transport)
         server = polymsg.get_rpc_server(server_side, polymsg.Target(topic=topic, server="s1"),
                                         [endpoint])
         with server:
@@ -118,7 +118,7 @@ def test_prometheus_endpoint_serves_connection_health(scheme: str, vhost: str, t
     host, port = _prometheus.serve("127.0.0.1", 0)
     try:
         with polymsg.get_transport(make_url(scheme, vhost, password="guest")) as transport:
-            label = transport_id(transport.url)
+            label = label_of(transport)
             polymsg.RPCClient(transport, polymsg.Target(topic=topic)).cast({}, "note", n=1)
             with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=30) as answer:
                 text = answer.read().decode()
@@ -129,5 +129,5 @@ def test_prometheus_endpoint_serves_connection_health(scheme: str, vhost: str, t
     role = ROLES[scheme][0]
     [up] = [line for line in text.splitlines() if line.startswith("polymsg_connection_up{")
             and f'transport="{label}"' in line and f'role="{role}"' in line]
-    assert f'driver="{scheme}"' in up and up.endswith(" 1.0")
+    assert f'driver="{scheme}"' in up and 'system="rabbitmq"' in up and up.endswith(" 1.0")
     assert "guest" not in text

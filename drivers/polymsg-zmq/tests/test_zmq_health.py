@@ -14,7 +14,7 @@ from zmqtest import Hosts
 import polymsg
 
 pytest.importorskip("opentelemetry.sdk.metrics")
-from polymsg._health import transport_id
+from polymsg._health import label_of
 from polymsg.testing._metrics import MetricsProbe, metrics_probe
 
 TIMEOUT = 30.0
@@ -52,7 +52,7 @@ class Worker:
 def test_receiver_holds_messages_until_a_server_comes(hosts: Hosts,
                                                       probe: MetricsProbe) -> None:
     with polymsg.get_transport(hosts[0].url()) as transport:
-        label = transport_id(transport.url)
+        label = label_of(transport)
         client = polymsg.RPCClient(transport, polymsg.Target(topic="jobs"))
         for n in range(3):
             client.cast({}, "work", n=n, pad="x" * 1000)
@@ -76,8 +76,9 @@ def test_peers_and_hosts_of_a_ring(hosts: Hosts, probe: MetricsProbe) -> None:
     worker = Worker(1)
     with polymsg.get_transport(hosts[1].url(start_receiver="false")) as server_side, \
             polymsg.get_transport(hosts[0].url(start_receiver="false")) as client_side:
-        label = transport_id(client_side.url)
-        assert probe.value("polymsg.known_hosts", transport=label) == 2
+        label = label_of(client_side)
+        assert probe.value("polymsg.known_hosts", transport=label, system="zeromq",
+                           driver="zmq") == 2
         assert probe.value("polymsg.peers", transport=label) == 0
         assert probe.points("polymsg.receiver.held_messages", transport=label) == []
         with polymsg.get_rpc_server(server_side, polymsg.Target(topic="jobs", server="b"),
