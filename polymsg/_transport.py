@@ -13,6 +13,7 @@ from oslo_config import cfg
 
 from polymsg._config import OWN_DEFAULTS, register_defaults, register_opts, value, warn_unknown_keys
 from polymsg._exceptions import InvalidTransportURL, NotSupported
+from polymsg._observability import configure as configure_observability
 from polymsg._registry import load_driver
 from polymsg._secrets import warn_readable_secrets
 from polymsg._url import TransportURL, mask_value
@@ -110,6 +111,7 @@ def get_transport(url: str | TransportURL | None = None, *, conf: cfg.ConfigOpts
     if conf is None:
         conf = cfg.ConfigOpts()
     register_defaults(conf)
+    configure_observability(conf)
     if url is None:
         url = value(conf, "transport_url")
         if not url:
