@@ -71,7 +71,7 @@ def enable_tracing(tracer_provider: Any = None) -> None:
     _needs_otel("tracing")
     from polymsg._otel import TracingObserver
 
-    _enable("tracing", lambda: TracingObserver(tracer_provider))
+    _enable("tracing", tracer_provider, lambda: TracingObserver(tracer_provider))
     _warn_without_provider()
 
 
@@ -81,14 +81,23 @@ def enable_metrics(meter_provider: Any = None) -> None:
     _needs_otel("metrics")
     from polymsg._otel_metrics import RPCMetricsObserver
 
-    _enable("metrics", lambda: RPCMetricsObserver(meter_provider))
+    _enable("metrics", meter_provider, lambda: RPCMetricsObserver(meter_provider))
 
 
-def _enable(name: str, make: Any) -> None:
+#: Observers made so far, by (kind, provider): made once, since a provider keeps
+#: the instruments (and their callbacks) of the first observer for good.
+_made: dict[tuple[str, int], _observe.Observer] = {}
+
+
+def _enable(name: str, provider: Any, make: Any) -> None:
     with _lock:
         if name in _enabled:
             return
-        observer = _enabled[name] = make()
+        key = (name, id(provider))
+        observer = _made.get(key)
+        if observer is None:
+            observer = _made[key] = make()
+        _enabled[name] = observer
     _observe.add_observer(observer)
     LOG.debug("polymsg %s is on", name)
 
@@ -103,7 +112,8 @@ def _warn_without_provider() -> None:
 
 
 def reset() -> None:
-    """Turn tracing and metrics off again (tests; a process that reconfigures)."""
+    """Turn tracing and metrics off again (tests; a process that reconfigures).
+    Turned on again, they carry on with the same instruments."""
     with _lock:
         observers = list(_enabled.values())
         _enabled.clear()

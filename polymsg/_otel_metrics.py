@@ -12,8 +12,9 @@ Notifications are not counted (oslo.metrics has no family for them).
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -36,34 +37,53 @@ SERVER_LABELS = ("exchange", "topic", "server", "namespace", "version", "method"
 _SENT_KINDS = {"call": "call", "cast": "cast", "fanout": "cast"}
 
 
+class _Counts:
+    """A monotonic counter kept here (a dict increment per event) and reported
+    through an observable counter when the metrics are collected: an SDK
+    measurement per event costs ~15 microseconds, this well under one."""
+
+    def __init__(self, meter: metrics.Meter, name: str, description: str) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[tuple[tuple[str, str], ...], int] = {}
+        meter.create_observable_counter(name, callbacks=[self._observe], unit="1",
+                                        description=description)
+
+    def add(self, labels: dict[str, str]) -> None:
+        key = tuple(labels.items())
+        with self._lock:
+            self._values[key] = self._values.get(key, 0) + 1
+
+    def _observe(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        with self._lock:
+            values = list(self._values.items())
+        return [metrics.Observation(value, dict(key)) for key, value in values]
+
+
 class _Family:
     """The four instruments of one side (``rpc_client`` or ``rpc_server``)."""
 
     def __init__(self, meter: metrics.Meter, side: str) -> None:
         prefix = f"oslo_messaging_{side}"
-        self.start = meter.create_counter(
-            f"{prefix}_invocation_start_total", unit="1",
-            description="Total number of RPC invocation start.")
-        self.end = meter.create_counter(
-            f"{prefix}_invocation_end_total", unit="1",
-            description="Total number of RPC invocation end.")
+        self.start = _Counts(meter, f"{prefix}_invocation_start_total",
+                             "Total number of RPC invocation start.")
+        self.end = _Counts(meter, f"{prefix}_invocation_end_total",
+                           "Total number of RPC invocation end.")
         self.seconds = meter.create_histogram(
             f"{prefix}_processing_seconds", unit="s",
             description="Duration of RPC processing.",
             explicit_bucket_boundaries_advisory=list(BUCKETS))
-        self.exceptions = meter.create_counter(
-            f"{prefix}_exception_total", unit="1",
-            description="Total number of exception while RPC processing.")
+        self.exceptions = _Counts(meter, f"{prefix}_exception_total",
+                                  "Total number of exception while RPC processing.")
 
     @contextmanager
     def measure(self, labels: dict[str, str]) -> Iterator[None]:
-        self.start.add(1, labels)
+        self.start.add(labels)
         started = time.perf_counter()
         try:
             yield
         except BaseException as exc:
             if not is_expected(exc):
-                self.exceptions.add(1, {**labels, "exception": error_type(exc)})
+                self.exceptions.add({**labels, "exception": error_type(exc)})
                 raise
             self._ended(labels, started)
             raise
@@ -71,7 +91,7 @@ class _Family:
 
     def _ended(self, labels: dict[str, str], started: float) -> None:
         self.seconds.record(time.perf_counter() - started, labels)
-        self.end.add(1, labels)
+        self.end.add(labels)
 
 
 class RPCMetricsObserver:

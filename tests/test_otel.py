@@ -227,28 +227,35 @@ def test_rpc_metrics_have_oslo_metrics_names(traced: polymsg.Transport, topic: s
         client.cast({}, "work", name="y")
         with pytest.raises(ValueError):
             client.call({}, "boom")
+        with pytest.raises(KeyError):
+            client.call({}, "expected")
         back.contexts.wait(2)
     prefix = "oslo_messaging_rpc_client_"
     starts = {(p.attributes["method"], p.attributes["call_type"]): p.value
               for p in _points(reader, prefix + "invocation_start_total", topic)}
-    assert starts == {("work", "call"): 1, ("work", "cast"): 1, ("boom", "call"): 1}
+    assert starts == {("work", "call"): 1, ("work", "cast"): 1, ("boom", "call"): 1,
+                      ("expected", "call"): 1}
     (ended,) = [p for p in _points(reader, prefix + "invocation_end_total", topic)
                 if p.attributes["call_type"] == "call"]
     assert dict(ended.attributes) == {
         "call_type": "call", "exchange": traced.default_exchange, "topic": topic,
         "namespace": "None", "version": "1.0", "server": "None", "fanout": "False",
         "method": "work"}
-    (failed,) = _points(reader, prefix + "exception_total", topic)
-    assert failed.attributes["exception"] == "ValueError" and failed.value == 1
+    failed = {p.attributes["exception"]: p.value
+              for p in _points(reader, prefix + "exception_total", topic)}
+    assert failed == {"ValueError": 1, "KeyError": 1}  # the client cannot tell expected ones
     (seconds,) = [p for p in _points(reader, prefix + "processing_seconds", topic)
                   if p.attributes["call_type"] == "call"]
     assert seconds.count == 1 and seconds.explicit_bounds[0] == 0.01
     server = {p.attributes["method"]: p.value
               for p in _points(reader, "oslo_messaging_rpc_server_invocation_start_total",
                                topic)}
-    assert server == {"work": 2, "boom": 1}
+    assert server == {"work": 2, "boom": 1, "expected": 1}
     (failed,) = _points(reader, "oslo_messaging_rpc_server_exception_total", topic)
     assert failed.attributes["server"] == "b" and failed.attributes["exception"] == "ValueError"
+    ended = {p.attributes["method"]: p.value
+             for p in _points(reader, "oslo_messaging_rpc_server_invocation_end_total", topic)}
+    assert ended == {"work": 2, "expected": 1}  # an expected exception ends it normally
 
 
 def test_oslo_messagings_option_names_turn_it_on(tmp_path: Any, exporter: Any) -> None:
