@@ -4,7 +4,9 @@
 (default ``127.0.0.1``): the first :func:`polymsg.get_transport` whose
 configuration sets a port starts one HTTP server per process serving, in
 Prometheus' text format, every polymsg metric (transport health and the RPC
-metrics) and nothing else.
+metrics with oslo.metrics' names, counted for this endpoint whether or not
+``[polymsg_observability] metrics`` also sends them to the application's
+meter provider) and nothing else.
 
 It is built from the maintained libraries rather than by hand: an
 OpenTelemetry SDK ``MeterProvider`` of polymsg's own (the application's
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from oslo_config import cfg
 
 from polymsg._config import register_opts
 from polymsg._exceptions import MessagingError, NotSupported
-from polymsg._observe import GROUP
+from polymsg._observe import GROUP, add_observer, remove_observer
 
 __all__ = ["GROUP", "MAX_SERIES", "OPTS", "serve", "serve_configured", "stop"]
 
@@ -47,10 +48,6 @@ OPTS = [
                             "network in front of it is trusted."),
 ]
 
-#: Functions registering polymsg's instruments with a meter provider; the
-#: endpoint calls each with its own provider.
-INSTRUMENTERS: list[Callable[[Any], None]] = []
-
 _INSTALL_HINT = "pip install 'polymsg[prometheus]'"
 
 
@@ -61,6 +58,7 @@ class _Endpoint:
     server: Any
     thread: threading.Thread
     provider: Any
+    observer: Any
 
 
 _lock = threading.Lock()
@@ -103,6 +101,7 @@ def _start(host: str, port: int) -> _Endpoint:
             f"[{GROUP}] prometheus_port is set, but the Prometheus endpoint needs packages "
             f"that are not installed ({exc.name}): {_INSTALL_HINT}") from exc
     from polymsg._health_otel import instrument
+    from polymsg._otel_metrics import RPCMetricsObserver
 
     registry = CollectorRegistry(auto_describe=True)
     limits: Any = {getattr(sdk, kind): MAX_SERIES for kind in (
@@ -119,10 +118,10 @@ def _start(host: str, port: int) -> _Endpoint:
             f"cannot serve Prometheus metrics on {host}:{port} ([{GROUP}] prometheus_host "
             f"and prometheus_port): {exc.strerror or exc}") from exc
     instrument(provider)
-    for instrumenter in INSTRUMENTERS:
-        instrumenter(provider)
+    observer = RPCMetricsObserver(provider)  # the RPC metrics, on this provider too
+    add_observer(observer)
     bound_host, bound_port = server.server_address[:2]
-    return _Endpoint(str(bound_host), int(bound_port), server, thread, provider)
+    return _Endpoint(str(bound_host), int(bound_port), server, thread, provider, observer)
 
 
 def stop() -> None:
@@ -131,6 +130,7 @@ def stop() -> None:
     with _lock:
         endpoint, _endpoint = _endpoint, None
     if endpoint is not None:
+        remove_observer(endpoint.observer)
         endpoint.server.shutdown()
         endpoint.server.server_close()
         endpoint.thread.join()

@@ -14,6 +14,7 @@ from oslo_config import cfg
 from polymsg import _health
 from polymsg._config import OWN_DEFAULTS, register_defaults, register_opts, value, warn_unknown_keys
 from polymsg._exceptions import InvalidTransportURL, NotSupported
+from polymsg._observability import configure as configure_observability
 from polymsg._prometheus import serve_configured
 from polymsg._registry import load_driver
 from polymsg._secrets import warn_readable_secrets
@@ -113,6 +114,7 @@ def get_transport(url: str | TransportURL | None = None, *, conf: cfg.ConfigOpts
     if conf is None:
         conf = cfg.ConfigOpts()
     register_defaults(conf)
+    configure_observability(conf)
     if url is None:
         url = value(conf, "transport_url")
         if not url:

@@ -12,11 +12,17 @@ __all__ = ["list_opts"]
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     """``[(group, [opts])]`` for core polymsg; each driver distribution lists its own."""
     from polymsg._memory import MemoryDriver
+    from polymsg._observability import list_opts as observability_opts
 
     result: list[tuple[str | None, list[cfg.Opt]]] = [("DEFAULT", list(DEFAULT_OPTS))]
+    result.extend(observability_opts())
     if MemoryDriver.options_group and MemoryDriver.list_opts():
         result.append((MemoryDriver.options_group, list(MemoryDriver.list_opts())))
     from polymsg import _prometheus
 
-    result.append((_prometheus.GROUP, list(_prometheus.OPTS)))
+    groups = dict(result)  # the Prometheus options join [polymsg_observability]
+    if _prometheus.GROUP in groups:
+        groups[_prometheus.GROUP].extend(_prometheus.OPTS)
+    else:
+        result.append((_prometheus.GROUP, list(_prometheus.OPTS)))
     return result

@@ -87,3 +87,41 @@ class Waiter:
             if not self._cond.wait_for(lambda: len(self.items) >= count, timeout):
                 raise AssertionError(f"only {len(self.items)} of {count} came: {self.items}")
             return list(self.items)
+
+
+# -- OpenTelemetry SDK, in memory, for the whole test session -------------------
+
+_sdk: dict[str, Any] = {}
+
+
+def sdk() -> tuple[Any, Any]:
+    """(span exporter, metric reader) of the process's global OpenTelemetry SDK
+    providers, set up on first use (a process sets its global providers once)."""
+    if not _sdk:
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter,
+        )
+
+        exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        _sdk.update(exporter=exporter, reader=reader)
+    return _sdk["exporter"], _sdk["reader"]
+
+
+def observability_conf(tmp_path: Any, text: str) -> Any:
+    """A ConfigOpts read from a file holding ``text``."""
+    from oslo_config import cfg
+
+    path = tmp_path / "polymsg.conf"
+    path.write_text(text)
+    conf = cfg.ConfigOpts()
+    conf(["--config-file", str(path)], project="polymsg-tests")
+    return conf

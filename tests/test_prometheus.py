@@ -72,7 +72,29 @@ def test_one_option_serves_health_metrics_on_loopback() -> None:
     # only polymsg's metrics: not the process, platform or GC collectors of the default registry
     names = {line.split("{")[0].split(" ")[0] for line in text.splitlines()
              if line and not line.startswith("#")}
-    assert names and all(n.startswith("polymsg_") for n in names), names
+    assert names and all(n.startswith(("polymsg_", "oslo_messaging_rpc_")) for n in names), names
+
+
+def test_rpc_metrics_are_served_with_oslo_metrics_names() -> None:
+    _, port = _prometheus.serve("127.0.0.1", 0)
+
+    class Endpoint:
+        def ping(self, ctxt: dict[str, object]) -> str:
+            return "pong"
+
+    topic = f"t{uuid.uuid4().hex[:8]}"
+    with polymsg.get_transport(f"memory://{uuid.uuid4().hex}") as transport, \
+            polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s1"),
+                                   [Endpoint()]):
+        assert polymsg.RPCClient(transport, polymsg.Target(topic=topic)).call({}, "ping") \
+            == "pong"
+        text = scrape(port)
+    for name in ("oslo_messaging_rpc_client_invocation_start_total",
+                 "oslo_messaging_rpc_client_invocation_end_total",
+                 "oslo_messaging_rpc_server_invocation_end_total",
+                 "oslo_messaging_rpc_server_processing_seconds_count"):
+        [line] = [x for x in samples(text, name) if f'topic="{topic}"' in x]
+        assert 'method="ping"' in line and line.endswith(" 1.0"), line
 
 
 def test_port_zero_serves_nothing() -> None:

@@ -26,12 +26,14 @@ from polymsg._registry import canonical_name, load_driver
 from polymsg._url import TransportURL
 
 __all__ = ["NOTIFICATIONS_GROUP", "RABBIT_GROUP", "RABBIT_TWINS", "group_values",
-           "notification_settings", "url_with_twins"]
+           "notification_settings", "oslo_observability", "url_with_twins"]
 
 LOG = logging.getLogger("polymsg.compat.oslo_messaging")
 
 RABBIT_GROUP = "oslo_messaging_rabbit"
 NOTIFICATIONS_GROUP = "oslo_messaging_notifications"
+TRACING_GROUP = "oslo_messaging_tracing"
+METRICS_GROUP = "oslo_messaging_metrics"
 
 #: ``[oslo_messaging_rabbit]`` option -> the polymsg RabbitMQ driver option it sets.
 #: A driver option of the oslo name itself is used first (drivers that adopt
@@ -142,3 +144,22 @@ def notification_settings(conf: cfg.ConfigOpts) -> dict[str, Any]:
     return {"driver": list(drivers or []), "topics": list(topics),
             "retry": None if retry < 0 else retry,
             "transport_url": values.get("transport_url") or None}
+
+
+def _true(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    return bool(value)
+
+
+def oslo_observability(conf: cfg.ConfigOpts) -> None:
+    """oslo.messaging's switches for tracing and RPC metrics:
+    ``[oslo_messaging_tracing] tracing_enabled`` turns polymsg's tracing on,
+    ``[oslo_messaging_metrics] metrics_enabled`` its RPC metrics (through
+    OpenTelemetry, not oslo.metrics' socket)."""
+    from polymsg._observability import enable_metrics, enable_tracing
+
+    if _true(group_values(conf, TRACING_GROUP).get("tracing_enabled", False)):
+        enable_tracing()
+    if _true(group_values(conf, METRICS_GROUP).get("metrics_enabled", False)):
+        enable_metrics()

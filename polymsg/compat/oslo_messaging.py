@@ -44,7 +44,12 @@ from polymsg._serializer import NoOpSerializer, Serializer
 from polymsg._transport import Transport
 from polymsg._url import TransportHost
 from polymsg.compat._notify import LoggingNotificationHandler, Notifier
-from polymsg.compat._options import NOTIFICATIONS_GROUP, group_values, url_with_twins
+from polymsg.compat._options import (
+    NOTIFICATIONS_GROUP,
+    group_values,
+    oslo_observability,
+    url_with_twins,
+)
 from polymsg.compat._target import Target, endpoints_for, to_target
 
 __all__ = [
@@ -154,6 +159,7 @@ def get_rpc_transport(conf: cfg.ConfigOpts, url: Any = None,
     register_defaults(conf)
     if "control_exchange" in _exchange_default:
         conf.set_default("control_exchange", _exchange_default["control_exchange"])
+    oslo_observability(conf)
     return polymsg.get_transport(_url(conf, url), conf=conf,
                                  allowed_remote_exmods=tuple(allowed_remote_exmods or ()))
 
