@@ -159,7 +159,7 @@ HEALTH_STATS: Mapping[str, tuple[str, str, str]] = {
     "receiver.held_bytes": (
         "gauge", "By", "bytes a receiver holds for consumers (bounded by max_held_bytes)"),
     "receiver.topics": ("gauge", "{topic}", "topics a receiver routes"),
-    "peers": ("gauge", "{peer}", "connections open to other hosts' receivers"),
+    "peers": ("gauge", "{peer}", "connections open to receivers (this host's and others')"),
     "known_hosts": ("gauge", "{host}", "hosts the matchmaker knows (for a cached "
                     "matchmaker: the hosts in its cache)"),
     "queue.messages": ("gauge", "{message}", "messages waiting in the transport's queues "
