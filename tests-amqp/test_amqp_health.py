@@ -82,6 +82,23 @@ def test_connections_up_lost_and_reconnected(scheme: str, vhost: str, topic: str
     assert probe.points("polymsg.connection.up", transport=label) == []  # cleaned up
 
 
+def test_a_refused_login_is_a_down_connection_with_failures(scheme: str, vhost: str,
+                                                            topic: str,
+                                                            probe: MetricsProbe) -> None:
+    url = make_url(scheme, vhost, FAST_RETRY, password="not-the-password")
+    with polymsg.get_transport(url) as transport:
+        label = label_of(transport)
+        client = polymsg.RPCClient(transport, polymsg.Target(topic=topic), retry=0)
+        with pytest.raises(polymsg.MessageDeliveryFailure):
+            client.cast({}, "note", n=1)
+        role = ROLES[scheme][0]
+        assert probe.value("polymsg.connection.up", transport=label, role=role) == 0
+        assert probe.value("polymsg.connection.failures", transport=label, role=role) >= 1
+        assert probe.value("polymsg.connection.reconnects", transport=label, role=role) == 0
+        text = repr(probe.points("polymsg.connection.up"))
+    assert "not-the-password" not in text
+
+
 def test_confirm_window_occupancy(scheme: str, vhost: str, topic: str, proxy: Proxy,
                                   probe: MetricsProbe) -> None:
     endpoint = Echo()
