@@ -30,6 +30,8 @@ __all__ = ["TracingObserver", "error_type", "span_name"]
 #: The instrumentation scope of polymsg's spans.
 SCOPE = "polymsg"
 
+_NOTIFICATIONS = frozenset({"notify", "notification"})
+
 
 def span_name(op: Operation) -> str:
     """``"<operation> <destination>"``: ``call compute``, ``notify notifications``,
@@ -61,8 +63,9 @@ def _attributes(op: Operation, ctxt: Mapping[str, Any], operation_type: str) -> 
         attributes["polymsg.target.server"] = op.server
     if op.version:
         attributes["polymsg.target.version"] = op.version
-    if op.priority is not None:  # a notification: the method is its event type
-        attributes["polymsg.notification.priority"] = op.priority
+    if op.kind in _NOTIFICATIONS:  # the method is the event type
+        if op.priority:
+            attributes["polymsg.notification.priority"] = op.priority
         if op.method:
             attributes["polymsg.notification.event_type"] = op.method
     elif op.method:

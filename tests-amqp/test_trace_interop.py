@@ -42,9 +42,11 @@ def exporter() -> Iterator[Any]:
             InMemorySpanExporter,
         )
 
-        provider = TracerProvider()
+        provider = trace.get_tracer_provider()
+        if not isinstance(provider, TracerProvider):  # else another suite set it already
+            provider = TracerProvider()
+            trace.set_tracer_provider(provider)
         provider.add_span_processor(SimpleSpanProcessor(exported := InMemorySpanExporter()))
-        trace.set_tracer_provider(provider)
         _exporter.append(exported)
     _exporter[0].clear()
     yield _exporter[0]

@@ -108,9 +108,11 @@ def sdk() -> tuple[Any, Any]:
         )
 
         exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
-        tracer_provider = TracerProvider()
+        tracer_provider = trace.get_tracer_provider()
+        if not isinstance(tracer_provider, TracerProvider):  # else set by another suite
+            tracer_provider = TracerProvider()
+            trace.set_tracer_provider(tracer_provider)
         tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-        trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
         _sdk.update(exporter=exporter, reader=reader)
     return _sdk["exporter"], _sdk["reader"]

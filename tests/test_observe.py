@@ -210,21 +210,38 @@ def test_asyncio_paths_are_observed(transport: polymsg.Transport, topic: str,
         async def boom(self, ctxt: dict[str, Any]) -> None:
             raise ValueError("async boom")
 
+    class AsyncListener:
+        async def info(self, ctxt: Any, publisher_id: Any, event_type: Any, payload: Any,
+                       metadata: Any) -> None:
+            casts.add(ctxt.get("x-observed"))
+
+        async def error(self, *args: Any) -> None:
+            raise ValueError("async listener failed")
+
     async def scenario() -> None:
         server = aio.get_rpc_server(transport, polymsg.Target(topic=topic, server="s1"),
                                     [AsyncEndpoint()])
-        async with server:
+        listener = aio.get_notification_listener(
+            transport, [polymsg.Target(topic=f"{topic}-n")], [AsyncListener()])
+        async with server, listener:
             client = aio.RPCClient(transport, polymsg.Target(topic=topic), timeout=15)
             assert await client.call({}, "echo", value=1) == f"call:{topic}"
             with pytest.raises(Exception):  # noqa: B017 - the class depends on exmods
                 await client.call({}, "boom")
             await client.cast({}, "note", value=2)
-            assert await asyncio.to_thread(casts.wait, 1) == [2]
+            notifier = aio.Notifier(transport, "pub", topics=[f"{topic}-n"])
+            await notifier.info({}, "e.ok", {})
+            await notifier.error({}, "e.failed", {})
+            assert sorted(await asyncio.to_thread(casts.wait, 2), key=str) == [
+                2, f"notify:{topic}-n"]
+            await asyncio.to_thread(recorder.of, "receive", "notification", 2)
 
     asyncio.run(scenario())
     received = {e[1].method: e for e in recorder.of("receive", "rpc", 3)}
     assert isinstance(received["boom"][3], ValueError)
     assert recorder.of("send", "cast")[0][3] is None
+    notified = {e[1].method: e[3] for e in recorder.of("receive", "notification", 2)}
+    assert notified["e.ok"] is None and isinstance(notified["e.failed"], ValueError)
 
 
 def test_nothing_is_built_without_observers(monkeypatch: pytest.MonkeyPatch,
