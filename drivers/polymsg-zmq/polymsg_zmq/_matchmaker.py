@@ -171,9 +171,10 @@ class RingMatchmaker(Matchmaker):
         return [(host, None) for host in self._entry(f"{topic}.{priority}", topic, "*")]
 
     def known_hosts(self) -> int:
-        """The addresses named in the ring file as last read."""
-        with self._lock:
-            return len({address for hosts in self._ring.values() for address in hosts})
+        """The addresses named in the ring file as last read (without the lock, which a
+        re-read holds during file I/O: the ring is replaced whole, never changed)."""
+        ring = self._ring
+        return len({address for hosts in ring.values() for address in hosts})
 
     def knows_host(self, host: str) -> bool:
         """Hosts named anywhere in the ring file, and this one."""
