@@ -74,6 +74,7 @@ import abc
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from oslo_config import cfg
@@ -139,7 +140,7 @@ SEND_FEATURES: frozenset[str] = frozenset({"call_monitor", "at_least_once"})
 #: or ``"counter"`` (a total since the transport was created, never
 #: decreasing). polymsg exports each as the metric ``polymsg.<name>``; a
 #: reading whose name is not listed here is ignored.
-HEALTH_STATS: Mapping[str, tuple[str, str, str]] = {
+HEALTH_STATS: Mapping[str, tuple[str, str, str]] = MappingProxyType({
     "connection.up": (
         "gauge", "1", "1 while the connection of this role is open, 0 while it is down "
         "(reported once the transport first tried to open it)"),
@@ -167,7 +168,7 @@ HEALTH_STATS: Mapping[str, tuple[str, str, str]] = {
     "queue.unacknowledged": (
         "gauge", "{message}", "messages handed to consumers and not yet acknowledged"),
     "queues": ("gauge", "{queue}", "queues the transport holds"),
-}
+})
 
 
 @dataclass(frozen=True)
