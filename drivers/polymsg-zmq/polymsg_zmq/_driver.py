@@ -54,6 +54,7 @@ from polymsg.driver import (
 )
 from polymsg_zmq._consumer import Subscription, ZmqListener
 from polymsg_zmq._errors import translated
+from polymsg_zmq._ipclock import RUNNING
 from polymsg_zmq._matchmaker import Matchmaker, make_matchmaker
 from polymsg_zmq._options import GROUP, OPTS, Settings, settings_from
 from polymsg_zmq._outbox import Outbox
@@ -164,11 +165,12 @@ class ZmqDriver(Driver):
             self._receiver = receiver
 
     def health(self) -> Sequence[HealthStat]:
-        """Peer connections, the hosts the matchmaker knows, and what the receiver
-        this process runs (if it runs one) holds for consumers."""
+        """Peer connections, the hosts the matchmaker knows, and what this host's
+        receiver holds for consumers when it runs in this process (started by this
+        transport, another one, or ``polymsg zmq-receiver``)."""
         stats = [HealthStat("peers", len(self.peers)),
                  HealthStat("known_hosts", self.matchmaker.known_hosts())]
-        receiver = self._receiver
+        receiver = self._receiver or RUNNING.get(self.settings.ipc_dir)
         if receiver is not None:
             messages, size, topics = receiver.held()
             stats += [HealthStat("receiver.held_messages", messages),

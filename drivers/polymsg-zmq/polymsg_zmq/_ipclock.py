@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import fcntl
 import os
-from typing import IO
+import weakref
+from typing import IO, Any
 
 from polymsg import MessageDeliveryFailure, MessagingError
 from polymsg_zmq._wire import prepare_dir
 
-__all__ = ["ReceiverRunning", "take_ipc_lock"]
+__all__ = ["RUNNING", "ReceiverRunning", "take_ipc_lock"]
+
+#: The receiver of each IPC directory that runs in this process (transports of the
+#: same host report its health, whoever started it).
+RUNNING: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 
 
 class ReceiverRunning(MessagingError):

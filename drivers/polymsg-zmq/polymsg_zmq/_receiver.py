@@ -31,7 +31,7 @@ from polymsg import InvalidTarget, MessageDeliveryFailure, MessagingError
 from polymsg.driver import SerializationError, dumps, loads
 from polymsg_zmq._atleastonce import Answers
 from polymsg_zmq._curve import ZapHandler, make_server
-from polymsg_zmq._ipclock import ReceiverRunning, take_ipc_lock
+from polymsg_zmq._ipclock import RUNNING, ReceiverRunning, take_ipc_lock
 from polymsg_zmq._local import registry
 from polymsg_zmq._matchmaker import HOST_KEY, Matchmaker, make_matchmaker
 from polymsg_zmq._options import Settings, is_loopback
@@ -129,8 +129,11 @@ class Receiver:
 
     def _take_lock(self) -> None:
         self._lock_file = take_ipc_lock(self.settings.ipc_dir)
+        RUNNING[self.settings.ipc_dir] = self
 
     def _release_lock(self) -> None:
+        if RUNNING.get(self.settings.ipc_dir) is self:
+            del RUNNING[self.settings.ipc_dir]
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None

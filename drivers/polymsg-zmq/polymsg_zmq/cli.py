@@ -4,7 +4,10 @@ The receiver is configured like a ``zmq://`` transport: ``--url`` takes the
 same URL the host's services use (host, port and query options) and
 ``--config-file`` oslo.config files with a ``[polymsg_zmq]`` section. It
 runs until SIGTERM or SIGINT, then unregisters from the matchmaker, closes its
-sockets and exits 0. ``polymsg zmq-keygen`` prints a CURVE key pair.
+sockets and exits 0. A ``[polymsg_observability]`` section in the
+configuration makes it report its health (messages and bytes held...) like a
+service's transport, served to Prometheus with ``prometheus_port``.
+``polymsg zmq-keygen`` prints a CURVE key pair.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 from urllib.parse import urlencode
 
 import click
 from oslo_config import cfg
 
+import polymsg
 from polymsg import MessagingError, TransportURL
 from polymsg_zmq._curve import keypair
 from polymsg_zmq._options import Settings, overlay, settings_from
@@ -32,6 +37,10 @@ LOG = logging.getLogger("polymsg_zmq.receiver")
 
 def load_settings(url: str | None, config_files: tuple[str, ...]) -> Settings:
     """The receiver's settings from ``config_files`` overlaid with ``url``."""
+    return _load(url, config_files)[0]
+
+
+def _load(url: str | None, config_files: tuple[str, ...]) -> tuple[Settings, cfg.ConfigOpts]:
     conf = cfg.ConfigOpts()
     conf(args=[], project="polymsg", default_config_files=list(config_files))
     parsed = TransportURL.parse(url) if url else None
@@ -41,7 +50,7 @@ def load_settings(url: str | None, config_files: tuple[str, ...]) -> Settings:
     settings = settings_from(overlay(conf, parsed), parsed)
     if settings.curve is not None:
         _warn_if_others_can_read(config_files)
-    return settings
+    return settings, conf
 
 
 def _warn_if_others_can_read(config_files: tuple[str, ...]) -> None:
@@ -56,7 +65,17 @@ def _warn_if_others_can_read(config_files: tuple[str, ...]) -> None:
                         "read it (mode %o); chmod 600 it", path, mode & 0o777)
 
 
-def _serve(settings: Settings) -> None:
+def _reporter(url: str | None, settings: Settings,
+              conf: cfg.ConfigOpts) -> polymsg.Transport | None:
+    """With a ``[polymsg_observability]`` section in the configuration, an idle zmq
+    transport of this host: it reports the receiver's health (and starts the
+    Prometheus endpoint when ``prometheus_port`` is set there)."""
+    if "polymsg_observability" not in conf.list_all_sections():
+        return None
+    return polymsg.get_transport(url or f"zmq://{settings.address}/", conf=conf)
+
+
+def _serve(settings: Settings, reporting: Callable[[], polymsg.Transport | None]) -> None:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -65,11 +84,15 @@ def _serve(settings: Settings) -> None:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     receiver = Receiver(settings)
+    reporter = None
     try:
         receiver.start()
+        reporter = reporting()
         while not stop.wait(3600):
             pass
     finally:
+        if reporter is not None:
+            reporter.cleanup()
         receiver.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -98,11 +121,11 @@ def zmq_receiver(url: str | None, config_files: tuple[str, ...], log_level: str)
                             stream=sys.stderr)
     logging.getLogger("polymsg_zmq").setLevel(log_level.upper())
     try:
-        settings = load_settings(url, config_files)
+        settings, conf = _load(url, config_files)
     except (MessagingError, cfg.Error) as exc:
         raise click.UsageError(str(exc)) from exc
     try:
-        _serve(settings)
+        _serve(settings, lambda: _reporter(url, settings, conf))
     except MessagingError as exc:
         click.echo(f"polymsg zmq-receiver: error: {exc}", err=True)
         sys.exit(1)

@@ -3,13 +3,15 @@ what the receiver holds, peer connections, the hosts the matchmaker knows."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from zmqtest import Hosts
+from zmqtest import Hosts, ReceiverProcess, free_port, wait_until
 
 import polymsg
 
@@ -87,3 +89,36 @@ def test_peers_and_hosts_of_a_ring(hosts: Hosts, probe: MetricsProbe) -> None:
                 {}, "work", n=1, pad="")
             assert worker.done.wait(TIMEOUT)
         assert probe.value("polymsg.peers", transport=label) == 1
+
+
+def test_receiver_daemon_serves_its_health_to_prometheus(hosts: Hosts) -> None:
+    pytest.importorskip("prometheus_client")
+    port = free_port()
+    config = os.path.join(hosts.root, "receiver.conf")
+    with open(config, "w", encoding="utf-8") as handle:
+        handle.write(f"[polymsg_observability]\nprometheus_port = {port}\n")
+    host = hosts[0]
+    daemon = ReceiverProcess(host.url(), "--config-file", config)
+    try:
+        daemon.wait_for_line("listening on tcp port", timeout=TIMEOUT)
+        with polymsg.get_transport(host.url(start_receiver="false")) as transport:
+            client = polymsg.RPCClient(transport, polymsg.Target(topic="jobs"))
+            for n in range(2):
+                client.cast({}, "work", n=n, pad="")
+
+            def held() -> str | None:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                                timeout=5) as answer:
+                        text = answer.read().decode()
+                except OSError:
+                    return None  # not serving yet
+                lines = [line for line in text.splitlines()
+                         if line.startswith("polymsg_receiver_held_messages{")]
+                return lines[0] if lines else None
+
+            assert wait_until(lambda: (held() or "").endswith(" 2.0"), timeout=TIMEOUT), held()
+            line = held() or ""
+            assert 'system="zeromq"' in line and f'transport="zmq://{host.address}/"' in line
+    finally:
+        assert daemon.stop() == 0

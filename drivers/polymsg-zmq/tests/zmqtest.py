@@ -195,7 +195,7 @@ def split_transport(sender_url: str, listener_url: str, conf: cfg.ConfigOpts | N
 class ReceiverProcess:
     """``python -m polymsg_zmq`` for a host, in a child process (a real daemon)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *args: str) -> None:
         import queue
         import subprocess
         import sys
@@ -204,7 +204,7 @@ class ReceiverProcess:
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "polymsg_zmq", "--url", url, "--log-level", "DEBUG"],
+            [sys.executable, "-m", "polymsg_zmq", "--url", url, "--log-level", "DEBUG", *args],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         assert self.process.stderr is not None
         stderr = self.process.stderr
