@@ -1,8 +1,12 @@
 """Awaiting the futures a driver completes, from an event loop, without a thread.
 
 A driver's I/O thread completes a :class:`concurrent.futures.Future`; its done
-callback schedules one call on the waiting loop (``call_soon_threadsafe``),
-which settles an asyncio future. The timeout is a loop timer, not a task.
+callback queues it for the waiting loop, which it wakes once per burst
+(``call_soon_threadsafe``), not once per future.
+
+Timeouts cost no loop timer per call: calls with the same timeout expire in
+the order they started, so each distinct timeout of a loop is one FIFO lane
+with one timer, armed for its oldest waiter (see :class:`_Lane`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import Future
 from functools import partial
 from typing import Any, TypeVar
@@ -49,12 +54,18 @@ async def wait_future(future: Future[T], timeout: float | None = None,
     if future.done():
         return _outcome(future)
     loop = asyncio.get_running_loop()
+    state = _STATES.get(loop)
+    if state is None:
+        state = _STATES[loop] = _LoopState(loop)
     waiter: asyncio.Future[T] = loop.create_future()
-    inbox = _INBOXES.get(loop)
-    if inbox is None:
-        inbox = _INBOXES[loop] = _Inbox(loop)
-    future.add_done_callback(partial(inbox.put, waiter))
-    timer = _Timer(loop, waiter, timeout, silence)
+    future.add_done_callback(partial(state.inbox.put, waiter))
+    timer: _Timer | None = None
+    lane: _Lane | None = None
+    if silence is not None:
+        timer = _Timer(loop, waiter, timeout, silence)
+    elif timeout is not None:
+        lane = state.lane(timeout)
+        lane.add(waiter)
     try:
         return await waiter
     except _Expired as expired:
@@ -66,14 +77,97 @@ async def wait_future(future: Future[T], timeout: float | None = None,
         future.cancel()
         raise
     finally:
-        timer.cancel()
+        if timer is not None:
+            timer.cancel()
+        elif lane is not None:
+            lane.finished()
+
+
+class _LoopState:
+    """What one loop's waiters share: the inbox and the timeout lanes."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.inbox = _Inbox(loop)
+        self._loop = weakref.ref(loop)  # the state must not keep its loop alive
+        self._lanes: dict[float, _Lane] = {}
+
+    def lane(self, timeout: float) -> _Lane:
+        lane = self._lanes.get(timeout)
+        if lane is None:
+            loop = self._loop()
+            assert loop is not None  # only called on the running loop
+            lane = self._lanes[timeout] = _Lane(loop, timeout, self._lanes)
+        return lane
+
+
+class _Lane:
+    """The waiters of one loop with one timeout, oldest first.
+
+    Their deadlines (start + timeout, on the loop's monotonic clock) ascend in
+    the order they were added, so one timer for the oldest waiter serves them
+    all. Waiters that finished stay queued until they reach the head or until
+    they are most of the queue (then it is compacted): O(1) per call, and the
+    queue holds at most about twice the calls still waiting.
+    """
+
+    _COMPACT_AT = 256
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float,
+                 lanes: dict[float, _Lane]) -> None:
+        self._loop = loop
+        self._timeout = timeout
+        self._lanes = lanes
+        self._queue: deque[tuple[float, asyncio.Future[Any]]] = deque()
+        self._waiting = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, waiter: asyncio.Future[Any]) -> None:
+        deadline = self._loop.time() + self._timeout
+        self._queue.append((deadline, waiter))
+        self._waiting += 1
+        if self._timer is None:
+            self._timer = self._loop.call_at(deadline, self._expire)
+
+    def finished(self) -> None:
+        """One waiter is done (result, error, expiry or cancellation)."""
+        self._waiting -= 1
+        queue = self._queue
+        while queue and queue[0][1].done():
+            queue.popleft()
+        if not queue:
+            self._close()
+        elif len(queue) >= self._COMPACT_AT and self._waiting * 2 < len(queue):
+            self._queue = deque(item for item in queue if not item[1].done())
+
+    def _expire(self) -> None:
+        self._timer = None
+        queue = self._queue
+        now = self._loop.time()
+        while queue:
+            deadline, waiter = queue[0]
+            if not waiter.done():
+                if deadline > now:
+                    self._timer = self._loop.call_at(deadline, self._expire)
+                    return
+                waiter.set_exception(_Expired(silent=False))
+            queue.popleft()
+        self._close()
+
+    def _close(self) -> None:
+        """Empty: forget the lane (a later call with this timeout makes a new one)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._lanes.get(self._timeout) is self:
+            del self._lanes[self._timeout]
 
 
 class _Timer:
-    """Fails ``waiter`` with :class:`_Expired` at the deadline or once silent."""
+    """Fails ``waiter`` with :class:`_Expired` at the deadline or once silent
+    (calls with a call monitor: their wake-up time moves with the heartbeats)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Any],
-                 timeout: float | None, silence: Silence | None) -> None:
+                 timeout: float | None, silence: Silence) -> None:
         self._loop = loop
         self._waiter = waiter
         self._deadline = None if timeout is None else time.monotonic() + timeout
@@ -86,14 +180,12 @@ class _Timer:
         wake_at = self._deadline
         if wake_at is not None and now >= wake_at:
             return self._expire(silent=False)
-        if self._silence is not None:
-            seconds, last = self._silence
-            quiet_until = last() + seconds
-            if now >= quiet_until:
-                return self._expire(silent=True)
-            wake_at = quiet_until if wake_at is None else min(wake_at, quiet_until)
-        if wake_at is not None:
-            self._handle = self._loop.call_later(wake_at - now, self._check)
+        seconds, last = self._silence
+        quiet_until = last() + seconds
+        if now >= quiet_until:
+            return self._expire(silent=True)
+        wake_at = quiet_until if wake_at is None else min(wake_at, quiet_until)
+        self._handle = self._loop.call_later(wake_at - now, self._check)
         return None
 
     def _expire(self, silent: bool) -> None:
@@ -135,7 +227,7 @@ class _Inbox:
             _settle(*items.popleft())
 
 
-_INBOXES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = (
+_STATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
     weakref.WeakKeyDictionary())
 
 
@@ -150,11 +242,11 @@ def _settle(waiter: asyncio.Future[T], done: Future[T]) -> None:
 
 def _outcome(future: Future[T]) -> T:
     """``future.result()`` of a done future, driver errors wrapped as the sync side does."""
-    if future.cancelled():
-        raise MessageDeliveryFailure("the driver cancelled the send")
-    exc = future.exception()
-    if exc is None:
+    try:
         return future.result()
-    if isinstance(exc, MessagingError):
-        raise exc
-    raise MessageDeliveryFailure(f"the driver failed to deliver: {exc}") from exc
+    except FutureCancelled:
+        raise MessageDeliveryFailure("the driver cancelled the send") from None
+    except MessagingError:
+        raise
+    except Exception as exc:
+        raise MessageDeliveryFailure(f"the driver failed to deliver: {exc}") from exc
