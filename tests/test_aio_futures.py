@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -15,6 +16,12 @@ import pytest
 import polymsg
 from polymsg.aio import _futures
 from polymsg.aio._futures import wait_future
+from polymsg.aio._senders import MAX_THREADS, Senders
+
+
+def given(future: Future[Any]) -> Callable[[], Future[Any]]:
+    """A send that returns ``future`` (what a driver's call or cast does)."""
+    return lambda: future
 
 
 def _lanes() -> dict[float, Any]:
@@ -25,7 +32,7 @@ def test_timeouts_of_mixed_lengths_each_expire_on_time() -> None:
     async def one(timeout: float) -> float:
         started = time.monotonic()
         with pytest.raises(polymsg.MessagingTimeout) as caught:
-            await wait_future(Future(), timeout)
+            await wait_future(given(Future()), timeout)
         assert not isinstance(caught.value, asyncio.TimeoutError)
         return time.monotonic() - started
 
@@ -43,7 +50,7 @@ def test_a_timeout_cancels_the_driver_future_and_uses_the_given_error() -> None:
     async def main() -> None:
         future: Future[Any] = Future()
         with pytest.raises(polymsg.MessagingTimeout, match="custom"):
-            await wait_future(future, 0.05, lambda silent: polymsg.MessagingTimeout("custom"))
+            await wait_future(given(future), 0.05, lambda _: polymsg.MessagingTimeout("custom"))
         assert future.cancelled()
 
     asyncio.run(main())
@@ -52,11 +59,11 @@ def test_a_timeout_cancels_the_driver_future_and_uses_the_given_error() -> None:
 def test_finished_calls_do_not_pile_up_behind_a_slow_one() -> None:
     async def main() -> None:
         slow: Future[Any] = Future()
-        slow_task = asyncio.create_task(wait_future(slow, 60))
+        slow_task = asyncio.create_task(wait_future(given(slow), 60))
         await asyncio.sleep(0)
         for _ in range(20):
             futures: list[Future[Any]] = [Future() for _ in range(200)]
-            tasks = [asyncio.create_task(wait_future(f, 60)) for f in futures]
+            tasks = [asyncio.create_task(wait_future(given(f), 60)) for f in futures]
             await asyncio.sleep(0)
             for n, future in enumerate(futures):
                 future.set_result(n)
@@ -74,7 +81,7 @@ def test_finished_calls_do_not_pile_up_behind_a_slow_one() -> None:
 def test_cancelling_the_task_cancels_the_driver_future() -> None:
     async def main() -> None:
         future: Future[Any] = Future()
-        task = asyncio.create_task(wait_future(future, 30))
+        task = asyncio.create_task(wait_future(given(future), 30))
         await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -88,7 +95,7 @@ def test_cancelling_the_task_cancels_the_driver_future() -> None:
 def test_futures_completed_on_another_thread_wake_their_waiters() -> None:
     async def main() -> None:
         futures: list[Future[Any]] = [Future() for _ in range(500)]
-        waiting = [asyncio.create_task(wait_future(f, 30)) for f in futures]
+        waiting = [asyncio.create_task(wait_future(given(f), 30)) for f in futures]
         await asyncio.sleep(0)
 
         def complete() -> None:
@@ -114,10 +121,115 @@ def test_futures_completed_on_another_thread_wake_their_waiters() -> None:
 def test_a_driver_that_cancels_its_future_is_a_delivery_failure() -> None:
     async def main() -> None:
         future: Future[Any] = Future()
-        task = asyncio.create_task(wait_future(future, 30))
+        task = asyncio.create_task(wait_future(given(future), 30))
         await asyncio.sleep(0)
         future.cancel()
         with pytest.raises(polymsg.MessageDeliveryFailure, match="cancelled"):
             await task
+
+    asyncio.run(main())
+
+
+class Held:
+    """Sends that block their thread until released (a driver connecting)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = 0
+        self.futures: list[Future[Any]] = []
+        self.lock = threading.Lock()
+
+    def send(self) -> Future[Any]:
+        with self.lock:
+            self.started += 1
+        self.release.wait(10)
+        future: Future[Any] = Future()
+        self.futures.append(future)
+        return future
+
+
+async def _ticking(gaps: list[float]) -> None:
+    last = time.monotonic()
+    while True:
+        await asyncio.sleep(0.02)
+        now = time.monotonic()
+        gaps.append(now - last)
+        last = now
+
+
+def test_a_blocking_send_runs_off_the_loop_and_its_call_ends_on_time() -> None:
+    async def main() -> None:
+        held, gaps = Held(), []
+        ticker = asyncio.create_task(_ticking(gaps))
+        senders = Senders("test")
+        started = time.monotonic()
+        with pytest.raises(polymsg.MessagingTimeout):
+            await wait_future(held.send, 0.3, senders=senders)
+        elapsed = time.monotonic() - started
+        ticker.cancel()
+        assert 0.29 <= elapsed < 0.3 + 3.0
+        assert gaps and max(gaps) < 0.5  # the loop kept running meanwhile
+        held.release.set()
+        await asyncio.to_thread(_until, lambda: held.futures)
+        # the driver's future came after the caller gave up: cancelled, so dropped
+        assert held.futures[0].cancelled()
+
+    asyncio.run(main())
+
+
+def _until(predicate: Callable[[], Any]) -> None:
+    deadline = time.monotonic() + 10
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_send_abandoned_before_a_thread_took_it_is_never_made() -> None:
+    async def main() -> None:
+        held = Held()
+        senders = Senders("test")
+        busy = [asyncio.create_task(wait_future(held.send, 30, senders=senders))
+                for _ in range(MAX_THREADS)]
+        await asyncio.to_thread(_until, lambda: held.started == MAX_THREADS)
+        made: list[bool] = []
+
+        def late() -> Future[Any]:
+            made.append(True)
+            return Future()
+        with pytest.raises(polymsg.MessagingTimeout):
+            await wait_future(late, 0.1, senders=senders)  # every thread is held
+        held.release.set()
+        for future in await asyncio.to_thread(_wait_for_futures, held, MAX_THREADS):
+            future.set_result("ok")
+        assert await asyncio.gather(*busy) == ["ok"] * MAX_THREADS
+        assert made == []
+
+    asyncio.run(main())
+
+
+def _wait_for_futures(held: Held, count: int) -> list[Future[Any]]:
+    _until(lambda: len(held.futures) == count)
+    return held.futures
+
+
+def test_what_a_send_raises_on_a_sender_thread_is_raised_to_the_caller() -> None:
+    def refused() -> Future[Any]:
+        raise polymsg.SerializationError("args: a set is not JSON")
+
+    def buggy() -> Future[Any]:
+        raise ValueError("a serializer's own error")
+
+    def fine() -> Future[Any]:
+        future: Future[Any] = Future()
+        threading.Timer(0.05, future.set_result, ("done",)).start()
+        return future
+
+    async def main() -> None:
+        senders = Senders("test")
+        with pytest.raises(polymsg.SerializationError, match="set"):
+            await wait_future(refused, 5, senders=senders)
+        with pytest.raises(ValueError, match="serializer"):  # as the sync client raises it
+            await wait_future(buggy, 5, senders=senders)
+        assert await wait_future(fine, 5, senders=senders) == "done"
+        assert await wait_future(fine, None, senders=senders) == "done"
 
     asyncio.run(main())

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
+from polymsg._config import value
 from polymsg._notifier import Notifier as _SyncNotifier
 from polymsg._rpc_client import RPCClient as _SyncClient
+from polymsg._rpc_client import _Heartbeats
 from polymsg._serializer import Serializer
 from polymsg._target import Target
 from polymsg._transport import Transport
 from polymsg.aio._futures import wait_future
+from polymsg.aio._senders import senders_for
+from polymsg.driver import Reply
 
 __all__ = ["Notifier", "RPCClient"]
 
@@ -103,16 +110,35 @@ class RPCClient:
     async def call(self, ctxt: dict[str, Any] | None, method: str, **kwargs: Any) -> Any:
         """Invoke ``method`` on one server and return its result (or raise its error)."""
         client = self._client
-        future, wire_ctxt, timeout, beats = client._start_call(ctxt, method, kwargs)
         monitor = client.call_monitor_timeout
+        senders = senders_for(client.transport, "call")
+        if senders is None:
+            future, wire_ctxt, timeout, beats = client._start_call(ctxt, method, kwargs)
+            reply = await wait_future(
+                lambda: future, timeout, lambda silent: client._timed_out(method, timeout, silent),
+                None if monitor is None else (monitor, lambda: beats.last))
+            return client._outcome(reply, wire_ctxt)
+        # the driver may block sending: a sender thread sends; the timeout runs from now
+        timeout = _call_timeout(client)
+        sent: list[tuple[dict[str, Any], _Heartbeats]] = []
+        since = time.monotonic()
+
+        def start() -> Future[Reply]:
+            future, wire_ctxt, _, beats = client._start_call(ctxt, method, kwargs)
+            sent.append((wire_ctxt, beats))
+            return future
+
         reply = await wait_future(
-            future, timeout, lambda silent: client._timed_out(method, timeout, silent),
-            None if monitor is None else (monitor, lambda: beats.last))
-        return client._outcome(reply, wire_ctxt)
+            start, timeout, lambda silent: client._timed_out(method, timeout, silent),
+            None if monitor is None else (monitor, lambda: sent[0][1].last if sent else since),
+            senders)
+        return client._outcome(reply, sent[0][0])
 
     async def cast(self, ctxt: dict[str, Any] | None, method: str, **kwargs: Any) -> None:
         """Send ``method`` one-way; returns once the transport has accepted it."""
-        await wait_future(self._client._start_cast(ctxt, method, kwargs))
+        client = self._client
+        await wait_future(partial(client._start_cast, ctxt, method, kwargs),
+                          senders=senders_for(client.transport, "cast"))
 
     def __repr__(self) -> str:
         return f"<polymsg.aio.RPCClient {self.target}>"
@@ -157,8 +183,11 @@ class Notifier:
 
     async def _notify(self, ctxt: dict[str, Any] | None, event_type: str, payload: Any,
                       priority: str) -> None:
-        for future in self._notifier._send(ctxt, event_type, payload, priority):
-            await wait_future(future)
+        notifier = self._notifier
+        senders = senders_for(notifier.transport, "notify")
+        sends = notifier._send(ctxt, event_type, payload, priority)  # one send per topic
+        for _ in notifier.topics:
+            await wait_future(partial(next, sends), senders=senders)
 
     async def audit(self, ctxt: dict[str, Any] | None, event_type: str, payload: Any) -> None:
         """Send at AUDIT priority."""
@@ -193,3 +222,10 @@ class Notifier:
 
     def __repr__(self) -> str:
         return f"<polymsg.aio.Notifier {self.publisher_id} on {', '.join(self.topics)}>"
+
+
+def _call_timeout(client: _SyncClient) -> float:
+    """The client's call timeout in seconds (``[DEFAULT] rpc_response_timeout`` if unset)."""
+    if client.timeout is not None:
+        return client.timeout
+    return float(value(client.transport.conf, "rpc_response_timeout"))

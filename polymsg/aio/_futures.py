@@ -2,7 +2,9 @@
 
 A driver's I/O thread completes a :class:`concurrent.futures.Future`; its done
 callback queues it for the waiting loop, which it wakes once per burst
-(``call_soon_threadsafe``), not once per future.
+(``call_soon_threadsafe``), not once per future. The send that returns the
+future runs on the loop, or on the transport's sender threads for a driver
+that may block in it (:mod:`polymsg.aio._senders`).
 
 Timeouts cost no loop timer per call: calls with the same timeout expire in
 the order they started, so each distinct timeout of a loop is one FIFO lane
@@ -22,6 +24,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from polymsg._exceptions import MessageDeliveryFailure, MessagingError, MessagingTimeout
+from polymsg.aio._senders import Send, Senders
 
 __all__ = ["wait_future"]
 
@@ -41,24 +44,34 @@ class _Expired(Exception):
 Silence = tuple[float, Callable[[], float]]
 
 
-async def wait_future(future: Future[T], timeout: float | None = None,
+async def wait_future(start: Callable[[], Future[T]], timeout: float | None = None,
                       timed_out: Callable[[bool], MessagingTimeout] | None = None,
-                      silence: Silence | None = None) -> T:
-    """The result of ``future``, awaited.
+                      silence: Silence | None = None, senders: Senders | None = None) -> T:
+    """The result of the future ``start()`` returns (a driver send), awaited.
 
-    After ``timeout`` seconds, or once ``silence`` says the heartbeats stopped,
-    ``future`` is cancelled (the driver drops its bookkeeping) and
-    ``timed_out(silent)`` raised. Cancelling the awaiting task cancels
-    ``future`` too, so a late reply is dropped by the driver.
+    ``start`` runs on the loop, or on ``senders`` (threads) when the driver
+    may block in it; its errors are raised here. After ``timeout`` seconds
+    (counted from now), or once ``silence`` says the heartbeats stopped, the
+    send is abandoned (the driver's future cancelled: the driver drops its
+    bookkeeping) and ``timed_out(silent)`` raised. Cancelling the awaiting
+    task abandons it too, so a late reply is dropped by the driver.
     """
-    if future.done():
-        return _outcome(future)
+    future: Future[T] | None = None
+    if senders is None:
+        future = start()
+        if future.done():
+            return _outcome(future)
     loop = asyncio.get_running_loop()
     state = _STATES.get(loop)
     if state is None:
         state = _STATES[loop] = _LoopState(loop)
     waiter: asyncio.Future[T] = loop.create_future()
-    future.add_done_callback(partial(state.inbox.put, waiter))
+    send: Send | None = None
+    if future is not None:
+        future.add_done_callback(partial(state.inbox.put, waiter))
+    elif senders is not None:
+        send = Send(start, waiter, state.inbox.put)
+        senders.submit(send)
     timer: _Timer | None = None
     lane: _Lane | None = None
     if silence is not None:
@@ -69,18 +82,25 @@ async def wait_future(future: Future[T], timeout: float | None = None,
     try:
         return await waiter
     except _Expired as expired:
-        future.cancel()
+        _abandon(future, send)
         if timed_out is not None:
             raise timed_out(expired.silent) from None
         raise MessagingTimeout(f"timed out after {timeout:g}s") from None
     except asyncio.CancelledError:
-        future.cancel()
+        _abandon(future, send)
         raise
     finally:
         if timer is not None:
             timer.cancel()
         elif lane is not None:
             lane.finished()
+
+
+def _abandon(future: Future[Any] | None, send: Send | None) -> None:
+    if future is not None:
+        future.cancel()
+    elif send is not None:
+        send.abandon()
 
 
 class _LoopState:
@@ -203,11 +223,12 @@ class _Inbox:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)  # the inbox must not keep its loop alive
-        self._items: deque[tuple[asyncio.Future[Any], Future[Any]]] = deque()
+        self._items: deque[tuple[asyncio.Future[Any], Future[Any] | BaseException]] = deque()
         self._scheduled = False
 
-    def put(self, waiter: asyncio.Future[Any], done: Future[Any]) -> None:
-        """A done callback, on whatever thread completed ``done``."""
+    def put(self, waiter: asyncio.Future[Any], done: Future[Any] | BaseException) -> None:
+        """A done callback, on whatever thread completed ``done`` (or a sender
+        thread's, with the error its send raised)."""
         self._items.append((waiter, done))
         if self._scheduled:
             return
@@ -231,8 +252,11 @@ _STATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
     weakref.WeakKeyDictionary())
 
 
-def _settle(waiter: asyncio.Future[T], done: Future[T]) -> None:
+def _settle(waiter: asyncio.Future[T], done: Future[T] | BaseException) -> None:
     if waiter.done():  # timed out or cancelled meanwhile
+        return
+    if isinstance(done, BaseException):  # the send itself raised: as it would inline
+        waiter.set_exception(done)
         return
     try:
         waiter.set_result(_outcome(done))
