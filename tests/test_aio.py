@@ -89,12 +89,14 @@ class Endpoint:
         self.release = threading.Event()
         self.threads: dict[str, int] = {}
         self.finished: list[str] = []
+        self.arrived: list[str] = []
 
     async def hello(self, ctxt: Any, name: str) -> str:
         self.threads["hello"] = threading.get_ident()
         return f"hello {name}"
 
     async def wait_gate(self, ctxt: Any, tag: str) -> str:
+        self.arrived.append(tag)
         await self.gate.wait()
         self.finished.append(tag)
         return tag
@@ -166,7 +168,7 @@ async def test_cancelled_call_is_abandoned_quietly(transport: polymsg.Transport,
         client = _client(transport, topic)
         calls = [asyncio.create_task(client.call({}, "wait_gate", tag=f"t{i}"))
                  for i in range(20)]
-        await asyncio.sleep(0)
+        await _until(lambda: len(endpoint.arrived) == 20)  # all sent and being served
         for task in calls:
             task.cancel()
         with caplog.at_level(logging.INFO):
@@ -178,6 +180,29 @@ async def test_cancelled_call_is_abandoned_quietly(transport: polymsg.Transport,
         for task in calls:
             assert task.cancelled()
     # no warning per dropped reply (what a caller that gave up would cause)
+    noisy = [r.getMessage() for r in caplog.records
+             if r.levelno >= logging.WARNING and ("reply" in r.getMessage().lower()
+                                                 or "call" in r.getMessage().lower())]
+    assert noisy == []
+
+
+@run_in_loop
+async def test_timed_out_calls_drop_their_late_replies_quietly(
+        transport: polymsg.Transport, topic: str, caplog: pytest.LogCaptureFixture) -> None:
+    endpoint = Endpoint()
+    async with _server(transport, topic, endpoint):
+        client = _client(transport, topic, timeout=0.5)
+        with caplog.at_level(logging.INFO):
+            started = time.monotonic()
+            outcomes = await asyncio.gather(
+                *(client.call({}, "wait_gate", tag=f"t{i}") for i in range(20)),
+                return_exceptions=True)
+            elapsed = time.monotonic() - started
+            assert all(type(o) is polymsg.MessagingTimeout for o in outcomes), outcomes
+            assert 0.45 <= elapsed < 0.5 + 3.0
+            endpoint.gate.set()  # now the server replies to callers that gave up
+            await _until(lambda: len(endpoint.finished) == 20)
+            assert await _client(transport, topic).call({}, "hello", name="x") == "hello x"
     noisy = [r.getMessage() for r in caplog.records
              if r.levelno >= logging.WARNING and ("reply" in r.getMessage().lower()
                                                  or "call" in r.getMessage().lower())]
