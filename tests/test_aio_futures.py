@@ -5,6 +5,7 @@ stand in for a driver's)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -233,3 +234,25 @@ def test_what_a_send_raises_on_a_sender_thread_is_raised_to_the_caller() -> None
         assert await wait_future(fine, None, senders=senders) == "done"
 
     asyncio.run(main())
+
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+
+
+def test_a_send_on_a_sender_thread_sees_the_callers_context() -> None:
+    seen: list[tuple[str, str]] = []
+
+    def send() -> Future[Any]:
+        seen.append((REQUEST_ID.get("unset"), threading.current_thread().name))
+        future: Future[Any] = Future()
+        future.set_result(None)
+        return future
+
+    async def main() -> None:
+        REQUEST_ID.set("req-1")  # what a tracer or a logging filter keeps in the context
+        await wait_future(send, 5, senders=Senders("test"))
+
+    asyncio.run(main())
+    [(request_id, thread)] = seen
+    assert request_id == "req-1"
+    assert thread.startswith("polymsg-aio-send")

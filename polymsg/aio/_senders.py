@@ -12,6 +12,7 @@ call timed out, its task was cancelled) is never made.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import weakref
 from collections import deque
@@ -37,10 +38,12 @@ Deliver = Callable[[Any, "Future[Any] | BaseException"], None]
 class Send:
     """One send waiting for (or made by) a sender thread."""
 
-    __slots__ = ("abandoned", "deliver", "future", "start", "waiter")
+    __slots__ = ("abandoned", "context", "deliver", "future", "start", "waiter")
 
     def __init__(self, start: Callable[[], Future[Any]], waiter: Any, deliver: Deliver) -> None:
         self.start = start
+        # the caller's context variables (a trace's current span...) go with it
+        self.context = contextvars.copy_context()
         self.waiter = waiter
         self.deliver = deliver
         self.future: Future[Any] | None = None
@@ -59,7 +62,7 @@ class Send:
         if self.abandoned:
             return
         try:
-            future = self.start()
+            future = self.context.run(self.start)
         except Exception as exc:  # validation or delivery errors: the caller's to raise
             self.deliver(self.waiter, exc)
             return
