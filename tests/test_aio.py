@@ -291,9 +291,10 @@ async def test_call_monitor_keeps_a_long_async_call_alive(transport: polymsg.Tra
                                                           topic: str) -> None:
     _require_call_monitor(transport)
     async with _server(transport, topic, Slow()):
-        client = _client(transport, topic, call_monitor_timeout=0.4)
-        # three times the monitor timeout: only the heartbeats keep it going
-        assert await client.call({}, "slow", seconds=1.2) == "done"
+        client = _client(transport, topic, call_monitor_timeout=0.8)
+        # three times the monitor timeout: only the heartbeats keep it going (one
+        # every 0.4 s; failing takes 0.8 s of silence, which a loaded machine tolerates)
+        assert await client.call({}, "slow", seconds=2.4) == "done"
 
 
 @run_in_loop
