@@ -16,8 +16,13 @@ def echo``. From this process, in turns:
   ``broker.request`` (aio-pika, publisher confirms on) with ``--inflight``
   requests in flight against a faststream subscriber in a child process.
 
-Figures are the best of ``--rounds`` rounds. The RabbitMQ URL defaults to
-``$POLYMSG_TEST_RABBIT_URL``. Not a test: run it by hand on a quiet machine.
+Figures are the best of ``--rounds`` rounds. ``cpu us/call`` is the CPU time
+of client and server together per call (both processes; Linux), a figure
+that other jobs on the machine disturb less than calls/s: on a loaded
+machine the scheduler shares the cores per thread, which favours 16 threads
+over one loop. The load average is printed before and after. The RabbitMQ
+URL defaults to ``$POLYMSG_TEST_RABBIT_URL``. Not a test: run it by hand on
+a quiet machine.
 """
 
 from __future__ import annotations
@@ -126,6 +131,17 @@ class Server:
             if line.strip() == "ready":
                 return
         raise SystemExit(f"the {kind} server did not start")
+
+    def cpu(self) -> float:
+        """CPU seconds the child server used so far (0 in process or off Linux)."""
+        if self.proc is None:
+            return 0.0
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         if self.thread is not None:
@@ -241,7 +257,11 @@ def measure(name: str, url: str, args: argparse.Namespace) -> dict[str, dict[str
                     "aio": lambda: asyncio.run(aio_round(url, topic, args.calls, args.inflight)),
                     "sync": lambda: sync_round(url, topic, args.calls, args.threads)}
             for label, run in rounds.items():
+                cpu = time.process_time() + server.cpu()
                 figures = run()
+                # client and server together (memory: both in this process)
+                used = time.process_time() + server.cpu() - cpu
+                figures["cpu us"] = used / args.calls * 1e6
                 if figures["calls/s"] > best.get(label, {}).get("calls/s", 0):
                     best[label] = figures
     finally:
@@ -269,7 +289,9 @@ def main() -> None:
     os.environ["BENCH_AIO_SERVER"] = args.server  # the server processes inherit it
     tmp = tempfile.mkdtemp(prefix="bench-aio", dir="/tmp")
     try:
-        print(f"{'transport':12s}{'client':>12s}{'calls/s':>12s}{'p50 ms':>10s}{'p99 ms':>10s}")
+        print(_load())
+        print(f"{'transport':12s}{'client':>12s}{'calls/s':>12s}{'p50 ms':>10s}{'p99 ms':>10s}"
+              f"{'cpu us/call':>13s}")
         results = {}
         for name, url in urls(args, tmp).items():
             if name == "faststream" and not _has("faststream"):
@@ -280,8 +302,10 @@ def main() -> None:
                 client = (f"{args.inflight} tasks" if label != "sync"
                           else f"{args.threads} threads")
                 print(f"{name:12s}{client:>12s}{figures['calls/s']:12,.0f}"
-                      f"{figures['p50 ms']:10.1f}{figures['p99 ms']:10.1f}", flush=True)
+                      f"{figures['p50 ms']:10.1f}{figures['p99 ms']:10.1f}"
+                      f"{figures['cpu us']:13.0f}", flush=True)
         ratios(results)
+        print(_load())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -299,6 +323,11 @@ def ratios(results: dict[str, dict[str, dict[str, float]]]) -> None:
             ratio = results[name]["aio"]["calls/s"] / fast["calls/s"]
             print(f"{name}: aio / faststream = {ratio:.2f}x "
                   f"({'PASS' if ratio >= 3 else 'MISS'}, goal >= 3x)")
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.1f} {five:.1f} {fifteen:.1f} (1, 5, 15 min)"
 
 
 def _has(module: str) -> bool:

@@ -299,6 +299,8 @@ class MemoryDriver(Driver):
     })
     send_features = frozenset({"call_monitor", "at_least_once"})
     messaging_system = "memory"
+    # a send never waits for I/O; only flow control holds it (up to _FLOW_WAIT)
+    blocking_sends = frozenset[str]()
 
     def __init__(self, url: TransportURL, options: DriverOptions, conf: Any) -> None:
         super().__init__(url, options, conf)

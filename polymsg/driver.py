@@ -337,6 +337,13 @@ class Driver(abc.ABC):
     #: :data:`SEND_FEATURES`; the facade raises :class:`~polymsg.NotSupported`
     #: when a user asks for one the driver does not list.
     send_features: ClassVar[frozenset[str]] = frozenset()
+    #: The send methods (``"call"``, ``"cast"``, ``"notify"``) that may block
+    #: the calling thread (connecting, reconnecting, waiting for an I/O thread
+    #: or an unreachable peer). ``polymsg.aio`` calls the others on the event
+    #: loop and these on a small pool of threads, so a connecting driver never
+    #: stalls the loop. A driver that hands every message to its own I/O and
+    #: returns the future at once, connected or not, declares ``frozenset()``.
+    blocking_sends: ClassVar[frozenset[str]] = frozenset({"call", "cast", "notify"})
     options_group: ClassVar[str | None] = None
     #: The messaging system the driver talks to, as tracing reports it
     #: (OpenTelemetry's ``messaging.system``: ``"rabbitmq"``...); ``None``:
@@ -366,7 +373,8 @@ class Driver(abc.ABC):
         """Send a request to one server of ``target`` and return a future of its
         :class:`Reply`.
 
-        May block until the request is handed over. The future fails with
+        May block until the request is handed over (then it is listed in
+        :attr:`blocking_sends`). The future fails with
         :class:`~polymsg.MessageDeliveryFailure` if the request cannot be
         sent; the facade enforces ``options.timeout`` and cancels the future
         on expiry, which MUST drop the driver's bookkeeping for it. The

@@ -28,6 +28,7 @@ import pytest
 
 import polymsg
 from polymsg import aio
+from polymsg.aio._senders import MAX_THREADS as MAX_SENDER_THREADS
 from polymsg.testing import AsyncConformance, DriverFixtures, Harness
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
@@ -88,12 +89,14 @@ class Endpoint:
         self.release = threading.Event()
         self.threads: dict[str, int] = {}
         self.finished: list[str] = []
+        self.arrived: list[str] = []
 
     async def hello(self, ctxt: Any, name: str) -> str:
         self.threads["hello"] = threading.get_ident()
         return f"hello {name}"
 
     async def wait_gate(self, ctxt: Any, tag: str) -> str:
+        self.arrived.append(tag)
         await self.gate.wait()
         self.finished.append(tag)
         return tag
@@ -165,7 +168,7 @@ async def test_cancelled_call_is_abandoned_quietly(transport: polymsg.Transport,
         client = _client(transport, topic)
         calls = [asyncio.create_task(client.call({}, "wait_gate", tag=f"t{i}"))
                  for i in range(20)]
-        await asyncio.sleep(0)
+        await _until(lambda: len(endpoint.arrived) == 20)  # all sent and being served
         for task in calls:
             task.cancel()
         with caplog.at_level(logging.INFO):
@@ -177,6 +180,29 @@ async def test_cancelled_call_is_abandoned_quietly(transport: polymsg.Transport,
         for task in calls:
             assert task.cancelled()
     # no warning per dropped reply (what a caller that gave up would cause)
+    noisy = [r.getMessage() for r in caplog.records
+             if r.levelno >= logging.WARNING and ("reply" in r.getMessage().lower()
+                                                 or "call" in r.getMessage().lower())]
+    assert noisy == []
+
+
+@run_in_loop
+async def test_timed_out_calls_drop_their_late_replies_quietly(
+        transport: polymsg.Transport, topic: str, caplog: pytest.LogCaptureFixture) -> None:
+    endpoint = Endpoint()
+    async with _server(transport, topic, endpoint):
+        client = _client(transport, topic, timeout=0.5)
+        with caplog.at_level(logging.INFO):
+            started = time.monotonic()
+            outcomes = await asyncio.gather(
+                *(client.call({}, "wait_gate", tag=f"t{i}") for i in range(20)),
+                return_exceptions=True)
+            elapsed = time.monotonic() - started
+            assert all(type(o) is polymsg.MessagingTimeout for o in outcomes), outcomes
+            assert 0.45 <= elapsed < 0.5 + 3.0
+            endpoint.gate.set()  # now the server replies to callers that gave up
+            await _until(lambda: len(endpoint.finished) == 20)
+            assert await _client(transport, topic).call({}, "hello", name="x") == "hello x"
     noisy = [r.getMessage() for r in caplog.records
              if r.levelno >= logging.WARNING and ("reply" in r.getMessage().lower()
                                                  or "call" in r.getMessage().lower())]
@@ -245,7 +271,8 @@ async def test_many_calls_in_flight_use_no_thread_each(transport: polymsg.Transp
         results = await asyncio.gather(*(client.call({}, "hello", name=str(i))
                                          for i in range(300)))
         assert results == [f"hello {i}" for i in range(300)]
-        assert threading.active_count() <= before + 4
+        # at most the sender threads of a driver whose sends may block, never one a call
+        assert threading.active_count() <= before + 4 + MAX_SENDER_THREADS
 
 
 class Slow:
@@ -264,9 +291,10 @@ async def test_call_monitor_keeps_a_long_async_call_alive(transport: polymsg.Tra
                                                           topic: str) -> None:
     _require_call_monitor(transport)
     async with _server(transport, topic, Slow()):
-        client = _client(transport, topic, call_monitor_timeout=0.4)
-        # three times the monitor timeout: only the heartbeats keep it going
-        assert await client.call({}, "slow", seconds=1.2) == "done"
+        client = _client(transport, topic, call_monitor_timeout=0.8)
+        # three times the monitor timeout: only the heartbeats keep it going (one
+        # every 0.4 s; failing takes 0.8 s of silence, which a loaded machine tolerates)
+        assert await client.call({}, "slow", seconds=2.4) == "done"
 
 
 @run_in_loop

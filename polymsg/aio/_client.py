@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
+from polymsg._config import value
 from polymsg._notifier import Notifier as _SyncNotifier
+from polymsg._observe import Scope
 from polymsg._rpc_client import RPCClient as _SyncClient
 from polymsg._rpc_client import _Heartbeats
 from polymsg._serializer import Serializer
 from polymsg._target import Target
 from polymsg._transport import Transport
 from polymsg.aio._futures import wait_future
+from polymsg.aio._senders import Senders, senders_for
 from polymsg.driver import Reply
 
 __all__ = ["Notifier", "RPCClient"]
@@ -106,24 +112,46 @@ class RPCClient:
     async def call(self, ctxt: dict[str, Any] | None, method: str, **kwargs: Any) -> Any:
         """Invoke ``method`` on one server and return its result (or raise its error)."""
         client = self._client
-        future, wire_ctxt, timeout, beats, scope = client._start_call(ctxt, method, kwargs)
-        if scope is None:
-            return await self._finish_call(future, wire_ctxt, timeout, beats, method)
-        with scope:
-            return await self._finish_call(future, wire_ctxt, timeout, beats, method)
+        senders = senders_for(client.transport, "call")
+        if senders is None:
+            future, wire_ctxt, timeout, beats, scope = client._start_call(ctxt, method, kwargs)
+            sent = _Sent(wire_ctxt, beats, scope)
+            if scope is None:
+                return await self._finish_call(lambda: future, timeout, sent, method)
+            with scope:
+                return await self._finish_call(lambda: future, timeout, sent, method)
+        # the driver may block sending: a sender thread sends; the timeout runs from now
+        timeout = _call_timeout(client)
+        sent = _Sent()
 
-    async def _finish_call(self, future: Future[Reply], wire_ctxt: dict[str, Any],
-                           timeout: float, beats: _Heartbeats, method: str) -> Any:
+        def start() -> Future[Reply]:
+            future, wire_ctxt, _, beats, scope = client._start_call(ctxt, method, kwargs)
+            sent.started(wire_ctxt, beats, scope)
+            return future
+
+        try:
+            result = await self._finish_call(start, timeout, sent, method, senders)
+        except BaseException as exc:
+            sent.close(exc)
+            raise
+        sent.close(None)
+        return result
+
+    async def _finish_call(self, start: Callable[[], Future[Reply]], timeout: float,
+                           sent: _Sent, method: str, senders: Senders | None = None) -> Any:
+        """Wait for the reply of the call ``start`` sends, and return its outcome."""
         client = self._client
         monitor = client.call_monitor_timeout
         reply = await wait_future(
-            future, timeout, lambda silent: client._timed_out(method, timeout, silent),
-            None if monitor is None else (monitor, lambda: beats.last))
-        return client._outcome(reply, wire_ctxt)
+            start, timeout, lambda silent: client._timed_out(method, timeout, silent),
+            None if monitor is None else (monitor, sent.last_beat), senders)
+        return client._outcome(reply, sent.wire_ctxt)
 
     async def cast(self, ctxt: dict[str, Any] | None, method: str, **kwargs: Any) -> None:
         """Send ``method`` one-way; returns once the transport has accepted it."""
-        await wait_future(self._client._start_cast(ctxt, method, kwargs))
+        client = self._client
+        await wait_future(partial(client._start_cast, ctxt, method, kwargs),
+                          senders=senders_for(client.transport, "cast"))
 
     def __repr__(self) -> str:
         return f"<polymsg.aio.RPCClient {self.target}>"
@@ -168,8 +196,11 @@ class Notifier:
 
     async def _notify(self, ctxt: dict[str, Any] | None, event_type: str, payload: Any,
                       priority: str) -> None:
-        for future in self._notifier._send(ctxt, event_type, payload, priority):
-            await wait_future(future)
+        notifier = self._notifier
+        senders = senders_for(notifier.transport, "notify")
+        sends = notifier._send(ctxt, event_type, payload, priority)  # one send per topic
+        for _ in notifier.topics:
+            await wait_future(partial(next, sends), senders=senders)
 
     async def audit(self, ctxt: dict[str, Any] | None, event_type: str, payload: Any) -> None:
         """Send at AUDIT priority."""
@@ -204,3 +235,53 @@ class Notifier:
 
     def __repr__(self) -> str:
         return f"<polymsg.aio.Notifier {self.publisher_id} on {', '.join(self.topics)}>"
+
+
+def _call_timeout(client: _SyncClient) -> float:
+    """The client's call timeout in seconds (``[DEFAULT] rpc_response_timeout`` if unset)."""
+    if client.timeout is not None:
+        return client.timeout
+    return float(value(client.transport.conf, "rpc_response_timeout"))
+
+
+class _Sent:
+    """What the send of one call left for its waiter: the wire context, the
+    heartbeats and the observers' scope (set on the sender thread when a
+    sender thread sends). The scope is closed once, by whichever side
+    finishes last: the waiter with the outcome, or a send that completes
+    after its waiter gave up."""
+
+    __slots__ = ("_beats", "_lock", "_outcome", "_scope", "_since", "wire_ctxt")
+
+    def __init__(self, wire_ctxt: dict[str, Any] | None = None,
+                 beats: _Heartbeats | None = None, scope: Scope | None = None) -> None:
+        self.wire_ctxt: dict[str, Any] = wire_ctxt if wire_ctxt is not None else {}
+        self._beats = beats
+        self._scope = scope
+        self._since = time.monotonic()
+        self._lock = threading.Lock()
+        self._outcome: list[BaseException | None] = []
+
+    def started(self, wire_ctxt: dict[str, Any], beats: _Heartbeats,
+                scope: Scope | None) -> None:
+        """The sender thread sent the request."""
+        self.wire_ctxt, self._beats = wire_ctxt, beats
+        with self._lock:
+            if not self._outcome:
+                self._scope = scope
+                return
+        if scope is not None:  # the waiter already finished
+            scope.close(self._outcome[0])
+
+    def last_beat(self) -> float:
+        """When the server was last heard of (the send's time before it is)."""
+        return self._since if self._beats is None else self._beats.last
+
+    def close(self, exc: BaseException | None) -> None:
+        """The waiter finished (``exc``: how it failed): close the scope."""
+        with self._lock:
+            self._outcome.append(exc)
+            scope, self._scope = self._scope, None
+        if scope is not None:
+            scope.close(exc)
+

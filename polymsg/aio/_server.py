@@ -142,6 +142,7 @@ class RPCServer(_Server):
         self._core = core = _RPCCore(transport, target, endpoints, serializer=serializer,
                                      queue_ttl=queue_ttl, max_workers=max_workers)
         core.owner = self
+        self._async: dict[Any, bool] = {}
 
     @property
     def target(self) -> Target:
@@ -155,7 +156,20 @@ class RPCServer(_Server):
                 message["method"], message.get("namespace"), message.get("version"))
         except Exception:  # NoSuchMethod...: the worker path replies with it
             return None
-        return func if inspect.iscoroutinefunction(func) else None
+        return func if self._is_async(func) else None
+
+    def _is_async(self, func: Any) -> bool:
+        """``inspect.iscoroutinefunction``, remembered per method's function (a bound
+        method is new at each lookup; a class's methods are few)."""
+        key = getattr(func, "__func__", None)
+        if key is None:
+            return inspect.iscoroutinefunction(func)
+        found = self._async.get(key)
+        if found is None:
+            found = inspect.iscoroutinefunction(func)
+            if len(self._async) < 1024:
+                self._async[key] = found
+        return found
 
     async def _run(self, handler: Any, incoming: IncomingMessage) -> None:
         try:
