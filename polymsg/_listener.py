@@ -145,14 +145,12 @@ class NotificationListener(Runner):
     def _observed(self, incoming: IncomingMessage) -> _observe.Scope:
         """The observers' scope of one notification processed, entered."""
         message, wire_text = incoming.message, _observe.wire_text
-        exchanges = {t.exchange for t in self.targets}
-        topics = {t.topic for t in self.targets}
+        exchange, topic = _only({t.exchange for t in self.targets}), _only(
+            {t.topic for t in self.targets})
         priority = wire_text(message.get("priority"))
         return _observe.receiving(_observe.Operation(
-            "notification", _observe.system_of(self.transport),
-            exchanges.pop() if len(exchanges) == 1 else None,
-            topics.pop() if len(topics) == 1 else None, None, None, None,
-            wire_text(message.get("event_type")),
+            "notification", _observe.system_of(self.transport), exchange, topic, None, None,
+            None, wire_text(message.get("event_type")),
             priority.upper() if priority is not None else None), incoming.ctxt)
 
     def _settle(self, incoming: IncomingMessage, result: NotificationResult) -> None:
@@ -203,6 +201,11 @@ class NotificationListener(Runner):
         routes = self._routes.get(priority, ())
         return [(endpoint, method, args) for endpoint, method, rule in routes
                 if rule is None or rule.match(incoming.ctxt, publisher_id, event_type, payload)]
+
+
+def _only(values: set[str | None]) -> str | None:
+    """The one value of ``values``; ``None`` when there are several."""
+    return next(iter(values)) if len(values) == 1 else None
 
 
 def _log_endpoint_failure(endpoint: Any, args: tuple[Any, ...]) -> None:
