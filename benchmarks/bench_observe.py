@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -158,6 +159,14 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(child(args.child, args.url, args.calls)))
         return
     baseline = _baseline(args.baseline_rev) if args.baseline_rev else None
+    try:
+        _measure_all(args, baseline)
+    finally:
+        if baseline is not None:
+            shutil.rmtree(baseline, ignore_errors=True)
+
+
+def _measure_all(args: argparse.Namespace, baseline: Path | None) -> None:
     modes = [m for m in MODES if m != "baseline" or baseline is not None]
     print(f"{'transport':<9} {'mode':<9} {'us/call':>9} {'worst':>7} {'calls/s':>9} "
           f"{'CPU us/call':>12} {'CPU cost':>9}")

@@ -142,18 +142,16 @@ class NotificationListener(Runner):
             raise
         scope.close(failure)
 
-    def _observed(self, incoming: IncomingMessage) -> _observe.Scope:
+    def _observed(self, incoming: IncomingMessage, batch: bool = False) -> _observe.Scope:
         """The observers' scope of one notification processed, entered."""
         message, wire_text = incoming.message, _observe.wire_text
-        exchanges = {t.exchange for t in self.targets}
-        topics = {t.topic for t in self.targets}
+        exchange, topic = _only({t.exchange for t in self.targets}), _only(
+            {t.topic for t in self.targets})
         priority = wire_text(message.get("priority"))
         return _observe.receiving(_observe.Operation(
-            "notification", _observe.system_of(self.transport),
-            exchanges.pop() if len(exchanges) == 1 else None,
-            topics.pop() if len(topics) == 1 else None, None, None, None,
-            wire_text(message.get("event_type")),
-            priority.upper() if priority is not None else None), incoming.ctxt)
+            "notification", _observe.system_of(self.transport), exchange, topic, None, None,
+            None, wire_text(message.get("event_type")),
+            priority.upper() if priority is not None else None, batch), incoming.ctxt)
 
     def _settle(self, incoming: IncomingMessage, result: NotificationResult) -> None:
         """Acknowledge, or requeue when asked to and allowed."""
@@ -203,6 +201,11 @@ class NotificationListener(Runner):
         routes = self._routes.get(priority, ())
         return [(endpoint, method, args) for endpoint, method, rule in routes
                 if rule is None or rule.match(incoming.ctxt, publisher_id, event_type, payload)]
+
+
+def _only(values: set[str | None]) -> str | None:
+    """The one value of ``values``; ``None`` when there are several."""
+    return next(iter(values)) if len(values) == 1 else None
 
 
 def _log_endpoint_failure(endpoint: Any, args: tuple[Any, ...]) -> None:
@@ -293,7 +296,11 @@ class BatchNotificationListener(NotificationListener):
                 continue
             by_priority.setdefault(priority, []).append((incoming, user))
         for priority, items in by_priority.items():
-            if self._dispatch_batch(priority, items) is NotificationResult.REQUEUE:
+            if not _observe.OBSERVERS:
+                result = self._dispatch_batch(priority, items)[0]
+            else:
+                result = self._dispatch_observed(priority, items)
+            if result is NotificationResult.REQUEUE:
                 if self.allow_requeue:
                     for incoming, _ in items:
                         incoming.requeue()
@@ -303,9 +310,26 @@ class BatchNotificationListener(NotificationListener):
             for incoming, _ in items:
                 incoming.acknowledge()
 
+    def _dispatch_observed(self, priority: str,
+                           items: list[tuple[IncomingMessage, dict[str, Any]]]
+                           ) -> NotificationResult:
+        """:meth:`_dispatch_batch` inside one observers' scope per notification."""
+        scopes = [self._observed(incoming, batch=True) for incoming, _ in items]
+        try:
+            result, failure = self._dispatch_batch(priority, items)
+        except BaseException as exc:
+            for scope in reversed(scopes):
+                scope.close(exc)
+            raise
+        for scope in reversed(scopes):
+            scope.close(failure)
+        return result
+
     def _dispatch_batch(self, priority: str,
                         items: list[tuple[IncomingMessage, dict[str, Any]]]
-                        ) -> NotificationResult:
+                        ) -> tuple[NotificationResult, Exception | None]:
+        """What the endpoints asked for, and the last exception one raised (logged)."""
+        failure = None
         for endpoint, method, rule in self._routes.get(priority, ()):
             messages = [user for incoming, user in items
                         if rule is None or rule.match(incoming.ctxt, user["publisher_id"],
@@ -314,13 +338,14 @@ class BatchNotificationListener(NotificationListener):
                 continue
             try:
                 outcome = method(messages)
-            except Exception:
+            except Exception as exc:
                 LOG.exception("batch notification endpoint %r failed on %d notification(s)",
                               endpoint, len(messages))
+                failure = exc
                 continue
             if outcome == NotificationResult.REQUEUE:
-                return NotificationResult.REQUEUE
-        return NotificationResult.HANDLED
+                return NotificationResult.REQUEUE, failure
+        return NotificationResult.HANDLED, failure
 
 
 def get_batch_notification_listener(

@@ -73,7 +73,9 @@ class Operation:
     ``"zeromq"``, ``"memory"``, or a third-party driver's). Target fields are
     the sender's target (exchange filled in), or the served target on the
     receiving side; ``method`` is the RPC method, or the event type of a
-    notification; ``priority`` the notification's (upper case).
+    notification; ``priority`` the notification's (upper case). ``batch``:
+    a notification handed to a batch listener's endpoint with others (its
+    scope is open while the batch is processed, beside theirs).
     """
 
     kind: str
@@ -85,6 +87,7 @@ class Operation:
     version: str | None
     method: str | None
     priority: str | None = None
+    batch: bool = False
 
 
 class Observer(Protocol):

@@ -113,12 +113,13 @@ class TracingObserver:
 
     def receiving(self, op: Operation, ctxt: Mapping[str, Any]) -> AbstractContextManager[Any]:
         """A CONSUMER span, child of the sender's, current while the endpoint
-        runs (so the calls it makes continue the trace)."""
+        runs (so the calls it makes continue the trace); one per notification
+        of a batch, none of them current."""
         parent = propagate.extract(ctxt)
         span = self._tracer.start_span(span_name(op), context=parent, kind=SpanKind.CONSUMER,
                                        attributes=_attributes(op, ctxt, "process"),
                                        record_exception=False, set_status_on_exception=False)
-        return _current(span)
+        return _ending(span) if op.batch else _current(span)  # a batch has no one parent
 
 
 @contextmanager

@@ -269,3 +269,30 @@ def test_oslo_messagings_option_names_turn_it_on(tmp_path: Any, exporter: Any) -
             "TracingObserver", "RPCMetricsObserver"}
     finally:
         transport.cleanup()
+
+
+def test_each_notification_of_a_batch_has_its_span(kind: str, traced: polymsg.Transport,
+                                                   topic: str, exporter: Any) -> None:
+    got = Waiter()
+
+    class BatchEndpoint:
+        def info(self, messages: list[dict[str, Any]]) -> None:
+            got.add(len(messages))
+            raise ValueError("batch failed")
+
+    listener = polymsg.get_batch_notification_listener(
+        traced, [polymsg.Target(topic=topic)], [BatchEndpoint()], batch_size=2,
+        batch_timeout=5)
+    with listener:
+        notifier = polymsg.Notifier(traced, "pub", topics=[topic])
+        notifier.info({}, "one", {})
+        notifier.info({}, "two", {})
+        assert sum(got.wait(1)) >= 1
+        spans = spans_of(exporter, topic, 4)
+    sent = {s.attributes["polymsg.notification.event_type"]: s
+            for s in spans if s.kind is SpanKind.PRODUCER}
+    processed = [s for s in spans if s.kind is SpanKind.CONSUMER]
+    assert {s.parent.span_id for s in processed} == {sent["one"].context.span_id,
+                                                    sent["two"].context.span_id}
+    assert {s.attributes["messaging.system"] for s in processed} == {SYSTEMS[kind]}
+    assert all(s.attributes["error.type"] == "ValueError" for s in processed)
