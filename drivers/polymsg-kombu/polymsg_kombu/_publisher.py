@@ -133,13 +133,18 @@ class _Confirms:
 
 
 class _Send(Op):
-    """A call's request or a reply: written on the unconfirmed channel."""
+    """A call's request or a reply: written on the unconfirmed channel.
 
-    __slots__ = ("_done", "error", "message", "route")
+    Its sender either waits for it (:meth:`wait`) or leaves it to whichever
+    thread holds the lock, giving ``on_failed`` to be told of a failure."""
 
-    def __init__(self, route: amqp.Route, message: Any) -> None:
+    __slots__ = ("_done", "error", "message", "on_failed", "route")
+
+    def __init__(self, route: amqp.Route, message: Any,
+                 on_failed: Callable[[BaseException], None] | None = None) -> None:
         self.route = route
         self.message = message
+        self.on_failed = on_failed
         self.error: BaseException | None = None
         self._done = threading.Lock()
         self._done.acquire()
@@ -154,6 +159,8 @@ class _Send(Op):
     def finish(self, error: BaseException | None) -> None:
         if self.error is None:
             self.error = error
+        if self.on_failed is not None and self.error is not None:
+            self.on_failed(self.error)
         self._done.release()
 
     def wait(self) -> BaseException | None:
@@ -290,6 +297,19 @@ class Publisher:
             if others:
                 self.link.wake()
         return entry.wait()
+
+    def send_now(self, route: amqp.Route, body: bytes, properties: Mapping[str, Any], *,
+                 correlation_id: str, on_failed: Callable[[BaseException], None]) -> bool:
+        """Publish a call's request without waiting at all: written by this thread
+        when the connection is free, else by the thread using it, before it
+        lets go. False (nothing sent) when that needs a connection or a
+        declaration first; ``on_failed`` is told when the write fails."""
+        session = self.link.current()
+        if session is None or needs_declaring(session, route):
+            return False
+        message = pyamqp.Message(body, **dict(properties, correlation_id=correlation_id))
+        self.link.submit(_Send(route, message, on_failed))
+        return True
 
     def send(self, route: amqp.Route, body: bytes, properties: Mapping[str, Any], *,
              retry: int | None, correlation_id: str, what: str,
