@@ -7,6 +7,9 @@ of AMQP:
 
 * the wire format, names and declarations (:mod:`polymsg._amqp`'s
   ``encode_*``/``decode_*``, :class:`Layout`, :class:`Route`…);
+* the :class:`Declarer`: routes declared once per connection, and the
+  policy for a refused declaration (``406``: used as it is, with a
+  warning), over a driver's :class:`DeclareChannel`;
 * :class:`RabbitDriver`, the base class declaring capabilities and options;
 * the one option group both drivers read, ``[polymsg_rabbit]``
   (:func:`rabbit_opts`, :data:`RABBIT_GROUP`, :func:`layout_from_options`);
@@ -67,6 +70,7 @@ from polymsg._amqp_connection import (
     connection_error,
     give_up_reason,
 )
+from polymsg._amqp_declare import PRECONDITION_FAILED, DeclareChannel, DeclareDone, Declarer
 from polymsg._amqp_delivery import LIMITS, Attempts, Outcome
 from polymsg._amqp_driver import RabbitDriver, private_hooks_allowed
 from polymsg._amqp_incoming import Delivery, SendReply, decode
@@ -86,6 +90,7 @@ __all__ = [
     "ENVELOPE_VERSION",
     "LIMITS",
     "PERSISTENT",
+    "PRECONDITION_FAILED",
     "QUICK_DEATH",
     "RABBIT_GROUP",
     "RENAMED",
@@ -93,6 +98,9 @@ __all__ = [
     "Attempts",
     "ConfirmWindow",
     "ConnectionSpec",
+    "DeclareChannel",
+    "DeclareDone",
+    "Declarer",
     "Delivery",
     "Endpoint",
     "ExchangeSpec",

@@ -30,7 +30,7 @@ import amqp as pyamqp
 
 from polymsg import amqp
 from polymsg.driver import MessageDeliveryFailure
-from polymsg_kombu._declare import declare_route, forget_destination, needs_declaring
+from polymsg_kombu._declare import declare_route, needs_declaring
 from polymsg_kombu._errors import BACKEND_ERRORS, RETRYABLE, SessionLost, describe, failure_of
 from polymsg_kombu._link import Link, Op, Session
 from polymsg_kombu._options import Settings
@@ -115,7 +115,7 @@ class _Confirms:
 
     def on_return(self, exc: Exception, exchange: str, routing_key: str,
                   message: Any) -> None:
-        forget_destination(self.session, exchange, routing_key)
+        self.session.declarer.forget_destination(exchange, routing_key)
         try:
             entry = self.pending.get(int(message.properties.get("message_id", "")))
         except (TypeError, ValueError):
@@ -250,7 +250,7 @@ class Publisher:
 
     def _returned(self, session: Session, exc: Exception, exchange: str, routing_key: str,
                   message: Any) -> None:
-        forget_destination(session, exchange, routing_key)
+        session.declarer.forget_destination(exchange, routing_key)
         correlation_id = str(message.properties.get("correlation_id") or "")
         self.link.post(partial(self._on_return, correlation_id, exchange, routing_key))
 

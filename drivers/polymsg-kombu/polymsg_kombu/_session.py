@@ -6,10 +6,10 @@ import contextlib
 import logging
 import select
 import ssl
-from collections.abc import Hashable
 from typing import Any
 
 from polymsg import amqp
+from polymsg_kombu._declare import DeclareChannel
 from polymsg_kombu._errors import BACKEND_ERRORS, describe
 from polymsg_kombu._fastpath import Fastpath
 
@@ -46,7 +46,8 @@ class Session:
         self.channel: Any = conn.channel()
         self._declare_channel: Any = None
         self.broken: BaseException | None = None
-        self.declared: set[Hashable] = set()
+        channel = DeclareChannel(self)
+        self.declarer = amqp.Declarer(lambda: channel)
         self.state: dict[str, Any] = {}
         self._tls = isinstance(self.sock, ssl.SSLSocket)
         self._poller = select.poll()

@@ -18,12 +18,11 @@ from pika import exceptions as pika_exc
 from polymsg import amqp
 from polymsg.driver import MessageDeliveryFailure
 
-__all__ = ["PRECONDITION_FAILED", "delivery_failure", "describe", "failure_of", "reply_code",
+__all__ = ["delivery_failure", "describe", "failure_of", "reply_code",
            "translated"]
 
 #: AMQP reply codes the driver reacts to.
 NOT_FOUND = 404
-PRECONDITION_FAILED = 406
 
 #: What the broker and pika are expected to raise or report.
 PIKA_ERRORS: tuple[type[BaseException], ...] = (
