@@ -10,9 +10,12 @@ of AMQP:
 * the :class:`Declarer`: routes declared once per connection, and the
   policy for a refused declaration (``406``: used as it is, with a
   warning), over a driver's :class:`DeclareChannel`;
-* :class:`RabbitDriver`, the base class declaring capabilities and options;
+* :class:`RabbitDriver`, the base class declaring capabilities and options,
+  and :func:`translated`: a client library's errors leave a driver only as
+  :class:`~polymsg.MessageDeliveryFailure`, the original as its cause;
 * the one option group both drivers read, ``[polymsg_rabbit]``
-  (:func:`rabbit_opts`, :data:`RABBIT_GROUP`, :func:`layout_from_options`);
+  (:func:`rabbit_opts`, :data:`RABBIT_GROUP`, :func:`layout_from_options`),
+  and :class:`RabbitSettings`, what a driver reads of it;
 * delivery: :class:`Attempts` counts a message's :class:`Outcome` values
   (confirmed, nacked, returned, channel closed, lost) against one table,
   :data:`LIMITS`, and says when to send it again;
@@ -72,11 +75,12 @@ from polymsg._amqp_connection import (
 )
 from polymsg._amqp_declare import PRECONDITION_FAILED, DeclareChannel, DeclareDone, Declarer
 from polymsg._amqp_delivery import LIMITS, Attempts, Outcome
-from polymsg._amqp_driver import RabbitDriver, private_hooks_allowed
+from polymsg._amqp_driver import RabbitDriver, delivery_failure, private_hooks_allowed, translated
 from polymsg._amqp_incoming import Delivery, SendReply, decode
 from polymsg._amqp_options import (
     RABBIT_GROUP,
     RENAMED,
+    RabbitSettings,
     layout_from_options,
     list_opts,
     rabbit_opts,
@@ -111,6 +115,7 @@ __all__ = [
     "Outcome",
     "QueueSpec",
     "RabbitDriver",
+    "RabbitSettings",
     "Reconnect",
     "ReplyFrame",
     "ReplyTable",
@@ -126,6 +131,7 @@ __all__ = [
     "decode_notification",
     "decode_reply",
     "decode_request",
+    "delivery_failure",
     "encode_notification",
     "encode_reply",
     "encode_request",
@@ -143,4 +149,5 @@ __all__ = [
     "rabbit_opts",
     "reply_queue_name",
     "requeue_warning",
+    "translated",
 ]

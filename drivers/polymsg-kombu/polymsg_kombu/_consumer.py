@@ -35,7 +35,6 @@ from polymsg_kombu._errors import (
     failure_of,
 )
 from polymsg_kombu._link import Link, Op, Session
-from polymsg_kombu._options import Settings
 
 __all__ = [
     "Consumer",
@@ -152,7 +151,7 @@ def _cancelled(link: Link, session: Session, queue: str, tag: str) -> None:
 class Consumer:
     """The consumer connection of one driver and its subscriptions."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: amqp.RabbitSettings) -> None:
         self.settings = settings
         self.link = Link("consumer", settings, on_open=self._on_open, on_lost=lambda s: None,
                          needed=lambda: bool(self._subscriptions))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -29,7 +28,6 @@ from polymsg_kombu._consumer import (
     rpc_handler,
 )
 from polymsg_kombu._errors import translated
-from polymsg_kombu._options import Settings
 from polymsg_kombu._publisher import Publisher
 from polymsg_kombu._replies import ReplyRouter
 
@@ -59,9 +57,9 @@ class KombuDriver(amqp.RabbitDriver):
 
     def __init__(self, url: TransportURL, options: DriverOptions, conf: cfg.ConfigOpts) -> None:
         super().__init__(url, options, conf)
-        self.settings = Settings.from_options(url, options)
-        self.layout = dataclasses.replace(self.settings.layout,
-                                          control_exchange=str(conf.control_exchange))
+        self.settings = amqp.RabbitSettings.from_options(url, options,
+                                                         str(conf.control_exchange))
+        self.layout = self.settings.layout
         self.publisher = Publisher(self.settings, on_return=self._returned)
         self.consumer = Consumer(self.settings)
         self.replies = ReplyRouter(self.settings, self.layout)

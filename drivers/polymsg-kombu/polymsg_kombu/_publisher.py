@@ -33,7 +33,6 @@ from polymsg.driver import MessageDeliveryFailure
 from polymsg_kombu._declare import declare_route, needs_declaring
 from polymsg_kombu._errors import BACKEND_ERRORS, RETRYABLE, SessionLost, describe, failure_of
 from polymsg_kombu._link import Link, Op, Session
-from polymsg_kombu._options import Settings
 
 __all__ = ["OnReturn", "Publisher"]
 
@@ -202,7 +201,7 @@ class _ConfirmedSend(Op):
 class Publisher:
     """Sends messages for one driver; see the module docstring."""
 
-    def __init__(self, settings: Settings, on_return: OnReturn) -> None:
+    def __init__(self, settings: amqp.RabbitSettings, on_return: OnReturn) -> None:
         self.link = Link("publisher", settings, on_open=self._on_open, on_lost=self._on_lost,
                          watch_socket=lambda: self._leader is None)
         self._on_return = on_return

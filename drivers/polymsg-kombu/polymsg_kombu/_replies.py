@@ -28,7 +28,6 @@ from polymsg.driver import MessageDeliveryFailure, Reply
 from polymsg_kombu._declare import declare_route
 from polymsg_kombu._errors import BACKEND_ERRORS
 from polymsg_kombu._link import Link, Session
-from polymsg_kombu._options import Settings
 
 __all__ = ["ReplyRouter"]
 
@@ -63,7 +62,7 @@ class _ReplyFuture(Future[Reply]):
 class ReplyRouter:
     """Matches replies to waiting calls by message id; see the module docstring."""
 
-    def __init__(self, settings: Settings, layout: amqp.Layout) -> None:
+    def __init__(self, settings: amqp.RabbitSettings, layout: amqp.Layout) -> None:
         self.queue = layout.reply_queue_name()
         self._route = layout.reply_route(self.queue)
         self._lock = threading.Lock()
