@@ -19,8 +19,9 @@ of AMQP:
 * delivery: :class:`Attempts` counts a message's :class:`Outcome` values
   (confirmed, nacked, returned, channel closed, lost) against one table,
   :data:`LIMITS`, and says when to send it again;
-* deliveries: :func:`decode` (garbage logged at a bounded rate) and
-  :class:`Delivery`, the incoming message that replies to calls;
+* deliveries: :func:`decode` (garbage logged at a bounded rate),
+  :class:`Delivery`, the incoming message that replies to calls, and
+  :class:`QueueWatch` (stream offsets, quorum delivery-limit warnings);
 * the :class:`ReplyTable` of calls waiting for replies (interim frames
   merged, malformed replies logged at a bounded rate);
 * the :class:`ConfirmWindow` of casts and notifications awaiting their confirm;
@@ -76,7 +77,7 @@ from polymsg._amqp_connection import (
 from polymsg._amqp_declare import PRECONDITION_FAILED, DeclareChannel, DeclareDone, Declarer
 from polymsg._amqp_delivery import LIMITS, Attempts, Outcome
 from polymsg._amqp_driver import RabbitDriver, delivery_failure, private_hooks_allowed, translated
-from polymsg._amqp_incoming import Delivery, SendReply, decode
+from polymsg._amqp_incoming import Delivery, QueueWatch, SendReply, decode
 from polymsg._amqp_options import (
     RABBIT_GROUP,
     RENAMED,
@@ -114,6 +115,7 @@ __all__ = [
     "Notification",
     "Outcome",
     "QueueSpec",
+    "QueueWatch",
     "RabbitDriver",
     "RabbitSettings",
     "Reconnect",
