@@ -68,6 +68,7 @@ class ReplyRouter:
         self._lock = threading.Lock()
         self.table = amqp.ReplyTable(self.queue)
         self._leader: _ReplyFuture | None = None
+        self._leader_thread = 0
         self._alone = 0
         self.link = Link("reply", settings, on_open=self._on_open, on_lost=lambda s: None,
                          watch_socket=lambda: self._leader is None,
@@ -115,6 +116,7 @@ class ReplyRouter:
                     and self._alone >= _LEAD_AFTER and not future.done())
             if lead:
                 self._leader = future
+                self._leader_thread = threading.get_ident()
             unread = self._leader is None and not self.link.watching
         if (lead and self.link.watching) or unread:
             self.link.wake()  # the I/O thread re-reads watch_socket()
@@ -151,3 +153,5 @@ class ReplyRouter:
     def _handle(self, session: Session, message: Any) -> None:
         # A frame callback, on whichever thread reads: the leader or the I/O thread.
         self.table.deliver(message.body)
+        if self._leader is not None and self._leader_thread != threading.get_ident():
+            session.wake_leader()  # the I/O thread read it: the leader must not wait on
