@@ -1,10 +1,12 @@
-"""What every RabbitMQ driver declares (capabilities, its one option group), and when
-it may use a client library's private hooks."""
+"""What every RabbitMQ driver declares (capabilities, its one option group), when
+it may use a client library's private hooks, and how its library's errors
+leave it (:func:`translated`: only as polymsg errors)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -12,9 +14,9 @@ from oslo_config import cfg
 
 from polymsg._amqp_options import RABBIT_GROUP, rabbit_opts
 from polymsg._health_amqp import book_of, reporting
-from polymsg.driver import CAPABILITIES, Driver, HealthStat
+from polymsg.driver import CAPABILITIES, Driver, HealthStat, MessageDeliveryFailure, MessagingError
 
-__all__ = ["RabbitDriver", "private_hooks_allowed"]
+__all__ = ["RabbitDriver", "delivery_failure", "private_hooks_allowed", "translated"]
 
 
 class RabbitDriver(Driver):
@@ -69,3 +71,25 @@ def private_hooks_allowed(distribution: str, tested: tuple[tuple[int, int], tupl
         return False
     low, high = tested
     return low <= installed < high
+
+
+def delivery_failure(what: str, cause: BaseException | None = None,
+                     describe: Callable[[BaseException], str] = str) -> MessageDeliveryFailure:
+    """:class:`~polymsg.MessageDeliveryFailure` saying ``what`` failed and why
+    (``describe(cause)``), the client library's error kept as ``__cause__``."""
+    error = MessageDeliveryFailure(f"{what}: {describe(cause)}" if cause is not None else what)
+    error.__cause__ = cause
+    return error
+
+
+@contextmanager
+def translated(what: str, errors: tuple[type[BaseException], ...],
+               describe: Callable[[BaseException], str] = str) -> Iterator[None]:
+    """Re-raise the client library's ``errors`` inside the block as
+    :func:`delivery_failure`; polymsg's own errors pass through."""
+    try:
+        yield
+    except MessagingError:
+        raise
+    except errors as exc:
+        raise delivery_failure(what, exc, describe) from exc

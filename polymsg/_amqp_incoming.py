@@ -4,13 +4,15 @@ Both RabbitMQ drivers decode a delivery with :func:`decode` (garbage is
 logged at a bounded rate and reported as ``None``, for the driver to drop)
 and hand the facade a :class:`Delivery`, which knows how to reply; the
 driver's subclass only says how to acknowledge or requeue on its connection.
+A :class:`QueueWatch` keeps what a consumer must remember of its deliveries
+(where a stream resumes, which requeue passes a quorum queue's delivery limit).
 """
 
 from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Literal
 
 from polymsg._amqp import (
@@ -21,11 +23,13 @@ from polymsg._amqp import (
     encode_heartbeat,
     encode_reply,
 )
+from polymsg._amqp_layout import QueueSpec
+from polymsg._amqp_topology import consume_arguments, next_stream_offset, requeue_warning
 from polymsg._exceptions import MessageDeliveryFailure, SerializationError
 from polymsg._ratelimit import LogLimiter
 from polymsg.driver import IncomingMessage
 
-__all__ = ["GARBAGE", "Delivery", "SendReply", "decode"]
+__all__ = ["GARBAGE", "Delivery", "QueueWatch", "SendReply", "decode"]
 
 LOG = logging.getLogger(__name__)
 
@@ -91,3 +95,46 @@ class Delivery(IncomingMessage):
             self._send_reply(self._reply_q, self._msg_id, encode_heartbeat(self._msg_id))
         except MessageDeliveryFailure as exc:
             LOG.debug("could not send a call-monitor heartbeat for call %s: %s", self._msg_id, exc)
+
+
+class QueueWatch:
+    """What a consumer notes of its deliveries: where each stream resumes after
+    a reconnect, and which deliveries a requeue would push past their quorum
+    queue's delivery limit (logged when that requeue happens). Deliveries are
+    keyed by what the driver settles them with (a delivery tag, with its
+    connection where tags repeat)."""
+
+    def __init__(self) -> None:
+        self._offsets: dict[str, int] = {}
+        self._near_limit: dict[Hashable, str] = {}
+
+    @staticmethod
+    def watches(queue: QueueSpec) -> bool:
+        """True when deliveries from ``queue`` need :meth:`delivered` (a stream, a quorum queue)."""
+        return bool(queue.consume_arguments) or queue.arguments.get("x-queue-type") == "quorum"
+
+    def consume_arguments(self, queue: QueueSpec) -> dict[str, Any] | None:
+        """``basic.consume`` arguments for ``queue``: a stream resumes after what it gave."""
+        return consume_arguments(queue, self._offsets.get(queue.name))
+
+    def delivered(self, queue: QueueSpec, key: Hashable, headers: Mapping[str, Any] | None,
+                  body: bytes | bytearray | memoryview | str, *, acked: bool = True) -> None:
+        """Note a delivery from ``queue`` (``acked``: it will be settled under ``key``)."""
+        if queue.consume_arguments:
+            offset = next_stream_offset(headers)
+            if offset is not None:
+                self._offsets[queue.name] = offset
+        if acked:
+            note = requeue_warning(queue, headers, body)
+            if note is not None:
+                self._near_limit[key] = note
+
+    def settled(self, key: Hashable, requeue: bool, prefix: str = "") -> None:
+        """The delivery ``key`` was acknowledged or (``requeue``) given back."""
+        note = self._near_limit.pop(key, None)
+        if note is not None and requeue:
+            LOG.warning("%s%s", prefix, note)
+
+    def lost(self) -> None:
+        """The connection is gone: its unsettled deliveries come again."""
+        self._near_limit.clear()

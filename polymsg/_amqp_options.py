@@ -13,7 +13,8 @@ groups and names are still read (with oslo.config's deprecation warning),
 and the old names still work as URL query keys (:data:`RENAMED`).
 
 Drivers reach this module as ``polymsg.amqp`` (``rabbit_opts``,
-``RABBIT_GROUP``, ``layout_from_options``).
+``RABBIT_GROUP``, ``layout_from_options``, ``RabbitSettings``: what a driver
+reads of them, once).
 
 Adding an option
 ================
@@ -26,17 +27,20 @@ in :data:`RENAMED`.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from oslo_config import cfg
 
+from polymsg._amqp_connection import ConnectionSpec
 from polymsg._amqp_layout import Layout
 from polymsg._amqp_topology import layout_from_topology, topology_opts
 
 if TYPE_CHECKING:  # polymsg.driver imports this module through polymsg._amqp
-    from polymsg.driver import DriverOptions
+    from polymsg.driver import DriverOptions, TransportURL
 
-__all__ = ["RABBIT_GROUP", "RENAMED", "layout_from_options", "list_opts", "rabbit_opts"]
+__all__ = ["RABBIT_GROUP", "RENAMED", "RabbitSettings", "layout_from_options", "list_opts",
+           "rabbit_opts"]
 
 #: The configuration group both RabbitMQ drivers read.
 RABBIT_GROUP = "polymsg_rabbit"
@@ -195,3 +199,39 @@ def layout_from_options(options: DriverOptions, control_exchange: str | None = N
                   control_exchange=control_exchange,
                   exchange_scoped_names=bool(options.get("exchange_scoped_names", True)))
     return layout_from_topology(options, base)
+
+
+@dataclass(frozen=True)
+class RabbitSettings:
+    """What a RabbitMQ driver reads of the options, for one transport."""
+
+    #: Hosts, credentials, virtual host, TLS, heartbeat, backoff.
+    spec: ConnectionSpec
+    #: What to declare and how to name it.
+    layout: Layout
+    #: ``basic.qos`` of consumers (0: unbounded).
+    prefetch_count: int = 0
+    #: Failed connection rounds before a server or listener gives up starting.
+    listen_retry: int = 3
+    #: Casts and notifications in flight awaiting their confirm (0: one at a time).
+    confirm_window: int = 256
+    #: How long closing waits for the confirm window to empty (seconds).
+    confirm_flush_timeout: float = 10.0
+
+    @property
+    def heartbeat(self) -> int:
+        """The heartbeat timeout proposed to the broker (seconds)."""
+        return self.spec.heartbeat
+
+    @classmethod
+    def from_options(cls, url: TransportURL, options: DriverOptions,
+                     control_exchange: str | None = None) -> RabbitSettings:
+        """The settings of a transport URL and the driver's option values."""
+        return cls(
+            spec=ConnectionSpec.from_url(url, options),
+            layout=layout_from_options(options, control_exchange),
+            prefetch_count=int(options.get("rabbit_qos_prefetch_count", 0)),
+            listen_retry=int(options.get("listen_retry", 3)),
+            confirm_window=int(options.get("confirm_window", 256)),
+            confirm_flush_timeout=float(options.get("confirm_flush_timeout", 10.0)),
+        )

@@ -7,14 +7,21 @@ of AMQP:
 
 * the wire format, names and declarations (:mod:`polymsg._amqp`'s
   ``encode_*``/``decode_*``, :class:`Layout`, :class:`Route`…);
-* :class:`RabbitDriver`, the base class declaring capabilities and options;
+* the :class:`Declarer`: routes declared once per connection, and the
+  policy for a refused declaration (``406``: used as it is, with a
+  warning), over a driver's :class:`DeclareChannel`;
+* :class:`RabbitDriver`, the base class declaring capabilities and options,
+  and :func:`translated`: a client library's errors leave a driver only as
+  :class:`~polymsg.MessageDeliveryFailure`, the original as its cause;
 * the one option group both drivers read, ``[polymsg_rabbit]``
-  (:func:`rabbit_opts`, :data:`RABBIT_GROUP`, :func:`layout_from_options`);
+  (:func:`rabbit_opts`, :data:`RABBIT_GROUP`, :func:`layout_from_options`),
+  and :class:`RabbitSettings`, what a driver reads of it;
 * delivery: :class:`Attempts` counts a message's :class:`Outcome` values
   (confirmed, nacked, returned, channel closed, lost) against one table,
   :data:`LIMITS`, and says when to send it again;
-* deliveries: :func:`decode` (garbage logged at a bounded rate) and
-  :class:`Delivery`, the incoming message that replies to calls;
+* deliveries: :func:`decode` (garbage logged at a bounded rate),
+  :class:`Delivery`, the incoming message that replies to calls, and
+  :class:`QueueWatch` (stream offsets, quorum delivery-limit warnings);
 * the :class:`ReplyTable` of calls waiting for replies (interim frames
   merged, malformed replies logged at a bounded rate);
 * the :class:`ConfirmWindow` of casts and notifications awaiting their confirm;
@@ -67,12 +74,14 @@ from polymsg._amqp_connection import (
     connection_error,
     give_up_reason,
 )
+from polymsg._amqp_declare import PRECONDITION_FAILED, DeclareChannel, DeclareDone, Declarer
 from polymsg._amqp_delivery import LIMITS, Attempts, Outcome
-from polymsg._amqp_driver import RabbitDriver, private_hooks_allowed
-from polymsg._amqp_incoming import Delivery, SendReply, decode
+from polymsg._amqp_driver import RabbitDriver, delivery_failure, private_hooks_allowed, translated
+from polymsg._amqp_incoming import Delivery, QueueWatch, SendReply, decode
 from polymsg._amqp_options import (
     RABBIT_GROUP,
     RENAMED,
+    RabbitSettings,
     layout_from_options,
     list_opts,
     rabbit_opts,
@@ -86,6 +95,7 @@ __all__ = [
     "ENVELOPE_VERSION",
     "LIMITS",
     "PERSISTENT",
+    "PRECONDITION_FAILED",
     "QUICK_DEATH",
     "RABBIT_GROUP",
     "RENAMED",
@@ -93,6 +103,9 @@ __all__ = [
     "Attempts",
     "ConfirmWindow",
     "ConnectionSpec",
+    "DeclareChannel",
+    "DeclareDone",
+    "Declarer",
     "Delivery",
     "Endpoint",
     "ExchangeSpec",
@@ -102,7 +115,9 @@ __all__ = [
     "Notification",
     "Outcome",
     "QueueSpec",
+    "QueueWatch",
     "RabbitDriver",
+    "RabbitSettings",
     "Reconnect",
     "ReplyFrame",
     "ReplyTable",
@@ -118,6 +133,7 @@ __all__ = [
     "decode_notification",
     "decode_reply",
     "decode_request",
+    "delivery_failure",
     "encode_notification",
     "encode_reply",
     "encode_request",
@@ -135,4 +151,5 @@ __all__ = [
     "rabbit_opts",
     "reply_queue_name",
     "requeue_warning",
+    "translated",
 ]

@@ -21,7 +21,10 @@ acknowledgements, declarations) happens under that connection's lock.
   sending threads never wait for each other's writes.
 * Casts and notifications go on a confirm-mode channel and return once
   RabbitMQ confirmed them; concurrent senders share confirm round trips.
-  Calls' requests and replies go on a channel without confirms.
+  Calls' requests and replies go on a channel without confirms. A call
+  never waits to send: its request is queued for whichever thread holds
+  the connection, or, when it needs connecting or declaring first, sent by
+  a helper thread that fails its future if it cannot.
 * Deliveries are decoded by the consumer connection's I/O thread after it
   released the lock, and queued for the facade's workers, which acknowledge
   them later.
@@ -42,7 +45,8 @@ Delivery
 * ``queue_ttl`` becomes the queue's ``x-expires``; ``message_ttl`` and a
   call's timeout become the message's ``expiration``, so a request is never
   executed after its caller gave up.
-* A queue or exchange that exists with other arguments (RabbitMQ's
+* Declarations follow core's policy (:class:`polymsg.amqp.Declarer`): a
+  queue or exchange that exists with other arguments (RabbitMQ's
   PRECONDITION_FAILED) is used as it is, with a warning naming it.
 * Bodies that are not polymsg/oslo messages are logged and rejected without
   requeue (dead-lettered if the queue has a dead-letter policy).

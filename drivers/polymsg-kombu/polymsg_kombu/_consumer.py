@@ -35,7 +35,6 @@ from polymsg_kombu._errors import (
     failure_of,
 )
 from polymsg_kombu._link import Link, Op, Session
-from polymsg_kombu._options import Settings
 
 __all__ = [
     "Consumer",
@@ -65,7 +64,7 @@ class Subscription:
         self.no_ack = no_ack
         self.generation = 0
         self.tags: list[str] = []
-        self.stream_offsets: dict[str, int] = {}  # stream queue -> offset to resume at
+        self.watch = amqp.QueueWatch()  # stream offsets, deliveries near their limit
         self._state = threading.Condition()
         self._active = True
         self._running = 0
@@ -80,6 +79,7 @@ class Subscription:
 
     def setup(self, consumer: Consumer, session: Session) -> None:
         """Declare the routes and start consuming on ``session`` (under the lock)."""
+        self.watch.lost()  # deliveries of a lost connection come again
         for route in self.routes:
             declare_route(session, route, consumer=True)
         tags = []
@@ -88,15 +88,13 @@ class Subscription:
         for name in self.queues():
             queue, tag = specs[name], f"polymsg-{amqp.new_id()}"
             deliver = partial(self.handler, consumer, session)
-            if queue.consume_arguments:  # a stream: resume after what it was given
-                deliver = partial(_stream_delivery, self.stream_offsets, name, deliver)
-            elif queue.arguments.get("x-queue-type") == "quorum" and not self.no_ack:
-                deliver = partial(_watch_limit, consumer.near_limit, session, queue, deliver)
+            if self.watch.watches(queue):
+                deliver = partial(_watched, self.watch, session, queue, not self.no_ack, deliver)
             session.channel.basic_consume(
                 queue=name, consumer_tag=tag, no_ack=self.no_ack,
                 callback=lambda message, deliver=deliver: post(partial(deliver, message)),
                 on_cancel=partial(_cancelled, consumer.link, session, name),
-                arguments=amqp.consume_arguments(queue, self.stream_offsets.get(name)))
+                arguments=self.watch.consume_arguments(queue))
             tags.append(tag)
         self.generation, self.tags = session.generation, tags
 
@@ -127,19 +125,10 @@ class Subscription:
             self._state.wait_for(lambda: self._running == 0)
 
 
-def _stream_delivery(offsets: dict[str, int], queue: str, deliver: Callable[[Any], None],
-                     message: Any) -> None:
-    offset = amqp.next_stream_offset(getattr(message, "headers", None))
-    if offset is not None:
-        offsets[queue] = offset
-    deliver(message)
-
-
-def _watch_limit(near_limit: dict[tuple[int, int], str], session: Session,
-                 queue: amqp.QueueSpec, deliver: Callable[[Any], None], message: Any) -> None:
-    note = amqp.requeue_warning(queue, getattr(message, "headers", None), message.body)
-    if note is not None:
-        near_limit[(session.generation, message.delivery_tag)] = note
+def _watched(watch: amqp.QueueWatch, session: Session, queue: amqp.QueueSpec, acked: bool,
+             deliver: Callable[[Any], None], message: Any) -> None:
+    watch.delivered(queue, (session.generation, message.delivery_tag),
+                    getattr(message, "headers", None), message.body, acked=acked)
     deliver(message)
 
 
@@ -152,20 +141,17 @@ def _cancelled(link: Link, session: Session, queue: str, tag: str) -> None:
 class Consumer:
     """The consumer connection of one driver and its subscriptions."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: amqp.RabbitSettings) -> None:
         self.settings = settings
         self.link = Link("consumer", settings, on_open=self._on_open, on_lost=lambda s: None,
                          needed=lambda: bool(self._subscriptions))
         self._subscriptions: list[Subscription] = []
-        #: (session generation, delivery tag) -> what a requeue of it would log.
-        self.near_limit: dict[tuple[int, int], str] = {}
 
     def close(self) -> None:
         """Close the connection; unacknowledged messages go back to their queues."""
         self.link.close()
 
     def _on_open(self, session: Session) -> None:
-        self.near_limit.clear()  # deliveries of a lost connection come again
         session.channel.basic_qos(0, self.settings.prefetch_count, False)
         for sub in list(self._subscriptions):
             try:
@@ -234,9 +220,6 @@ class Consumer:
         A requeue is ``basic.reject``: a processing failure, which RabbitMQ
         4.3 counts towards a quorum queue's delivery limit.
         """
-        note = self.near_limit.pop((session.generation, delivery_tag), None)
-        if note is not None and requeue and not ack:
-            LOG.warning("%s", note)
         self.link.submit(_Settle(session, delivery_tag, ack, requeue))
 
 
@@ -264,15 +247,17 @@ class _Settle(Op):
 class _Incoming(amqp.Delivery):
     """A delivered request or notification, settled on the connection it came on."""
 
-    def __init__(self, consumer: Consumer, session: Session, delivery_tag: int,
-                 decoded: amqp.Request | amqp.Notification,
+    def __init__(self, consumer: Consumer, watch: amqp.QueueWatch, session: Session,
+                 delivery_tag: int, decoded: amqp.Request | amqp.Notification,
                  send_reply: amqp.SendReply | None = None) -> None:
         super().__init__(decoded, send_reply)
         self._consumer = consumer
+        self._watch = watch
         self._session = session
         self._tag = delivery_tag
 
     def settle(self, requeue: bool) -> None:
+        self._watch.settled((self._session.generation, self._tag), requeue)
         self._consumer.settle(self._session, self._tag, ack=not requeue, requeue=requeue)
 
 
@@ -300,10 +285,11 @@ def _handler(kind: Literal["request", "notification"], on_message: OnMessage,
                                   info.get("routing_key"))
             if decoded is None:
                 # Rejected without requeue: a dead-letter policy on the queue keeps it.
+                sub.watch.settled((session.generation, message.delivery_tag), requeue=False)
                 consumer.settle(session, message.delivery_tag, ack=False, requeue=False)
                 return
-            _hand_over(sub, on_message,
-                       _Incoming(consumer, session, message.delivery_tag, decoded, send_reply))
+            _hand_over(sub, on_message, _Incoming(consumer, sub.watch, session,
+                                                  message.delivery_tag, decoded, send_reply))
         return handle
     return bind
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from oslo_config import cfg
@@ -29,7 +28,6 @@ from polymsg_kombu._consumer import (
     rpc_handler,
 )
 from polymsg_kombu._errors import translated
-from polymsg_kombu._options import Settings
 from polymsg_kombu._publisher import Publisher
 from polymsg_kombu._replies import ReplyRouter
 
@@ -40,6 +38,8 @@ LOG = logging.getLogger(__name__)
 #: How often a server retries the connection to send one reply.
 _REPLY_RETRY = 2
 _REPLY_PROPERTIES = amqp.properties(persistent=False)
+#: Threads sending calls' requests that wait for a connection or a declaration.
+_HELPERS = 4
 
 
 def _done() -> Future[None]:
@@ -57,35 +57,54 @@ class KombuDriver(amqp.RabbitDriver):
 
     def __init__(self, url: TransportURL, options: DriverOptions, conf: cfg.ConfigOpts) -> None:
         super().__init__(url, options, conf)
-        self.settings = Settings.from_options(url, options)
-        self.layout = dataclasses.replace(self.settings.layout,
-                                          control_exchange=str(conf.control_exchange))
+        self.settings = amqp.RabbitSettings.from_options(url, options,
+                                                         str(conf.control_exchange))
+        self.layout = self.settings.layout
         self.publisher = Publisher(self.settings, on_return=self._returned)
         self.consumer = Consumer(self.settings)
         self.replies = ReplyRouter(self.settings, self.layout)
+        # Sends calls' requests that must wait for a connection or a declaration.
+        self._helper = ThreadPoolExecutor(_HELPERS, thread_name_prefix="polymsg-kombu-call")
 
     def call(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
              options: SendOptions) -> Future[Reply]:
-        """Publish a request to ``target`` and return the future of its reply."""
+        """Publish a request to ``target`` and return the future of its reply.
+
+        Never waits: on a live connection the request is written by this
+        thread or by the one using the connection; when it needs connecting
+        or declaring first, a helper thread sends it and fails the future if
+        it cannot (connecting counts against the call's timeout)."""
         what = f"the call of {message.get('method')!r} on topic {target.topic!r}"
-        with translated(what):
-            msg_id = amqp.new_id()
-            body = amqp.encode_request(ctxt, message, msg_id=msg_id, reply_q=self.replies.queue,
-                                       call_monitor_timeout=options.call_monitor_timeout)
-            # Connecting counts against the call's timeout: a call ends within it.
-            deadline = None if options.timeout is None else time.monotonic() + options.timeout
-            self.replies.start(options.retry, deadline)
-            route = self.layout.send_route(target, options.queue_ttl)
-            ttl = amqp.expiration(options.timeout, options.message_ttl)
-            props = self.layout.message_properties(ttl)
-            future = self.replies.expect(msg_id, options.heartbeat)
+        msg_id = amqp.new_id()
+        body = amqp.encode_request(ctxt, message, msg_id=msg_id, reply_q=self.replies.queue,
+                                   call_monitor_timeout=options.call_monitor_timeout)
+        deadline = None if options.timeout is None else time.monotonic() + options.timeout
+        route = self.layout.send_route(target, options.queue_ttl)
+        props = self.layout.message_properties(amqp.expiration(options.timeout,
+                                                               options.message_ttl))
+        future = self.replies.expect(msg_id, options.heartbeat)
+
+        def careful(_error: BaseException | None = None) -> None:
+            if future.done():
+                return
             try:
-                self.publisher.send(route, body, props, retry=options.retry,
-                                    correlation_id=msg_id, what=what, deadline=deadline)
-            except BaseException:
-                future.cancel()
-                raise
-            return future
+                with translated(what):
+                    self.replies.start(options.retry, deadline)
+                    self.publisher.send(route, body, props, retry=options.retry,
+                                        correlation_id=msg_id, what=what, deadline=deadline)
+            except BaseException as exc:
+                self.replies.fail(msg_id, exc)
+
+        def later(_error: BaseException | None = None) -> None:
+            try:
+                self._helper.submit(careful)
+            except RuntimeError:  # cleaned up meanwhile
+                self.replies.fail(msg_id, MessageDeliveryFailure("the transport is closed"))
+
+        if self.replies.link.current() is None or not self.publisher.send_now(
+                route, body, props, correlation_id=msg_id, on_failed=later):
+            later()
+        return future
 
     def _returned(self, correlation_id: str, exchange: str, routing_key: str) -> None:
         """RabbitMQ returned a request (its queue vanished) or a reply (its caller left)."""
@@ -155,3 +174,4 @@ class KombuDriver(amqp.RabbitDriver):
         self.consumer.close()
         self.publisher.close()
         self.replies.close()
+        self._helper.shutdown(wait=True, cancel_futures=True)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import amqp.exceptions as amqp_errors
 import kombu.exceptions as kombu_errors
 
 from polymsg import amqp
-from polymsg.driver import MessageDeliveryFailure, MessagingError
+from polymsg.driver import MessageDeliveryFailure
 
 __all__ = [
     "BACKEND_ERRORS",
@@ -73,14 +72,7 @@ _TRANSLATED: tuple[type[BaseException], ...] = (*BACKEND_ERRORS, SessionLost)
 RETRYABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, SessionLost)
 
 
-@contextmanager
-def translated(what: str) -> Iterator[None]:
+def translated(what: str) -> AbstractContextManager[None]:
     """Re-raise a kombu, py-amqp or socket error as :class:`MessageDeliveryFailure`
-    saying ``what`` failed; polymsg's own errors pass through. The original is
-    kept as ``__cause__``."""
-    try:
-        yield
-    except MessagingError:
-        raise
-    except _TRANSLATED as exc:
-        raise MessageDeliveryFailure(f"{what} failed: {describe(exc)}") from exc
+    saying ``what`` failed (core's :func:`polymsg.amqp.translated`)."""
+    return amqp.translated(f"{what} failed", _TRANSLATED, describe)

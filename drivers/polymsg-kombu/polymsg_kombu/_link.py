@@ -39,7 +39,7 @@ import kombu.connection
 from polymsg import amqp
 from polymsg.driver import MessageDeliveryFailure
 from polymsg_kombu._errors import BACKEND_ERRORS, SessionLost, describe, failure_of
-from polymsg_kombu._options import Settings
+from polymsg_kombu._options import connection_kwargs
 from polymsg_kombu._session import SOCKET_TIMEOUT, Session
 
 __all__ = ["Link", "Op", "Session"]
@@ -105,7 +105,7 @@ class Link:
     """One connection to RabbitMQ for one role (``name``: "publisher" or
     "consumer"), kept alive by an I/O thread started on first use."""
 
-    def __init__(self, name: str, settings: Settings, *,
+    def __init__(self, name: str, settings: amqp.RabbitSettings, *,
                  on_open: Callable[[Session], None],
                  on_lost: Callable[[Session], None],
                  watch_socket: Callable[[], bool] | None = None,
@@ -371,7 +371,7 @@ class Link:
         return session, 0.0
 
     def _open(self, host: amqp.Endpoint) -> Session:
-        conn = _KombuConnection(**self.settings.connection_kwargs(host))
+        conn = _KombuConnection(**connection_kwargs(self.settings.spec, host))
         try:
             conn.ensure_connection(max_retries=0)
             with self.lock:

@@ -5,76 +5,46 @@ read by both RabbitMQ drivers, each overridable per transport by a URL query
 key of the same name, e.g.
 ``rabbit://user:pass@host:5671/vhost?ssl=true&ssl_ca_file=/etc/ca.pem``.
 Hosts, credentials, TLS, backoff and host order come from core's
-:class:`~polymsg.amqp.ConnectionSpec`; this module only turns them into
+:class:`~polymsg.amqp.ConnectionSpec` (and the rest of what the driver reads
+from :class:`~polymsg.amqp.RabbitSettings`); this module only turns them into
 ``kombu.Connection`` arguments.
 """
 
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
 from typing import Any
 
 from oslo_config import cfg
 
 from polymsg import amqp
-from polymsg.driver import DriverOptions, TransportURL
 
-__all__ = ["Settings", "list_opts", "ssl_options"]
+__all__ = ["connection_kwargs", "list_opts", "ssl_options"]
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """``[("polymsg_rabbit", [opts])]`` for ``oslo-config-generator --namespace polymsg_kombu``."""
     return amqp.list_opts()
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything needed to open connections for one transport."""
-
-    spec: amqp.ConnectionSpec
-    prefetch_count: int
-    layout: amqp.Layout
-    listen_retry: int = 3
-    confirm_window: int = 256
-    confirm_flush_timeout: float = 10.0
-
-    @classmethod
-    def from_options(cls, url: TransportURL, options: DriverOptions) -> Settings:
-        """Settings from a transport URL and the driver's option values."""
-        return cls(
-            spec=amqp.ConnectionSpec.from_url(url, options),
-            prefetch_count=int(options.get("rabbit_qos_prefetch_count", 0)),
-            layout=amqp.layout_from_options(options),
-            listen_retry=int(options.get("listen_retry", 3)),
-            confirm_window=int(options.get("confirm_window", 256)),
-            confirm_flush_timeout=float(options.get("confirm_flush_timeout", 10.0)),
-        )
-
-    @property
-    def heartbeat(self) -> int:
-        """The heartbeat timeout proposed to the broker (seconds)."""
-        return self.spec.heartbeat
-
-    def connection_kwargs(self, endpoint: amqp.Endpoint) -> dict[str, Any]:
-        """Keyword arguments of ``kombu.Connection`` for ``endpoint``."""
-        spec = self.spec
-        sslopts: dict[str, Any] | bool = False
-        if spec.tls is not None:
-            sslopts = ssl_options(spec.tls)
-            if sslopts.pop("verify_hostname", False):
-                sslopts["server_hostname"] = endpoint.hostname
-        return {
-            "hostname": endpoint.hostname,
-            "port": endpoint.port,
-            "userid": endpoint.username,
-            "password": endpoint.password,
-            "virtual_host": spec.virtual_host,
-            "heartbeat": spec.heartbeat,
-            "connect_timeout": spec.connect_timeout,
-            "login_method": spec.login_method,
-            "ssl": sslopts,
-            "transport": "pyamqp",
-        }
+def connection_kwargs(spec: amqp.ConnectionSpec, endpoint: amqp.Endpoint) -> dict[str, Any]:
+    """Keyword arguments of ``kombu.Connection`` for ``endpoint`` of ``spec``."""
+    sslopts: dict[str, Any] | bool = False
+    if spec.tls is not None:
+        sslopts = ssl_options(spec.tls)
+        if sslopts.pop("verify_hostname", False):
+            sslopts["server_hostname"] = endpoint.hostname
+    return {
+        "hostname": endpoint.hostname,
+        "port": endpoint.port,
+        "userid": endpoint.username,
+        "password": endpoint.password,
+        "virtual_host": spec.virtual_host,
+        "heartbeat": spec.heartbeat,
+        "connect_timeout": spec.connect_timeout,
+        "login_method": spec.login_method,
+        "ssl": sslopts,
+        "transport": "pyamqp",
+    }
 
 
 def ssl_options(tls: amqp.TLSSpec) -> dict[str, Any]:

@@ -30,10 +30,9 @@ import amqp as pyamqp
 
 from polymsg import amqp
 from polymsg.driver import MessageDeliveryFailure
-from polymsg_kombu._declare import declare_route, forget_destination, needs_declaring
+from polymsg_kombu._declare import declare_route, needs_declaring
 from polymsg_kombu._errors import BACKEND_ERRORS, RETRYABLE, SessionLost, describe, failure_of
 from polymsg_kombu._link import Link, Op, Session
-from polymsg_kombu._options import Settings
 
 __all__ = ["OnReturn", "Publisher"]
 
@@ -115,7 +114,7 @@ class _Confirms:
 
     def on_return(self, exc: Exception, exchange: str, routing_key: str,
                   message: Any) -> None:
-        forget_destination(self.session, exchange, routing_key)
+        self.session.declarer.forget_destination(exchange, routing_key)
         try:
             entry = self.pending.get(int(message.properties.get("message_id", "")))
         except (TypeError, ValueError):
@@ -133,13 +132,18 @@ class _Confirms:
 
 
 class _Send(Op):
-    """A call's request or a reply: written on the unconfirmed channel."""
+    """A call's request or a reply: written on the unconfirmed channel.
 
-    __slots__ = ("_done", "error", "message", "route")
+    Its sender either waits for it (:meth:`wait`) or leaves it to whichever
+    thread holds the lock, giving ``on_failed`` to be told of a failure."""
 
-    def __init__(self, route: amqp.Route, message: Any) -> None:
+    __slots__ = ("_done", "error", "message", "on_failed", "route")
+
+    def __init__(self, route: amqp.Route, message: Any,
+                 on_failed: Callable[[BaseException], None] | None = None) -> None:
         self.route = route
         self.message = message
+        self.on_failed = on_failed
         self.error: BaseException | None = None
         self._done = threading.Lock()
         self._done.acquire()
@@ -154,6 +158,8 @@ class _Send(Op):
     def finish(self, error: BaseException | None) -> None:
         if self.error is None:
             self.error = error
+        if self.on_failed is not None and self.error is not None:
+            self.on_failed(self.error)
         self._done.release()
 
     def wait(self) -> BaseException | None:
@@ -195,7 +201,7 @@ class _ConfirmedSend(Op):
 class Publisher:
     """Sends messages for one driver; see the module docstring."""
 
-    def __init__(self, settings: Settings, on_return: OnReturn) -> None:
+    def __init__(self, settings: amqp.RabbitSettings, on_return: OnReturn) -> None:
         self.link = Link("publisher", settings, on_open=self._on_open, on_lost=self._on_lost,
                          watch_socket=lambda: self._leader is None)
         self._on_return = on_return
@@ -243,7 +249,7 @@ class Publisher:
 
     def _returned(self, session: Session, exc: Exception, exchange: str, routing_key: str,
                   message: Any) -> None:
-        forget_destination(session, exchange, routing_key)
+        session.declarer.forget_destination(exchange, routing_key)
         correlation_id = str(message.properties.get("correlation_id") or "")
         self.link.post(partial(self._on_return, correlation_id, exchange, routing_key))
 
@@ -290,6 +296,19 @@ class Publisher:
             if others:
                 self.link.wake()
         return entry.wait()
+
+    def send_now(self, route: amqp.Route, body: bytes, properties: Mapping[str, Any], *,
+                 correlation_id: str, on_failed: Callable[[BaseException], None]) -> bool:
+        """Publish a call's request without waiting at all: written by this thread
+        when the connection is free, else by the thread using it, before it
+        lets go. False (nothing sent) when that needs a connection or a
+        declaration first; ``on_failed`` is told when the write fails."""
+        session = self.link.current()
+        if session is None or needs_declaring(session, route):
+            return False
+        message = pyamqp.Message(body, **dict(properties, correlation_id=correlation_id))
+        self.link.submit(_Send(route, message, on_failed))
+        return True
 
     def send(self, route: amqp.Route, body: bytes, properties: Mapping[str, Any], *,
              retry: int | None, correlation_id: str, what: str,

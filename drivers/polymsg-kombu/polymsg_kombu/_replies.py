@@ -28,7 +28,6 @@ from polymsg.driver import MessageDeliveryFailure, Reply
 from polymsg_kombu._declare import declare_route
 from polymsg_kombu._errors import BACKEND_ERRORS
 from polymsg_kombu._link import Link, Session
-from polymsg_kombu._options import Settings
 
 __all__ = ["ReplyRouter"]
 
@@ -63,12 +62,13 @@ class _ReplyFuture(Future[Reply]):
 class ReplyRouter:
     """Matches replies to waiting calls by message id; see the module docstring."""
 
-    def __init__(self, settings: Settings, layout: amqp.Layout) -> None:
+    def __init__(self, settings: amqp.RabbitSettings, layout: amqp.Layout) -> None:
         self.queue = layout.reply_queue_name()
         self._route = layout.reply_route(self.queue)
         self._lock = threading.Lock()
         self.table = amqp.ReplyTable(self.queue)
         self._leader: _ReplyFuture | None = None
+        self._leader_thread = 0
         self._alone = 0
         self.link = Link("reply", settings, on_open=self._on_open, on_lost=lambda s: None,
                          watch_socket=lambda: self._leader is None,
@@ -116,6 +116,7 @@ class ReplyRouter:
                     and self._alone >= _LEAD_AFTER and not future.done())
             if lead:
                 self._leader = future
+                self._leader_thread = threading.get_ident()
             unread = self._leader is None and not self.link.watching
         if (lead and self.link.watching) or unread:
             self.link.wake()  # the I/O thread re-reads watch_socket()
@@ -152,3 +153,5 @@ class ReplyRouter:
     def _handle(self, session: Session, message: Any) -> None:
         # A frame callback, on whichever thread reads: the leader or the I/O thread.
         self.table.deliver(message.body)
+        if self._leader is not None and self._leader_thread != threading.get_ident():
+            session.wake_leader()  # the I/O thread read it: the leader must not wait on

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import select
 import ssl
-from collections.abc import Hashable
 from typing import Any
 
 from polymsg import amqp
+from polymsg_kombu._declare import DeclareChannel
 from polymsg_kombu._errors import BACKEND_ERRORS, describe
 from polymsg_kombu._fastpath import Fastpath
 
@@ -46,13 +47,17 @@ class Session:
         self.channel: Any = conn.channel()
         self._declare_channel: Any = None
         self.broken: BaseException | None = None
-        self.declared: set[Hashable] = set()
+        channel = DeclareChannel(self)
+        self.declarer = amqp.Declarer(lambda: channel)
         self.state: dict[str, Any] = {}
         self._tls = isinstance(self.sock, ssl.SSLSocket)
         self._poller = select.poll()
         self._poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
         self._leader_poller = select.poll()  # poll objects refuse concurrent use
         self._leader_poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        # Another thread that read what the leader waits for wakes it through this
+        # pipe (made when a caller first leads).
+        self._wake_r = self._wake_w = -1
         self.fast = Fastpath(self.raw)
 
     def batched_writes(self) -> contextlib.AbstractContextManager[None]:
@@ -78,7 +83,25 @@ class Session:
         its I/O thread (the caller leading the reply queue's reads)."""
         if self.buffered():
             return True
-        return bool(self._leader_poller.poll(max(0, int(timeout * 1000))))
+        if self._wake_r < 0:
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
+            self._leader_poller.register(self._wake_r, select.POLLIN)
+        readable = False
+        for fd, _ in self._leader_poller.poll(max(0, int(timeout * 1000))):
+            if fd != self._wake_r:
+                readable = True
+            else:
+                with contextlib.suppress(OSError):
+                    os.read(self._wake_r, 512)
+        return readable
+
+    def wake_leader(self) -> None:
+        """End a :meth:`wait_readable` in progress (what it waited for came another way)."""
+        if self._wake_w >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
 
     def readable(self) -> bool:
         """True when a frame (or part of one) can be read without waiting."""
@@ -86,6 +109,15 @@ class Session:
 
     def close(self) -> None:
         """Close the connection: politely when it still works, else just the socket."""
+        try:
+            self._close()
+        finally:
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+
+    def _close(self) -> None:
         try:
             if self.broken is None:
                 self.sock.settimeout(_CLOSE_TIMEOUT)

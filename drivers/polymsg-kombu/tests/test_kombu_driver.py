@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from kombutest import raw_channel
-from polymsg_kombu._options import Settings, ssl_options
+from polymsg_kombu._options import connection_kwargs, ssl_options
 
 import polymsg
 from polymsg import amqp as wire
@@ -84,13 +84,12 @@ def test_tls_options_map_to_py_amqp() -> None:
     insecure = ssl_options(wire.TLSSpec(verify=False))
     assert insecure == {"cert_reqs": ssl.CERT_NONE, "verify_hostname": False}
     with pytest.raises(polymsg.InvalidTransportURL, match="ssl_cert_file"):
-        Settings.from_options(polymsg.TransportURL.parse("rabbit://h/"),
-                              DriverOptions({"ssl": True, "ssl_key_file": "/k.pem"}))
+        wire.RabbitSettings.from_options(polymsg.TransportURL.parse("rabbit://h/"),
+                                         DriverOptions({"ssl": True, "ssl_key_file": "/k.pem"}))
     url = polymsg.TransportURL.parse("rabbit://u:p@broker.example/")
     spec = wire.ConnectionSpec.from_url(url, DriverOptions({}))
-    settings = Settings(dataclasses.replace(spec, tls=wire.TLSSpec(ca_file="/ca")), 0,
-                        wire.Layout())
-    kwargs = settings.connection_kwargs(settings.spec.endpoints[0])
+    spec = dataclasses.replace(spec, tls=wire.TLSSpec(ca_file="/ca"))
+    kwargs = connection_kwargs(spec, spec.endpoints[0])
     assert kwargs["port"] == 5672  # the spec was made without TLS: its port stays
     assert kwargs["ssl"] == {"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": "/ca",
                              "server_hostname": "broker.example"}

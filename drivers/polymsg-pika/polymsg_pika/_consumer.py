@@ -93,8 +93,7 @@ class Subscription(Listener):
         self._retry = retry
         self._failed_rounds = 0
         self._cancels = 0  # broker cancels since the last consume-ok (backoff)
-        self._stream_offsets: dict[str, int] = {}  # stream queue -> offset to resume at
-        self._near_limit: dict[int, str] = {}  # delivery tag -> what its requeue would log
+        self._watch = amqp.QueueWatch()  # stream offsets, deliveries near their limit
         self._started = threading.Event()
         self._error: BaseException | None = None
 
@@ -179,7 +178,7 @@ class Subscription(Listener):
     def link_lost(self, error: BaseException | None) -> None:
         self._channel = None
         self._consuming.clear()
-        self._near_limit.clear()
+        self._watch.lost()
 
     def attempt_failed(self, failure: amqp.Failure, new_round: bool) -> None:
         """Before it was first in place, a subscription gives up on a permanent
@@ -222,10 +221,8 @@ class Subscription(Listener):
             self._setup_failed(error)
             return
         assert route.queue is not None
-        arguments = amqp.consume_arguments(route.queue,
-                                           self._stream_offsets.get(route.queue.name))
         tag = channel.basic_consume(route.queue.name, self._on_message, auto_ack=self._auto_ack,
-                                    arguments=arguments,
+                                    arguments=self._watch.consume_arguments(route.queue),
                                     callback=lambda frame: self._consume_ok(generation, frame))
         self._consuming[tag] = route
 
@@ -297,20 +294,15 @@ class Subscription(Listener):
                 channel.basic_nack(method.delivery_tag, requeue=True)
             return
         route = self._consuming.get(method.consumer_tag)
-        if route is not None and route.queue is not None and not self._auto_ack:
-            note = amqp.requeue_warning(route.queue, properties.headers, body)
-            if note is not None:
-                self._near_limit[method.delivery_tag] = note
-        if route is not None and route.queue is not None and route.queue.consume_arguments:
-            offset = amqp.next_stream_offset(properties.headers)
-            if offset is not None:
-                self._stream_offsets[route.queue.name] = offset
+        if route is not None and route.queue is not None:
+            self._watch.delivered(route.queue, method.delivery_tag, properties.headers, body,
+                                  acked=not self._auto_ack)
         try:
             self._deliver(self, channel, method, properties, body)
         except Exception:
             LOG.exception("%s: error handing over a message; it goes back to the queue",
                           self.link.name)
-            self._near_limit.pop(method.delivery_tag, None)
+            self._watch.settled(method.delivery_tag, requeue=False)
             if not self._auto_ack and channel.is_open:
                 channel.basic_nack(method.delivery_tag, requeue=True)
 
@@ -319,12 +311,10 @@ class Subscription(Listener):
             LOG.debug("%s: delivery %s belongs to a closed channel; the broker redelivers it",
                       self.link.name, tag)
             return
-        note = self._near_limit.pop(tag, None)
+        self._watch.settled(tag, requeue, prefix=f"{self.link.name}: ")
         if requeue:
             # A requeue the endpoint asked for is a processing failure: basic.reject,
             # which RabbitMQ 4.3 counts towards a quorum queue's delivery limit.
-            if note is not None:
-                LOG.warning("%s: %s", self.link.name, note)
             channel.basic_reject(tag, requeue=True)
         else:
             channel.basic_ack(tag)

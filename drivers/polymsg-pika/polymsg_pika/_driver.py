@@ -62,7 +62,6 @@ from polymsg_pika._consumer import Incoming, Subscription
 from polymsg_pika._declare import Declarer
 from polymsg_pika._link import Link
 from polymsg_pika._loop import IOThread
-from polymsg_pika._options import layout
 from polymsg_pika._publisher import CALL, CAST, REPLY, Outgoing, Publisher, resolve
 from polymsg_pika._replies import Replies
 
@@ -83,10 +82,11 @@ class PikaDriver(amqp.RabbitDriver):
         super().__init__(url, options, conf)
         name = f"polymsg-pika-{os.getpid()}-{next(_COUNTER)}"
         self.name = name
-        self._layout = layout(options, str(conf.control_exchange))
-        self._prefetch = int(options.get("rabbit_qos_prefetch_count", 0))
-        self._listen_retry = int(options.get("listen_retry", 3))
-        spec = amqp.ConnectionSpec.from_url(url, options)
+        settings = amqp.RabbitSettings.from_options(url, options, str(conf.control_exchange))
+        self._layout = settings.layout
+        self._prefetch = settings.prefetch_count
+        self._listen_retry = settings.listen_retry
+        spec = settings.spec
         self._loop = IOThread(name)
         self._send = Link(self._loop, spec, f"{name} send")
         self._recv = Link(self._loop, spec, f"{name} receive")
@@ -100,11 +100,11 @@ class PikaDriver(amqp.RabbitDriver):
         self._routes: dict[Hashable, amqp.Route] = {}
         self._id_prefix = f"{amqp.new_id()[:12]}."
         self._ids = itertools.count(1)
-        window = int(options.get("confirm_window", 256))
+        window = settings.confirm_window
         self._window: amqp.ConfirmWindow[Outgoing] | None = None
         if window > 0:
             self._window = amqp.ConfirmWindow(window, describe=lambda out: out.label)
-        self._flush_timeout = float(options.get("confirm_flush_timeout", 10.0))
+        self._flush_timeout = settings.confirm_flush_timeout
 
     # -- sending -------------------------------------------------------------------------------
     def call(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],

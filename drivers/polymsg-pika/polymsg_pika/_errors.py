@@ -8,27 +8,17 @@ the pika exception as ``__cause__``), never as themselves.
 from __future__ import annotations
 
 import re
-import socket
 import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from pika import exceptions as pika_exc
 
 from polymsg import amqp
 from polymsg.driver import MessageDeliveryFailure
 
-__all__ = ["PRECONDITION_FAILED", "delivery_failure", "describe", "failure_of", "reply_code",
-           "translated"]
+__all__ = ["delivery_failure", "describe", "failure_of", "reply_code"]
 
 #: AMQP reply codes the driver reacts to.
 NOT_FOUND = 404
-PRECONDITION_FAILED = 406
-
-#: What the broker and pika are expected to raise or report.
-PIKA_ERRORS: tuple[type[BaseException], ...] = (
-    pika_exc.AMQPError, pika_exc.ChannelError, OSError, ssl.SSLError, socket.timeout,
-)
 
 
 def reply_code(exc: BaseException | None) -> int | None:
@@ -101,16 +91,4 @@ def failure_of(exc: BaseException | None, host: str) -> amqp.Failure:
 
 def delivery_failure(what: str, cause: BaseException | None = None) -> MessageDeliveryFailure:
     """A :class:`~polymsg.MessageDeliveryFailure` saying ``what`` failed and why."""
-    message = f"{what}: {describe(cause)}" if cause is not None else what
-    error = MessageDeliveryFailure(message)
-    error.__cause__ = cause
-    return error
-
-
-@contextmanager
-def translated(what: str) -> Iterator[None]:
-    """Re-raise pika and socket errors inside the block as MessageDeliveryFailure."""
-    try:
-        yield
-    except PIKA_ERRORS as exc:
-        raise delivery_failure(what, exc) from exc
+    return amqp.delivery_failure(what, cause, describe)

@@ -18,18 +18,12 @@ import pika
 from oslo_config import cfg
 
 from polymsg import amqp
-from polymsg.driver import DriverOptions
 
-__all__ = ["connection_parameters", "layout", "list_opts"]
+__all__ = ["connection_parameters", "list_opts"]
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """The driver's options for ``oslo-config-generator --namespace polymsg_pika``."""
     return amqp.list_opts()
-
-
-def layout(options: DriverOptions, control_exchange: str) -> amqp.Layout:
-    """Declaration policy from the ``amqp_*`` and ``rabbit_transient_queues_ttl`` options."""
-    return amqp.layout_from_options(options, control_exchange)
 
 
 def connection_parameters(spec: amqp.ConnectionSpec, endpoint: amqp.Endpoint, name: str,
