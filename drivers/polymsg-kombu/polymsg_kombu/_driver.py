@@ -55,6 +55,11 @@ class KombuDriver(amqp.RabbitDriver):
     guarantees and options.
     """
 
+    # A call hands its request over and returns at once, connected or not;
+    # a cast or notification is written by the caller and waits for the
+    # connection (polymsg.aio runs those on its sender threads).
+    blocking_sends = frozenset({"cast", "notify"})
+
     def __init__(self, url: TransportURL, options: DriverOptions, conf: cfg.ConfigOpts) -> None:
         super().__init__(url, options, conf)
         self.settings = amqp.RabbitSettings.from_options(url, options,

@@ -78,6 +78,9 @@ _MAX_ROUTES = 4096
 class PikaDriver(amqp.RabbitDriver):
     """The ``rabbit+pika`` transport (see the module docstring)."""
 
+    # Every send is handed to the I/O thread and returns its future at once.
+    blocking_sends = frozenset[str]()
+
     def __init__(self, url: TransportURL, options: DriverOptions, conf: cfg.ConfigOpts) -> None:
         super().__init__(url, options, conf)
         name = f"polymsg-pika-{os.getpid()}-{next(_COUNTER)}"
