@@ -11,7 +11,9 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pika
 import pytest
 from amqptest import DRIVERS, Matrix, base_url, ctl
 
@@ -51,3 +53,17 @@ def matrix() -> Iterator[Matrix]:
         out = Path(__file__).resolve().parents[1] / ".run" / "reports"
         out.mkdir(parents=True, exist_ok=True)
         (out / "failure-matrix.json").write_text(json.dumps(found.rows, indent=1))
+
+
+@pytest.fixture
+def raw(vhost: str) -> Iterator[Any]:
+    """A plain pika channel on the session's virtual host, to do what polymsg would not
+    (publish garbage, declare a queue of its own)."""
+    host = base_url().hosts[0]
+    connection = pika.BlockingConnection(pika.ConnectionParameters(
+        host.hostname or "127.0.0.1", host.port or 5672, vhost,
+        pika.PlainCredentials(host.username or "guest", host.password or "guest")))
+    try:
+        yield connection.channel()
+    finally:
+        connection.close()
