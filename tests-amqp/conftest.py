@@ -8,14 +8,15 @@ both). The session works in a virtual host of its own, deleted at the end.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pika
 import pytest
-from amqptest import DRIVERS, Matrix, base_url, ctl
+from amqptest import DRIVERS, LogWaiter, Matrix, base_url, ctl
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +68,21 @@ def raw(vhost: str) -> Iterator[Any]:
         yield connection.channel()
     finally:
         connection.close()
+
+
+@pytest.fixture
+def logged() -> Iterator[Callable[[str], LogWaiter]]:
+    """``logged(pattern)``: a waiter on polymsg's INFO and higher records matching it."""
+    root = logging.getLogger()
+    level, handlers = root.level, []
+
+    def make(pattern: str) -> LogWaiter:
+        handlers.append(LogWaiter(pattern))
+        root.addHandler(handlers[-1])
+        root.setLevel(min(root.level, logging.INFO))
+        return handlers[-1]
+
+    yield make
+    for handler in handlers:
+        root.removeHandler(handler)
+    root.setLevel(level)

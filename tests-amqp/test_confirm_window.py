@@ -20,7 +20,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import pytest
-from amqptest import FAST_RETRY, base_url, make_url
+from amqptest import FAST_RETRY, LogWaiter, base_url, make_url
 from proxy import Proxy
 
 import polymsg
@@ -44,38 +44,6 @@ class Worker:
     def info(self, ctxt: Any, publisher_id: str, event_type: str, payload: Any,
              metadata: Any) -> None:
         self.values.add(payload["value"])
-
-
-class LogWaiter(logging.Handler):
-    """Records (on the root logger, whichever module logs) containing ``pattern``."""
-
-    def __init__(self, pattern: str) -> None:
-        super().__init__(logging.INFO)
-        self.pattern = re.compile(pattern)
-        self.seen = threading.Event()
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if record.name.startswith("polymsg") and self.pattern.search(message):
-            self.messages.append(message)
-            self.seen.set()
-
-
-@pytest.fixture
-def logged() -> Iterator[Callable[[str], LogWaiter]]:
-    """``logged(pattern)``: a waiter for polymsg's warnings matching ``pattern``."""
-    root = logging.getLogger()
-    handlers: list[LogWaiter] = []
-
-    def make(pattern: str) -> LogWaiter:
-        handlers.append(LogWaiter(pattern))
-        root.addHandler(handlers[-1])
-        return handlers[-1]
-
-    yield make
-    for handler in handlers:
-        root.removeHandler(handler)
 
 
 @pytest.fixture

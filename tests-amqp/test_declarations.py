@@ -4,16 +4,14 @@ back, messages nobody receives, and what a transport leaves behind."""
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from amqptest import FAST_RETRY, ctl, make_url
+from amqptest import FAST_RETRY, LogWaiter, ctl, make_url
 
 import polymsg
 from polymsg.testing import Recorder
@@ -35,40 +33,6 @@ class Echo:
     def echo(self, ctxt: Any, value: Any) -> Any:
         self.seen.add(value)
         return value
-
-
-class Waiter(logging.Handler):
-    """polymsg's log records matching ``pattern`` (on the root logger, whichever
-    polymsg module logs them), for a test to wait on."""
-
-    def __init__(self, pattern: str) -> None:
-        super().__init__(logging.INFO)
-        self.pattern = re.compile(pattern)
-        self.seen = threading.Event()
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith("polymsg") and self.pattern.search(record.getMessage()):
-            self.messages.append(record.getMessage())
-            self.seen.set()
-
-
-@pytest.fixture
-def logged() -> Iterator[Callable[[str], Waiter]]:
-    """``logged(pattern)``: a waiter on polymsg's INFO and higher records."""
-    root = logging.getLogger()
-    level, handlers = root.level, []
-
-    def make(pattern: str) -> Waiter:
-        handlers.append(Waiter(pattern))
-        root.addHandler(handlers[-1])
-        root.setLevel(logging.INFO)
-        return handlers[-1]
-
-    yield make
-    for handler in handlers:
-        root.removeHandler(handler)
-    root.setLevel(level)
 
 
 @pytest.fixture
@@ -94,7 +58,7 @@ def queues(vhost: str) -> dict[str, int]:
 
 def test_a_queue_with_other_arguments_gives_a_warning_not_a_dead_channel(
         transport: polymsg.Transport, raw: Any, topic: str,
-        logged: Callable[[str], Waiter]) -> None:
+        logged: Callable[[str], LogWaiter]) -> None:
     exists = logged("already exists")
     # As durable as polymsg declares it (RabbitMQ 4: always; 3: as oslo.messaging).
     durable = os.environ.get("POLYMSG_TEST_RABBIT_VERSION", "").startswith("4")
@@ -116,7 +80,7 @@ def test_a_queue_with_other_arguments_gives_a_warning_not_a_dead_channel(
 
 def test_an_exchange_of_another_kind_gives_a_warning_and_still_routes(
         transport: polymsg.Transport, raw: Any, topic: str,
-        logged: Callable[[str], Waiter]) -> None:
+        logged: Callable[[str], LogWaiter]) -> None:
     exists = logged("already exists")
     exchange = f"direct-{topic}"
     raw.exchange_declare(exchange, "direct", durable=True)  # polymsg's are topic exchanges
@@ -152,7 +116,7 @@ def test_a_queue_deleted_behind_the_senders_back_is_declared_again(
 
 @PIKA_ONLY
 def test_a_fanout_to_nobody_is_logged_not_lost_silently(
-        transport: polymsg.Transport, topic: str, logged: Callable[[str], Waiter]) -> None:
+        transport: polymsg.Transport, topic: str, logged: Callable[[str], LogWaiter]) -> None:
     nobody = logged("reached no server")
     client = polymsg.RPCClient(transport, polymsg.Target(topic=topic, fanout=True))
     client.cast({}, "echo", value="anyone?")
@@ -183,7 +147,7 @@ def test_cleanup_removes_the_reply_queue_and_stop_the_fanout_queue(
 @PIKA_ONLY
 def test_a_server_consumes_again_after_its_queue_was_deleted(
         transport: polymsg.Transport, raw: Any, topic: str,
-        logged: Callable[[str], Waiter]) -> None:
+        logged: Callable[[str], LogWaiter]) -> None:
     cancelled = logged("(?i)cancel|deleted")
     server = polymsg.get_rpc_server(transport, polymsg.Target(topic=topic, server="s1"),
                                     [Echo()])
@@ -198,7 +162,7 @@ def test_a_server_consumes_again_after_its_queue_was_deleted(
 @PIKA_ONLY
 def test_a_reply_to_a_caller_that_is_gone_is_logged(
         url: str, transport: polymsg.Transport, topic: str,
-        logged: Callable[[str], Waiter]) -> None:
+        logged: Callable[[str], LogWaiter]) -> None:
     dropped = logged("(?i)reply")
     release = threading.Event()
 

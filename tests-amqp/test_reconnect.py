@@ -19,7 +19,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import pytest
-from amqptest import FAST_RETRY, base_url, ctl, make_url
+from amqptest import FAST_RETRY, CastStream, base_url, ctl, make_url
 from proxy import Proxy, free_port
 
 import polymsg
@@ -91,35 +91,14 @@ def restart(vhost: str) -> set[str]:
 
 def test_a_stream_of_casts_survives_the_broker_dropping_every_connection(
         vhost: str, url: str, topic: str, served: Worker) -> None:
-    returned: list[int] = []  # casts whose cast() returned without error
-    progress = threading.Condition()
-    stop = threading.Event()
-
-    def send(client: polymsg.RPCClient) -> None:
-        value = 0
-        while not stop.is_set():
-            client.cast({}, "record", value=value)
-            with progress:
-                returned.append(value)
-                progress.notify_all()
-            value += 1
-
-    def sent_at_least(count: int) -> None:
-        with progress:
-            assert progress.wait_for(lambda: len(returned) >= count, WAIT), \
-                f"only {len(returned)} casts returned"
-
-    with polymsg.get_transport(url) as transport, ThreadPoolExecutor(1) as pool:
+    with polymsg.get_transport(url) as transport:
         client = polymsg.RPCClient(transport, polymsg.Target(topic=topic), timeout=WAIT)
-        sender = pool.submit(send, client)
-        try:
-            sent_at_least(100)
+        with CastStream(client) as stream:
+            stream.at_least(100, WAIT)
             dropped = restart(vhost)
-            before = len(returned)
-            sent_at_least(before + 200)  # the stream goes on by itself after the restart
-        finally:
-            stop.set()
-        sender.result(WAIT)  # and no cast raised
+            # The stream goes on by itself after the restart, and no cast raises.
+            stream.at_least(len(stream.returned.events) + 200, WAIT)
+            returned = stream.stop(WAIT)
         assert client.call({}, "echo", value="after") == "after"
         # Both the client's and the server's connections were dropped and made anew.
         now = client_ports(vhost)
