@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,13 +48,17 @@ def topic() -> str:
 
 @pytest.fixture(scope="session")
 def matrix() -> Iterator[Matrix]:
-    """Collects the failure matrix; written to ``.run/reports/failure-matrix.json``."""
+    """Collects the failure matrix; written to ``.run/reports/failure-matrix.json``
+    (``failure-matrix-rabbit<version>.json`` against a broker of a version named by
+    ``$POLYMSG_TEST_RABBIT_VERSION``: scripts/test.sh runs both at once)."""
     found = Matrix()
     yield found
     if found.rows:
         out = Path(__file__).resolve().parents[1] / ".run" / "reports"
         out.mkdir(parents=True, exist_ok=True)
-        (out / "failure-matrix.json").write_text(json.dumps(found.rows, indent=1))
+        version = os.environ.get("POLYMSG_TEST_RABBIT_VERSION", "").split("-")[0]
+        name = f"failure-matrix-rabbit{version}.json" if version else "failure-matrix.json"
+        (out / name).write_text(json.dumps(found.rows, indent=1))
 
 
 @pytest.fixture
