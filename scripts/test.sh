@@ -19,15 +19,17 @@
 #               and the benchmark harness's
 #   rabbit      on the system's RabbitMQ (3.10 on Debian 12, 4.0 on Debian 13):
 #               the core tests, then each RabbitMQ driver's own tests
-#   amqp        on the system's RabbitMQ too: tests-amqp (the tests both
-#               RabbitMQ drivers share, each test run on each)
+#   amqp        tests-amqp (the tests both RabbitMQ drivers share, each test
+#               run on each): all of it on the system's RabbitMQ, then on the
+#               RabbitMQ 4.x node what its topology and denials change: the
+#               failure matrix, declarations, the cross-driver tests
+#               ($AMQP_ON_RABBIT4)
 #   rabbit4     on the RabbitMQ 4.x node, only what its topology and denials
 #               change: each RabbitMQ driver's conformance suite (classic
-#               queues, as durable as RabbitMQ 4 wants them), tests-amqp's
-#               failure, declaration, reconnect, call-monitor and cross-driver
-#               tests ($AMQP_ON_RABBIT4), then tests/rabbit4 (quorum queues and
-#               stream fanout, oslo.messaging on quorum queues, delivery limits,
-#               the three-node cluster)
+#               queues, as durable as RabbitMQ 4 wants them; not the aio
+#               variant), then tests/rabbit4 (the conformance scenarios quorum
+#               queues and stream fanout change, oslo.messaging on quorum
+#               queues, delivery limits, the three-node cluster)
 # It exits non-zero when any step fails, and ends with each step's time, each
 # pytest run's counts and a line "N passed, N failed, N skipped" summed over
 # the pytest runs.
@@ -232,21 +234,30 @@ lane_rabbit() {
   done
 }
 
-# Behaviour both RabbitMQ drivers share, each test run on each of them.
+# tests-amqp's modules whose outcome the RabbitMQ 4.x topology and denials change.
+AMQP_ON_RABBIT4="test_failures.py test_declarations.py test_interop_drivers.py"
+
+# Behaviour both RabbitMQ drivers share, each test run on each of them: all of
+# it on the system's RabbitMQ, then what the 4.x node changes there.
 lane_amqp() {
   await_venv || return 0
   pytest_run amqp "$ROOT" -- tests-amqp
+  [ "${POLYMSG_RABBIT4:-1}" != 0 ] || return 0
+  while [ ! -e "$STATE/rabbit4.done" ]; do sleep 1; done
+  [ "$(cat "$STATE/rabbit4.done")" = ok ] || return 0
+  eval "$(scripts/services.sh env rabbit4)"
+  local f files=()
+  for f in $AMQP_ON_RABBIT4; do files+=("tests-amqp/$f"); done
+  pytest_run "amqp@rabbit4" "$ROOT" -- "${files[@]}"
 }
-
-# tests-amqp's modules whose outcome the RabbitMQ 4.x topology and denials change.
-AMQP_ON_RABBIT4="test_failures.py test_declarations.py test_reconnect.py test_call_monitor.py
-  test_interop_drivers.py"
 
 lane_rabbit4() {
   say "RabbitMQ 4.x node"
   if ! timed "RabbitMQ 4.x node (start)" scripts/services.sh start rabbit4; then
+    echo failed > "$STATE/rabbit4.done"
     failed "RabbitMQ 4.x node (start)"; return 0
   fi
+  echo ok > "$STATE/rabbit4.done"
   await_venv || return 0
   eval "$(scripts/services.sh env rabbit4)"
   say "RabbitMQ 4.x node: $POLYMSG_TEST_RABBIT_URL (RabbitMQ $POLYMSG_TEST_RABBIT_VERSION)"
@@ -260,9 +271,6 @@ lane_rabbit4() {
     [ ${#files[@]} -gt 0 ] && pytest_run "$(basename "$d")@rabbit4" "$d" -- "${files[@]}" \
       -k "not Aio"
   done
-  files=()
-  for f in $AMQP_ON_RABBIT4; do files+=("tests-amqp/$f"); done
-  pytest_run "amqp@rabbit4" "$ROOT" -- "${files[@]}"
   rm -f "$REPORTS/rabbit4-cluster.json"
   pytest_run "rabbit4" "$ROOT" allow-empty -- tests/rabbit4
   if [ -f "$REPORTS/rabbit4-cluster.json" ]; then
@@ -290,8 +298,9 @@ mkdir -p "$STATE"
 : > "$STATE/times"
 : > "$STATE/counts"
 
-LANES=(checks rabbit amqp)
+LANES=(checks rabbit)
 [ "${POLYMSG_RABBIT4:-1}" != 0 ] && LANES+=(rabbit4)
+LANES+=(amqp)  # after rabbit4 when serial: its last part runs on the 4.x node
 SERIAL=0
 [ "${POLYMSG_TEST_LANES:-}" = serial ] && SERIAL=1
 
