@@ -2,6 +2,8 @@
 # Start or stop the RabbitMQ and Redis servers polymsg's tests use.
 #
 #   scripts/services.sh start   install (Debian packages, when missing) and start both
+#   scripts/services.sh start rabbit|rabbit4|redis...   start only those (scripts/test.sh
+#                               starts the RabbitMQ 4.x node beside its first suites)
 #   scripts/services.sh stop    stop what `start` started
 #   scripts/services.sh env     print the environment the tests read
 #   scripts/services.sh env rabbit4   the same, pointing the tests at the RabbitMQ 4.x node
@@ -118,7 +120,18 @@ stop_rabbit4() {
 }
 
 case "${1:-}" in
-  start) install_missing; start_rabbit; start_rabbit4; start_redis ;;
+  start)
+    install_missing
+    if [ $# -le 1 ]; then start_rabbit; start_rabbit4; start_redis; exit 0; fi
+    for what in "${@:2}"; do
+      case "$what" in
+        rabbit) start_rabbit ;;
+        rabbit4) start_rabbit4 ;;
+        redis) start_redis ;;
+        *) echo "services: unknown service $what (rabbit, rabbit4, redis)" >&2; exit 2 ;;
+      esac
+    done
+    ;;
   stop) stop_rabbit; stop_rabbit4; stop_redis ;;
   status)
     rc=0
@@ -148,5 +161,5 @@ case "${1:-}" in
     echo "export POLYMSG_TEST_RABBITMQCTL='env HOME=$RUN/rabbitmq RABBITMQ_NODENAME=$NODE $RABBIT_BIN/rabbitmqctl'"
     echo "unset POLYMSG_TEST_RABBIT_VERSION"  # set by `env rabbit4` only
     ;;
-  *) echo "usage: $0 start|stop|status|env [rabbit4]" >&2; exit 2 ;;
+  *) echo "usage: $0 start [rabbit|rabbit4|redis...]|stop|status|env [rabbit4]" >&2; exit 2 ;;
 esac

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shlex
 import subprocess
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
 import polymsg
+from polymsg.testing import Recorder
 
 DRIVERS = ("rabbit+kombu", "rabbit+pika")
 #: Reconnect quickly in tests (the defaults wait 1 s, then longer).
@@ -61,3 +66,58 @@ class Matrix:
         self.rows.append({"case": case, "driver": scheme, "outcome": what,
                           "seconds": round(elapsed, 2),
                           "message": str(outcome).splitlines()[0][:160]})
+
+
+class LogWaiter(logging.Handler):
+    """polymsg's log records matching ``pattern`` (on the root logger, whichever polymsg
+    module logs them, so a test does not depend on which module that is)."""
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__(logging.INFO)
+        self.pattern = re.compile(pattern)
+        self.seen = threading.Event()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.name.startswith("polymsg") and self.pattern.search(message):
+            self.messages.append(message)
+            self.seen.set()
+
+
+class CastStream:
+    """Casts ``method(value=0, 1, 2...)`` from a thread of its own until stopped;
+    ``returned`` records the values whose ``cast()`` returned without error."""
+
+    def __init__(self, client: polymsg.RPCClient, method: str = "record") -> None:
+        self.returned = Recorder()
+        self._client, self._method = client, method
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(1)
+        self._sender: Future[None] | None = None
+
+    def __enter__(self) -> CastStream:
+        self._sender = self._pool.submit(self._run)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=True)
+
+    def _run(self) -> None:
+        value = 0
+        while not self._stop.is_set():
+            self._client.cast({}, self._method, value=value)
+            self.returned.add(value)
+            value += 1
+
+    def at_least(self, count: int, timeout: float) -> None:
+        """Wait until ``count`` casts returned in all."""
+        self.returned.wait_for_count(count, timeout)
+
+    def stop(self, timeout: float) -> list[int]:
+        """Stop sending; what returned (raises what a cast raised)."""
+        self._stop.set()
+        assert self._sender is not None
+        self._sender.result(timeout)
+        return self.returned.events

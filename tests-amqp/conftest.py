@@ -8,12 +8,16 @@ both). The session works in a virtual host of its own, deleted at the end.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import pika
 import pytest
-from amqptest import DRIVERS, Matrix, base_url, ctl
+from amqptest import DRIVERS, LogWaiter, Matrix, base_url, ctl
 
 
 @pytest.fixture(scope="session")
@@ -44,10 +48,46 @@ def topic() -> str:
 
 @pytest.fixture(scope="session")
 def matrix() -> Iterator[Matrix]:
-    """Collects the failure matrix; written to ``.run/reports/failure-matrix.json``."""
+    """Collects the failure matrix; written to ``.run/reports/failure-matrix.json``
+    (``failure-matrix-rabbit<version>.json`` against a broker of a version named by
+    ``$POLYMSG_TEST_RABBIT_VERSION``: scripts/test.sh runs both at once)."""
     found = Matrix()
     yield found
     if found.rows:
         out = Path(__file__).resolve().parents[1] / ".run" / "reports"
         out.mkdir(parents=True, exist_ok=True)
-        (out / "failure-matrix.json").write_text(json.dumps(found.rows, indent=1))
+        version = os.environ.get("POLYMSG_TEST_RABBIT_VERSION", "").split("-")[0]
+        name = f"failure-matrix-rabbit{version}.json" if version else "failure-matrix.json"
+        (out / name).write_text(json.dumps(found.rows, indent=1))
+
+
+@pytest.fixture
+def raw(vhost: str) -> Iterator[Any]:
+    """A plain pika channel on the session's virtual host, to do what polymsg would not
+    (publish garbage, declare a queue of its own)."""
+    host = base_url().hosts[0]
+    connection = pika.BlockingConnection(pika.ConnectionParameters(
+        host.hostname or "127.0.0.1", host.port or 5672, vhost,
+        pika.PlainCredentials(host.username or "guest", host.password or "guest")))
+    try:
+        yield connection.channel()
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def logged() -> Iterator[Callable[[str], LogWaiter]]:
+    """``logged(pattern)``: a waiter on polymsg's INFO and higher records matching it."""
+    root = logging.getLogger()
+    level, handlers = root.level, []
+
+    def make(pattern: str) -> LogWaiter:
+        handlers.append(LogWaiter(pattern))
+        root.addHandler(handlers[-1])
+        root.setLevel(min(root.level, logging.INFO))
+        return handlers[-1]
+
+    yield make
+    for handler in handlers:
+        root.removeHandler(handler)
+    root.setLevel(level)

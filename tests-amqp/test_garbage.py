@@ -8,9 +8,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import pika
 import pytest
-from amqptest import base_url, make_url
+from amqptest import make_url
 
 import polymsg
 from polymsg.driver import LogLimiter
@@ -53,19 +52,6 @@ def _limiters(scheme: str) -> tuple[LogLimiter, LogLimiter]:
     from polymsg._amqp_incoming import GARBAGE as deliveries
     from polymsg._amqp_replies import GARBAGE as replies
     return deliveries, replies
-
-
-@pytest.fixture
-def raw(vhost: str) -> Iterator[Any]:
-    """A plain pika channel on the session's virtual host, to publish what polymsg would not."""
-    host = base_url().hosts[0]
-    connection = pika.BlockingConnection(pika.ConnectionParameters(
-        host.hostname or "127.0.0.1", host.port or 5672, vhost,
-        pika.PlainCredentials(host.username or "guest", host.password or "guest")))
-    try:
-        yield connection.channel()
-    finally:
-        connection.close()
 
 
 @pytest.fixture

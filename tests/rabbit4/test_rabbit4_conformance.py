@@ -1,4 +1,6 @@
-"""polymsg's conformance suite on both RabbitMQ drivers on quorum queues, and with stream fanout."""
+"""polymsg's conformance suite on both RabbitMQ drivers on quorum queues, and with stream
+fanout: the scenarios a queue type changes on both drivers, the others on one
+(``conformance_wanted`` in conftest.py says which)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ def _url(scheme: str, vhost: str, options: str) -> str:
 
 
 class TestKombuOptionSets(ConformanceTests):
+    driver = "rabbit+kombu"
     capabilities = CAPABILITIES
     # RabbitMQ removes an expired quorum queue up to ~5 s after its x-expires.
     ttl_grace = 6.0
@@ -35,6 +38,7 @@ class TestKombuOptionSets(ConformanceTests):
 
 
 class TestPikaOptionSets(ConformanceTests):
+    driver = "rabbit+pika"
     capabilities = PikaDriver.capabilities
     ttl_grace = 6.0
 

@@ -42,10 +42,3 @@ def rabbit_url(vhost: str | None) -> str:
     """``rabbit+kombu://`` URL of the test broker, on this session's virtual host."""
     assert RABBIT_URL is not None
     return with_vhost(RABBIT_URL, vhost)
-
-
-@pytest.fixture(scope="session")
-def oslo_url(vhost: str | None) -> str:
-    """The same broker and virtual host as a ``rabbit://`` URL for oslo.messaging."""
-    assert RABBIT_URL is not None
-    return with_vhost(RABBIT_URL, vhost, scheme="rabbit")

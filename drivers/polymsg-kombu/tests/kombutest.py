@@ -5,11 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
-import amqp
 import pytest
 
 import polymsg
@@ -35,17 +31,3 @@ def with_vhost(url: str, vhost: str | None, scheme: str = "rabbit+kombu") -> str
     hosts = ",".join(h._render(hide_password=False) for h in parsed.hosts)
     path = vhost if vhost is not None else (parsed.virtual_host or "")
     return f"{scheme}://{hosts}/{path}"
-
-
-@contextmanager
-def raw_channel(rabbit_url: str) -> Iterator[Any]:
-    """A plain py-amqp channel on the test vhost, to do what polymsg would not."""
-    url = polymsg.TransportURL.parse(rabbit_url)
-    host = url.hosts[0]
-    conn = amqp.Connection(f"{host.hostname}:{host.port}", userid=host.username,
-                           password=host.password, virtual_host=url.virtual_host or "/")
-    conn.connect()
-    try:
-        yield conn.channel()
-    finally:
-        conn.close()

@@ -64,27 +64,3 @@ def temporary_vhost(prefix: str = "polymsg-pika-test") -> Iterator[str]:
         yield name
     finally:
         ctl("delete_vhost", name)
-
-
-def close_connections(vhost: str) -> None:
-    """Make the broker drop every client connection of ``vhost`` (a restart, as
-    clients see it, that leaves other users of the broker alone)."""
-    ctl("close_all_connections", "--vhost", vhost, "polymsg-pika test: broker restart")
-
-
-def wait_confirmed(transport: polymsg.Transport, timeout: float) -> None:
-    """Wait until the broker confirmed every cast and notification ``transport`` sent
-    (they return once published, before their confirm: the confirm window)."""
-    window = transport._driver._window  # type: ignore[attr-defined]
-    if window is not None:
-        assert not window.drain(timeout), f"{window.in_flight} message(s) still unconfirmed"
-
-
-def list_queues(vhost: str) -> dict[str, tuple[int, int]]:
-    """``{queue: (messages, consumers)}`` in ``vhost``."""
-    result = {}
-    for line in ctl("list_queues", "-p", vhost, "name", "messages", "consumers").splitlines():
-        parts = line.split("\t")
-        if len(parts) == 3 and parts[1].isdigit():
-            result[parts[0]] = (int(parts[1]), int(parts[2]))
-    return result

@@ -8,16 +8,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from rabbit import FAST_RETRY, url
+from amqptest import DRIVERS, FAST_RETRY, make_url
 
 import polymsg
 from polymsg.testing import Recorder
 
-pytest.importorskip("polymsg_kombu", reason="polymsg-kombu is not installed "
-                    "(pip install -e drivers/polymsg-kombu)")
-
 WAIT = 20.0
 PAIRS = [("rabbit+kombu", "rabbit+pika"), ("rabbit+pika", "rabbit+kombu")]
+assert set(DRIVERS) == {scheme for pair in PAIRS for scheme in pair}
 
 
 class Endpoint:
@@ -40,8 +38,8 @@ class Endpoint:
 
 @pytest.fixture
 def transports(vhost: str) -> Iterator[dict[str, polymsg.Transport]]:
-    opened = {scheme: polymsg.get_transport(url(scheme, vhost, FAST_RETRY))
-              for scheme in ("rabbit+kombu", "rabbit+pika")}
+    opened = {scheme: polymsg.get_transport(make_url(scheme, vhost, FAST_RETRY))
+              for scheme in DRIVERS}
     try:
         yield opened
     finally:
