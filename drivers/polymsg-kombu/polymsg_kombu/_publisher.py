@@ -242,8 +242,8 @@ class Publisher:
             window.join()
         with self._lead_lock:
             helpers = self._helpers
-        if helpers is not None:  # the closed link fails what still waits for it
-            helpers.shutdown(wait=True, cancel_futures=True)
+        if helpers is not None:  # the closed link fails what still waits (or is queued)
+            helpers.shutdown(wait=True)
 
     def _on_open(self, session: Session) -> None:
         channel = session.channel
@@ -378,7 +378,10 @@ class Publisher:
                 return _done()
             future: Future[None] = Future()
             window.bind(job, future)
-            self._careful().submit(self._send_careful, window, job, future)
+            try:
+                self._careful().submit(self._send_careful, window, job, future)
+            except RuntimeError as exc:  # closed meanwhile
+                raise MessageDeliveryFailure(f"{what} failed: the transport is closed") from exc
         except BaseException:
             window.leave(job)
             raise
