@@ -14,6 +14,12 @@ resend thread then calls the driver's ``resend`` (which publishes it the
 careful way and raises :class:`~polymsg.MessagingError` when it cannot, which
 is logged as a warning naming the message). A driver that resends on its own
 just calls :meth:`ConfirmWindow.leave` once the message is settled for good.
+
+A message whose future its sender may still cancel (it was not yet written:
+the driver waits for a connection or a declaration first) is tied to that
+future with :meth:`ConfirmWindow.bind`: cancelling the future makes it leave
+the window (and the resend queue) at once, so ``cleanup()`` does not wait for
+it, and the driver checks ``future.cancelled()`` before it writes the message.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from concurrent.futures import Future
+from typing import Any, Generic, TypeVar
 
 from polymsg._exceptions import MessageDeliveryFailure, MessagingError
 from polymsg._health_amqp import enlist
@@ -79,6 +86,20 @@ class ConfirmWindow(Generic[T]):
         """``item`` is settled (confirmed, or given up on): free its place."""
         with self._cond:
             self._open.discard(item)
+            self._cond.notify_all()
+
+    def bind(self, item: T, future: Future[Any]) -> None:
+        """Make ``item`` leave the window (and the resend queue) at once when its
+        sender cancels ``future``: the sender gave up on a message not yet
+        written (a cancelled future is never done otherwise), which the
+        driver then never sends (it checks ``future.cancelled()`` first)."""
+        future.add_done_callback(lambda done: self._abandon(item) if done.cancelled() else None)
+
+    def _abandon(self, item: T) -> None:
+        with self._cond:
+            self._open.discard(item)
+            if item in self._failed:
+                self._failed.remove(item)
             self._cond.notify_all()
 
     def settled(self, item: T, confirmed: bool) -> None:

@@ -42,12 +42,6 @@ _REPLY_PROPERTIES = amqp.properties(persistent=False)
 _HELPERS = 4
 
 
-def _done() -> Future[None]:
-    future: Future[None] = Future()
-    future.set_result(None)
-    return future
-
-
 class KombuDriver(amqp.RabbitDriver):
     """RabbitMQ through kombu, speaking oslo.messaging's wire format.
 
@@ -56,8 +50,9 @@ class KombuDriver(amqp.RabbitDriver):
     """
 
     # A call hands its request over and returns at once, connected or not;
-    # a cast or notification is written by the caller and waits for the
-    # connection (polymsg.aio runs those on its sender threads).
+    # a cast or notification waits for room in the confirm window (without
+    # one, for its confirm and the connection); polymsg.aio runs those on its
+    # sender threads.
     blocking_sends = frozenset({"cast", "notify"})
 
     def __init__(self, url: TransportURL, options: DriverOptions, conf: cfg.ConfigOpts) -> None:
@@ -130,9 +125,8 @@ class KombuDriver(amqp.RabbitDriver):
             body = amqp.encode_request(ctxt, message, unique_id=unique_id)
             route = self.layout.send_route(target, options.queue_ttl)
             props = self.layout.message_properties(amqp.expiration(options.message_ttl))
-            self.publisher.publish(route, body, props, retry=options.retry,
+            return self.publisher.publish(route, body, props, retry=options.retry,
                                           mandatory=not target.fanout, what=what)
-        return _done()
 
     def notify(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
                options: SendOptions) -> Future[None]:
@@ -144,9 +138,8 @@ class KombuDriver(amqp.RabbitDriver):
             body = amqp.encode_notification(ctxt, message)
             route = self.layout.notification_route(target, priority, None, options.queue_ttl)
             props = self.layout.message_properties(amqp.expiration(options.message_ttl))
-            self.publisher.publish(route, body, props, retry=options.retry,
+            return self.publisher.publish(route, body, props, retry=options.retry,
                                           mandatory=True, what=what)
-        return _done()
 
     def _send_reply(self, reply_q: str, msg_id: str, body: bytes) -> None:
         what = f"the reply to call {msg_id}"

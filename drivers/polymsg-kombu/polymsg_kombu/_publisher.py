@@ -18,10 +18,12 @@ call fails at once through ``on_return``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -31,7 +33,14 @@ import amqp as pyamqp
 from polymsg import amqp
 from polymsg.driver import MessageDeliveryFailure
 from polymsg_kombu._declare import declare_route, needs_declaring
-from polymsg_kombu._errors import BACKEND_ERRORS, RETRYABLE, SessionLost, describe, failure_of
+from polymsg_kombu._errors import (
+    BACKEND_ERRORS,
+    RETRYABLE,
+    SessionLost,
+    describe,
+    failure_of,
+    translated,
+)
 from polymsg_kombu._link import Link, Op, Session
 
 __all__ = ["OnReturn", "Publisher"]
@@ -213,6 +222,8 @@ class Publisher:
             self.window = amqp.ConfirmWindow(settings.confirm_window, self._resend,
                                              describe=lambda job: job.what)
         self._flush_timeout = settings.confirm_flush_timeout
+        #: Send casts and notifications that wait for a connection or a declaration.
+        self._helpers: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
         """Wait for the confirm window to empty (``confirm_flush_timeout``), then
@@ -229,6 +240,10 @@ class Publisher:
         self.link.close()
         if window is not None:
             window.join()
+        with self._lead_lock:
+            helpers = self._helpers
+        if helpers is not None:  # the closed link fails what still waits (or is queued)
+            helpers.shutdown(wait=True)
 
     def _on_open(self, session: Session) -> None:
         channel = session.channel
@@ -342,25 +357,65 @@ class Publisher:
                     raise attempts.error(what, amqp.Outcome.LOST) from error
 
     def publish(self, route: amqp.Route, body: bytes, properties: Mapping[str, Any], *,
-                retry: int | None, mandatory: bool, what: str) -> None:
+                retry: int | None, mandatory: bool, what: str) -> Future[None]:
         """Publish a cast or notification: through the confirm window when it has
-        one (:class:`polymsg.amqp.ConfirmWindow`), else as :meth:`send_confirmed`."""
+        one (:class:`polymsg.amqp.ConfirmWindow`), else as :meth:`send_confirmed`.
+
+        The future is done at once when the message was written (or, without
+        a window, confirmed). When it needs a connection or a declaration
+        first, a helper thread sends it the careful way and completes the
+        future; cancelling the future meanwhile drops the message: it leaves
+        the window at once and is never written."""
         window = self.window
         if window is None:
             self.send_confirmed(route, body, properties, retry=retry, mandatory=mandatory,
                                 what=what)
-            return
+            return _done()
         job = Job(route, body, properties, retry, mandatory, what)
         window.enter(job)
         try:
-            if not self._submit_windowed(window, job):
-                # Not connected, or the route is new on this connection: the
-                # careful way, which waits (and raises) per its retry budget.
-                self._resend(job)
-                window.leave(job)
+            if self._submit_windowed(window, job):
+                return _done()
+            future: Future[None] = Future()
+            window.bind(job, future)
+            try:
+                self._careful().submit(self._send_careful, window, job, future)
+            except RuntimeError as exc:  # closed meanwhile
+                raise MessageDeliveryFailure(f"{what} failed: the transport is closed") from exc
         except BaseException:
             window.leave(job)
             raise
+        return future
+
+    def _careful(self) -> ThreadPoolExecutor:
+        with self._lead_lock:
+            if self._helpers is None:
+                assert self.window is not None
+                # as many as the window holds: one per message waiting, as when
+                # each sender waited in its own thread
+                self._helpers = ThreadPoolExecutor(self.window.size,
+                                                   thread_name_prefix="polymsg-kombu-cast")
+            return self._helpers
+
+    def _send_careful(self, window: amqp.ConfirmWindow[Job], job: Job,
+                      future: Future[None]) -> None:
+        """On a helper thread: not connected, or the route is new on this
+        connection: the careful way, which waits (and fails) per its retry budget."""
+        try:
+            with translated(job.what):
+                self.send_confirmed(job.route, job.body, job.properties, retry=job.retry,
+                                    mandatory=job.mandatory, what=job.what,
+                                    abandoned=future.cancelled)
+        except BaseException as exc:
+            if not future.done():
+                with contextlib.suppress(InvalidStateError):
+                    future.set_exception(exc)
+        else:
+            if not future.done():
+                with contextlib.suppress(InvalidStateError):
+                    future.set_result(None)
+        finally:
+            window.leave(job)
 
     def _submit_windowed(self, window: amqp.ConfirmWindow[Job], job: Job) -> bool:
         """Write ``job`` on the live session without waiting for its confirm;
@@ -380,19 +435,25 @@ class Publisher:
                             mandatory=job.mandatory, what=job.what)
 
     def send_confirmed(self, route: amqp.Route, body: bytes, properties: Mapping[str, Any], *,
-                       retry: int | None, mandatory: bool, what: str) -> None:
+                       retry: int | None, mandatory: bool, what: str,
+                       abandoned: Callable[[], bool] = lambda: False) -> None:
         """Publish a cast or notification and block until RabbitMQ confirms it.
 
         A ``mandatory`` message the broker returns (its queue vanished) is
         declared and sent again. A refusal, or a lost connection once
         ``retry`` is exhausted, raises :class:`MessageDeliveryFailure`.
+        Returns without writing it once ``abandoned()`` says its sender gave up.
         """
         attempts = amqp.Attempts(retry)
         while True:
             lost = attempts.count(amqp.Outcome.LOST)
             session = self.link.session(None if retry is None else retry - lost)
+            if abandoned():
+                return
             try:
                 self._declare(session, route)
+                if abandoned():
+                    return
                 op = _ConfirmedSend(route, body, properties, mandatory)
                 self.link.submit(op)
                 outcome = self._await(op.entry, session)
@@ -413,6 +474,12 @@ class Publisher:
                 detail = describe(cause) if cause is not None and result is not \
                     amqp.Outcome.RETURNED else ""
                 raise attempts.error(what, result, detail) from cause
+
+
+def _done() -> Future[None]:
+    future: Future[None] = Future()
+    future.set_result(None)
+    return future
 
 
 _OUTCOMES = {ACK: amqp.Outcome.CONFIRMED, NACK: amqp.Outcome.NACKED,

@@ -187,6 +187,7 @@ class PikaDriver(amqp.RabbitDriver):
         if self._closed:
             raise MessageDeliveryFailure(f"{self.name}: the transport was cleaned up")
         window.enter(outgoing)  # waits here, in the sender's thread, while the window is full
+        window.bind(outgoing, future)  # cancelled before published: dropped at once
         outgoing.early, outgoing.on_settled = True, functools.partial(window.leave, outgoing)
         # With the channels open and the route declared, the I/O thread has
         # nothing left to refuse but a lost connection, after which it sends

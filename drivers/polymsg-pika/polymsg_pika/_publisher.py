@@ -44,6 +44,9 @@ a name pika refuses) still fails its future, so its sender sees the error;
 what fails later, when nobody waits any more, is logged as a WARNING naming
 the message by kind, method or event type and unique id, with the reason.
 ``close()`` lists in one WARNING the early messages still unconfirmed.
+A cast or notification whose future its sender cancels before it was
+published (``polymsg.aio`` does when the awaiting task is cancelled) is
+dropped: it leaves the window at once and is never published.
 """
 
 from __future__ import annotations
@@ -124,8 +127,15 @@ class Outgoing:
         return self.kind == CAST
 
     def abandoned(self) -> bool:
-        """True when nobody waits any more (a call that timed out before sending)."""
-        return self.kind == CALL and self.future is not None and self.future.done()
+        """True when nobody waits any more and it was never published: a call
+        that timed out, or a cast or notification whose future was cancelled
+        (under a confirm window it already left the window)."""
+        future = self.future
+        if future is None:
+            return False
+        if self.kind == CALL:
+            return future.done()
+        return self.kind == CAST and not self.published and future.cancelled()
 
     @property
     def unwatched(self) -> bool:
@@ -224,6 +234,9 @@ class Publisher:
     def attempt_failed(self, failure: amqp.Failure, new_round: bool) -> None:
         waiting = [*self._queue, *itertools.chain(*self._waiting_routes.values())]
         for message in waiting:
+            if message.abandoned():  # nobody waits: stop wanting a connection for it
+                self._drop(message)
+                continue
             if out_of_budget(message, failure, new_round):
                 self._give_up(message, budget_error(message.label, message.retry, failure))
 
@@ -296,6 +309,7 @@ class Publisher:
         while queue and self._ready:
             message = queue.popleft()
             if message.abandoned():
+                message.settle()
                 continue
             route = message.route
             if route is not None and not message.ready and not self._route_ready(message, route):
@@ -342,9 +356,10 @@ class Publisher:
             self._unconfirmed[tag] = message
             self._by_id[message.message_id] = message
             self.most_in_flight = max(self.most_in_flight, len(self._unconfirmed))
-            if message.early and not message.published:
+            if not message.published:
                 message.published = True
-                resolve(message.future, None)
+                if message.early:
+                    resolve(message.future, None)
         elif message.kind == CALL and message.future is not None:
             # Kept until answered, in case the broker returns it as unroutable.
             self._calls[message.message_id] = message
@@ -428,6 +443,10 @@ class Publisher:
             LOG.warning("%s was not delivered: %s", message.label,
                         str(error).removeprefix(f"{message.label}: "))
         fail(message.future, error)
+        self._drop(message)
+
+    def _drop(self, message: Outgoing) -> None:
+        """``message`` needs nothing more: settle it and forget it."""
         message.settle()
         for waiting in self._waiting_routes.values():
             if message in waiting:
