@@ -17,18 +17,51 @@ outcome             meaning                                         sent again
 
 A call's request is never sent again once written (at most once); replies
 and calls are not confirmed.
+
+Two returned messages are nobody's error and only logged, at a bounded rate
+(:class:`Unrouted`): a fanout cast no server listens to, and a reply whose
+caller has gone (its reply queue deleted or expired).
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from polymsg._exceptions import MessageDeliveryFailure
+from polymsg._ratelimit import LogLimiter
 
-__all__ = ["LIMITS", "Attempts", "Outcome"]
+__all__ = ["LIMITS", "Attempts", "Outcome", "Unrouted"]
+
+LOG = logging.getLogger(__name__)
+
+
+class Unrouted:
+    """The log of one transport's messages the broker returned that nobody waits
+    for, each kind at most ``burst`` lines per ``interval`` seconds (INFO)."""
+
+    def __init__(self, *, interval: float = 10.0, burst: int = 5) -> None:
+        self._fanouts = LogLimiter(LOG, "fanout casts that reached no server",
+                                   interval=interval, burst=burst, level=logging.INFO)
+        self._replies = LogLimiter(LOG, "replies to callers that are gone",
+                                   interval=interval, burst=burst, level=logging.INFO)
+
+    def fanout(self, what: str, exchange: str) -> None:
+        """``what`` (a fanout cast) reached no server: no queue is bound to ``exchange``."""
+        self._fanouts.log("%s reached no server: no queue is bound to %r", what, exchange)
+
+    def reply(self, msg_id: str, reply_queue: str, detail: str) -> None:
+        """The reply to call ``msg_id`` came back: its caller's ``reply_queue`` is gone."""
+        self._replies.log("reply to %r dropped: the caller's reply queue %r is gone (%s)",
+                          msg_id, reply_queue, detail)
+
+    def summary(self) -> None:
+        """Log the counts left out (the transport is closing)."""
+        self._fanouts.summary()
+        self._replies.summary()
 
 
 class Outcome(enum.Enum):

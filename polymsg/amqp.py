@@ -75,7 +75,7 @@ from polymsg._amqp_connection import (
     give_up_reason,
 )
 from polymsg._amqp_declare import PRECONDITION_FAILED, DeclareChannel, DeclareDone, Declarer
-from polymsg._amqp_delivery import LIMITS, Attempts, Outcome
+from polymsg._amqp_delivery import LIMITS, Attempts, Outcome, Unrouted
 from polymsg._amqp_driver import RabbitDriver, delivery_failure, private_hooks_allowed, translated
 from polymsg._amqp_incoming import Delivery, QueueWatch, SendReply, decode
 from polymsg._amqp_options import (
@@ -125,6 +125,7 @@ __all__ = [
     "Route",
     "SendReply",
     "TLSSpec",
+    "Unrouted",
     "classify",
     "conflict_error",
     "connection_error",

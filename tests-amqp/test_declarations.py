@@ -18,14 +18,6 @@ from polymsg.testing import Recorder
 
 WAIT = 20.0
 
-#: Behaviour rabbit+pika has and rabbit+kombu lacks today (found when these tests
-#: were made shared): kombu logs no fanout that reached no server, leaves the reply
-#: queue behind at cleanup, fails a call at once ("its queue no longer exists")
-#: while the server is still declaring its deleted queue again, and logs no reply
-#: to a caller that is gone. Widen to both drivers once kombu does the same.
-PIKA_ONLY = pytest.mark.parametrize("scheme", ["rabbit+pika"])
-
-
 class Echo:
     def __init__(self) -> None:
         self.seen = Recorder()
@@ -114,7 +106,6 @@ def test_a_queue_deleted_behind_the_senders_back_is_declared_again(
         assert endpoint.seen.wait_for_count(1, WAIT) == ["second"]
 
 
-@PIKA_ONLY
 def test_a_fanout_to_nobody_is_logged_not_lost_silently(
         transport: polymsg.Transport, topic: str, logged: Callable[[str], LogWaiter]) -> None:
     nobody = logged("reached no server")
@@ -124,7 +115,6 @@ def test_a_fanout_to_nobody_is_logged_not_lost_silently(
     assert topic in nobody.messages[0]
 
 
-@PIKA_ONLY
 def test_cleanup_removes_the_reply_queue_and_stop_the_fanout_queue(
         vhost: str, url: str, topic: str) -> None:
     before = set(queues(vhost))
@@ -144,7 +134,6 @@ def test_cleanup_removes_the_reply_queue_and_stop_the_fanout_queue(
     assert topic in after  # the shared topic queue stays for servers to come
 
 
-@PIKA_ONLY
 def test_a_server_consumes_again_after_its_queue_was_deleted(
         transport: polymsg.Transport, raw: Any, topic: str,
         logged: Callable[[str], LogWaiter]) -> None:
@@ -159,7 +148,6 @@ def test_a_server_consumes_again_after_its_queue_was_deleted(
         assert client.call({}, "echo", value=2) == 2
 
 
-@PIKA_ONLY
 def test_a_reply_to_a_caller_that_is_gone_is_logged(
         url: str, transport: polymsg.Transport, topic: str,
         logged: Callable[[str], LogWaiter]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -60,9 +60,13 @@ class KombuDriver(amqp.RabbitDriver):
         self.settings = amqp.RabbitSettings.from_options(url, options,
                                                          str(conf.control_exchange))
         self.layout = self.settings.layout
-        self.publisher = Publisher(self.settings, on_return=self._returned)
+        self.unrouted = amqp.Unrouted()
+        self.publisher = Publisher(self.settings, on_return=self._returned,
+                                   unrouted=self.unrouted)
         self.consumer = Consumer(self.settings)
         self.replies = ReplyRouter(self.settings, self.layout)
+        #: Calls whose request is written but not answered: what to do if it comes back.
+        self._requests: dict[str, Callable[[str], None]] = {}
         # Sends calls' requests that must wait for a connection or a declaration.
         self._helper = ThreadPoolExecutor(_HELPERS, thread_name_prefix="polymsg-kombu-call")
 
@@ -73,7 +77,10 @@ class KombuDriver(amqp.RabbitDriver):
         Never waits: on a live connection the request is written by this
         thread or by the one using the connection; when it needs connecting
         or declaring first, a helper thread sends it and fails the future if
-        it cannot (connecting counts against the call's timeout)."""
+        it cannot (connecting counts against the call's timeout). A request
+        RabbitMQ returns (its queue was deleted and the server is still
+        declaring it again) is declared and sent again, as often as
+        :data:`polymsg.amqp.LIMITS` allows, within the timeout."""
         what = f"the call of {message.get('method')!r} on topic {target.topic!r}"
         msg_id = amqp.new_id()
         body = amqp.encode_request(ctxt, message, msg_id=msg_id, reply_q=self.replies.queue,
@@ -101,19 +108,34 @@ class KombuDriver(amqp.RabbitDriver):
             except RuntimeError:  # cleaned up meanwhile
                 self.replies.fail(msg_id, MessageDeliveryFailure("the transport is closed"))
 
+        attempts = amqp.Attempts(options.retry)
+
+        def returned(detail: str) -> None:
+            if future.done():
+                return
+            if attempts.again(amqp.Outcome.RETURNED):
+                LOG.info("%s: queue %r was missing (%s); declaring it and sending again",
+                         what, route.routing_key, detail)
+                later()
+            else:
+                self.replies.fail(msg_id, attempts.error(what, amqp.Outcome.RETURNED, detail))
+
+        self._requests[msg_id] = returned
+        future.add_done_callback(lambda _done: self._requests.pop(msg_id, None))
         if self.replies.link.current() is None or not self.publisher.send_now(
                 route, body, props, correlation_id=msg_id, on_failed=later):
             later()
         return future
 
-    def _returned(self, correlation_id: str, exchange: str, routing_key: str) -> None:
-        """RabbitMQ returned a request (its queue vanished) or a reply (its caller left)."""
-        failure = MessageDeliveryFailure(
-            f"RabbitMQ could not route the request to {routing_key!r} on exchange "
-            f"{exchange!r}: its queue no longer exists")
-        if not self.replies.fail(correlation_id, failure):
-            LOG.warning("the reply to call %s was dropped: its reply queue %r no longer exists",
-                        correlation_id, routing_key)
+    def _returned(self, correlation_id: str, exchange: str, routing_key: str,
+                  detail: str) -> None:
+        """RabbitMQ returned a request (its queue vanished) or a reply (its caller left:
+        replies go through the default exchange)."""
+        resend = self._requests.get(correlation_id) if exchange else None
+        if resend is not None:
+            resend(detail)
+        else:
+            self.unrouted.reply(correlation_id, routing_key, detail)
 
     def cast(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
              options: SendOptions) -> Future[None]:
@@ -126,7 +148,7 @@ class KombuDriver(amqp.RabbitDriver):
             route = self.layout.send_route(target, options.queue_ttl)
             props = self.layout.message_properties(amqp.expiration(options.message_ttl))
             return self.publisher.publish(route, body, props, retry=options.retry,
-                                          mandatory=not target.fanout, what=what)
+                                          mandatory=True, what=what)
 
     def notify(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
                options: SendOptions) -> Future[None]:
@@ -173,3 +195,4 @@ class KombuDriver(amqp.RabbitDriver):
         self.publisher.close()
         self.replies.close()
         self._helper.shutdown(wait=True, cancel_futures=True)
+        self.unrouted.summary()

@@ -13,7 +13,9 @@ Routes are declared once per connection before their first publish. Requests
 and notifications are published ``mandatory``: when the broker returns one
 (its queue was deleted or expired since), the route's declaration is
 forgotten and a confirmed message is declared and sent again; a returned
-call fails at once through ``on_return``.
+call fails at once through ``on_return``. Fanout casts are published
+``mandatory`` too: one that reached no server is logged (at a bounded rate,
+:class:`polymsg.amqp.Unrouted`) and counts as delivered.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ _LEAD_SLICE = 1.0
 _LEAD_AFTER = 3
 
 #: Told when RabbitMQ returns an unconfirmed message (a call's request or a
-#: reply): its correlation id (the call's message id), exchange, routing key.
-OnReturn = Callable[[str, str, str], None]
+#: reply): its correlation id (the call's message id), exchange, routing key
+#: and the broker's reason.
+OnReturn = Callable[[str, str, str, str], None]
 
 
 @dataclass(eq=False)
@@ -79,10 +82,11 @@ class _Pending:
     """One confirmed publish: settled once by its confirm, or by its loss.
     ``on_settle`` (a windowed send) is told whether it was confirmed."""
 
-    __slots__ = ("event", "on_settle", "outcome", "returned", "route")
+    __slots__ = ("event", "on_settle", "outcome", "returned", "route", "what")
 
-    def __init__(self, route: amqp.Route) -> None:
+    def __init__(self, route: amqp.Route, what: str) -> None:
         self.route = route
+        self.what = what
         self.event = threading.Event()
         self.returned = False
         self.outcome: str | None = None
@@ -103,8 +107,9 @@ class _Pending:
 class _Confirms:
     """The confirm bookkeeping of one session's channel (used under the link's lock)."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, unrouted: amqp.Unrouted) -> None:
         self.session = session
+        self.unrouted = unrouted
         self.pending: OrderedDict[int, _Pending] = OrderedDict()
         self.last_tag = 0
 
@@ -123,11 +128,14 @@ class _Confirms:
 
     def on_return(self, exc: Exception, exchange: str, routing_key: str,
                   message: Any) -> None:
-        self.session.declarer.forget_destination(exchange, routing_key)
         try:
             entry = self.pending.get(int(message.properties.get("message_id", "")))
         except (TypeError, ValueError):
             entry = None
+        if entry is not None and _is_fanout(entry.route):
+            self.unrouted.fanout(entry.what, exchange)  # delivered to every server: none
+            return
+        self.session.declarer.forget_destination(exchange, routing_key)
         if entry is None:
             LOG.warning("RabbitMQ returned an unroutable message sent to exchange %r with key "
                         "%r: %s", exchange, routing_key, exc)
@@ -182,8 +190,8 @@ class _ConfirmedSend(Op):
     __slots__ = ("body", "entry", "mandatory", "properties")
 
     def __init__(self, route: amqp.Route, body: bytes, properties: Mapping[str, Any],
-                 mandatory: bool) -> None:
-        self.entry = _Pending(route)
+                 mandatory: bool, what: str) -> None:
+        self.entry = _Pending(route, what)
         self.body = body
         self.properties = properties
         self.mandatory = mandatory
@@ -210,10 +218,12 @@ class _ConfirmedSend(Op):
 class Publisher:
     """Sends messages for one driver; see the module docstring."""
 
-    def __init__(self, settings: amqp.RabbitSettings, on_return: OnReturn) -> None:
+    def __init__(self, settings: amqp.RabbitSettings, on_return: OnReturn,
+                 unrouted: amqp.Unrouted) -> None:
         self.link = Link("publisher", settings, on_open=self._on_open, on_lost=self._on_lost,
                          watch_socket=lambda: self._leader is None)
         self._on_return = on_return
+        self._unrouted = unrouted
         self._lead_lock = threading.Lock()
         self._leader: _Pending | None = None
         self._alone = 0
@@ -248,7 +258,7 @@ class Publisher:
     def _on_open(self, session: Session) -> None:
         channel = session.channel
         channel.confirm_select()
-        confirms = _Confirms(session)
+        confirms = _Confirms(session, self._unrouted)
         session.state["confirms"] = confirms
         channel.events["basic_ack"].add(partial(confirms.settle, ACK))
         channel.events["basic_nack"].add(partial(confirms.settle, NACK))
@@ -266,7 +276,8 @@ class Publisher:
                   message: Any) -> None:
         session.declarer.forget_destination(exchange, routing_key)
         correlation_id = str(message.properties.get("correlation_id") or "")
-        self.link.post(partial(self._on_return, correlation_id, exchange, routing_key))
+        self.link.post(partial(self._on_return, correlation_id, exchange, routing_key,
+                               describe(exc)))
 
     def _declare(self, session: Session, route: amqp.Route) -> None:
         if needs_declaring(session, route):
@@ -423,7 +434,7 @@ class Publisher:
         session = self.link.current()
         if session is None or needs_declaring(session, job.route):
             return False
-        op = _ConfirmedSend(job.route, job.body, job.properties, job.mandatory)
+        op = _ConfirmedSend(job.route, job.body, job.properties, job.mandatory, job.what)
         op.entry.on_settle = partial(window.settled, job)
         self.link.submit(op)
         if self._leader is None and not self.link.watching:
@@ -454,7 +465,7 @@ class Publisher:
                 self._declare(session, route)
                 if abandoned():
                     return
-                op = _ConfirmedSend(route, body, properties, mandatory)
+                op = _ConfirmedSend(route, body, properties, mandatory, what)
                 self.link.submit(op)
                 outcome = self._await(op.entry, session)
             except RETRYABLE as exc:
@@ -474,6 +485,11 @@ class Publisher:
                 detail = describe(cause) if cause is not None and result is not \
                     amqp.Outcome.RETURNED else ""
                 raise attempts.error(what, result, detail) from cause
+
+
+def _is_fanout(route: amqp.Route) -> bool:
+    return route.queue is None and route.exchange is not None \
+        and route.exchange.type == "fanout"
 
 
 def _done() -> Future[None]:

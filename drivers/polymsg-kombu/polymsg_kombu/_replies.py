@@ -26,7 +26,7 @@ from typing import Any
 from polymsg import amqp
 from polymsg.driver import MessageDeliveryFailure, Reply
 from polymsg_kombu._declare import declare_route
-from polymsg_kombu._errors import BACKEND_ERRORS
+from polymsg_kombu._errors import BACKEND_ERRORS, describe
 from polymsg_kombu._link import Link, Session
 
 __all__ = ["ReplyRouter"]
@@ -81,10 +81,24 @@ class ReplyRouter:
             self.link.session(retry, deadline)
 
     def close(self) -> None:
-        """Close the connection and fail every call still waiting."""
+        """Delete the reply queue, close the connection and fail every call still
+        waiting (a late reply then comes back to its server, which logs it)."""
+        self._delete_queue()
         self.link.close()
         self.table.fail_all(MessageDeliveryFailure("the transport was cleaned up before the "
                                                    "reply arrived"))
+
+    def _delete_queue(self) -> None:
+        """Delete the reply queue, best effort: without a connection it expires
+        on its own (``x-expires``)."""
+        session = self.link.current()
+        if session is None:
+            return
+        with self.link.locked:
+            try:
+                session.declare_channel().queue_delete(queue=self.queue)
+            except BACKEND_ERRORS as exc:
+                LOG.debug("could not delete the reply queue %r: %s", self.queue, describe(exc))
 
     def _on_open(self, session: Session) -> None:
         declare_route(session, self._route, consumer=True)
