@@ -37,11 +37,15 @@ Delivery
 ========
 * The sender declares the queue it sends to (``topic``, ``topic.server``,
   ``<topic>.<priority>``), once per connection, so messages wait for a
-  server or listener that starts later. Requests and notifications are
-  published ``mandatory``: if the queue has gone meanwhile (expired, deleted)
-  the broker returns the message, the driver declares the queue again and
-  resends it (a call whose request is returned fails with
-  ``MessageDeliveryFailure``).
+  server or listener that starts later. Every message is published
+  ``mandatory``: if the queue has gone meanwhile (expired, deleted) the
+  broker returns the message, the driver declares the queue again and
+  resends it (a call's request too, within the call's timeout: up to 2 more
+  times, then ``MessageDeliveryFailure``). A fanout cast that reached no
+  server and a reply whose caller is gone are logged (INFO, at most 5 lines
+  of each per 10 s per transport).
+* ``cleanup()`` deletes the transport's reply queue and its servers' fanout
+  queues; the queues of topics stay for the servers to come.
 * ``queue_ttl`` becomes the queue's ``x-expires``; ``message_ttl`` and a
   call's timeout become the message's ``expiration``, so a request is never
   executed after its caller gave up.
