@@ -167,6 +167,7 @@ class Publisher:
     def __init__(self, link: Link, declarer: Declarer) -> None:
         self._link = link
         self._declarer = declarer
+        self._unrouted = amqp.Unrouted()
         self._queue: deque[Outgoing] = deque()
         self._waiting_routes: dict[amqp.Route, list[Outgoing]] = {}
         self._confirm_lane = _Lane(confirm=True)
@@ -414,8 +415,7 @@ class Publisher:
                 self._on_returned(message)
                 return
             if not method.exchange:
-                LOG.info("reply to %r dropped: the caller's reply queue %r is gone (%s)",
-                         _reply_id(body), method.routing_key, text)
+                self._unrouted.reply(_reply_id(body), method.routing_key, text)
                 return
         LOG.warning("%s: the broker returned an unknown message sent to %r/%r: %s",
                     self._link.name, method.exchange, method.routing_key, text)
@@ -423,8 +423,7 @@ class Publisher:
     def _on_returned(self, message: Outgoing) -> None:
         text, message.returned = message.returned, None
         if message.fanout:
-            LOG.info("%s reached no server: no queue is bound to %r", message.label,
-                     message.exchange)
+            self._unrouted.fanout(message.label, message.exchange)
             resolve(message.future, None)
             message.settle()
         elif message.route is not None and message.tries.again(amqp.Outcome.RETURNED):
