@@ -115,11 +115,12 @@ class RPCClient:
         senders = senders_for(client.transport, "call")
         if senders is None:
             future, wire_ctxt, timeout, beats, scope = client._start_call(ctxt, method, kwargs)
-            sent = _Sent(wire_ctxt, beats, scope)
             if scope is None:
-                return await self._finish_call(lambda: future, timeout, sent, method)
+                reply = await self._reply(lambda: future, timeout, lambda: beats.last, method)
+                return client._outcome(reply, wire_ctxt)
             with scope:
-                return await self._finish_call(lambda: future, timeout, sent, method)
+                reply = await self._reply(lambda: future, timeout, lambda: beats.last, method)
+                return client._outcome(reply, wire_ctxt)
         # the driver may block sending: a sender thread sends; the timeout runs from now
         timeout = _call_timeout(client)
         sent = _Sent()
@@ -130,22 +131,23 @@ class RPCClient:
             return future
 
         try:
-            result = await self._finish_call(start, timeout, sent, method, senders)
+            reply = await self._reply(start, timeout, sent.last_beat, method, senders)
+            result = client._outcome(reply, sent.wire_ctxt)
         except BaseException as exc:
             sent.close(exc)
             raise
         sent.close(None)
         return result
 
-    async def _finish_call(self, start: Callable[[], Future[Reply]], timeout: float,
-                           sent: _Sent, method: str, senders: Senders | None = None) -> Any:
-        """Wait for the reply of the call ``start`` sends, and return its outcome."""
+    async def _reply(self, start: Callable[[], Future[Reply]], timeout: float,
+                     last_beat: Callable[[], float], method: str,
+                     senders: Senders | None = None) -> Reply:
+        """The reply to the call ``start`` sends, awaited within ``timeout``."""
         client = self._client
         monitor = client.call_monitor_timeout
-        reply = await wait_future(
+        return await wait_future(
             start, timeout, lambda silent: client._timed_out(method, timeout, silent),
-            None if monitor is None else (monitor, sent.last_beat), senders)
-        return client._outcome(reply, sent.wire_ctxt)
+            None if monitor is None else (monitor, last_beat), senders)
 
     async def cast(self, ctxt: dict[str, Any] | None, method: str, **kwargs: Any) -> None:
         """Send ``method`` one-way; returns once the transport has accepted it."""
@@ -245,19 +247,17 @@ def _call_timeout(client: _SyncClient) -> float:
 
 
 class _Sent:
-    """What the send of one call left for its waiter: the wire context, the
-    heartbeats and the observers' scope (set on the sender thread when a
-    sender thread sends). The scope is closed once, by whichever side
-    finishes last: the waiter with the outcome, or a send that completes
-    after its waiter gave up."""
+    """What a sender thread's send of one call leaves for its waiter: the wire
+    context, the heartbeats and the observers' scope. The scope is closed
+    once, by whichever side finishes last: the waiter with the outcome, or a
+    send that completes after its waiter gave up."""
 
     __slots__ = ("_beats", "_lock", "_outcome", "_scope", "_since", "wire_ctxt")
 
-    def __init__(self, wire_ctxt: dict[str, Any] | None = None,
-                 beats: _Heartbeats | None = None, scope: Scope | None = None) -> None:
-        self.wire_ctxt: dict[str, Any] = wire_ctxt if wire_ctxt is not None else {}
-        self._beats = beats
-        self._scope = scope
+    def __init__(self) -> None:
+        self.wire_ctxt: dict[str, Any] = {}
+        self._beats: _Heartbeats | None = None
+        self._scope: Scope | None = None
         self._since = time.monotonic()
         self._lock = threading.Lock()
         self._outcome: list[BaseException | None] = []
