@@ -49,20 +49,25 @@ def error_type(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+#: Span attributes taken as they are from the operation's target fields, when set.
+_TARGET_ATTRIBUTES = (
+    ("messaging.destination.name", "topic"),
+    ("polymsg.target.exchange", "exchange"),
+    ("polymsg.target.server", "server"),
+    ("polymsg.target.version", "version"),
+)
+
+
 def _attributes(op: Operation, ctxt: Mapping[str, Any], operation_type: str) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "messaging.system": op.system,
         "messaging.operation.type": operation_type,
         "messaging.operation.name": op.kind if operation_type == "send" else "process",
     }
-    if op.topic:
-        attributes["messaging.destination.name"] = op.topic
-    if op.exchange:
-        attributes["polymsg.target.exchange"] = op.exchange
-    if op.server:
-        attributes["polymsg.target.server"] = op.server
-    if op.version:
-        attributes["polymsg.target.version"] = op.version
+    for name, field in _TARGET_ATTRIBUTES:
+        value = getattr(op, field)
+        if value:
+            attributes[name] = value
     if op.kind in _NOTIFICATIONS:  # the method is the event type
         if op.priority:
             attributes["polymsg.notification.priority"] = op.priority
