@@ -8,7 +8,6 @@ the one before, through ``_context_traceparent`` on the wire.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +19,7 @@ from oslo_config import cfg
 import polymsg
 from polymsg import _observability
 from polymsg._observe import GROUP
+from polymsg.testing._spans import span_exporter
 
 pytest.importorskip("opentelemetry.sdk", reason="opentelemetry-sdk is a test dependency")
 
@@ -27,29 +27,13 @@ _OSLO_CLASSIC = pytest.mark.skipif(
     os.environ.get("POLYMSG_TEST_RABBIT_VERSION", "").startswith("4"),
     reason="oslo.messaging's classic reply queues are refused by RabbitMQ 4 with 4.3's denials")
 
-_exporter: list[Any] = []
-
-
 @pytest.fixture
 def exporter() -> Iterator[Any]:
     """The in-memory exporter of the process's global tracer provider (set once);
     oslo.messaging reuses a configured provider, as polymsg does."""
-    if not _exporter:
-        from opentelemetry import trace
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
-            InMemorySpanExporter,
-        )
-
-        provider = trace.get_tracer_provider()
-        if not isinstance(provider, TracerProvider):  # else another suite set it already
-            provider = TracerProvider()
-            trace.set_tracer_provider(provider)
-        provider.add_span_processor(SimpleSpanProcessor(exported := InMemorySpanExporter()))
-        _exporter.append(exported)
-    _exporter[0].clear()
-    yield _exporter[0]
+    exported = span_exporter()
+    exported.clear()
+    yield exported
     _observability.reset()
 
 
@@ -94,10 +78,8 @@ class Relay:
 
 def _spans(exporter: Any, count: int) -> dict[tuple[str, str], Any]:
     """``(instrumentation scope, span name) -> span``, once ``count`` ended."""
-    deadline = time.monotonic() + 15
-    while len(exporter.get_finished_spans()) < count and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return {(s.instrumentation_scope.name, s.name): s for s in exporter.get_finished_spans()}
+    spans = exporter.wait(lambda spans: len(spans) >= count)
+    return {(s.instrumentation_scope.name, s.name): s for s in spans}
 
 
 @_OSLO_CLASSIC

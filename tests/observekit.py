@@ -6,33 +6,23 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
-import socket
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from transportkit import KINDS, transport_url
 
 import polymsg
+from polymsg.testing._spans import span_exporter
 
-RABBIT = os.environ.get("POLYMSG_TEST_RABBIT_URL")
 WAIT = 15.0
 #: What each transport reports as its messaging system.
 SYSTEMS = {"memory": "memory", "kombu": "rabbitmq", "pika": "rabbitmq", "zmq": "zeromq"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(params=["memory", "kombu", "pika", "zmq"])
+@pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
     """The transport under test."""
     return str(request.param)
@@ -41,20 +31,8 @@ def kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def url(kind: str) -> Iterator[str]:
     """A URL of the transport under test."""
-    if kind == "memory":
-        yield f"memory://observe-{uuid.uuid4().hex[:8]}"
-    elif kind in ("kombu", "pika"):
-        if not RABBIT:
-            pytest.skip("POLYMSG_TEST_RABBIT_URL is not set")
-        yield RABBIT.replace("rabbit://", f"rabbit+{kind}://", 1)
-    else:
-        if importlib.util.find_spec("polymsg_zmq") is None:
-            pytest.skip("polymsg-zmq is not installed")
-        root = tempfile.mkdtemp(prefix="observe", dir="/tmp")
-        try:
-            yield f"zmq://127.0.0.1:{_free_port()}/?ipc_dir={root}/ipc"
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+    with transport_url(kind, "observe") as url:
+        yield url
 
 
 @pytest.fixture
@@ -98,23 +76,13 @@ def sdk() -> tuple[Any, Any]:
     """(span exporter, metric reader) of the process's global OpenTelemetry SDK
     providers, set up on first use (a process sets its global providers once)."""
     if not _sdk:
-        from opentelemetry import metrics, trace
+        from opentelemetry import metrics
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
-            InMemorySpanExporter,
-        )
 
-        exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
-        tracer_provider = trace.get_tracer_provider()
-        if not isinstance(tracer_provider, TracerProvider):  # else set by another suite
-            tracer_provider = TracerProvider()
-            trace.set_tracer_provider(tracer_provider)
-        tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+        reader = InMemoryMetricReader()
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
-        _sdk.update(exporter=exporter, reader=reader)
+        _sdk.update(exporter=span_exporter(), reader=reader)
     return _sdk["exporter"], _sdk["reader"]
 
 

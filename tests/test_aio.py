@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.util
 import inspect
 import logging
-import os
-import shutil
-import socket
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -25,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from transportkit import KINDS, transport_url
 
 import polymsg
 from polymsg import aio
@@ -32,7 +28,6 @@ from polymsg.aio._senders import MAX_THREADS as MAX_SENDER_THREADS
 from polymsg.testing import AsyncConformance, DriverFixtures, Harness
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
-RABBIT = os.environ.get("POLYMSG_TEST_RABBIT_URL")
 WAIT = 10.0
 
 
@@ -44,29 +39,10 @@ def run_in_loop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[...,
     return runner
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(params=["memory", "kombu", "pika", "zmq"])
+@pytest.fixture(params=KINDS)
 def url(request: pytest.FixtureRequest) -> Iterator[str]:
-    kind = request.param
-    if kind == "memory":
-        yield f"memory://aio-{uuid.uuid4().hex[:8]}"
-    elif kind in ("kombu", "pika"):
-        if not RABBIT:
-            pytest.skip("POLYMSG_TEST_RABBIT_URL is not set")
-        yield RABBIT.replace("rabbit://", f"rabbit+{kind}://", 1)
-    else:
-        if importlib.util.find_spec("polymsg_zmq") is None:
-            pytest.skip("polymsg-zmq is not installed")
-        root = tempfile.mkdtemp(prefix="aio", dir="/tmp")
-        try:
-            yield f"zmq://127.0.0.1:{_free_port()}/?ipc_dir={root}/ipc"
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+    with transport_url(request.param, "aio") as url:
+        yield url
 
 
 @pytest.fixture

@@ -47,14 +47,13 @@ def traced(tmp_path: Any, url: str, exporter: Any) -> Iterator[polymsg.Transport
 
 def spans_of(exporter: Any, topic: str, count: int) -> list[Any]:
     """The finished spans about ``topic`` (waits for ``count`` of them)."""
-    deadline = time.monotonic() + 15
-    while True:
-        found = [s for s in exporter.get_finished_spans()
-                 if s.attributes.get("messaging.destination.name", "").startswith(topic)]
-        if len(found) >= count or time.monotonic() > deadline:
-            assert len(found) >= count, [s.name for s in found]
-            return found
-        time.sleep(0.02)
+    def about(spans: Any) -> list[Any]:
+        return [s for s in spans
+                if s.attributes.get("messaging.destination.name", "").startswith(topic)]
+
+    found = about(exporter.wait(lambda spans: len(about(spans)) >= count))
+    assert len(found) >= count, [s.name for s in found]
+    return found
 
 
 def one(spans: list[Any], name: str, **attributes: Any) -> Any:
