@@ -128,6 +128,7 @@ class Link:
         self._failed_rounds = 0  # ever: waiting senders count rounds from when they came
         self._refusals = 0  # permanent failures ever
         self._last_failure: amqp.Failure | None = None
+        self._next_round = 0.0  # when the I/O thread tries again after a failed round
         self._waiters = 0
         self._kick = threading.Event()  # a sender wants a connection now
         self._closing = False
@@ -144,7 +145,8 @@ class Link:
 
         ``retry``: ``None`` waits as long as it takes, ``N`` gives up after
         N+1 failed connection rounds; ``deadline`` (``time.monotonic()``)
-        bounds the wait. A permanent failure (a refused login…) raises at
+        bounds the wait, which ends early, with the failure, once a round
+        failed and the next one is due only after the deadline. A permanent failure (a refused login…) raises at
         once. Gives up with :class:`MessageDeliveryFailure`.
         """
         session = self._session
@@ -167,7 +169,10 @@ class Link:
                         raise amqp.connection_error(failure)
                     now = time.monotonic()
                     over = retry is not None and self._failed_rounds - start > retry
-                    if over or (deadline is not None and now >= deadline):
+                    # a round failed and the next one starts too late to help
+                    late = deadline is not None and (now >= deadline or (
+                        self._failed_rounds > start and self._next_round >= deadline))
+                    if over or late:
                         raise amqp.connection_error(
                             failure, gave_up=amqp.give_up_reason(retry, deadline),
                             hosts=self.settings.spec.hosts_label)
@@ -328,6 +333,9 @@ class Link:
         """Wait ``delay`` seconds, or longer while nobody needs a connection; True
         when closing. A sender arriving after a refusal tries again at once."""
         deadline = time.monotonic() + delay
+        with self._cond:
+            self._next_round = deadline
+            self._cond.notify_all()
         while not self._closing:
             with self._cond:
                 wanted = self._waiters > 0 or self._needed()
