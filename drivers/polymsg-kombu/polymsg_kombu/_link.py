@@ -146,8 +146,9 @@ class Link:
         ``retry``: ``None`` waits as long as it takes, ``N`` gives up after
         N+1 failed connection rounds; ``deadline`` (``time.monotonic()``)
         bounds the wait, which ends early, with the failure, once a round
-        failed and the next one is due only after the deadline. A permanent failure (a refused login…) raises at
-        once. Gives up with :class:`MessageDeliveryFailure`.
+        failed and the next one is due only after the deadline. A permanent
+        failure (a refused login…) raises at once. Gives up with
+        :class:`MessageDeliveryFailure`.
         """
         session = self._session
         if session is not None and session.broken is None and not self._closing:
