@@ -7,6 +7,7 @@ both). The session works in a virtual host of its own, deleted at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,9 +21,9 @@ import pytest
 from amqptest import DRIVERS, LogWaiter, Matrix, base_url, ctl
 
 
-@pytest.fixture(scope="session")
-def vhost() -> Iterator[str]:
-    """A virtual host of this session's own."""
+@contextlib.contextmanager
+def new_vhost() -> Iterator[str]:
+    """A virtual host the guest user may use, deleted afterwards."""
     base_url()
     name = f"polymsg-amqp-{uuid.uuid4().hex[:8]}"
     ctl("add_vhost", name)
@@ -32,6 +33,21 @@ def vhost() -> Iterator[str]:
         yield name
     finally:
         ctl("delete_vhost", name)
+
+
+@pytest.fixture(scope="session")
+def vhost() -> Iterator[str]:
+    """A virtual host of this session's own."""
+    with new_vhost() as name:
+        yield name
+
+
+@pytest.fixture
+def own_vhost() -> Iterator[str]:
+    """A virtual host of this test's own: the broker's connections in it are the
+    test's only, none left closing by an earlier test."""
+    with new_vhost() as name:
+        yield name
 
 
 @pytest.fixture(params=DRIVERS)
