@@ -14,10 +14,12 @@ __all__ = [
     "BACKEND_ERRORS",
     "CONNECTION_ERRORS",
     "RETRYABLE",
+    "Closed",
     "SessionLost",
     "describe",
     "failure_of",
     "is_precondition_failed",
+    "reply_code",
     "translated",
 ]
 
@@ -37,13 +39,27 @@ class SessionLost(Exception):
     """Internal: the connection a message was being sent on went away."""
 
 
+class Closed(Exception):
+    """A channel or connection polymsg closed itself (AMQP reply code 200)."""
+
+    reply_code = 200
+
+
+def reply_code(exc: BaseException | None) -> int | None:
+    """The AMQP reply code a channel or connection was closed with, if any."""
+    code = getattr(exc, "reply_code", None)
+    return code if isinstance(code, int) else None
+
+
 def is_precondition_failed(exc: BaseException) -> bool:
     """True for RabbitMQ's PRECONDITION_FAILED (redeclaring with other properties)."""
     return isinstance(exc, amqp_errors.PreconditionFailed)
 
 
-def describe(exc: BaseException) -> str:
+def describe(exc: BaseException | None) -> str:
     """A one-line description of a backend error, for logs and messages."""
+    if exc is None:
+        return "connection closed"
     text = str(exc).strip() or "no details"
     return f"{type(exc).__name__}: {text}"
 

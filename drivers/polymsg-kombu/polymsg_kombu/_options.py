@@ -19,7 +19,7 @@ from oslo_config import cfg
 
 from polymsg import amqp
 
-__all__ = ["connection_kwargs", "list_opts", "ssl_options"]
+__all__ = ["connection_kwargs", "list_opts", "py_amqp_kwargs", "ssl_options"]
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """``[("polymsg_rabbit", [opts])]`` for ``oslo-config-generator --namespace polymsg_kombu``."""
@@ -44,6 +44,31 @@ def connection_kwargs(spec: amqp.ConnectionSpec, endpoint: amqp.Endpoint) -> dic
         "login_method": spec.login_method,
         "ssl": sslopts,
         "transport": "pyamqp",
+    }
+
+
+def py_amqp_kwargs(spec: amqp.ConnectionSpec, endpoint: amqp.Endpoint,
+                   name: str) -> dict[str, Any]:
+    """Keyword arguments of ``amqp.Connection`` for ``endpoint`` of ``spec``;
+    ``name`` is shown by the broker (``connection_name``)."""
+    sslopts: dict[str, Any] | bool = False
+    if spec.tls is not None:
+        sslopts = ssl_options(spec.tls)
+        if sslopts.pop("verify_hostname", False):
+            sslopts["server_hostname"] = endpoint.hostname
+    host = endpoint.hostname
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    return {
+        "host": f"{host}:{endpoint.port}",
+        "userid": endpoint.username,
+        "password": endpoint.password,
+        "virtual_host": spec.virtual_host,
+        "heartbeat": spec.heartbeat,
+        "connect_timeout": spec.connect_timeout,
+        "login_method": spec.login_method,
+        "ssl": sslopts,
+        "client_properties": {"connection_name": name, "product": "polymsg-kombu"},
     }
 
 

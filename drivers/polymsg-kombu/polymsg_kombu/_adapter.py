@@ -1,0 +1,576 @@
+"""The I/O adapter of ``rabbit+kombu``: core's AMQP port over py-amqp.
+
+py-amqp is synchronous: opening a connection blocks until the handshake is
+done, and a declaration, a ``basic.consume`` or a channel's opening blocks
+until the broker answered, reading (and handing to their callbacks) every
+frame that arrives meanwhile. The adapter makes it fit the port:
+
+* connections open on a short-lived thread of their own (TCP, TLS, the
+  AMQP handshake, each bounded by ``connect_timeout``); the opened
+  connection is handed to the I/O thread (:class:`~polymsg_kombu._loop.IOLoop`),
+  which from then on is the only thread that touches it;
+* steps that wait for the broker run on the I/O thread (they take a round
+  trip); every callback py-amqp makes, there or while the loop reads, is
+  queued with :meth:`IOLoop.post <polymsg_kombu._loop.IOLoop.post>` and runs
+  once the step returned, in arrival order, so the engine is never called
+  back from inside its own call into the adapter;
+* a channel the broker closes (a refused declaration) is reported to the
+  channel's ``on_close`` callbacks, not raised: py-amqp reopens a channel
+  the broker closed, so the adapter closes that reopened channel for good;
+* a connection error (the socket, missed heartbeats, the broker closing the
+  connection) closes the connection: its channels' ``on_close`` callbacks
+  run, then its ``on_closed``.
+
+Publishing writes ``basic.publish`` with the channel's ``send_method``,
+without :meth:`amqp.Channel.basic_publish`'s read of the socket before
+each message (the I/O thread reads every frame anyway) nor
+``basic_publish_confirm``'s wait: confirms arrive through the channel's
+``basic_ack``/``basic_nack`` events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import select
+import ssl
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import amqp as py_amqp
+import amqp.exceptions as amqp_errors
+from amqp import spec as amqp_spec
+
+from polymsg import amqp
+from polymsg._amqp_port import Channel, Delivered, Loop, Returned
+from polymsg_kombu import _errors
+from polymsg_kombu._fastpath import Hooks
+from polymsg_kombu._loop import IOLoop, Timer
+from polymsg_kombu._options import py_amqp_kwargs
+
+__all__ = ["SOCKET_TIMEOUT", "KombuAdapter", "PyAmqpChannel", "PyAmqpConnection"]
+
+LOG = logging.getLogger(__name__)
+
+#: The socket's timeout once open: for the rest of a frame the loop started to
+#: read, for a step's answer and for writes. Constant, so py-amqp never
+#: switches the socket's mode around a read.
+SOCKET_TIMEOUT = 10.0
+#: How long a clean close waits for the broker's Connection.Close-Ok.
+_CLOSE_TIMEOUT = 2.0
+#: Frames read in a row before the loop's other work gets its turn.
+_READ_BURST = 64
+
+_CONNECTING, _OPEN, _CLOSING, _CLOSED = "connecting", "open", "closing", "closed"
+_POLL_IN = select.POLLIN | select.POLLERR | select.POLLHUP
+_PUBLISH = amqp_spec.Basic.Publish
+_NACK = amqp_spec.Basic.Nack
+
+
+class _RawConnection(py_amqp.Connection):  # type: ignore[misc]
+    """py-amqp's connection, telling its owner about a channel the broker closed."""
+
+    owner: PyAmqpConnection | None = None
+
+    def on_inbound_method(self, channel_id: int, method_sig: Any, payload: Any,
+                          content: Any) -> Any:
+        try:
+            return super().on_inbound_method(channel_id, method_sig, payload, content)
+        except amqp_errors.ChannelError as exc:
+            owner = self.owner
+            if channel_id == 0 or owner is None or not owner.channel_closed(channel_id, exc):
+                raise
+            return None
+
+
+class KombuAdapter:
+    """py-amqp as core's AMQP engine sees it (:class:`polymsg._amqp_port.Adapter`)."""
+
+    def loop(self, name: str) -> IOLoop:
+        """A new, not yet started, I/O thread."""
+        return IOLoop(name)
+
+    def connect(self, loop: Loop, spec: amqp.ConnectionSpec, endpoint: amqp.Endpoint,
+                name: str, *, on_open: Callable[[PyAmqpConnection], None],
+                on_error: Callable[[BaseException | None], None],
+                on_closed: Callable[[BaseException | None], None],
+                on_blocked: Callable[[str | None], None],
+                on_unblocked: Callable[[], None]) -> PyAmqpConnection:
+        """Start opening a connection to ``endpoint`` (on a thread of its own)."""
+        if not isinstance(loop, IOLoop):
+            raise TypeError(f"a py-amqp connection needs polymsg-kombu's I/O loop, not {loop!r}")
+        connection = PyAmqpConnection(loop, name, endpoint.label, on_open=on_open,
+                                      on_error=on_error, on_closed=on_closed,
+                                      on_blocked=on_blocked, on_unblocked=on_unblocked)
+        connection.start(py_amqp_kwargs(spec, endpoint, name))
+        return connection
+
+    def failure_of(self, error: BaseException | None, host: str) -> amqp.Failure:
+        """Classify why connecting or a connection failed: permanent or transient."""
+        return _errors.failure_of(error, host)
+
+    def describe(self, error: BaseException | None) -> str:
+        """A short text for ``error``, for logs and polymsg errors; no secrets."""
+        return _errors.describe(error)
+
+    def reply_code(self, error: BaseException | None) -> int | None:
+        """The AMQP reply code a channel or connection was closed with, if any."""
+        return _errors.reply_code(error)
+
+
+class PyAmqpConnection:
+    """One py-amqp connection, read and written by the I/O thread only."""
+
+    def __init__(self, loop: IOLoop, name: str, host: str, *,
+                 on_open: Callable[[PyAmqpConnection], None],
+                 on_error: Callable[[BaseException | None], None],
+                 on_closed: Callable[[BaseException | None], None],
+                 on_blocked: Callable[[str | None], None],
+                 on_unblocked: Callable[[], None]) -> None:
+        self.loop = loop
+        self.name = name
+        self.host = host
+        self._on_open = on_open
+        self._on_error = on_error
+        self._on_closed = on_closed
+        self._on_blocked = on_blocked
+        self._on_unblocked = on_unblocked
+        self._state = _CONNECTING
+        self._raw: Any = None
+        self._sock: Any = None
+        self._tls = False
+        self._hooks: Hooks | None = None
+        self._poller = select.poll()
+        self._channels: dict[int, PyAmqpChannel] = {}
+        self._stepping: int | None = None
+        self._tick_every = 0.0
+        self._timer: Timer | None = None
+
+    # -- the port -------------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return self._state == _OPEN
+
+    @property
+    def is_closed(self) -> bool:
+        return self._state == _CLOSED
+
+    @property
+    def server_properties(self) -> Mapping[str, Any] | None:
+        raw = self._raw
+        return raw.server_properties if raw is not None else None
+
+    def channel(self, on_open: Callable[[Channel], None]) -> PyAmqpChannel:
+        """Open a channel; ``on_open(channel)`` runs once the broker opened it."""
+        if self._state != _OPEN:
+            raise _errors.Closed(f"{self.name}: the connection is {self._state}")
+        channel = PyAmqpChannel(self)
+        raw_channel: list[Any] = []
+        if self.step(None, lambda: raw_channel.append(self._raw.channel())):
+            channel.attach(raw_channel[0])
+            self._channels[channel.id] = channel
+            self.loop.post(lambda: on_open(channel) if channel.is_open else None)
+        elif self._state == _OPEN:  # the broker would not open it
+            channel.closed(_errors.Closed("the broker did not open the channel"))
+        else:
+            channel.closed(None)
+        return channel
+
+    def flush(self) -> None:
+        """Send now the frames held since the last flush (see :mod:`polymsg_kombu._fastpath`)."""
+        hooks = self._hooks
+        if hooks is not None and self._state == _OPEN:
+            try:
+                hooks.flush()
+            except _errors.BACKEND_ERRORS as exc:
+                self.lost(exc)
+
+    def close(self) -> None:
+        """Close; ``on_closed`` runs once closed (``on_error`` if it was still opening)."""
+        if self._state == _CONNECTING:
+            self._state = _CLOSED
+            self.loop.post(lambda: self._on_error(_errors.Closed("closed before it opened")))
+            return
+        if self._state != _OPEN:
+            return
+        self._state = _CLOSING
+        try:
+            self._sock.settimeout(_CLOSE_TIMEOUT)
+            with self._direct():
+                self._raw.close()
+        except Exception as exc:  # closing politely failed: the socket goes anyway
+            LOG.debug("%s: closing the connection to %s: %s", self.name, self.host,
+                      _errors.describe(exc))
+        self._finish(None)
+
+    # -- the loop's Source ------------------------------------------------------------------
+    def fileno(self) -> int:
+        return int(self._sock.fileno())
+
+    def pending(self) -> bool:
+        """True when bytes already off the socket wait (py-amqp's or TLS's buffer)."""
+        if self._state != _OPEN:
+            return False
+        hooks = self._hooks
+        return (hooks is not None and hooks.buffered()) or (self._tls and self._sock.pending() > 0)
+
+    def read(self) -> None:
+        """Read and dispatch the frames that arrived (their callbacks are posted)."""
+        raw, poll = self._raw, self._poller.poll
+        for _ in range(_READ_BURST):
+            if self._state != _OPEN or not (self.pending() or poll(0)):
+                return
+            try:
+                # One frame at a time, with the socket's timeout for its rest:
+                # with timeout 0 py-amqp would spin on a frame half arrived.
+                raw.blocking_read(SOCKET_TIMEOUT)
+            except Exception as exc:  # the socket, a garbled frame, the broker closing
+                self.lost(exc)
+                return
+
+    def abort(self) -> None:
+        """Drop the socket without a word (the loop ends)."""
+        self._state = _CLOSED
+        with contextlib.suppress(Exception):
+            self._raw.collect()
+
+    # -- opening ----------------------------------------------------------------------------
+    def start(self, kwargs: dict[str, Any]) -> None:
+        """Open the connection on a thread of its own (it blocks until the handshake is done)."""
+        threading.Thread(target=self._open, args=(kwargs,), daemon=True,
+                         name=f"{self.name} connecting").start()
+
+    def _open(self, kwargs: dict[str, Any]) -> None:
+        post = self._post_from_anywhere
+        raw: Any = None
+        try:
+            raw = _RawConnection(on_blocked=lambda reason: post(lambda: self._on_blocked(reason)),
+                                 on_unblocked=lambda: post(self._on_unblocked), **kwargs)
+            raw.connect()
+        except Exception as exc:  # refused, unreachable, TLS, login: on_error says which
+            if raw is not None:
+                with contextlib.suppress(Exception):
+                    raw.collect()
+            self._hand_over(functools.partial(self._failed, exc), None)
+            return
+        self._hand_over(lambda: self._opened(raw), raw)
+
+    def _post_from_anywhere(self, fn: Callable[[], None]) -> None:
+        if self.loop.in_loop():
+            self.loop.post(fn)
+        else:
+            with contextlib.suppress(Exception):
+                self.loop.submit(fn)
+
+    def _hand_over(self, fn: Callable[[], None], raw: Any) -> None:
+        try:
+            self.loop.submit(fn)
+        except Exception:  # the transport was cleaned up meanwhile
+            if raw is not None:
+                with contextlib.suppress(Exception):
+                    raw.collect()
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._state == _CONNECTING:
+            self._state = _CLOSED
+            self._on_error(exc)
+
+    def _opened(self, raw: Any) -> None:
+        if self._state != _CONNECTING:  # closed while it opened
+            with contextlib.suppress(Exception):
+                raw.collect()
+            return
+        try:
+            sock = raw.sock
+            sock.settimeout(SOCKET_TIMEOUT)
+            self._hooks = Hooks(raw.transport)
+            self._poller.register(sock, _POLL_IN)
+        except Exception as exc:  # the socket died in between
+            with contextlib.suppress(Exception):
+                raw.collect()
+            self._failed(exc)
+            return
+        raw.owner = self
+        self._raw, self._sock = raw, sock
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._state = _OPEN
+        self.loop.watch(self)
+        heartbeat = float(raw.heartbeat or 0)
+        if heartbeat:
+            self._tick_every = heartbeat / 4
+            self._timer = self.loop.call_later(self._tick_every, self._tick)
+        self._on_open(self)
+
+    def _tick(self) -> None:
+        if self._state != _OPEN:
+            return
+        try:
+            self._raw.heartbeat_tick(rate=2)
+        except Exception as exc:  # missed heartbeats (ConnectionForced) or the socket
+            self.lost(exc)
+            return
+        self._timer = self.loop.call_later(self._tick_every, self._tick)
+
+    # -- steps and failures (used by the channels) ------------------------------------------------
+    def step(self, channel: PyAmqpChannel | None, call: Callable[[], object]) -> bool:
+        """Run a py-amqp call that may wait for the broker; True when it went through.
+
+        A refusal closes ``channel`` (its ``on_close`` callbacks run); a
+        connection error closes the connection."""
+        if self._state != _OPEN:
+            return False
+        self._stepping = channel.id if channel is not None else None
+        try:
+            with self._direct():
+                call()
+            return True
+        except amqp_errors.ChannelError as exc:
+            if not self._raw.connected:
+                self.lost(exc)
+            elif channel is not None:
+                channel.refused(exc)
+            else:
+                LOG.debug("%s: %s", self.name, _errors.describe(exc))
+        except Exception as exc:
+            if not isinstance(exc, _errors.BACKEND_ERRORS):
+                raise
+            self.lost(exc)
+        finally:
+            self._stepping = None
+        return False
+
+    def write(self, call: Callable[[], object]) -> None:
+        """Run a py-amqp call that only writes; a socket error closes the connection."""
+        try:
+            call()
+        except _errors.BACKEND_ERRORS as exc:
+            self.lost(exc)
+
+    def channel_closed(self, channel_id: int, exc: BaseException) -> bool:
+        """From py-amqp's dispatch: the broker closed channel ``channel_id``. True when
+        handled here; False for the channel whose step is running (its step raises)."""
+        if channel_id == self._stepping:
+            return False
+        channel = self._channels.get(channel_id)
+        if channel is not None:
+            channel.refused(exc)
+        return True
+
+    def forget(self, channel: PyAmqpChannel) -> None:
+        if self._channels.get(channel.id) is channel:
+            del self._channels[channel.id]
+
+    def lost(self, exc: BaseException | None) -> None:
+        """The connection broke: close it and tell its channels and its owner."""
+        if self._state in (_OPEN, _CLOSING):
+            LOG.debug("%s: connection to %s lost: %s", self.name, self.host,
+                      _errors.describe(exc))
+            self._finish(exc)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        self._state = _CLOSED
+        self.loop.unwatch(self)
+        self.loop.cancel(self._timer)
+        with contextlib.suppress(Exception):
+            self._raw.collect()
+        channels = list(self._channels.values())
+        self._channels.clear()
+        for channel in channels:
+            channel.closed(exc)
+        self.loop.post(lambda: self._on_closed(exc))
+
+    @contextlib.contextmanager
+    def _direct(self) -> Iterator[None]:
+        hooks = self._hooks
+        if hooks is None:
+            yield
+        else:
+            with hooks.direct():
+                yield
+
+
+def _properties_out(properties: Mapping[str, Any]) -> dict[str, Any]:
+    result = dict(properties)
+    if "headers" in result:
+        result["application_headers"] = result.pop("headers")
+    return result
+
+
+def _properties_in(properties: Mapping[str, Any]) -> dict[str, Any]:
+    result = dict(properties)
+    if "application_headers" in result:
+        result["headers"] = result.pop("application_headers")
+    return result
+
+
+class PyAmqpChannel:
+    """One py-amqp channel (:class:`polymsg._amqp_port.Channel`)."""
+
+    def __init__(self, connection: PyAmqpConnection) -> None:
+        self._connection = connection
+        self._post = connection.loop.post
+        self._raw: Any = None
+        self.id = 0
+        self._open = False
+        self._reported = False  # on_close callbacks queued
+        self._close_callbacks: list[Callable[[Channel, BaseException], None]] = []
+        self._return_callbacks: list[Callable[[Returned], None]] = []
+        self._cancel_callbacks: list[Callable[[str], None]] = []
+
+    def attach(self, raw: Any) -> None:
+        """Use ``raw``, the py-amqp channel just opened."""
+        self._raw, self.id, self._open = raw, raw.channel_id, True
+        raw.auto_decode = False  # bodies stay bytes
+        raw.events["basic_return"].add(self._raw_return)
+
+    # -- the port -------------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    @property
+    def connection(self) -> PyAmqpConnection:
+        return self._connection
+
+    def on_close(self, callback: Callable[[Channel, BaseException], None]) -> None:
+        self._close_callbacks.append(callback)
+
+    def on_return(self, callback: Callable[[Returned], None]) -> None:
+        self._return_callbacks.append(callback)
+
+    def on_cancel(self, callback: Callable[[str], None]) -> None:
+        self._cancel_callbacks.append(callback)
+
+    def confirm(self, on_confirm: Callable[[int, bool, bool], None],
+                done: Callable[[], None]) -> None:
+        post = self._post
+        events = self._usable().events
+        events["basic_ack"].add(
+            lambda tag, multiple: post(lambda: on_confirm(tag, multiple, False)))
+        events["basic_nack"].add(
+            lambda tag, multiple: post(lambda: on_confirm(tag, multiple, True)))
+        self._step(lambda: self._raw.confirm_select(), done)
+
+    def publish(self, exchange: str, routing_key: str, body: bytes,
+                properties: Mapping[str, Any], mandatory: bool) -> None:
+        raw = self._usable()
+        message = py_amqp.Message(body, **_properties_out(properties))
+        self._connection.write(lambda: raw.send_method(
+            _PUBLISH, "Bssbb", (0, exchange, routing_key, mandatory, False), message))
+
+    def declare_exchange(self, name: str, type: str, *, passive: bool, durable: bool,
+                         auto_delete: bool, done: Callable[[], None]) -> None:
+        self._step(lambda: self._raw.exchange_declare(
+            name, type, passive=passive, durable=durable, auto_delete=auto_delete), done)
+
+    def declare_queue(self, name: str, *, passive: bool, durable: bool, auto_delete: bool,
+                      arguments: Mapping[str, Any], done: Callable[[], None]) -> None:
+        self._step(lambda: self._raw.queue_declare(
+            name, passive=passive, durable=durable, auto_delete=auto_delete,
+            arguments=dict(arguments) or None), done)
+
+    def bind(self, queue: str, exchange: str, routing_key: str,
+             done: Callable[[], None]) -> None:
+        self._step(lambda: self._raw.queue_bind(queue, exchange, routing_key), done)
+
+    def delete_queue(self, name: str, done: Callable[[], None]) -> None:
+        self._step(lambda: self._raw.queue_delete(name), done)
+
+    def qos(self, prefetch_count: int, done: Callable[[], None]) -> None:
+        self._step(lambda: self._raw.basic_qos(0, prefetch_count, False), done)
+
+    def consume(self, queue: str, on_message: Callable[[Channel, Delivered], None], *,
+                auto_ack: bool, arguments: Mapping[str, Any] | None,
+                done: Callable[[str], None]) -> str:
+        raw = self._usable()
+        tag = f"ctag{self.id}.{uuid.uuid4().hex}"
+        post = self._post
+
+        def deliver(message: Any) -> None:
+            info = message.delivery_info
+            delivered = Delivered(tag, info["delivery_tag"], info["redelivered"],
+                                  info["exchange"], info["routing_key"],
+                                  _properties_in(message.properties), message.body or b"")
+            post(lambda: on_message(self, delivered) if self._open else None)
+
+        if self._connection.step(self, lambda: raw.basic_consume(
+                queue, consumer_tag=tag, no_ack=auto_ack, callback=deliver,
+                arguments=dict(arguments) if arguments else None,
+                on_cancel=self._raw_cancel)):
+            post(lambda: done(tag) if self._open else None)
+        return tag
+
+    def cancel(self, consumer_tag: str) -> None:
+        if self._open:
+            self._connection.step(self, lambda: self._raw.basic_cancel(consumer_tag))
+
+    def ack(self, delivery_tag: int) -> None:
+        if self._open:
+            self._connection.write(lambda: self._raw.basic_ack(delivery_tag))
+
+    def reject(self, delivery_tag: int, requeue: bool) -> None:
+        if self._open:
+            self._connection.write(lambda: self._raw.basic_reject(delivery_tag, requeue))
+
+    def nack(self, delivery_tag: int, requeue: bool) -> None:
+        if self._open:
+            self._connection.write(
+                lambda: self._raw.send_method(_NACK, "Lbb", (delivery_tag, False, requeue)))
+
+    def close(self) -> None:
+        if not self._open:
+            return
+        self._connection.forget(self)
+        self._connection.step(None, self._raw.close)
+        self.closed(_errors.Closed("channel closed by polymsg"))
+
+    # -- from the connection and py-amqp ----------------------------------------------------------
+    def closed(self, exc: BaseException | None) -> None:
+        """The channel is gone (with its connection, or closed here): tell the callbacks."""
+        self._open = False
+        if not self._reported:
+            self._reported = True
+            error = exc if exc is not None else _errors.Closed("connection closed")
+            self._post(lambda: self._notify_close(error))
+
+    def refused(self, exc: BaseException) -> None:
+        """The broker closed the channel; py-amqp reopened it, so close that for good."""
+        if not self._open:
+            return
+        self._connection.forget(self)
+        raw = self._raw
+
+        def close_reopened() -> None:
+            if raw.is_open:
+                self._connection.step(None, raw.close)
+
+        self._post(close_reopened)
+        self.closed(exc)
+
+    def _notify_close(self, error: BaseException) -> None:
+        for callback in self._close_callbacks:
+            callback(self, error)
+
+    def _raw_return(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
+        returned = Returned(exchange, routing_key, int(getattr(exc, "reply_code", 0) or 0),
+                            str(getattr(exc, "reply_text", "") or ""),
+                            _properties_in(message.properties), message.body or b"")
+        for callback in self._return_callbacks:
+            self._post(functools.partial(callback, returned))
+
+    def _raw_cancel(self, consumer_tag: str) -> None:
+        for callback in self._cancel_callbacks:
+            self._post(functools.partial(callback, consumer_tag))
+
+    def _usable(self) -> Any:
+        if not self._open:
+            raise _errors.Closed("the channel is closed")
+        return self._raw
+
+    def _step(self, call: Callable[[], object], done: Callable[[], None]) -> None:
+        self._usable()
+        if self._connection.step(self, call):
+            self._post(lambda: done() if self._open else None)
