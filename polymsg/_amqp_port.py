@@ -9,7 +9,10 @@ Threading: every method here is called on the adapter's I/O thread (the
 :class:`Loop`), and every callback the adapter makes runs there too, except
 :meth:`Loop.submit`, :meth:`Loop.run` and :meth:`Loop.close`, which any
 thread may call. Callbacks never raise into the adapter: the engine catches
-what it must.
+what it must. A callback handed to a method (``on_open``, ``done``,
+``on_error``...) never runs before that method has returned: an adapter over
+a synchronous library defers it (:meth:`Loop.submit`); the engine stores what
+a method returns (a channel, a consumer tag) before its answer can arrive.
 
 Values crossing the port are polymsg's own (plain ``bytes``, mappings of
 AMQP basic properties by their AMQP names, the dataclasses below), never a

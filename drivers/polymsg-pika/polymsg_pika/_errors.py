@@ -13,12 +13,8 @@ import ssl
 from pika import exceptions as pika_exc
 
 from polymsg import amqp
-from polymsg.driver import MessageDeliveryFailure
 
-__all__ = ["delivery_failure", "describe", "failure_of", "reply_code"]
-
-#: AMQP reply codes the driver reacts to.
-NOT_FOUND = 404
+__all__ = ["describe", "failure_of", "reply_code"]
 
 
 def reply_code(exc: BaseException | None) -> int | None:
@@ -87,8 +83,3 @@ def failure_of(exc: BaseException | None, host: str) -> amqp.Failure:
     if isinstance(exc, OSError | ssl.SSLError | ssl.CertificateError):
         return amqp.classify(exc, host)
     return amqp.classify(exc, host, reason=describe(exc))
-
-
-def delivery_failure(what: str, cause: BaseException | None = None) -> MessageDeliveryFailure:
-    """A :class:`~polymsg.MessageDeliveryFailure` saying ``what`` failed and why."""
-    return amqp.delivery_failure(what, cause, describe)

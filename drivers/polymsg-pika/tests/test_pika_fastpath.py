@@ -52,8 +52,8 @@ def test_the_installed_pika_has_what_the_fastpath_uses(transport: polymsg.Transp
     # upgrade that removes them should be noticed, not silently slower.
     assert _fastpath.enabled(), "the installed pika is not one the fast path was tested with"
     assert _fastpath._PLAIN_TRANSPORT is not None
-    assert type(link.connection._transport) is _fastpath._PLAIN_TRANSPORT
-    assert isinstance(link.connection._transport._tx_buffers, deque)
+    assert type(link.connection.pika._transport) is _fastpath._PLAIN_TRANSPORT
+    assert isinstance(link.connection.pika._transport._tx_buffers, deque)
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["private-hooks", "public-path"])

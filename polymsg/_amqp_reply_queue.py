@@ -16,20 +16,16 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
 
-from polymsg import amqp
+from polymsg._amqp_connection import Failure, connection_error
+from polymsg._amqp_declaring import LinkDeclarer
+from polymsg._amqp_layout import Layout
+from polymsg._amqp_link import Link
+from polymsg._amqp_port import Channel, Connection, Delivered
+from polymsg._amqp_publisher import Outgoing, Publisher, budget_error, fail, out_of_budget
+from polymsg._amqp_replies import ReplyTable
+from polymsg._amqp_subscription import Subscription
 from polymsg.driver import Reply
-from polymsg_pika._consumer import Subscription
-from polymsg_pika._declare import Declarer
-from polymsg_pika._link import Link
-from polymsg_pika._publisher import (
-    Outgoing,
-    Publisher,
-    budget_error,
-    fail,
-    out_of_budget,
-)
 
 __all__ = ["Replies"]
 
@@ -42,18 +38,18 @@ _EARLY = 0.05
 class Replies:
     """Waiting calls and the consumer of their replies."""
 
-    def __init__(self, link: Link, declarer: Declarer, publisher: Publisher,
-                 layout: amqp.Layout) -> None:
+    def __init__(self, link: Link, declarer: LinkDeclarer, publisher: Publisher,
+                 layout: Layout) -> None:
         self.queue = layout.reply_queue_name()
         self._link = link
         self._declarer = declarer
         self._publisher = publisher
         self._layout = layout
-        self._table = amqp.ReplyTable(self.queue)
+        self._table = ReplyTable(self.queue)
         self._held: list[Outgoing] = []
         self._subscription: Subscription | None = None
         self._ready = False
-        self._last_failure: amqp.Failure | None = None
+        self._last_failure: Failure | None = None
         link.add_user(self)
 
     @property
@@ -91,7 +87,7 @@ class Replies:
     def _expire(self, message: Outgoing) -> None:
         if message in self._held:
             self._held.remove(message)
-            fail(message.future, amqp.connection_error(
+            fail(message.future, connection_error(
                 self._last_failure, what=message.label, hosts=self._link.hosts,
                 gave_up="gave up at the call's timeout"))
 
@@ -117,12 +113,12 @@ class Replies:
         for message in held:
             self._publisher.send(message)
 
-    def _deliver(self, subscription: Subscription, channel: Any, method: Any, properties: Any,
-                 body: bytes) -> None:
-        self._table.deliver(body)
+    def _deliver(self, subscription: Subscription, channel: Channel,
+                 delivered: Delivered) -> None:
+        self._table.deliver(delivered.body)
 
     # -- LinkUser: calls held for the reply queue count connection attempts -----------------
-    def link_opened(self, connection: Any) -> None:
+    def link_opened(self, connection: Connection) -> None:
         """Nothing to do: the subscription re-declares itself."""
 
     def link_lost(self, error: BaseException | None) -> None:
@@ -130,7 +126,7 @@ class Replies:
         # unless the broker restarted, and then calls wait for it to be back.
         self._ready = False
 
-    def attempt_failed(self, failure: amqp.Failure, new_round: bool) -> None:
+    def attempt_failed(self, failure: Failure, new_round: bool) -> None:
         self._last_failure = failure
         for message in list(self._held):
             if message.abandoned() or out_of_budget(message, failure, new_round):

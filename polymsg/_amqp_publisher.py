@@ -30,7 +30,7 @@ The confirm window
 A cast or notification's future resolves on its confirm when the transport
 has ``confirm_window = 0``. With a window (the default, 256; see
 :class:`polymsg.amqp.ConfirmWindow`) the message is ``early``: its future resolves
-as soon as ``basic_publish`` was done on the open confirm channel -- or at
+as soon as it was published on the open confirm channel -- or at
 once, in the sender's thread, when the channels are open and the route
 already declared (``handed``), since only a lost connection could stop it
 then and the message is sent again after one -- so one sending thread no
@@ -40,7 +40,7 @@ keeps an early message until its confirm exactly like any other (published
 again after a lost connection, a nack or a vanished queue) and makes it
 leave the window once settled. What fails before the message was ever
 published (no connection within ``retry``, a route that cannot be declared,
-a name pika refuses) still fails its future, so its sender sees the error;
+a name the client library refuses) still fails its future, so its sender sees the error;
 what fails later, when nobody waits any more, is logged as a WARNING naming
 the message by kind, method or event type and unique id, with the reason.
 ``close()`` lists in one WARNING the early messages still unconfirmed.
@@ -56,17 +56,19 @@ import functools
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
-from pika import spec
-
-from polymsg import amqp
-from polymsg_pika._declare import Declarer
-from polymsg_pika._errors import NOT_FOUND, delivery_failure, describe, reply_code
-from polymsg_pika._link import Link
+from polymsg._amqp import decode_reply
+from polymsg._amqp_connection import NOT_FOUND, Failure, connection_error, give_up_reason
+from polymsg._amqp_declaring import LinkDeclarer
+from polymsg._amqp_delivery import Attempts, Outcome, Unrouted
+from polymsg._amqp_driver import delivery_failure
+from polymsg._amqp_layout import Route
+from polymsg._amqp_link import Link
+from polymsg._amqp_port import Channel, Connection, Returned
 
 __all__ = ["Outgoing", "Publisher", "budget_error", "fail", "out_of_budget", "resolve"]
 
@@ -105,16 +107,16 @@ class Outgoing:
     exchange: str
     routing_key: str
     body: bytes
-    properties: Any
+    properties: Mapping[str, Any]
     message_id: str
     future: Future[Any] | None
-    route: amqp.Route | None = None
+    route: Route | None = None
     remember: bool = True
     retry: int | None = None
     deadline: float | None = None  # a call's (time.monotonic()): given up then, unsent
     fanout: bool = False
     ready: bool = False
-    tries: amqp.Attempts = field(default_factory=amqp.Attempts, repr=False)
+    tries: Attempts = field(default_factory=Attempts, repr=False)
     early: bool = False
     published: bool = False
     handed: bool = False
@@ -157,19 +159,19 @@ class _Lane:
 
     def __init__(self, confirm: bool) -> None:
         self.confirm = confirm
-        self.channel: Any = None
+        self.channel: Channel | None = None
         self.ready = False
 
 
 class Publisher:
     """Publishes :class:`Outgoing` messages on two channels of ``link`` (I/O thread)."""
 
-    def __init__(self, link: Link, declarer: Declarer) -> None:
+    def __init__(self, link: Link, declarer: LinkDeclarer) -> None:
         self._link = link
         self._declarer = declarer
-        self._unrouted = amqp.Unrouted()
+        self._unrouted = Unrouted()
         self._queue: deque[Outgoing] = deque()
-        self._waiting_routes: dict[amqp.Route, list[Outgoing]] = {}
+        self._waiting_routes: dict[Route, list[Outgoing]] = {}
         self._confirm_lane = _Lane(confirm=True)
         self._plain_lane = _Lane(confirm=False)
         self._next_tag = 1
@@ -210,7 +212,7 @@ class Publisher:
             fail(message.future, error)
             message.settle()
 
-    def accepting(self, route: amqp.Route) -> bool:
+    def accepting(self, route: Route) -> bool:
         """True when a message for ``route`` would be published at once (both
         channels open, the route declared). Read from other threads: a hint."""
         return not self._closed and self._ready and self._declarer.known(route)
@@ -223,7 +225,7 @@ class Publisher:
         return self._confirm_lane, self._plain_lane
 
     # -- LinkUser -------------------------------------------------------------------------
-    def link_opened(self, connection: Any) -> None:
+    def link_opened(self, connection: Connection) -> None:
         for lane in self._lanes():
             self._open_lane(lane, connection)
 
@@ -232,7 +234,7 @@ class Publisher:
             lane.channel, lane.ready = None, False
         self._requeue_unconfirmed(error, connection_lost=True)
 
-    def attempt_failed(self, failure: amqp.Failure, new_round: bool) -> None:
+    def attempt_failed(self, failure: Failure, new_round: bool) -> None:
         waiting = [*self._queue, *itertools.chain(*self._waiting_routes.values())]
         for message in waiting:
             if message.abandoned():  # nobody waits: stop wanting a connection for it
@@ -245,38 +247,36 @@ class Publisher:
         return bool(self._queue or self._waiting_routes or self._unconfirmed)
 
     # -- channels ---------------------------------------------------------------------------
-    def _open_lane(self, lane: _Lane, connection: Any) -> None:
+    def _open_lane(self, lane: _Lane, connection: Connection) -> None:
         if lane.channel is not None or not connection.is_open:
             return
-        channel = connection.channel(
-            on_open_callback=functools.partial(self._on_channel_open, lane))
-        channel.add_on_close_callback(functools.partial(self._on_channel_closed, lane))
-        channel.add_on_return_callback(functools.partial(self._on_return, lane))
+        channel = connection.channel(functools.partial(self._on_channel_open, lane))
+        channel.on_close(functools.partial(self._on_channel_closed, lane))
+        channel.on_return(functools.partial(self._on_return, lane))
         lane.channel = channel
 
-    def _on_channel_open(self, lane: _Lane, channel: Any) -> None:
+    def _on_channel_open(self, lane: _Lane, channel: Channel) -> None:
         if not lane.confirm:
             self._lane_ready(lane, channel)
             return
-        channel.confirm_delivery(self._on_confirm,
-                                 callback=lambda _frame: self._lane_ready(lane, channel))
+        channel.confirm(self._on_confirm, functools.partial(self._lane_ready, lane, channel))
 
-    def _lane_ready(self, lane: _Lane, channel: Any) -> None:
+    def _lane_ready(self, lane: _Lane, channel: Channel) -> None:
         if channel is lane.channel:
             lane.ready = True
             if lane.confirm:
                 self._next_tag = 1
             self._pump()
 
-    def _on_channel_closed(self, lane: _Lane, channel: Any, error: BaseException) -> None:
+    def _on_channel_closed(self, lane: _Lane, channel: Channel, error: BaseException) -> None:
         if channel is not lane.channel:
             return
         lane.channel, lane.ready = None, False
         if not channel.connection.is_open:
             return  # the whole connection is going: link_lost follows
         LOG.warning("%s: the broker closed a publishing channel: %s", self._link.name,
-                    describe(error))
-        if reply_code(error) == NOT_FOUND:
+                    self._link.adapter.describe(error))
+        if self._link.adapter.reply_code(error) == NOT_FOUND:
             self._declarer.forget_all()
         if lane.confirm:
             self._requeue_unconfirmed(error, connection_lost=False)
@@ -290,19 +290,20 @@ class Publisher:
             message.ready = False
         again = []
         for message in unconfirmed:
-            outcome = amqp.Outcome.LOST if connection_lost else amqp.Outcome.CHANNEL_CLOSED
+            outcome = Outcome.LOST if connection_lost else Outcome.CHANNEL_CLOSED
             if message.tries.again(outcome):
                 again.append(message)
             else:
-                self._give_up(message, _error(message, outcome, error))
+                self._give_up(message, self._error(message, outcome, error))
         self._queue.extendleft(reversed(again))
 
     # -- publishing ---------------------------------------------------------------------------
     def _pump(self) -> None:
         if not self._ready:
-            if self._link.is_open:
+            connection = self._link.connection
+            if self._link.is_open and connection is not None:
                 for lane in self._lanes():
-                    self._open_lane(lane, self._link.connection)
+                    self._open_lane(lane, connection)
             else:
                 self._link.want()
             return
@@ -317,7 +318,7 @@ class Publisher:
                 continue
             self._publish(message)
 
-    def _route_ready(self, message: Outgoing, route: amqp.Route) -> bool:
+    def _route_ready(self, message: Outgoing, route: Route) -> bool:
         waiting = self._waiting_routes.get(route)
         if waiting is not None:
             waiting.append(message)
@@ -330,7 +331,7 @@ class Publisher:
                               remember=message.remember)
         return False
 
-    def _route_declared(self, route: amqp.Route, error: BaseException | None) -> None:
+    def _route_declared(self, route: Route, error: BaseException | None) -> None:
         messages = self._waiting_routes.pop(route, [])
         for message in messages:
             if error is not None:
@@ -342,12 +343,16 @@ class Publisher:
 
     def _publish(self, message: Outgoing) -> None:
         lane = self._confirm_lane if message.confirmed else self._plain_lane
+        channel = lane.channel
+        assert channel is not None  # a ready lane has its channel
         try:
-            lane.channel.basic_publish(message.exchange, message.routing_key, message.body,
-                                       message.properties, mandatory=True)
+            channel.publish(message.exchange, message.routing_key, message.body,
+                            message.properties, mandatory=True)
         except Exception as exc:  # a closing channel or an invalid name: never raise here
             if lane.channel is not None and lane.channel.is_open:
-                self._give_up(message, delivery_failure(f"{message.label}: pika refused it", exc))
+                self._give_up(message, delivery_failure(
+                    f"{message.label}: the client library refused it", exc,
+                    self._link.adapter.describe))
             else:  # the channel is closing; its close callback reopens it and pumps
                 lane.ready = False
                 self._queue.appendleft(message)
@@ -364,16 +369,13 @@ class Publisher:
         elif message.kind == CALL and message.future is not None:
             # Kept until answered, in case the broker returns it as unroutable.
             self._calls[message.message_id] = message
-            if not message.tries.count(amqp.Outcome.RETURNED):
+            if not message.tries.count(Outcome.RETURNED):
                 message.future.add_done_callback(
                     functools.partial(_forget, self._calls, message.message_id))
 
     # -- broker answers ------------------------------------------------------------------------
-    def _on_confirm(self, frame: Any) -> None:
-        method = frame.method
-        nack = isinstance(method, spec.Basic.Nack)
-        tag = int(method.delivery_tag)
-        if method.multiple:
+    def _on_confirm(self, tag: int, multiple: bool, nack: bool) -> None:
+        if multiple:
             tags = list(itertools.takewhile(lambda t: t <= tag, self._unconfirmed))
         else:
             tags = [tag] if tag in self._unconfirmed else []
@@ -386,23 +388,22 @@ class Publisher:
 
     def _settled(self, message: Outgoing, nack: bool) -> None:
         if nack:
-            if message.tries.again(amqp.Outcome.NACKED):
+            if message.tries.again(Outcome.NACKED):
                 LOG.info("%s: the broker refused to take it (basic.nack); sending it again",
                          message.label)
                 message.returned = None
                 self._queue.append(message)
             else:
-                self._give_up(message, _error(message, amqp.Outcome.NACKED))
+                self._give_up(message, self._error(message, Outcome.NACKED))
         elif message.returned is not None:
             self._on_returned(message)
         else:
             resolve(message.future, None)
             message.settle()
 
-    def _on_return(self, lane: _Lane, channel: Any, method: Any, properties: Any,
-                   body: bytes) -> None:
-        message_id = getattr(properties, "message_id", None) or ""
-        text = f"{method.reply_text} ({method.reply_code})"
+    def _on_return(self, lane: _Lane, returned: Returned) -> None:
+        message_id = str(returned.properties.get("message_id") or "")
+        text = f"{returned.reply_text} ({returned.reply_code})"
         if lane.confirm:
             message = self._by_id.get(message_id)
             if message is not None:
@@ -414,11 +415,11 @@ class Publisher:
                 message.returned = text
                 self._on_returned(message)
                 return
-            if not method.exchange:
-                self._unrouted.reply(_reply_id(body), method.routing_key, text)
+            if not returned.exchange:
+                self._unrouted.reply(_reply_id(returned.body), returned.routing_key, text)
                 return
         LOG.warning("%s: the broker returned an unknown message sent to %r/%r: %s",
-                    self._link.name, method.exchange, method.routing_key, text)
+                    self._link.name, returned.exchange, returned.routing_key, text)
 
     def _on_returned(self, message: Outgoing) -> None:
         text, message.returned = message.returned, None
@@ -426,7 +427,7 @@ class Publisher:
             self._unrouted.fanout(message.label, message.exchange)
             resolve(message.future, None)
             message.settle()
-        elif message.route is not None and message.tries.again(amqp.Outcome.RETURNED):
+        elif message.route is not None and message.tries.again(Outcome.RETURNED):
             LOG.info("%s: queue %r was missing (%s); declaring it and sending again",
                      message.label, message.routing_key, text)
             message.ready = False
@@ -434,8 +435,15 @@ class Publisher:
             self._queue.append(message)
             self._pump()
         else:
-            self._give_up(message, message.tries.error(message.label, amqp.Outcome.RETURNED,
+            self._give_up(message, message.tries.error(message.label, Outcome.RETURNED,
                                                        text or ""))
+
+    def _error(self, message: Outgoing, outcome: Outcome,
+               cause: BaseException | None = None) -> BaseException:
+        detail = self._link.adapter.describe(cause) if cause is not None else ""
+        error = message.tries.error(message.label, outcome, detail)
+        error.__cause__ = cause
+        return error
 
     def _give_up(self, message: Outgoing, error: BaseException) -> None:
         if message.kind == REPLY or message.unwatched:
@@ -454,26 +462,17 @@ class Publisher:
             self._queue.remove(message)
 
 
-def out_of_budget(message: Outgoing, failure: amqp.Failure, new_round: bool) -> bool:
+def out_of_budget(message: Outgoing, failure: Failure, new_round: bool) -> bool:
     """Count a failed connection round against ``message``; True when it is to
     fail now (a permanent failure, or its ``retry`` is spent)."""
-    if new_round and not message.tries.again(amqp.Outcome.LOST):
+    if new_round and not message.tries.again(Outcome.LOST):
         return True
     return failure.permanent
 
 
-def _error(message: Outgoing, outcome: amqp.Outcome,
-           cause: BaseException | None = None) -> BaseException:
-    detail = describe(cause) if cause is not None else ""
-    error = message.tries.error(message.label, outcome, detail)
-    error.__cause__ = cause
-    return error
-
-
-def budget_error(label: str, retry: int | None, failure: amqp.Failure) -> BaseException:
+def budget_error(label: str, retry: int | None, failure: Failure) -> BaseException:
     """The error of a message given up for want of a connection."""
-    return amqp.connection_error(failure, what=label,
-                                 gave_up=amqp.give_up_reason(retry, None))
+    return connection_error(failure, what=label, gave_up=give_up_reason(retry, None))
 
 
 def _forget(calls: dict[str, Outgoing], message_id: str, _future: Future[Any]) -> None:
@@ -482,6 +481,6 @@ def _forget(calls: dict[str, Outgoing], message_id: str, _future: Future[Any]) -
 
 def _reply_id(body: bytes) -> str:
     try:
-        return amqp.decode_reply(body).msg_id
+        return decode_reply(body).msg_id
     except Exception:  # a garbled reply of ours is still only worth a log line
         return "?"

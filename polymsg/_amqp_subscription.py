@@ -19,13 +19,15 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from polymsg import amqp
+from polymsg._amqp import Notification, Request
+from polymsg._amqp_connection import Failure, connection_error, give_up_reason
+from polymsg._amqp_declaring import LinkDeclarer
+from polymsg._amqp_incoming import Delivery, QueueWatch
+from polymsg._amqp_layout import Route
+from polymsg._amqp_link import Link
+from polymsg._amqp_port import Channel, Connection, Delivered
 from polymsg.driver import Listener, MessageDeliveryFailure
-from polymsg_pika._declare import Declarer
-from polymsg_pika._errors import describe
-from polymsg_pika._link import Link
 
 __all__ = ["Deliver", "Incoming", "Subscription"]
 
@@ -34,17 +36,17 @@ LOG = logging.getLogger(__name__)
 _WARN_EVERY = 30.0
 _MAX_REOPEN_DELAY = 5.0
 
-#: ``deliver(subscription, channel, method, properties, body)`` on the I/O thread.
-Deliver = Callable[["Subscription", Any, Any, Any, bytes], None]
+#: ``deliver(subscription, channel, delivered)`` on the I/O thread.
+Deliver = Callable[["Subscription", Channel, Delivered], None]
 #: ``send_reply(reply_q, msg_id, body)``: publish a reply (any thread).
 SendReply = Callable[[str, str, bytes], None]
 
 
-class Incoming(amqp.Delivery):
+class Incoming(Delivery):
     """A delivered request or notification; settled from any thread."""
 
-    def __init__(self, subscription: Subscription, channel: Any, tag: int,
-                 decoded: amqp.Request | amqp.Notification) -> None:
+    def __init__(self, subscription: Subscription, channel: Channel, tag: int,
+                 decoded: Request | Notification) -> None:
         super().__init__(decoded, subscription.send_reply)
         self._subscription = subscription
         self._channel = channel
@@ -67,7 +69,7 @@ class Subscription(Listener):
     calls wait for it); once in place it always is, until stopped.
     """
 
-    def __init__(self, link: Link, declarer: Declarer, routes: Sequence[amqp.Route],
+    def __init__(self, link: Link, declarer: LinkDeclarer, routes: Sequence[Route],
                  deliver: Deliver, *, prefetch: int = 0, auto_ack: bool = False,
                  temporary: Sequence[str] = (), send_reply: SendReply | None = None,
                  on_ready: Callable[[], None] | None = None,
@@ -85,15 +87,15 @@ class Subscription(Listener):
         self._needed = needed
         self._active = False
         self._ever_ready = False
-        self._channel: Any = None
+        self._channel: Channel | None = None
         self._generation = 0
-        self._consuming: dict[str, amqp.Route] = {}
+        self._consuming: dict[str, Route] = {}
         self._consume_oks: set[str] = set()
         self._failures = 0
         self._retry = retry
         self._failed_rounds = 0
         self._cancels = 0  # broker cancels since the last consume-ok (backoff)
-        self._watch = amqp.QueueWatch()  # stream offsets, deliveries near their limit
+        self._watch = QueueWatch()  # stream offsets, deliveries near their limit
         self._started = threading.Event()
         self._error: BaseException | None = None
 
@@ -117,7 +119,7 @@ class Subscription(Listener):
         with contextlib.suppress(MessageDeliveryFailure):
             self.loop.run(self._cleanup)
 
-    def settle_threadsafe(self, channel: Any, tag: int, requeue: bool) -> None:
+    def settle_threadsafe(self, channel: Channel, tag: int, requeue: bool) -> None:
         """Acknowledge (or requeue) delivery ``tag`` of ``channel`` from any thread."""
         try:
             self.loop.submit(functools.partial(self._settle, channel, tag, requeue))
@@ -149,7 +151,7 @@ class Subscription(Listener):
         self._consuming.clear()
         if channel is not None and channel.is_open:
             for tag in consuming:
-                channel.basic_cancel(tag)
+                channel.cancel(tag)
 
     def _cleanup(self) -> None:
         self._stop()
@@ -162,17 +164,16 @@ class Subscription(Listener):
         self._temporary.clear()
 
     # -- I/O thread: LinkUser ------------------------------------------------------------
-    def link_opened(self, connection: Any) -> None:
+    def link_opened(self, connection: Connection) -> None:
         if not self._active:
             return
         self._generation += 1
         generation = self._generation
         self._consuming.clear()
         self._consume_oks.clear()
-        channel = connection.channel(
-            on_open_callback=lambda ch: self._on_channel_open(generation, ch))
-        channel.add_on_close_callback(self._on_channel_closed)
-        channel.add_on_cancel_callback(self._on_cancelled)
+        channel = connection.channel(functools.partial(self._on_channel_open, generation))
+        channel.on_close(self._on_channel_closed)
+        channel.on_cancel(self._on_cancelled)
         self._channel = channel
 
     def link_lost(self, error: BaseException | None) -> None:
@@ -180,16 +181,16 @@ class Subscription(Listener):
         self._consuming.clear()
         self._watch.lost()
 
-    def attempt_failed(self, failure: amqp.Failure, new_round: bool) -> None:
+    def attempt_failed(self, failure: Failure, new_round: bool) -> None:
         """Before it was first in place, a subscription gives up on a permanent
         failure or after ``retry`` failed rounds; then it keeps trying."""
         if self._ever_ready or not self._active:
             return
         self._failed_rounds += new_round
         if failure.permanent or (self._retry is not None and self._failed_rounds > self._retry):
-            self._setup_failed(amqp.connection_error(
+            self._setup_failed(connection_error(
                 failure, what=f"consuming {', '.join(self._queue_names())}",
-                gave_up=amqp.give_up_reason(self._retry, None)))
+                gave_up=give_up_reason(self._retry, None)))
 
     def wants_link(self) -> bool:
         if not self._active:
@@ -197,23 +198,22 @@ class Subscription(Listener):
         return self._ever_ready or self._needed is None or self._needed()
 
     # -- I/O thread: setting up --------------------------------------------------------
-    def _on_channel_open(self, generation: int, channel: Any) -> None:
+    def _on_channel_open(self, generation: int, channel: Channel) -> None:
         if generation != self._generation or not self._active:
             return
         if self._prefetch:
-            channel.basic_qos(prefetch_count=self._prefetch,
-                              callback=lambda _frame: self._declare(generation, channel))
+            channel.qos(self._prefetch, functools.partial(self._declare, generation, channel))
         else:
             self._declare(generation, channel)
 
-    def _declare(self, generation: int, channel: Any) -> None:
+    def _declare(self, generation: int, channel: Channel) -> None:
         # Always declared, never taken from the cache: a queue with a TTL may
         # have expired since this connection last declared it.
         for route in self.routes:
             self._declarer.ensure(route, functools.partial(self._declared, generation, channel,
                                                            route), remember=False)
 
-    def _declared(self, generation: int, channel: Any, route: amqp.Route,
+    def _declared(self, generation: int, channel: Channel, route: Route,
                   error: BaseException | None) -> None:
         if generation != self._generation or not self._active or not channel.is_open:
             return
@@ -221,15 +221,15 @@ class Subscription(Listener):
             self._setup_failed(error)
             return
         assert route.queue is not None
-        tag = channel.basic_consume(route.queue.name, self._on_message, auto_ack=self._auto_ack,
-                                    arguments=self._watch.consume_arguments(route.queue),
-                                    callback=lambda frame: self._consume_ok(generation, frame))
+        tag = channel.consume(route.queue.name, self._on_message, auto_ack=self._auto_ack,
+                              arguments=self._watch.consume_arguments(route.queue),
+                              done=functools.partial(self._consume_ok, generation))
         self._consuming[tag] = route
 
-    def _consume_ok(self, generation: int, frame: Any) -> None:
+    def _consume_ok(self, generation: int, consumer_tag: str) -> None:
         if generation != self._generation:
             return
-        self._consume_oks.add(frame.method.consumer_tag)
+        self._consume_oks.add(consumer_tag)
         if len(self._consume_oks & set(self._consuming)) < len(self.routes):
             return
         self._failures = 0
@@ -251,7 +251,7 @@ class Subscription(Listener):
         LOG.error("%s: cannot consume %s again: %s", self.link.name, self._queue_names(), error)
 
     # -- I/O thread: broker events ---------------------------------------------------------
-    def _on_channel_closed(self, channel: Any, error: BaseException) -> None:
+    def _on_channel_closed(self, channel: Channel, error: BaseException) -> None:
         if channel is not self._channel:
             return
         self._channel = None
@@ -261,15 +261,15 @@ class Subscription(Listener):
         self._failures += 1
         delay = min(_MAX_REOPEN_DELAY, 0.05 * 2 ** self._failures)
         LOG.warning("%s: the broker closed a consumer channel: %s; opening another in %.1fs",
-                    self.link.name, describe(error), delay)
+                    self.link.name, self.link.adapter.describe(error), delay)
         self.loop.call_later(delay, functools.partial(self._reopen, channel.connection))
 
-    def _reopen(self, connection: Any) -> None:
+    def _reopen(self, connection: Connection) -> None:
         if self._active and self._channel is None and connection.is_open:
             self.link_opened(connection)
 
-    def _on_cancelled(self, frame: Any) -> None:
-        route = self._consuming.pop(frame.method.consumer_tag, None)
+    def _on_cancelled(self, consumer_tag: str) -> None:
+        route = self._consuming.pop(consumer_tag, None)
         if route is None or not self._active or self._channel is None:
             return
         # Queue deleted, leader moved, consumer timeout: subscribe again, backing
@@ -282,31 +282,32 @@ class Subscription(Listener):
         self.loop.call_later(delay, functools.partial(self._resubscribe, self._generation,
                                                       self._channel, route))
 
-    def _resubscribe(self, generation: int, channel: Any, route: amqp.Route) -> None:
+    def _resubscribe(self, generation: int, channel: Channel, route: Route) -> None:
         if generation != self._generation or not self._active or channel is not self._channel:
             return
         self._declarer.ensure(route, functools.partial(self._declared, generation, channel,
                                                        route), remember=False)
 
-    def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+    def _on_message(self, channel: Channel, delivered: Delivered) -> None:
+        tag = delivered.delivery_tag
         if not self._active or channel is not self._channel:
             if not self._auto_ack and channel.is_open:  # never handed over: not counted
-                channel.basic_nack(method.delivery_tag, requeue=True)
+                channel.nack(tag, requeue=True)
             return
-        route = self._consuming.get(method.consumer_tag)
+        route = self._consuming.get(delivered.consumer_tag)
         if route is not None and route.queue is not None:
-            self._watch.delivered(route.queue, method.delivery_tag, properties.headers, body,
-                                  acked=not self._auto_ack)
+            self._watch.delivered(route.queue, tag, delivered.properties.get("headers"),
+                                  delivered.body, acked=not self._auto_ack)
         try:
-            self._deliver(self, channel, method, properties, body)
+            self._deliver(self, channel, delivered)
         except Exception:
             LOG.exception("%s: error handing over a message; it goes back to the queue",
                           self.link.name)
-            self._watch.settled(method.delivery_tag, requeue=False)
+            self._watch.settled(tag, requeue=False)
             if not self._auto_ack and channel.is_open:
-                channel.basic_nack(method.delivery_tag, requeue=True)
+                channel.nack(tag, requeue=True)
 
-    def _settle(self, channel: Any, tag: int, requeue: bool) -> None:
+    def _settle(self, channel: Channel, tag: int, requeue: bool) -> None:
         if channel is not self._channel or not channel.is_open:
             LOG.debug("%s: delivery %s belongs to a closed channel; the broker redelivers it",
                       self.link.name, tag)
@@ -315,11 +316,11 @@ class Subscription(Listener):
         if requeue:
             # A requeue the endpoint asked for is a processing failure: basic.reject,
             # which RabbitMQ 4.3 counts towards a quorum queue's delivery limit.
-            channel.basic_reject(tag, requeue=True)
+            channel.reject(tag, requeue=True)
         else:
-            channel.basic_ack(tag)
+            channel.ack(tag)
 
-    def ack_now(self, channel: Any, tag: int) -> None:
+    def ack_now(self, channel: Channel, tag: int) -> None:
         """Acknowledge a delivery on the I/O thread (a dropped, malformed message)."""
         if not self._auto_ack:
             self._settle(channel, tag, requeue=False)

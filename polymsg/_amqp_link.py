@@ -1,16 +1,17 @@
 """One AMQP connection that reopens itself: failover across hosts, backoff, demand.
 
-A :class:`Link` lives on the I/O thread. It connects when one of its users
-wants it (:meth:`Link.want`), asks core's :class:`~polymsg.amqp.Reconnect`
-which host to try and how long to wait, and tells its users about every
-opened connection, every lost one and every failed attempt (classified
-permanent or transient by :func:`~polymsg_pika._errors.failure_of`), so
-they re-declare what they had (consumers), count failed rounds against the
-``retry`` of what they wait to send (publishers), or give up at once on a
-permanent failure. A connection that dies right after opening counts as a
-failed round, with its backoff. The link stops trying when no user wants it
-any more; a user that still does (a running server) keeps it trying, with
-backoff, for as long as it runs.
+A :class:`Link` lives on the adapter's I/O thread (:class:`~polymsg._amqp_port.Loop`).
+It connects when one of its users wants it (:meth:`Link.want`), asks
+:class:`~polymsg._amqp_connection.Reconnect` which host to try and how long
+to wait, and tells its users about every opened connection, every lost one
+and every failed attempt (classified permanent or transient by the adapter's
+:meth:`~polymsg._amqp_port.Adapter.failure_of`), so they re-declare what they
+had (consumers), count failed rounds against the ``retry`` of what they wait
+to send (publishers), or give up at once on a permanent failure. A
+connection that dies right after opening counts as a failed round, with its
+backoff. The link stops trying when no user wants it any more; a user that
+still does (a running server) keeps it trying, with backoff, for as long as
+it runs.
 """
 
 from __future__ import annotations
@@ -19,14 +20,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import pika
-from pika.adapters.select_connection import SelectConnection
-
-from polymsg import amqp
-from polymsg_pika import _fastpath
-from polymsg_pika._errors import failure_of
-from polymsg_pika._loop import IOThread
-from polymsg_pika._options import connection_parameters
+from polymsg._amqp_connection import ConnectionSpec, Failure, Reconnect
+from polymsg._amqp_port import Adapter, Connection, Loop
 
 __all__ = ["Link", "LinkUser"]
 
@@ -34,16 +29,17 @@ LOG = logging.getLogger(__name__)
 
 IDLE, CONNECTING, OPEN, WAITING, CLOSED = "idle", "connecting", "open", "waiting", "closed"
 
+
 class LinkUser(Protocol):
     """What a :class:`Link` tells the objects using its connection (I/O thread)."""
 
-    def link_opened(self, connection: Any) -> None:
+    def link_opened(self, connection: Connection) -> None:
         """A connection is open: (re)open channels, re-declare, resend."""
 
     def link_lost(self, error: BaseException | None) -> None:
         """The open connection is gone: forget its channels and unconfirmed work."""
 
-    def attempt_failed(self, failure: amqp.Failure, new_round: bool) -> None:
+    def attempt_failed(self, failure: Failure, new_round: bool) -> None:
         """An attempt to connect failed (or a connection died right after opening):
         give up on a permanent failure, count ``new_round`` against ``retry``."""
 
@@ -54,15 +50,14 @@ class LinkUser(Protocol):
 class Link:
     """One connection of a transport, opened on demand and reopened when lost."""
 
-    def __init__(self, loop: IOThread, spec: amqp.ConnectionSpec, name: str) -> None:
+    def __init__(self, adapter: Adapter, loop: Loop, spec: ConnectionSpec, name: str) -> None:
+        self.adapter = adapter
         self.loop = loop
         self.name = name
         self.state = IDLE
-        self.connection: Any = None
+        self.connection: Connection | None = None
         self._spec = spec
-        self._context = spec.tls.context() if spec.tls is not None else None
-        self._parameters: dict[amqp.Endpoint, pika.ConnectionParameters] = {}
-        self._reconnect = amqp.Reconnect(spec, role=name.rpartition(" ")[2])
+        self._reconnect = Reconnect(spec, role=name.rpartition(" ")[2])
         self._endpoint = spec.endpoints[0]
         self._users: list[LinkUser] = []
         self._failures = 0
@@ -84,7 +79,7 @@ class Link:
         """Register ``user`` for connection events; it is told at once if open."""
         if user not in self._users:
             self._users.append(user)
-            if self.state == OPEN:
+            if self.state == OPEN and self.connection is not None:
                 user.link_opened(self.connection)
 
     def remove_user(self, user: LinkUser) -> None:
@@ -93,9 +88,9 @@ class Link:
             self._users.remove(user)
 
     def flush(self) -> None:
-        """Send now what the last batch of work wrote (see :mod:`polymsg_pika._fastpath`)."""
+        """Send now what the last batch of work wrote (:meth:`Connection.flush`)."""
         if self.connection is not None:
-            _fastpath.flush(self.connection)
+            self.connection.flush()
 
     def want(self) -> None:
         """Connect now unless connected, connecting or waiting to retry."""
@@ -124,20 +119,20 @@ class Link:
             self.state = IDLE
             return
         endpoint = self._endpoint = self._reconnect.next_endpoint()
-        params = self._parameters.get(endpoint)
-        if params is None:
-            params = self._parameters[endpoint] = connection_parameters(
-                self._spec, endpoint, self.name, self._context)
         self.state = CONNECTING
         LOG.debug("%s: connecting to %s", self.name, endpoint.label)
         try:
-            self.connection = SelectConnection(
-                params, on_open_callback=self._on_open, on_open_error_callback=self._on_failed,
-                on_close_callback=self._on_closed, custom_ioloop=self.loop.ioloop)
+            connection = self.adapter.connect(
+                self.loop, self._spec, endpoint, self.name, on_open=self._on_open,
+                on_error=self._on_failed, on_closed=self._on_closed,
+                on_blocked=self._on_blocked, on_unblocked=self._on_unblocked)
         except Exception as exc:  # bad parameters, no socket: counts as a failed attempt
-            self._on_failed(None, exc)
+            self._on_failed(exc)
+            return
+        if self.state == CONNECTING:  # an adapter may have opened or failed it already
+            self.connection = connection
 
-    def _on_open(self, connection: Any) -> None:
+    def _on_open(self, connection: Connection) -> None:
         if self.state == CLOSED:
             connection.close()
             return
@@ -146,25 +141,24 @@ class Link:
                         self._endpoint.label, self._failures)
         else:
             LOG.debug("%s: connected to %s", self.name, self._endpoint.label)
+        self.connection = connection
         self.state, self._failures = OPEN, 0
         self._reconnect.opened()
-        connection.add_on_connection_blocked_callback(self._on_blocked)
-        connection.add_on_connection_unblocked_callback(self._on_unblocked)
         for user in list(self._users):
             user.link_opened(connection)
 
-    def _on_failed(self, connection: Any, error: BaseException | None) -> None:
+    def _on_failed(self, error: BaseException | None) -> None:
         if self.state == CLOSED:
             self._finish_close()
             return
         self.connection = None
         self._failures += 1
-        failure = failure_of(error, self._endpoint.label)
+        failure = self.adapter.failure_of(error, self._endpoint.label)
         rounds = self._reconnect.failed_rounds
         delay = self._reconnect.failed(failure)
         self._retry_later(failure, delay, self._reconnect.failed_rounds > rounds)
 
-    def _retry_later(self, failure: amqp.Failure, delay: float, new_round: bool) -> None:
+    def _retry_later(self, failure: Failure, delay: float, new_round: bool) -> None:
         for user in list(self._users):
             user.attempt_failed(failure, new_round)
         if not any(user.wants_link() for user in self._users):
@@ -176,12 +170,12 @@ class Link:
         self.state = WAITING
         self._timer = self.loop.call_later(delay, self._connect)
 
-    def _on_closed(self, connection: Any, error: BaseException | None) -> None:
+    def _on_closed(self, error: BaseException | None) -> None:
         self.connection = None
         if self.state == CLOSED:
             self._finish_close()
             return
-        failure = failure_of(error, self._endpoint.label)
+        failure = self.adapter.failure_of(error, self._endpoint.label)
         LOG.warning("%s: connection lost (%s): %s", self.name, failure.host, failure.reason)
         self.state = IDLE
         delay = self._reconnect.lost(failure)
@@ -199,9 +193,9 @@ class Link:
         for callback in callbacks:
             callback()
 
-    def _on_blocked(self, connection: Any, frame: Any) -> None:
+    def _on_blocked(self, reason: str | None) -> None:
         LOG.warning("%s: the broker blocked publishing (%s); waiting for it to resume",
-                    self.name, getattr(frame.method, "reason", "resource alarm"))
+                    self.name, reason or "resource alarm")
 
-    def _on_unblocked(self, connection: Any, frame: Any) -> None:
+    def _on_unblocked(self) -> None:
         LOG.warning("%s: the broker resumed publishing", self.name)
