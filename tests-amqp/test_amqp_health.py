@@ -19,7 +19,7 @@ from polymsg._health import label_of
 from polymsg.testing._metrics import MetricsProbe, metrics_probe
 
 TIMEOUT = 30.0
-ROLES = {"rabbit+kombu": ("publisher", "consumer", "reply"), "rabbit+pika": ("send", "receive")}
+ROLES = {"rabbit+kombu": ("send", "receive"), "rabbit+pika": ("send", "receive")}
 
 
 @pytest.fixture

@@ -120,7 +120,7 @@ def test_garbage_replies_do_not_disturb_callers(scheme: str, transport: polymsg.
     with server:
         assert client.call({}, "echo", value=1) == 1
         driver = transport._driver  # type: ignore[attr-defined]
-        reply_queue = (driver.replies if scheme == "rabbit+kombu" else driver._replies).queue
+        reply_queue = driver._replies.queue
         raw.basic_publish("", reply_queue, b"not a reply")
         raw.basic_publish("", reply_queue, _envelope({"result": 1, "ending": True,
                                                       "_msg_id": "nobody-waits"}))

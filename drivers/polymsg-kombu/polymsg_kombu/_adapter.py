@@ -142,7 +142,7 @@ class PyAmqpConnection:
         self._raw: Any = None
         self._sock: Any = None
         self._tls = False
-        self._hooks: Hooks | None = None
+        self.hooks: Hooks | None = None
         self._poller = select.poll()
         self._channels: dict[int, PyAmqpChannel] = {}
         self._stepping: int | None = None
@@ -181,7 +181,7 @@ class PyAmqpConnection:
 
     def flush(self) -> None:
         """Send now the frames held since the last flush (see :mod:`polymsg_kombu._fastpath`)."""
-        hooks = self._hooks
+        hooks = self.hooks
         if hooks is not None and self._state == _OPEN:
             try:
                 hooks.flush()
@@ -214,7 +214,7 @@ class PyAmqpConnection:
         """True when bytes already off the socket wait (py-amqp's or TLS's buffer)."""
         if self._state != _OPEN:
             return False
-        hooks = self._hooks
+        hooks = self.hooks
         return (hooks is not None and hooks.buffered()) or (self._tls and self._sock.pending() > 0)
 
     def read(self) -> None:
@@ -286,7 +286,7 @@ class PyAmqpConnection:
         try:
             sock = raw.sock
             sock.settimeout(SOCKET_TIMEOUT)
-            self._hooks = Hooks(raw.transport)
+            self.hooks = Hooks(raw.transport)
             self._poller.register(sock, _POLL_IN)
         except Exception as exc:  # the socket died in between
             with contextlib.suppress(Exception):
@@ -384,7 +384,7 @@ class PyAmqpConnection:
 
     @contextlib.contextmanager
     def _direct(self) -> Iterator[None]:
-        hooks = self._hooks
+        hooks = self.hooks
         if hooks is None:
             yield
         else:

@@ -7,7 +7,7 @@ key of the same name, e.g.
 Hosts, credentials, TLS, backoff and host order come from core's
 :class:`~polymsg.amqp.ConnectionSpec` (and the rest of what the driver reads
 from :class:`~polymsg.amqp.RabbitSettings`); this module only turns them into
-``kombu.Connection`` arguments.
+``amqp.Connection`` arguments.
 """
 
 from __future__ import annotations
@@ -19,32 +19,11 @@ from oslo_config import cfg
 
 from polymsg import amqp
 
-__all__ = ["connection_kwargs", "list_opts", "py_amqp_kwargs", "ssl_options"]
+__all__ = ["list_opts", "py_amqp_kwargs", "ssl_options"]
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """``[("polymsg_rabbit", [opts])]`` for ``oslo-config-generator --namespace polymsg_kombu``."""
     return amqp.list_opts()
-
-
-def connection_kwargs(spec: amqp.ConnectionSpec, endpoint: amqp.Endpoint) -> dict[str, Any]:
-    """Keyword arguments of ``kombu.Connection`` for ``endpoint`` of ``spec``."""
-    sslopts: dict[str, Any] | bool = False
-    if spec.tls is not None:
-        sslopts = ssl_options(spec.tls)
-        if sslopts.pop("verify_hostname", False):
-            sslopts["server_hostname"] = endpoint.hostname
-    return {
-        "hostname": endpoint.hostname,
-        "port": endpoint.port,
-        "userid": endpoint.username,
-        "password": endpoint.password,
-        "virtual_host": spec.virtual_host,
-        "heartbeat": spec.heartbeat,
-        "connect_timeout": spec.connect_timeout,
-        "login_method": spec.login_method,
-        "ssl": sslopts,
-        "transport": "pyamqp",
-    }
 
 
 def py_amqp_kwargs(spec: amqp.ConnectionSpec, endpoint: amqp.Endpoint,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from polymsg_kombu._options import connection_kwargs, ssl_options
+from polymsg_kombu._options import py_amqp_kwargs, ssl_options
 
 import polymsg
 from polymsg import amqp as wire
@@ -68,8 +68,8 @@ def test_tls_options_map_to_py_amqp() -> None:
     url = polymsg.TransportURL.parse("rabbit://u:p@broker.example/")
     spec = wire.ConnectionSpec.from_url(url, DriverOptions({}))
     spec = dataclasses.replace(spec, tls=wire.TLSSpec(ca_file="/ca"))
-    kwargs = connection_kwargs(spec, spec.endpoints[0])
-    assert kwargs["port"] == 5672  # the spec was made without TLS: its port stays
+    kwargs = py_amqp_kwargs(spec, spec.endpoints[0], "name")
+    assert kwargs["host"] == "broker.example:5672"  # made without TLS: its port stays
     assert kwargs["ssl"] == {"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": "/ca",
                              "server_hostname": "broker.example"}
 
@@ -88,5 +88,5 @@ def test_both_io_paths_carry_calls_casts_and_many_acks(
             client.cast({}, "note", value=i)
         assert client.call({}, "echo", value="done") == "done"
         assert sorted(calls.wait_for_count(200, WAIT)) == list(range(200))
-        session = transport._driver.publisher.link.current()
-        assert session is not None and session.fast.active is fast
+        connection = transport._driver._send.connection
+        assert connection is not None and connection.hooks.active is fast
