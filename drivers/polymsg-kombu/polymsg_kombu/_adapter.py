@@ -37,7 +37,7 @@ import select
 import ssl
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import amqp as py_amqp
@@ -108,17 +108,9 @@ class KombuAdapter:
         connection.start(py_amqp_kwargs(spec, endpoint, name))
         return connection
 
-    def failure_of(self, error: BaseException | None, host: str) -> amqp.Failure:
-        """Classify why connecting or a connection failed: permanent or transient."""
-        return _errors.failure_of(error, host)
-
-    def describe(self, error: BaseException | None) -> str:
-        """A short text for ``error``, for logs and polymsg errors; no secrets."""
-        return _errors.describe(error)
-
-    def reply_code(self, error: BaseException | None) -> int | None:
-        """The AMQP reply code a channel or connection was closed with, if any."""
-        return _errors.reply_code(error)
+    failure_of = staticmethod(_errors.failure_of)
+    describe = staticmethod(_errors.describe)
+    reply_code = staticmethod(_errors.reply_code)
 
 
 class PyAmqpConnection:
@@ -142,7 +134,7 @@ class PyAmqpConnection:
         self._raw: Any = None
         self._sock: Any = None
         self._tls = False
-        self.hooks: Hooks | None = None
+        self.hooks = Hooks(None)
         self._poller = select.poll()
         self._channels: dict[int, PyAmqpChannel] = {}
         self._stepping: int | None = None
@@ -181,10 +173,9 @@ class PyAmqpConnection:
 
     def flush(self) -> None:
         """Send now the frames held since the last flush (see :mod:`polymsg_kombu._fastpath`)."""
-        hooks = self.hooks
-        if hooks is not None and self._state == _OPEN:
+        if self._state == _OPEN:
             try:
-                hooks.flush()
+                self.hooks.flush()
             except _errors.BACKEND_ERRORS as exc:
                 self.lost(exc)
 
@@ -199,7 +190,7 @@ class PyAmqpConnection:
         self._state = _CLOSING
         try:
             self._sock.settimeout(_CLOSE_TIMEOUT)
-            with self._direct():
+            with self.hooks.direct():
                 self._raw.close()
         except Exception as exc:  # closing politely failed: the socket goes anyway
             LOG.debug("%s: closing the connection to %s: %s", self.name, self.host,
@@ -212,10 +203,8 @@ class PyAmqpConnection:
 
     def pending(self) -> bool:
         """True when bytes already off the socket wait (py-amqp's or TLS's buffer)."""
-        if self._state != _OPEN:
-            return False
-        hooks = self.hooks
-        return (hooks is not None and hooks.buffered()) or (self._tls and self._sock.pending() > 0)
+        return self._state == _OPEN and (
+            self.hooks.buffered() or (self._tls and self._sock.pending() > 0))
 
     def read(self) -> None:
         """Read and dispatch the frames that arrived (their callbacks are posted)."""
@@ -244,7 +233,7 @@ class PyAmqpConnection:
                          name=f"{self.name} connecting").start()
 
     def _open(self, kwargs: dict[str, Any]) -> None:
-        post = self._post_from_anywhere
+        post = self.loop.post  # py-amqp reads connection.blocked on the I/O thread only
         raw: Any = None
         try:
             raw = _RawConnection(on_blocked=lambda reason: post(lambda: self._on_blocked(reason)),
@@ -257,13 +246,6 @@ class PyAmqpConnection:
             self._hand_over(functools.partial(self._failed, exc), None)
             return
         self._hand_over(lambda: self._opened(raw), raw)
-
-    def _post_from_anywhere(self, fn: Callable[[], None]) -> None:
-        if self.loop.in_loop():
-            self.loop.post(fn)
-        else:
-            with contextlib.suppress(Exception):
-                self.loop.submit(fn)
 
     def _hand_over(self, fn: Callable[[], None], raw: Any) -> None:
         try:
@@ -324,7 +306,7 @@ class PyAmqpConnection:
             return False
         self._stepping = channel.id if channel is not None else None
         try:
-            with self._direct():
+            with self.hooks.direct():
                 call()
             return True
         except amqp_errors.ChannelError as exc:
@@ -381,15 +363,6 @@ class PyAmqpConnection:
         for channel in channels:
             channel.closed(exc)
         self.loop.post(lambda: self._on_closed(exc))
-
-    @contextlib.contextmanager
-    def _direct(self) -> Iterator[None]:
-        hooks = self.hooks
-        if hooks is None:
-            yield
-        else:
-            with hooks.direct():
-                yield
 
 
 def _properties_out(properties: Mapping[str, Any]) -> dict[str, Any]:

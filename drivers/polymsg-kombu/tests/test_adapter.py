@@ -72,6 +72,10 @@ class Harness:
                 f"no {count} {kind!r} events in {timeout}s: {self.events[-5:]}"
             return found()[:count]
 
+    def until(self, predicate: Callable[[], bool], timeout: float = WAIT) -> None:
+        with self._cond:
+            assert self._cond.wait_for(predicate, timeout), f"still not so after {timeout}s"
+
     def of(self, kind: str) -> list[tuple[Any, ...]]:
         with self._cond:
             return [e for e in self.events if e[0] == kind]
@@ -257,10 +261,7 @@ def test_publish_with_confirms(harness: Harness, spec: amqp.ConnectionSpec, queu
             channel.publish(exchange, "a.b", b"%d" % n, {"delivery_mode": 2}, False)
 
     harness.call(burst)
-    deadline = time.monotonic() + WAIT
-    while confirmed(harness) != set(range(1, count + 1)) and time.monotonic() < deadline:
-        harness.wait("confirm", len(harness.of("confirm")) + 1, timeout=deadline - time.monotonic())
-    assert confirmed(harness) == set(range(1, count + 1))
+    harness.until(lambda: confirmed(harness) == set(range(1, count + 1)))
     assert any(multiple for _, _, multiple, _ in harness.of("confirm")), \
         "the broker acknowledged a burst of publishes one by one"
 
