@@ -144,11 +144,7 @@ class EngineDriver(RabbitDriver):
             tries=Attempts(options.retry),
             deadline=None if options.timeout is None else time.monotonic() + options.timeout)
         self._replies.expect(msg_id, future, options.heartbeat)
-        try:
-            self._submit(lambda: self._replies.send(outgoing))
-        except MessageDeliveryFailure:
-            future.cancel()
-            raise
+        self._submit(lambda: self._replies.send(outgoing), refused=future)
         return future
 
     def cast(self, target: Target, ctxt: dict[str, Any], message: dict[str, Any],
@@ -239,10 +235,17 @@ class EngineDriver(RabbitDriver):
         props["message_id"] = message_id
         return props
 
-    def _submit(self, job: Callable[[], None]) -> None:
-        if self._closed:
-            raise MessageDeliveryFailure(f"{self.name}: the transport was cleaned up")
-        self._loop.submit(job)
+    def _submit(self, job: Callable[[], None], refused: Future[Any] | None = None) -> None:
+        """Hand ``job`` to the I/O thread; when the transport is closed, cancel
+        ``refused`` (a call's reply, forgotten by the reply table) and raise."""
+        try:
+            if self._closed:
+                raise MessageDeliveryFailure(f"{self.name}: the transport was cleaned up")
+            self._loop.submit(job)
+        except MessageDeliveryFailure:
+            if refused is not None:
+                refused.cancel()
+            raise
 
     # -- listening ---------------------------------------------------------------------------
     def listen(self, target: Target, on_message: OnMessage, *,

@@ -28,7 +28,14 @@ of AMQP:
 * connecting: :class:`ConnectionSpec` (hosts, credentials, virtual host,
   TLS, heartbeat), :class:`Reconnect` (host order, backoff with jitter),
   :func:`classify` (permanent or transient) and :func:`connection_error`
-  (the error a sender gets).
+  (the error a sender gets);
+* the engine itself, written once against the I/O port
+  (:mod:`polymsg._amqp_port`): :class:`polymsg._amqp_engine.EngineDriver`
+  and what it drives (:mod:`polymsg._amqp_link`,
+  :mod:`polymsg._amqp_declaring`, :mod:`polymsg._amqp_publisher`,
+  :mod:`polymsg._amqp_subscription`, :mod:`polymsg._amqp_reply_queue`). A
+  driver on it is a subclass given an :class:`~polymsg._amqp_port.Adapter`
+  over its client library.
 """
 
 from polymsg._amqp import (

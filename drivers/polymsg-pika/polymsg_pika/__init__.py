@@ -2,8 +2,9 @@
 
 Install ``polymsg-pika`` and pass such a URL to :func:`polymsg.get_transport`;
 the driver speaks the same wire format as ``polymsg-kombu`` and
-oslo.messaging. How it uses pika (one I/O thread per transport, pipelined
-publisher confirms) is described in :mod:`polymsg_pika._driver`; its options
+oslo.messaging. It is polymsg's AMQP engine (:mod:`polymsg._amqp_engine`: one
+I/O thread per transport, pipelined publisher confirms) on pika, given it by
+:mod:`polymsg_pika._adapter`; its options
 (``[polymsg_rabbit]``, shared with polymsg-kombu, or URL query keys) in
 :mod:`polymsg.amqp`.
 """

@@ -11,7 +11,7 @@ pika's exceptions reach the engine only through :mod:`polymsg_pika._errors`.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pika
@@ -27,9 +27,30 @@ from polymsg_pika._options import connection_parameters
 __all__ = ["PikaAdapter"]
 
 
-def _properties(properties: Any) -> dict[str, Any]:
-    """pika's ``BasicProperties`` as the port's mapping (absent ones left out)."""
-    return {key: value for key, value in vars(properties).items() if value is not None}
+class _Properties(Mapping[str, Any]):
+    """pika's ``BasicProperties`` as the port's mapping, absent ones left out (a
+    view: a delivery's properties are read once or twice, never all of them)."""
+
+    __slots__ = ("_properties",)
+
+    def __init__(self, properties: Any) -> None:
+        self._properties = properties
+
+    def __getitem__(self, key: str) -> Any:
+        value = vars(self._properties).get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = vars(self._properties).get(key)
+        return default if value is None else value
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key, value in vars(self._properties).items() if value is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class PikaChannel:
@@ -59,7 +80,7 @@ class PikaChannel:
     def on_return(self, callback: Callable[[Returned], None]) -> None:
         def returned(_channel: Any, method: Any, properties: Any, body: bytes) -> None:
             callback(Returned(method.exchange, method.routing_key, int(method.reply_code),
-                              str(method.reply_text), _properties(properties), body))
+                              str(method.reply_text), _Properties(properties), body))
         self._channel.add_on_return_callback(returned)
 
     def on_cancel(self, callback: Callable[[str], None]) -> None:
@@ -105,7 +126,7 @@ class PikaChannel:
         def deliver(_channel: Any, method: Any, properties: Any, body: bytes) -> None:
             on_message(self, Delivered(method.consumer_tag, method.delivery_tag,
                                        method.redelivered, method.exchange, method.routing_key,
-                                       _properties(properties), body))
+                                       _Properties(properties), body))
         return str(self._channel.basic_consume(
             queue, deliver, auto_ack=auto_ack,
             arguments=dict(arguments) if arguments is not None else None,
