@@ -1,31 +1,17 @@
 """The I/O adapter of ``rabbit+kombu``: core's AMQP port over py-amqp.
 
-py-amqp is synchronous: opening a connection blocks until the handshake is
-done, and a declaration, a ``basic.consume`` or a channel's opening blocks
-until the broker answered, reading (and handing to their callbacks) every
-frame that arrives meanwhile. The adapter makes it fit the port:
-
-* connections open on a short-lived thread of their own (TCP, TLS, the
-  AMQP handshake, each bounded by ``connect_timeout``); the opened
-  connection is handed to the I/O thread (:class:`~polymsg_kombu._loop.IOLoop`),
-  which from then on is the only thread that touches it;
-* steps that wait for the broker run on the I/O thread (they take a round
-  trip); every callback py-amqp makes, there or while the loop reads, is
-  queued with :meth:`IOLoop.post <polymsg_kombu._loop.IOLoop.post>` and runs
-  once the step returned, in arrival order, so the engine is never called
-  back from inside its own call into the adapter;
-* a channel the broker closes (a refused declaration) is reported to the
-  channel's ``on_close`` callbacks, not raised: py-amqp reopens a channel
-  the broker closed, so the adapter closes that reopened channel for good;
-* a connection error (the socket, missed heartbeats, the broker closing the
-  connection) closes the connection: its channels' ``on_close`` callbacks
-  run, then its ``on_closed``.
-
-Publishing writes ``basic.publish`` with the channel's ``send_method``,
-without :meth:`amqp.Channel.basic_publish`'s read of the socket before
-each message (the I/O thread reads every frame anyway) nor
-``basic_publish_confirm``'s wait: confirms arrive through the channel's
-``basic_ack``/``basic_nack`` events.
+py-amqp is synchronous; the adapter makes it fit the port. Connections open
+on a short-lived thread (TCP, TLS and the handshake block) and are handed to
+the I/O thread (:class:`~polymsg_kombu._loop.IOLoop`), the only thread that
+touches them from then on. Steps that wait for the broker (a declaration,
+``basic.consume``, opening a channel) run on the I/O thread; every callback
+py-amqp makes, there or while the loop reads, is posted to the loop and runs
+after the step, in arrival order, never inside the engine's call. A channel
+the broker closes goes to its ``on_close`` callbacks (py-amqp reopens it:
+the adapter closes that for good); a connection error closes the connection.
+``basic.publish`` is written with ``send_method``: no read of the socket
+before each message (``basic_publish``) and no wait for its confirm
+(``basic_publish_confirm``); confirms come as channel events.
 """
 
 from __future__ import annotations
@@ -90,7 +76,6 @@ class KombuAdapter:
     """py-amqp as core's AMQP engine sees it (:class:`polymsg._amqp_port.Adapter`)."""
 
     def loop(self, name: str) -> IOLoop:
-        """A new, not yet started, I/O thread."""
         return IOLoop(name)
 
     def connect(self, loop: Loop, spec: amqp.ConnectionSpec, endpoint: amqp.Endpoint,
@@ -99,12 +84,10 @@ class KombuAdapter:
                 on_closed: Callable[[BaseException | None], None],
                 on_blocked: Callable[[str | None], None],
                 on_unblocked: Callable[[], None]) -> PyAmqpConnection:
-        """Start opening a connection to ``endpoint`` (on a thread of its own)."""
         if not isinstance(loop, IOLoop):
             raise TypeError(f"a py-amqp connection needs polymsg-kombu's I/O loop, not {loop!r}")
-        connection = PyAmqpConnection(loop, name, endpoint.label, on_open=on_open,
-                                      on_error=on_error, on_closed=on_closed,
-                                      on_blocked=on_blocked, on_unblocked=on_unblocked)
+        connection = PyAmqpConnection(loop, name, endpoint.label, on_open, on_error,
+                                      on_closed, on_blocked, on_unblocked)
         connection.start(py_amqp_kwargs(spec, endpoint, name))
         return connection
 
@@ -116,20 +99,15 @@ class KombuAdapter:
 class PyAmqpConnection:
     """One py-amqp connection, read and written by the I/O thread only."""
 
-    def __init__(self, loop: IOLoop, name: str, host: str, *,
+    def __init__(self, loop: IOLoop, name: str, host: str,
                  on_open: Callable[[PyAmqpConnection], None],
                  on_error: Callable[[BaseException | None], None],
                  on_closed: Callable[[BaseException | None], None],
                  on_blocked: Callable[[str | None], None],
                  on_unblocked: Callable[[], None]) -> None:
-        self.loop = loop
-        self.name = name
-        self.host = host
-        self._on_open = on_open
-        self._on_error = on_error
-        self._on_closed = on_closed
-        self._on_blocked = on_blocked
-        self._on_unblocked = on_unblocked
+        self.loop, self.name, self.host = loop, name, host
+        self._on_open, self._on_error, self._on_closed = on_open, on_error, on_closed
+        self._on_blocked, self._on_unblocked = on_blocked, on_unblocked
         self._state = _CONNECTING
         self._raw: Any = None
         self._sock: Any = None
@@ -156,7 +134,6 @@ class PyAmqpConnection:
         return raw.server_properties if raw is not None else None
 
     def channel(self, on_open: Callable[[Channel], None]) -> PyAmqpChannel:
-        """Open a channel; ``on_open(channel)`` runs once the broker opened it."""
         if self._state != _OPEN:
             raise _errors.Closed(f"{self.name}: the connection is {self._state}")
         channel = PyAmqpChannel(self)
@@ -172,7 +149,6 @@ class PyAmqpConnection:
         return channel
 
     def flush(self) -> None:
-        """Send now the frames held since the last flush (see :mod:`polymsg_kombu._fastpath`)."""
         if self._state == _OPEN:
             try:
                 self.hooks.flush()
@@ -180,7 +156,6 @@ class PyAmqpConnection:
                 self.lost(exc)
 
     def close(self) -> None:
-        """Close; ``on_closed`` runs once closed (``on_error`` if it was still opening)."""
         if self._state == _CONNECTING:
             self._state = _CLOSED
             self.loop.post(lambda: self._on_error(_errors.Closed("closed before it opened")))
@@ -202,12 +177,10 @@ class PyAmqpConnection:
         return int(self._sock.fileno())
 
     def pending(self) -> bool:
-        """True when bytes already off the socket wait (py-amqp's or TLS's buffer)."""
         return self._state == _OPEN and (
             self.hooks.buffered() or (self._tls and self._sock.pending() > 0))
 
     def read(self) -> None:
-        """Read and dispatch the frames that arrived (their callbacks are posted)."""
         raw, poll = self._raw, self._poller.poll
         for _ in range(_READ_BURST):
             if self._state != _OPEN or not (self.pending() or poll(0)):
@@ -221,7 +194,6 @@ class PyAmqpConnection:
                 return
 
     def abort(self) -> None:
-        """Drop the socket without a word (the loop ends)."""
         self._state = _CLOSED
         with contextlib.suppress(Exception):
             self._raw.collect()
@@ -394,7 +366,6 @@ class PyAmqpChannel:
         self._cancel_callbacks: list[Callable[[str], None]] = []
 
     def attach(self, raw: Any) -> None:
-        """Use ``raw``, the py-amqp channel just opened."""
         self._raw, self.id, self._open = raw, raw.channel_id, True
         raw.auto_decode = False  # bodies stay bytes
         raw.events["basic_return"].add(self._raw_return)

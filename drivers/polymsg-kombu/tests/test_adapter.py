@@ -105,7 +105,8 @@ class Harness:
 
     def declare_queue(self, channel: Any, name: str, **kwargs: Any) -> None:
         before = len(self.of("declared"))
-        options = {"passive": False, "durable": False, "auto_delete": True, "arguments": {}}
+        # durable: RabbitMQ 4.3 denies transient non-exclusive queues
+        options = {"passive": False, "durable": True, "auto_delete": True, "arguments": {}}
         options.update(kwargs)
         self.call(lambda: channel.declare_queue(
             name, done=lambda: self.note("declared", name), **options))
@@ -273,7 +274,7 @@ def test_a_refused_declaration_closes_the_channel_not_the_connection(
     harness.declare_queue(channel, queue)
     harness.call(lambda: channel.declare_queue(
         queue, passive=False, durable=True, auto_delete=False, arguments={},
-        done=harness.recorder("redeclared")))
+        done=harness.recorder("redeclared")))  # was auto-delete
     _, closed, error = harness.wait("channel-closed")[0]
     assert closed is channel and not channel.is_open
     assert harness.adapter.reply_code(error) == 406
@@ -296,7 +297,7 @@ def test_a_refused_declaration_on_another_channel_during_a_step(
     def both() -> None:  # the refusal of the first arrives while the second waits
         first.declare_queue(queue, passive=False, durable=True, auto_delete=False,
                             arguments={}, done=harness.recorder("refused-done"))
-        second.declare_queue(f"{queue}-ok", passive=False, durable=False, auto_delete=True,
+        second.declare_queue(f"{queue}-ok", passive=False, durable=True, auto_delete=True,
                              arguments={}, done=harness.recorder("ok-done"))
 
     harness.call(both)
@@ -348,7 +349,7 @@ def test_consume_ack_and_reject(harness: Harness, spec: amqp.ConnectionSpec, que
     harness.call(lambda: channel.cancel(tag))
     harness.call(lambda: channel.publish("", queue, b"after", {}, False))
     harness.call(lambda: channel.declare_queue(
-        queue, passive=True, durable=False, auto_delete=True, arguments={},
+        queue, passive=True, durable=True, auto_delete=False, arguments={},
         done=harness.recorder("still-there")))
     harness.wait("still-there")
     harness.call(lambda: channel.delete_queue(queue, harness.recorder("deleted")))
@@ -371,7 +372,7 @@ def test_deliveries_during_steps_wait_for_the_step_and_keep_their_order(
         for n in range(count):
             publisher.publish("", queue, b"%d" % n, {}, False)
             if n % 30 == 0:  # steps that wait while deliveries arrive
-                publisher.declare_queue(f"{queue}-{n}", passive=False, durable=False,
+                publisher.declare_queue(f"{queue}-{n}", passive=False, durable=True,
                                         auto_delete=True, arguments={}, done=lambda: None)
 
     harness.call(publish_and_declare)
