@@ -337,18 +337,16 @@ class PyAmqpConnection:
         self.loop.post(lambda: self._on_closed(exc))
 
 
-def _properties_out(properties: Mapping[str, Any]) -> dict[str, Any]:
+def _renamed(properties: Mapping[str, Any], name: str, to: str) -> dict[str, Any]:
+    """Properties by AMQP name (``headers``) <-> py-amqp's (``application_headers``)."""
     result = dict(properties)
-    if "headers" in result:
-        result["application_headers"] = result.pop("headers")
+    if name in result:
+        result[to] = result.pop(name)
     return result
 
 
-def _properties_in(properties: Mapping[str, Any]) -> dict[str, Any]:
-    result = dict(properties)
-    if "application_headers" in result:
-        result["headers"] = result.pop("application_headers")
-    return result
+def _incoming(message: Any) -> dict[str, Any]:
+    return _renamed(message.properties, "application_headers", "headers")
 
 
 class PyAmqpChannel:
@@ -401,7 +399,7 @@ class PyAmqpChannel:
     def publish(self, exchange: str, routing_key: str, body: bytes,
                 properties: Mapping[str, Any], mandatory: bool) -> None:
         raw = self._usable()
-        message = py_amqp.Message(body, **_properties_out(properties))
+        message = py_amqp.Message(body, **_renamed(properties, "headers", "application_headers"))
         self._connection.write(lambda: raw.send_method(
             _PUBLISH, "Bssbb", (0, exchange, routing_key, mandatory, False), message))
 
@@ -437,7 +435,7 @@ class PyAmqpChannel:
             info = message.delivery_info
             delivered = Delivered(tag, info["delivery_tag"], info["redelivered"],
                                   info["exchange"], info["routing_key"],
-                                  _properties_in(message.properties), message.body or b"")
+                                  _incoming(message), message.body or b"")
             post(lambda: on_message(self, delivered) if self._open else None)
 
         if self._connection.step(self, lambda: raw.basic_consume(
@@ -501,7 +499,7 @@ class PyAmqpChannel:
     def _raw_return(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
         returned = Returned(exchange, routing_key, int(getattr(exc, "reply_code", 0) or 0),
                             str(getattr(exc, "reply_text", "") or ""),
-                            _properties_in(message.properties), message.body or b"")
+                            _incoming(message), message.body or b"")
         for callback in self._return_callbacks:
             self._post(functools.partial(callback, returned))
 

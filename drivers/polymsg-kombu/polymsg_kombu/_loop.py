@@ -30,21 +30,15 @@ LOG = logging.getLogger(__name__)
 
 
 class Source(Protocol):
-    """An open connection, read by the loop."""
+    """An open connection: the loop calls ``read`` when its socket is readable or
+    ``pending`` (bytes already off the socket wait), ``flush`` before it sleeps,
+    ``abort`` when it ends."""
 
     def fileno(self) -> int: ...
-
-    def read(self) -> None:
-        """Handle what arrived (the socket is readable, or :meth:`pending`)."""
-
-    def pending(self) -> bool:
-        """True when bytes already off the socket wait to be handled."""
-
-    def flush(self) -> None:
-        """Send what was written and not sent yet (before the loop sleeps)."""
-
-    def abort(self) -> None:
-        """Drop the connection without a word (the loop is ending)."""
+    def read(self) -> None: ...
+    def pending(self) -> bool: ...
+    def flush(self) -> None: ...
+    def abort(self) -> None: ...
 
 
 class Timer:
