@@ -182,8 +182,8 @@ class PyAmqpConnection:
 
     def read(self) -> None:
         raw, poll = self._raw, self._poller.poll
-        for _ in range(_READ_BURST):
-            if self._state != _OPEN or not (self.pending() or poll(0)):
+        for burst in range(_READ_BURST):  # the first frame: the loop saw the socket readable
+            if self._state != _OPEN or (burst and not (self.pending() or poll(0))):
                 return
             try:
                 # One frame at a time, with the socket's timeout for its rest:

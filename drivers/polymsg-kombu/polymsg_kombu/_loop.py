@@ -125,11 +125,10 @@ class IOLoop(LoopThread):
         busy = bool(self._ready) or any(s.pending() for s in sources.values())
         signalled = False
         for key, _ in self._selector.select(0 if busy else self._timeout()):
-            if key.data is None:
+            if key.data is None:  # one byte per batch; what is left wakes the next select
                 signalled = True
                 with contextlib.suppress(OSError):
-                    while self._wake_r.recv(4096):
-                        pass
+                    self._wake_r.recv(4096)
             else:
                 self._guard(key.data.read)
                 self._after_each()
