@@ -407,3 +407,23 @@ def test_tls_settings_reach_py_amqp(spec: amqp.ConnectionSpec) -> None:
 
 def test_the_vhost_url_helper(rabbit_url: str) -> None:
     assert with_vhost(rabbit_url, "v").endswith("/v")
+
+
+def test_the_loop_runs_timers_in_order_and_refuses_work_once_closed() -> None:
+    from polymsg_kombu._loop import IOLoop
+    loop, ran = IOLoop("polymsg-test-loop"), []
+    done = threading.Event()
+
+    def schedule() -> None:
+        loop.call_later(0.2, lambda: (ran.append("late"), done.set()))
+        loop.cancel(loop.call_later(0.05, lambda: ran.append("cancelled")))
+        loop.call_later(0.0, lambda: ran.append("soon"))
+        loop.post(lambda: ran.append("posted"))
+
+    loop.run(schedule, WAIT)
+    assert done.wait(WAIT) and ran == ["posted", "soon", "late"]
+    assert loop.run(lambda: loop.in_loop(), WAIT) and not loop.in_loop()
+    loop.close()
+    loop.close()
+    with pytest.raises(polymsg.MessageDeliveryFailure):
+        loop.submit(lambda: None)
