@@ -1,7 +1,9 @@
 """The I/O adapter of ``rabbit+kombu``: core's AMQP port over py-amqp.
 
-py-amqp is synchronous; the adapter makes it fit the port. Connections open
-on a short-lived thread (TCP, TLS and the handshake block) and are handed to
+py-amqp is synchronous; the adapter makes it fit the port. Connections are
+made by kombu's py-amqp transport (one ``establish_connection()`` per attempt:
+the engine owns retries and backoff), on a short-lived thread (TCP, TLS and
+the handshake block), and are handed to
 the I/O thread (:class:`~polymsg_kombu._loop.IOLoop`), the only thread that
 touches them from then on. Steps that wait for the broker (a declaration,
 ``basic.consume``, opening a channel) run on the I/O thread; every callback
@@ -28,7 +30,9 @@ from typing import Any
 
 import amqp as py_amqp
 import amqp.exceptions as amqp_errors
+import kombu.connection
 from amqp import spec as amqp_spec
+from kombu.transport import pyamqp as kombu_pyamqp
 
 from polymsg import amqp
 from polymsg._amqp_port import Channel, Delivered, Loop, Returned
@@ -70,6 +74,16 @@ class _RawConnection(py_amqp.Connection):  # type: ignore[misc]
             if channel_id == 0 or owner is None or not owner.channel_closed(channel_id, exc):
                 raise
             return None
+
+
+class _Transport(kombu_pyamqp.Transport):
+    """kombu's py-amqp transport, making :class:`_RawConnection` connections."""
+
+    Connection = _RawConnection
+
+
+#: kombu's connection class (untyped: kept as Any for the type checker).
+_KOMBU_CONNECTION: Any = kombu.connection.Connection
 
 
 class KombuAdapter:
@@ -208,9 +222,10 @@ class PyAmqpConnection:
         post = self.loop.post  # py-amqp reads connection.blocked on the I/O thread only
         raw: Any = None
         try:
-            raw = _RawConnection(on_blocked=lambda reason: post(lambda: self._on_blocked(reason)),
-                                 on_unblocked=lambda: post(self._on_unblocked), **kwargs)
-            raw.connect()
+            client = _KOMBU_CONNECTION(transport=_Transport, transport_options=dict(
+                kwargs, on_blocked=lambda reason: post(lambda: self._on_blocked(reason)),
+                on_unblocked=lambda: post(self._on_unblocked)))
+            raw = client.transport.establish_connection()  # one attempt: the engine retries
         except Exception as exc:  # refused, unreachable, TLS, login: on_error says which
             if raw is not None:
                 with contextlib.suppress(Exception):
