@@ -4,7 +4,7 @@ py-amqp is synchronous; the adapter makes it fit the port. Connections are
 made by kombu's py-amqp transport (one ``establish_connection()`` per attempt:
 the engine owns retries and backoff), on a short-lived thread (TCP, TLS and
 the handshake block), and are handed to
-the I/O thread (:class:`~polymsg_kombu._loop.IOLoop`), the only thread that
+the I/O thread (:class:`~polymsg._amqp_selector.SelectorLoop`), the only thread that
 touches them from then on. Steps that wait for the broker (a declaration,
 ``basic.consume``, opening a channel) run on the I/O thread; every callback
 py-amqp makes, there or while the loop reads, is posted to the loop and runs
@@ -36,9 +36,9 @@ from kombu.transport import pyamqp as kombu_pyamqp
 
 from polymsg import amqp
 from polymsg._amqp_port import Channel, Delivered, Loop, Returned
+from polymsg._amqp_selector import SelectorLoop, Timer
 from polymsg_kombu import _errors
 from polymsg_kombu._fastpath import Hooks
-from polymsg_kombu._loop import IOLoop, Timer
 from polymsg_kombu._options import py_amqp_kwargs
 
 __all__ = ["SOCKET_TIMEOUT", "KombuAdapter", "PyAmqpChannel", "PyAmqpConnection"]
@@ -89,8 +89,8 @@ _KOMBU_CONNECTION: Any = kombu.connection.Connection
 class KombuAdapter:
     """py-amqp as core's AMQP engine sees it (:class:`polymsg._amqp_port.Adapter`)."""
 
-    def loop(self, name: str) -> IOLoop:
-        return IOLoop(name)
+    def loop(self, name: str) -> SelectorLoop:
+        return SelectorLoop(name)
 
     def connect(self, loop: Loop, spec: amqp.ConnectionSpec, endpoint: amqp.Endpoint,
                 name: str, *, on_open: Callable[[PyAmqpConnection], None],
@@ -98,7 +98,7 @@ class KombuAdapter:
                 on_closed: Callable[[BaseException | None], None],
                 on_blocked: Callable[[str | None], None],
                 on_unblocked: Callable[[], None]) -> PyAmqpConnection:
-        if not isinstance(loop, IOLoop):
+        if not isinstance(loop, SelectorLoop):
             raise TypeError(f"a py-amqp connection needs polymsg-kombu's I/O loop, not {loop!r}")
         connection = PyAmqpConnection(loop, name, endpoint.label, on_open, on_error,
                                       on_closed, on_blocked, on_unblocked)
@@ -113,7 +113,7 @@ class KombuAdapter:
 class PyAmqpConnection:
     """One py-amqp connection, read and written by the I/O thread only."""
 
-    def __init__(self, loop: IOLoop, name: str, host: str,
+    def __init__(self, loop: SelectorLoop, name: str, host: str,
                  on_open: Callable[[PyAmqpConnection], None],
                  on_error: Callable[[BaseException | None], None],
                  on_closed: Callable[[BaseException | None], None],

@@ -2,9 +2,9 @@
 
 The engine does everything a RabbitMQ driver does (connections, declarations,
 publishing with confirms, subscriptions, the reply queue); this driver only
-gives it py-amqp, kombu's AMQP client, through
+gives it py-amqp connections made by kombu's py-amqp transport, through
 :class:`~polymsg_kombu._adapter.KombuAdapter`: one I/O thread per transport
-(:mod:`polymsg_kombu._loop`), connections opened on short-lived threads and
+(core's :mod:`polymsg._amqp_selector`), connections opened on short-lived threads and
 then driven by it, and the private hooks kept for speed
 (:mod:`polymsg_kombu._fastpath`).
 """

@@ -410,8 +410,8 @@ def test_the_vhost_url_helper(rabbit_url: str) -> None:
 
 
 def test_the_loop_runs_timers_in_order_and_refuses_work_once_closed() -> None:
-    from polymsg_kombu._loop import IOLoop
-    loop, ran = IOLoop("polymsg-test-loop"), []
+    from polymsg._amqp_selector import SelectorLoop
+    loop, ran = SelectorLoop("polymsg-test-loop"), []
     done = threading.Event()
 
     def schedule() -> None:

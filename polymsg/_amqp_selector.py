@@ -1,12 +1,13 @@
-"""The I/O thread of a ``rabbit+kombu`` transport: the one thread that touches py-amqp.
+"""A selector loop for adapters whose client library has no event loop (py-amqp).
 
-py-amqp has no event loop, so the driver runs one: a :mod:`selectors` loop
-over a wake-up socket and the sockets of the open connections (each a
-:class:`Source`), with timers (heartbeats, reconnect backoff). Submissions
-from other threads are batched by core's :class:`~polymsg._amqp_loop.LoopThread`.
-What the I/O thread queues itself with :meth:`IOLoop.post` (the callbacks
-of frames read while py-amqp waited for an answer) runs right after the
-current step, in the order queued, so no callback runs inside another.
+:class:`SelectorLoop` is a :class:`~polymsg._amqp_port.Loop`: a
+:mod:`selectors` loop over a wake-up socket and the sockets of the open
+connections (each a :class:`Source`), with timers (heartbeats, reconnect
+backoff). Submissions from other threads are batched by
+:class:`~polymsg._amqp_loop.LoopThread`. What the I/O thread queues itself
+with :meth:`SelectorLoop.post` (the callbacks of frames read while a
+synchronous client waited for an answer) runs right after the current step,
+in the order queued, so no callback runs inside another.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Protocol
 
 from polymsg._amqp_loop import LoopThread
 
-__all__ = ["IOLoop", "Source", "Timer"]
+__all__ = ["SelectorLoop", "Source", "Timer"]
 
 LOG = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class Source(Protocol):
 
 
 class Timer:
-    """A :meth:`IOLoop.call_later` handle."""
+    """A :meth:`SelectorLoop.call_later` handle."""
 
     __slots__ = ("cancelled", "fn")
 
@@ -51,7 +52,7 @@ class Timer:
         self.cancelled = False
 
 
-class IOLoop(LoopThread):
+class SelectorLoop(LoopThread):
     """A selector loop on a daemon thread, started by the first submission."""
 
     def __init__(self, name: str) -> None:
