@@ -122,17 +122,15 @@ class Link:
         self.state = CONNECTING
         LOG.debug("%s: connecting to %s", self.name, endpoint.label)
         try:
-            connection = self.adapter.connect(
-                self.loop, self._spec, endpoint, self.name, on_open=self._on_open,
-                on_error=self._on_failed, on_closed=self._on_closed,
-                on_blocked=self._on_blocked, on_unblocked=self._on_unblocked)
+            connection = self.adapter.connect(self.loop, self._spec, endpoint, self.name, self)
         except Exception as exc:  # bad parameters, no socket: counts as a failed attempt
-            self._on_failed(exc)
+            self.connection_failed(exc)
             return
         if self.state == CONNECTING:  # an adapter may have opened or failed it already
             self.connection = connection
 
-    def _on_open(self, connection: Connection) -> None:
+    # -- what the connection tells the link (ConnectionEvents) -------------------
+    def connection_opened(self, connection: Connection) -> None:
         if self.state == CLOSED:
             connection.close()
             return
@@ -147,7 +145,7 @@ class Link:
         for user in list(self._users):
             user.link_opened(connection)
 
-    def _on_failed(self, error: BaseException | None) -> None:
+    def connection_failed(self, error: BaseException | None) -> None:
         if self.state == CLOSED:
             self._finish_close()
             return
@@ -170,7 +168,7 @@ class Link:
         self.state = WAITING
         self._timer = self.loop.call_later(delay, self._connect)
 
-    def _on_closed(self, error: BaseException | None) -> None:
+    def connection_closed(self, error: BaseException | None) -> None:
         self.connection = None
         if self.state == CLOSED:
             self._finish_close()
@@ -193,9 +191,9 @@ class Link:
         for callback in callbacks:
             callback()
 
-    def _on_blocked(self, reason: str | None) -> None:
+    def connection_blocked(self, reason: str | None) -> None:
         LOG.warning("%s: the broker blocked publishing (%s); waiting for it to resume",
                     self.name, reason or "resource alarm")
 
-    def _on_unblocked(self) -> None:
+    def connection_unblocked(self) -> None:
         LOG.warning("%s: the broker resumed publishing", self.name)

@@ -9,9 +9,10 @@ Threading: every method here is called on the adapter's I/O thread (the
 :class:`Loop`), and every callback the adapter makes runs there too, except
 :meth:`Loop.submit`, :meth:`Loop.run` and :meth:`Loop.close`, which any
 thread may call. Callbacks never raise into the adapter: the engine catches
-what it must. A callback handed to a method (``on_open``, ``done``,
-``on_error``...) never runs before that method has returned: an adapter over
-a synchronous library defers it (:meth:`Loop.submit`); the engine stores what
+what it must. A callback handed to a method (``on_open``, ``done``, the
+:class:`ConnectionEvents` given to :meth:`Adapter.connect`...) never runs
+before that method has returned: an adapter over a synchronous library
+defers it (:meth:`Loop.submit`); the engine stores what
 a method returns (a channel, a consumer tag) before its answer can arrive.
 
 Values crossing the port are polymsg's own (plain ``bytes``, mappings of
@@ -31,7 +32,8 @@ from typing import Any, Protocol, TypeVar
 
 from polymsg._amqp_connection import ConnectionSpec, Endpoint, Failure
 
-__all__ = ["Adapter", "Channel", "Connection", "Delivered", "Loop", "Returned"]
+__all__ = ["Adapter", "Channel", "Connection", "ConnectionEvents", "Delivered", "Loop",
+           "Returned"]
 
 T = TypeVar("T")
 
@@ -174,7 +176,24 @@ class Connection(Protocol):
         """Send now what was written since the last flush (after each batch)."""
 
     def close(self) -> None:
-        """Close; the connection's ``on_closed`` runs once closed."""
+        """Close; its events hear ``connection_closed`` once closed."""
+
+
+class ConnectionEvents(Protocol):
+    """What a connection tells its owner, on the I/O thread: exactly one of
+    :meth:`connection_opened` and :meth:`connection_failed`; after the first,
+    :meth:`connection_closed` once when it closes."""
+
+    def connection_opened(self, connection: Connection) -> None: ...
+
+    def connection_failed(self, error: BaseException | None) -> None: ...
+
+    def connection_closed(self, error: BaseException | None) -> None: ...
+
+    def connection_blocked(self, reason: str | None) -> None:
+        """The broker stopped reading what is published (a resource alarm)."""
+
+    def connection_unblocked(self) -> None: ...
 
 
 class Adapter(Protocol):
@@ -183,15 +202,10 @@ class Adapter(Protocol):
     def loop(self, name: str) -> Loop:
         """A new, not yet started, I/O thread."""
 
-    def connect(self, loop: Loop, spec: ConnectionSpec, endpoint: Endpoint, name: str, *,
-                on_open: Callable[[Connection], None],
-                on_error: Callable[[BaseException | None], None],
-                on_closed: Callable[[BaseException | None], None],
-                on_blocked: Callable[[str | None], None],
-                on_unblocked: Callable[[], None]) -> Connection:
+    def connect(self, loop: Loop, spec: ConnectionSpec, endpoint: Endpoint, name: str,
+                events: ConnectionEvents) -> Connection:
         """Start opening a connection to ``endpoint`` (I/O thread; never blocks
-        the loop for long). Exactly one of ``on_open`` and ``on_error`` runs;
-        after ``on_open``, ``on_closed`` runs once when it closes."""
+        the loop for long); ``events`` hears how it goes."""
 
     def failure_of(self, error: BaseException | None, host: str) -> Failure:
         """Classify why connecting or a connection failed: permanent or transient."""

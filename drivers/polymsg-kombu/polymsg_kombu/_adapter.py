@@ -35,7 +35,7 @@ from amqp import spec as amqp_spec
 from kombu.transport import pyamqp as kombu_pyamqp
 
 from polymsg import amqp
-from polymsg._amqp_port import Channel, Delivered, Loop, Returned
+from polymsg._amqp_port import Channel, ConnectionEvents, Delivered, Loop, Returned
 from polymsg._amqp_selector import SelectorLoop, Timer
 from polymsg_kombu import _errors
 from polymsg_kombu._fastpath import Hooks
@@ -93,15 +93,10 @@ class KombuAdapter:
         return SelectorLoop(name)
 
     def connect(self, loop: Loop, spec: amqp.ConnectionSpec, endpoint: amqp.Endpoint,
-                name: str, *, on_open: Callable[[PyAmqpConnection], None],
-                on_error: Callable[[BaseException | None], None],
-                on_closed: Callable[[BaseException | None], None],
-                on_blocked: Callable[[str | None], None],
-                on_unblocked: Callable[[], None]) -> PyAmqpConnection:
+                name: str, events: ConnectionEvents) -> PyAmqpConnection:
         if not isinstance(loop, SelectorLoop):
-            raise TypeError(f"a py-amqp connection needs polymsg-kombu's I/O loop, not {loop!r}")
-        connection = PyAmqpConnection(loop, name, endpoint.label, on_open, on_error,
-                                      on_closed, on_blocked, on_unblocked)
+            raise TypeError(f"a py-amqp connection needs a SelectorLoop, not {loop!r}")
+        connection = PyAmqpConnection(loop, name, endpoint.label, events)
         connection.start(py_amqp_kwargs(spec, endpoint, name))
         return connection
 
@@ -114,14 +109,9 @@ class PyAmqpConnection:
     """One py-amqp connection, read and written by the I/O thread only."""
 
     def __init__(self, loop: SelectorLoop, name: str, host: str,
-                 on_open: Callable[[PyAmqpConnection], None],
-                 on_error: Callable[[BaseException | None], None],
-                 on_closed: Callable[[BaseException | None], None],
-                 on_blocked: Callable[[str | None], None],
-                 on_unblocked: Callable[[], None]) -> None:
+                 events: ConnectionEvents) -> None:
         self.loop, self.name, self.host = loop, name, host
-        self._on_open, self._on_error, self._on_closed = on_open, on_error, on_closed
-        self._on_blocked, self._on_unblocked = on_blocked, on_unblocked
+        self._events = events
         self._state = _CONNECTING
         self._raw: Any = None
         self._sock: Any = None
@@ -172,7 +162,8 @@ class PyAmqpConnection:
     def close(self) -> None:
         if self._state == _CONNECTING:
             self._state = _CLOSED
-            self.loop.post(lambda: self._on_error(_errors.Closed("closed before it opened")))
+            closed = _errors.Closed("closed before it opened")
+            self.loop.post(lambda: self._events.connection_failed(closed))
             return
         if self._state != _OPEN:
             return
@@ -219,14 +210,14 @@ class PyAmqpConnection:
                          name=f"{self.name} connecting").start()
 
     def _open(self, kwargs: dict[str, Any]) -> None:
-        post = self.loop.post  # py-amqp reads connection.blocked on the I/O thread only
+        post, events = self.loop.post, self._events  # blocked: told on the I/O thread
         raw: Any = None
         try:
             client = _KOMBU_CONNECTION(transport=_Transport, transport_options=dict(
-                kwargs, on_blocked=lambda reason: post(lambda: self._on_blocked(reason)),
-                on_unblocked=lambda: post(self._on_unblocked)))
+                kwargs, on_blocked=lambda reason: post(lambda: events.connection_blocked(reason)),
+                on_unblocked=lambda: post(events.connection_unblocked)))
             raw = client.transport.establish_connection()  # one attempt: the engine retries
-        except Exception as exc:  # refused, unreachable, TLS, login: on_error says which
+        except Exception as exc:  # refused, unreachable, TLS, login: failure_of says which
             if raw is not None:
                 with contextlib.suppress(Exception):
                     raw.collect()
@@ -245,7 +236,7 @@ class PyAmqpConnection:
     def _failed(self, exc: BaseException) -> None:
         if self._state == _CONNECTING:
             self._state = _CLOSED
-            self._on_error(exc)
+            self._events.connection_failed(exc)
 
     def _opened(self, raw: Any) -> None:
         if self._state != _CONNECTING:  # closed while it opened
@@ -271,7 +262,7 @@ class PyAmqpConnection:
         if heartbeat:
             self._tick_every = heartbeat / 4
             self._timer = self.loop.call_later(self._tick_every, self._tick)
-        self._on_open(self)
+        self._events.connection_opened(self)
 
     def _tick(self) -> None:
         if self._state != _OPEN:
@@ -349,7 +340,7 @@ class PyAmqpConnection:
         self._channels.clear()
         for channel in channels:
             channel.closed(exc)
-        self.loop.post(lambda: self._on_closed(exc))
+        self.loop.post(lambda: self._events.connection_closed(exc))
 
 
 def _renamed(properties: Mapping[str, Any], name: str, to: str) -> dict[str, Any]:

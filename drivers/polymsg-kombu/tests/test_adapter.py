@@ -11,6 +11,7 @@ import dataclasses
 import socket
 import threading
 import time
+import types
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -80,12 +81,18 @@ class Harness:
         with self._cond:
             return [e for e in self.events if e[0] == kind]
 
+    def connection_events(self) -> Any:
+        """A :class:`~polymsg._amqp_port.ConnectionEvents` recording what it hears."""
+        return types.SimpleNamespace(
+            connection_opened=self.recorder("open"), connection_failed=self.recorder("error"),
+            connection_closed=self.recorder("closed"),
+            connection_blocked=self.recorder("blocked"),
+            connection_unblocked=self.recorder("unblocked"))
+
     def connect(self, spec: amqp.ConnectionSpec, endpoint: amqp.Endpoint | None = None) -> Any:
         return self.call(lambda: self.adapter.connect(
             self.loop, spec, endpoint or spec.endpoints[0], "polymsg-test",
-            on_open=self.recorder("open"), on_error=self.recorder("error"),
-            on_closed=self.recorder("closed"), on_blocked=self.recorder("blocked"),
-            on_unblocked=self.recorder("unblocked")))
+            self.connection_events()))
 
     def open(self, spec: amqp.ConnectionSpec) -> Any:
         connection = self.connect(spec)
@@ -186,10 +193,8 @@ def test_a_wrong_password_is_a_permanent_failure(harness: Harness,
 def test_closing_while_connecting_reports_an_error_once(harness: Harness,
                                                        spec: amqp.ConnectionSpec) -> None:
     connection = harness.call(lambda: (c := harness.adapter.connect(
-        harness.loop, spec, spec.endpoints[0], "polymsg-test",
-        on_open=harness.recorder("open"), on_error=harness.recorder("error"),
-        on_closed=harness.recorder("closed"), on_blocked=harness.recorder("blocked"),
-        on_unblocked=harness.recorder("unblocked")), c.close(), c)[-1])
+        harness.loop, spec, spec.endpoints[0], "polymsg-test", harness.connection_events()),
+        c.close(), c)[-1])
     harness.wait("error")
     assert connection.is_closed
     assert harness.call(lambda: connection.is_closed)  # the opened connection was dropped

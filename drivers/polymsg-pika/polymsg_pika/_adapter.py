@@ -19,7 +19,7 @@ from pika import spec as pika_spec
 from pika.adapters.select_connection import SelectConnection
 
 from polymsg._amqp_connection import ConnectionSpec, Endpoint, Failure, TLSSpec
-from polymsg._amqp_port import Delivered, Done, Loop, Returned
+from polymsg._amqp_port import ConnectionEvents, Delivered, Done, Loop, Returned
 from polymsg_pika import _errors, _fastpath
 from polymsg_pika._loop import IOThread
 from polymsg_pika._options import connection_parameters
@@ -192,25 +192,24 @@ class PikaAdapter:
     def loop(self, name: str) -> IOThread:
         return IOThread(name)
 
-    def connect(self, loop: Loop, spec: ConnectionSpec, endpoint: Endpoint, name: str, *,
-                on_open: Callable[[PikaConnection], None],
-                on_error: Callable[[BaseException | None], None],
-                on_closed: Callable[[BaseException | None], None],
-                on_blocked: Callable[[str | None], None],
-                on_unblocked: Callable[[], None]) -> PikaConnection:
+    def connect(self, loop: Loop, spec: ConnectionSpec, endpoint: Endpoint, name: str,
+                events: ConnectionEvents) -> PikaConnection:
         assert isinstance(loop, IOThread), "pika connections run on a loop of this adapter"
         connection = PikaConnection()
 
         def opened(raw: Any) -> None:
             raw.add_on_connection_blocked_callback(
-                lambda _c, frame: on_blocked(getattr(frame.method, "reason", None)))
-            raw.add_on_connection_unblocked_callback(lambda _c, _frame: on_unblocked())
-            on_open(connection)
+                lambda _c, frame: events.connection_blocked(getattr(frame.method, "reason",
+                                                                    None)))
+            raw.add_on_connection_unblocked_callback(
+                lambda _c, _frame: events.connection_unblocked())
+            events.connection_opened(connection)
 
         connection.pika = SelectConnection(
             self._parameters_of(spec, endpoint, name), on_open_callback=opened,
-            on_open_error_callback=lambda _c, error: on_error(error),
-            on_close_callback=lambda _c, error: on_closed(error), custom_ioloop=loop.ioloop)
+            on_open_error_callback=lambda _c, error: events.connection_failed(error),
+            on_close_callback=lambda _c, error: events.connection_closed(error),
+            custom_ioloop=loop.ioloop)
         return connection
 
     def _parameters_of(self, spec: ConnectionSpec, endpoint: Endpoint,
