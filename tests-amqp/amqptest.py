@@ -8,11 +8,16 @@ import re
 import shlex
 import subprocess
 import threading
+import time
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import pytest
+from oslo_config import cfg
 
 import polymsg
+from polymsg._config import register_defaults
 from polymsg.testing import Recorder
 
 DRIVERS = ("rabbit+kombu", "rabbit+pika")
@@ -51,6 +56,65 @@ def make_url(scheme: str, vhost: str | None, query: str = "", *, user: str | Non
     where = f"{host or base.hostname or '127.0.0.1'}:{port or base.port or 5672}"
     text = f"{scheme}://{user}:{password}@{where}/{vhost or ''}"
     return f"{text}?{query}" if query else text
+
+
+def shared_conf(control_exchange: str, *, oslo_options_first: bool = False) -> cfg.ConfigOpts:
+    """One ConfigOpts for polymsg and oslo.messaging, on ``control_exchange``.
+
+    oslo.messaging 18 registers its tracing and metrics options on the global
+    CONF only, so they are registered here. Then either polymsg's options
+    (oslo.messaging registers its own when it makes a transport), or, with
+    ``oslo_options_first``, oslo.messaging's client, pool and transport
+    options, whose twins polymsg then reuses (a service migrating between the
+    two is configured exactly so).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # oslo.messaging imports eventlet, which warns
+        from oslo_messaging import server, transport
+        from oslo_messaging._metrics import client as metrics
+        from oslo_messaging._tracing import client as tracing
+        from oslo_messaging.rpc import client
+    conf = cfg.ConfigOpts()
+    conf([])
+    conf.register_opts(tracing.oslo_messaging_tracing, group="oslo_messaging_tracing")
+    conf.register_opts(metrics.oslo_messaging_metrics, group="oslo_messaging_metrics")
+    if oslo_options_first:
+        conf.register_opts(client._client_opts)
+        conf.register_opts(server._pool_opts)
+        conf.register_opts(transport._transport_opts)
+    else:
+        register_defaults(conf)
+    conf.set_override("control_exchange", control_exchange)
+    return conf
+
+
+class Worker:
+    """An endpoint recording what it ran; ``sleepy`` and ``busy`` run long."""
+
+    def __init__(self) -> None:
+        self.values = Recorder()
+
+    def record(self, ctxt: Any, value: int) -> None:
+        self.values.add(value)
+
+    def echo(self, ctxt: Any, value: Any) -> Any:
+        return value
+
+    def sleepy(self, ctxt: Any, seconds: float) -> str:
+        # A long-running method: it blocks its worker thread for `seconds`.
+        threading.Event().wait(seconds)
+        return "slept"
+
+    def busy(self, ctxt: Any, seconds: float) -> int:
+        # A CPU-bound method: it keeps the interpreter busy for `seconds`.
+        deadline, loops = time.monotonic() + seconds, 0
+        while time.monotonic() < deadline:
+            loops += sum(range(1000)) and 1
+        return loops
+
+    def info(self, ctxt: Any, publisher_id: str, event_type: str, payload: Any,
+             metadata: Any) -> None:
+        self.values.add(payload["n"])
 
 
 class Matrix:

@@ -11,7 +11,7 @@ import warnings
 from typing import Any
 
 import pytest
-from amqptest import make_url
+from amqptest import make_url, shared_conf
 from click.testing import CliRunner, Result
 from oslo_config import cfg
 
@@ -29,11 +29,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # oslo.messaging imports eventlet, which warns
     pytest.importorskip("oslo_messaging._tracing", reason="oslo.messaging < 18.3 has no tracing")
     import oslo_messaging as om
-    from oslo_messaging import server as oslo_server
-    from oslo_messaging import transport as oslo_transport
-    from oslo_messaging._metrics import client as oslo_metrics
     from oslo_messaging._tracing import client as oslo_tracing
-    from oslo_messaging.rpc import client as oslo_client
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("POLYMSG_TEST_RABBIT_VERSION", "").startswith("4"),
@@ -48,14 +44,7 @@ def run(*args: str) -> Result:
 
 
 def oslo_conf(exchange: str) -> cfg.ConfigOpts:
-    conf = cfg.ConfigOpts()
-    conf([])
-    conf.register_opts(oslo_tracing.oslo_messaging_tracing, group="oslo_messaging_tracing")
-    conf.register_opts(oslo_metrics.oslo_messaging_metrics, group="oslo_messaging_metrics")
-    conf.register_opts(oslo_client._client_opts)
-    conf.register_opts(oslo_server._pool_opts)
-    conf.register_opts(oslo_transport._transport_opts)
-    conf.set_override("control_exchange", exchange)
+    conf = shared_conf(exchange, oslo_options_first=True)
     conf.set_override("tracing_enabled", True, group="oslo_messaging_tracing")
     return conf
 

@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
-from amqptest import FAST_RETRY, make_url
+from amqptest import FAST_RETRY, make_url, shared_conf
 from oslo_config import cfg
 
 import polymsg
@@ -55,17 +55,7 @@ def conf(exchange: str, vhost: str) -> cfg.ConfigOpts:
     """One ConfigOpts for both libraries: one control exchange, durable queues on
     oslo.messaging's side (its defaults declare transient ones)."""
     om = pytest.importorskip("oslo_messaging", reason="oslo.messaging is a test dependency")
-    from oslo_messaging._metrics import client as metrics
-    from oslo_messaging._tracing import client as tracing
-
-    from polymsg._config import register_defaults
-
-    conf = cfg.ConfigOpts()
-    conf([])
-    conf.register_opts(tracing.oslo_messaging_tracing, group="oslo_messaging_tracing")
-    conf.register_opts(metrics.oslo_messaging_metrics, group="oslo_messaging_metrics")
-    register_defaults(conf)
-    conf.set_override("control_exchange", exchange)
+    conf = shared_conf(exchange)
     om.get_rpc_transport(conf, url=make_url("rabbit", vhost)).cleanup()  # registers its options
     conf.set_override("amqp_durable_queues", True, group="oslo_messaging_rabbit")
     return conf

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from amqptest import FAST_RETRY, make_url
+from amqptest import FAST_RETRY, make_url, shared_conf
 from oslo_config import cfg
 from oslo_context.context import RequestContext
 
@@ -21,11 +21,6 @@ from polymsg.testing import Recorder
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # oslo.messaging imports eventlet, which warns
     import oslo_messaging as om
-    from oslo_messaging import server as oslo_server
-    from oslo_messaging import transport as oslo_transport
-    from oslo_messaging._metrics import client as oslo_metrics
-    from oslo_messaging._tracing import client as oslo_tracing
-    from oslo_messaging.rpc import client as oslo_client
 
 # oslo.messaging on its defaults declares non-durable non-exclusive queues, which
 # a RabbitMQ 4 node with 4.3's denials refuses; tests/rabbit4/test_rabbit4_oslo.py
@@ -68,18 +63,7 @@ class Listener:
 @pytest.fixture
 def conf() -> cfg.ConfigOpts:
     """One ConfigOpts for both libraries, so both read the same control_exchange."""
-    conf = cfg.ConfigOpts()
-    conf([])
-    # oslo.messaging 18 registers these on the global CONF only.
-    conf.register_opts(oslo_tracing.oslo_messaging_tracing, group="oslo_messaging_tracing")
-    conf.register_opts(oslo_metrics.oslo_messaging_metrics, group="oslo_messaging_metrics")
-    # oslo.messaging refuses options of the same name registered first by
-    # polymsg; polymsg reuses an existing twin (a service migrating between
-    # the two has exactly this configuration).
-    conf.register_opts(oslo_client._client_opts)
-    conf.register_opts(oslo_server._pool_opts)
-    conf.register_opts(oslo_transport._transport_opts)
-    conf.set_override("control_exchange", f"interop-{uuid.uuid4().hex[:8]}")
+    conf = shared_conf(f"interop-{uuid.uuid4().hex[:8]}", oslo_options_first=True)
     return conf
 
 

@@ -11,50 +11,17 @@ not) is read from the broker: the client ports of the virtual host's connections
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
 
 import pytest
-from amqptest import FAST_RETRY, CastStream, base_url, ctl, make_url
+from amqptest import FAST_RETRY, CastStream, Worker, base_url, ctl, make_url
 from proxy import Proxy, free_port
 
 import polymsg
-from polymsg.testing import Recorder
 
 WAIT = 30.0
-
-
-class Worker:
-    """An endpoint recording what it ran; ``sleepy`` and ``busy`` run long."""
-
-    def __init__(self) -> None:
-        self.values = Recorder()
-
-    def record(self, ctxt: Any, value: int) -> None:
-        self.values.add(value)
-
-    def echo(self, ctxt: Any, value: Any) -> Any:
-        return value
-
-    def sleepy(self, ctxt: Any, seconds: float) -> str:
-        # A long-running method: it blocks its worker thread for `seconds`.
-        threading.Event().wait(seconds)
-        return "slept"
-
-    def busy(self, ctxt: Any, seconds: float) -> int:
-        # A CPU-bound method: it keeps the interpreter busy for `seconds`.
-        deadline, loops = time.monotonic() + seconds, 0
-        while time.monotonic() < deadline:
-            loops += sum(range(1000)) and 1
-        return loops
-
-    def info(self, ctxt: Any, publisher_id: str, event_type: str, payload: Any,
-             metadata: Any) -> None:
-        self.values.add(payload["n"])
 
 
 @pytest.fixture

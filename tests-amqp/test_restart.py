@@ -20,14 +20,12 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from amqptest import FAST_RETRY, CastStream
+from amqptest import FAST_RETRY, CastStream, Worker
 from proxy import free_port
 
 import polymsg
-from polymsg.testing import Recorder
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("POLYMSG_TEST_RABBIT_VERSION")),
@@ -116,17 +114,6 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     finally:
         node.stop()
         shutil.rmtree(base, ignore_errors=True)
-
-
-class Worker:
-    def __init__(self) -> None:
-        self.values = Recorder()
-
-    def record(self, ctxt: Any, value: int) -> None:
-        self.values.add(value)
-
-    def echo(self, ctxt: Any, value: Any) -> Any:
-        return value
 
 
 def test_broker_restart_mid_stream(scheme: str, node: Node,

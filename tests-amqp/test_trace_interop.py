@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from amqptest import FAST_RETRY, make_url
+from amqptest import FAST_RETRY, make_url, shared_conf
 from oslo_config import cfg
 
 import polymsg
@@ -41,18 +41,8 @@ def exporter() -> Iterator[Any]:
 def conf(vhost: str, exporter: Any) -> cfg.ConfigOpts:
     """One ConfigOpts for both libraries, tracing on in both."""
     om = pytest.importorskip("oslo_messaging", reason="oslo.messaging is a test dependency")
-    from oslo_messaging._metrics import client as metrics
-    from oslo_messaging._tracing import client as tracing
-
-    from polymsg._config import register_defaults
-
-    conf = cfg.ConfigOpts()
-    conf([])
-    conf.register_opts(tracing.oslo_messaging_tracing, group="oslo_messaging_tracing")
-    conf.register_opts(metrics.oslo_messaging_metrics, group="oslo_messaging_metrics")
+    conf = shared_conf(f"trace-{uuid.uuid4().hex[:8]}")
     conf.register_opts(_observability.OPTS, group=GROUP)
-    register_defaults(conf)
-    conf.set_override("control_exchange", f"trace-{uuid.uuid4().hex[:8]}")
     conf.set_override("tracing_enabled", True, group="oslo_messaging_tracing")
     conf.set_override("tracing", True, group=GROUP)
     om.get_rpc_transport(conf, url=make_url("rabbit", vhost)).cleanup()  # registers its options

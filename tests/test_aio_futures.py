@@ -13,6 +13,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
+from transportkit import ticking
 
 import polymsg
 from polymsg.aio import _futures
@@ -149,19 +150,10 @@ class Held:
         return future
 
 
-async def _ticking(gaps: list[float]) -> None:
-    last = time.monotonic()
-    while True:
-        await asyncio.sleep(0.02)
-        now = time.monotonic()
-        gaps.append(now - last)
-        last = now
-
-
 def test_a_blocking_send_runs_off_the_loop_and_its_call_ends_on_time() -> None:
     async def main() -> None:
         held, gaps = Held(), []
-        ticker = asyncio.create_task(_ticking(gaps))
+        ticker = asyncio.create_task(ticking(gaps))
         senders = Senders("test")
         started = time.monotonic()
         with pytest.raises(polymsg.MessagingTimeout):

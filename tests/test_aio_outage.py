@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+from transportkit import ticking
 
 import polymsg
 from polymsg import aio
@@ -43,16 +44,7 @@ async def _timed(work: Callable[[], Awaitable[Any]]) -> tuple[BaseException | No
     """Run ``work`` beside a ticker: (what it raised, seconds it took, the longest
     the ticker waited for the loop)."""
     gaps: list[float] = []
-
-    async def tick() -> None:
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(0.02)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-
-    ticker = asyncio.create_task(tick())
+    ticker = asyncio.create_task(ticking(gaps))
     await asyncio.sleep(0)
     started = time.monotonic()
     raised: BaseException | None = None

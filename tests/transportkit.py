@@ -1,14 +1,17 @@
 """A URL for each transport the cross-transport tests run on (a module name
 no other tests use): memory, both RabbitMQ drivers (with
-``POLYMSG_TEST_RABBIT_URL``, see ``scripts/services.sh env``) and zmq."""
+``POLYMSG_TEST_RABBIT_URL``, see ``scripts/services.sh env``) and zmq; and
+:func:`ticking`, which shows how long an asyncio test's loop was held."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import shutil
 import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +20,17 @@ import pytest
 
 RABBIT = os.environ.get("POLYMSG_TEST_RABBIT_URL")
 KINDS = ("memory", "kombu", "pika", "zmq")
+
+
+async def ticking(gaps: list[float]) -> None:
+    """Tick every 20 ms until cancelled, adding to ``gaps`` the time each tick
+    waited: a gap far longer than 20 ms is a loop held by something else."""
+    last = time.monotonic()
+    while True:
+        await asyncio.sleep(0.02)
+        now = time.monotonic()
+        gaps.append(now - last)
+        last = now
 
 
 def free_port() -> int:
