@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from kombutest import rabbitmqctl, with_vhost
+from kombutest import rabbitmqctl
 from polymsg_kombu._adapter import KombuAdapter
 from polymsg_kombu._errors import Closed
 
@@ -408,10 +408,6 @@ def test_tls_settings_reach_py_amqp(spec: amqp.ConnectionSpec) -> None:
     assert kwargs["ssl"]["ca_certs"] == "/ca.pem"
     assert kwargs["ssl"]["server_hostname"] == "::1"
     assert kwargs["client_properties"]["connection_name"] == "n"
-
-
-def test_the_vhost_url_helper(rabbit_url: str) -> None:
-    assert with_vhost(rabbit_url, "v").endswith("/v")
 
 
 def test_the_loop_runs_timers_in_order_and_refuses_work_once_closed() -> None:
